@@ -1,0 +1,136 @@
+"""Command line: argument parsing and dispatch only.
+
+Handlers live in the modules that own the work and are imported lazily, so
+``camwatch --help`` stays fast and a broken optional part cannot stop the
+others. Every ``CamwatchError`` becomes one line on stderr and its exit code;
+nothing a user can cause ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import CamwatchError
+
+DEFAULT_CONFIG = os.environ.get("CAMWATCH_CONFIG", "/etc/camwatch/cameras.yaml")
+
+# command name -> "module:function"; each function takes the parsed args, returns an exit code.
+HANDLERS = {
+    "run": "camwatch.daemon:cli_run",
+    "validate": "camwatch.config:cli_validate",
+    "check": "camwatch.daemon:cli_check",
+    "enroll": "camwatch.enrol:cli_enroll",
+    "references": "camwatch.enrol:cli_references",
+    "events": "camwatch.events:cli_events",
+    "evaluate": "camwatch.evaluate:cli_evaluate",
+    "compare": "camwatch.compare:cli_compare",
+}
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                   help=f"cameras YAML file (default: $CAMWATCH_CONFIG or {DEFAULT_CONFIG})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camwatch",
+        description="Watch fixed cameras and alert when a view is moved, covered, blinded or defocused. "
+                    "With no command, runs the daemon: camwatch --config cameras.yaml",
+    )
+    parser.add_argument("--version", action="version", version=f"camwatch {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("CAMWATCH_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default=os.environ.get("CAMWATCH_LOG_FORMAT", "text"),
+                        choices=["text", "json"], help="json: one JSON object per line")
+    _config_arg(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon (the default)")
+    _config_arg(p)
+
+    p = sub.add_parser("validate", help="check a config file and print every problem")
+    _config_arg(p)
+
+    p = sub.add_parser("check", help="check cameras now; exit 0 all as enrolled, 1 any drifted, 2 any error")
+    _config_arg(p)
+    p.add_argument("cameras", nargs="*", metavar="CAMERA", help="camera ids (default: all enabled)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+    p = sub.add_parser("enroll", help="store the current view (or an image) as a camera's reference")
+    _config_arg(p)
+    p.add_argument("cameras", nargs="*", metavar="CAMERA")
+    p.add_argument("--all", action="store_true", help="every enabled camera")
+    p.add_argument("--label", default="default", help="e.g. day, night (default: default)")
+    p.add_argument("--image", help="enrol this image file instead of a live frame (one camera)")
+
+    p = sub.add_parser("references", help="list or remove stored references")
+    _config_arg(p)
+    rs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = rs.add_parser("list", help="list references")
+    q.add_argument("--camera", help="only this camera")
+    q.add_argument("--json", action="store_true")
+    q = rs.add_parser("remove", help="remove references by id, or all of a camera's")
+    q.add_argument("ids", nargs="*", type=int, metavar="ID")
+    q.add_argument("--camera", help="remove every reference of this camera")
+
+    p = sub.add_parser("events", help="list drift and availability events")
+    _config_arg(p)
+    p.add_argument("--camera", help="only this camera")
+    p.add_argument("--since", help="ISO time or a duration such as 2h, 3d")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=200)
+
+    p = sub.add_parser("evaluate", help="score a drift-bench case folder")
+    p.add_argument("cases", metavar="CASES_DIR")
+    p.add_argument("--scores", metavar="OUT.csv", help="write query,score,drifted rows")
+    p.add_argument("--model", help="ONNX model (default: the shipped one)")
+    p.add_argument("--plot", metavar="ROC.png", help="write the ROC curve")
+    p.add_argument("--method", default="model",
+                   help="model (default), or a baseline: ssim, edges")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="ignore the cases' calibration frames")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("compare", help="compare two images: similarity, confidence and a verdict")
+    p.add_argument("image_a", metavar="IMAGE_A")
+    p.add_argument("image_b", metavar="IMAGE_B")
+    p.add_argument("--model", help="ONNX model (default: the shipped one)")
+    p.add_argument("--crop", choices=["none", "face"], default="none",
+                   help="face: embed only the largest face (OpenCV Haar cascade)")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    from .logs import configure
+    configure(level, fmt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return int(_resolve(HANDLERS[command])(args) or 0)
+    except CamwatchError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"camwatch: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Logging set-up: plain text or one JSON object per line, never a secret.
+
+Secrets are registered once (from the config) and scrubbed from every record
+by a filter on the root handler, so a library that logs a URL cannot leak a
+camera password either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+_SECRETS: set[str] = set()
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that it is masked wherever it would be logged."""
+    if value and len(value) >= 3:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """Mask registered secrets and any user:password@ part of a URL."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        if s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+class _ScrubFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = scrub(msg)
+        if record.exc_info:
+            # Render the traceback now so it can be scrubbed too.
+            clean += "\n" + scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = clean, None
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    _EXTRA = ("camera", "event", "reason", "state", "similarity", "threshold", "kind", "provider")
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in self._EXTRA:
+            if hasattr(record, key):
+                doc[key] = getattr(record, key)
+        return json.dumps(doc, default=str)
+
+
+def configure(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ScrubFilter())
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
