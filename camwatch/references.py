@@ -134,15 +134,15 @@ class ReferenceStore:
 
     def _prepare_dir(self) -> None:
         d = self.state_dir
+        if d.exists() and not d.is_dir():
+            raise StoreError(f"state directory {d}: exists but is not a directory; "
+                             f"set settings.state_dir to a folder")
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"state directory {d}: cannot create it ({exc.strerror or exc}); create it and let "
                 f"camwatch write there, or set settings.state_dir to a writable folder") from None
-        if not d.is_dir():
-            raise StoreError(f"state directory {d}: exists but is not a directory; "
-                             f"set settings.state_dir to a folder")
         # Try a real write: os.access lies under root, ACLs and read-only mounts.
         probe = d / f".camwatch-write-test-{os.getpid()}-{threading.get_ident()}"
         try:
