@@ -33,8 +33,10 @@ HANDLERS = {
 }
 
 
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+def _config_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # Only the top parser has the default: a sub-parser's default would overwrite
+    # a --config given before the command (camwatch --config X enroll ...).
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG if top else argparse.SUPPRESS,
                    help=f"cameras YAML file (default: $CAMWATCH_CONFIG or {DEFAULT_CONFIG})")
 
 
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default=os.environ.get("CAMWATCH_LOG_FORMAT", "text"),
                         choices=["text", "json"], help="json: one JSON object per line")
-    _config_arg(parser)
+    _config_arg(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon (the default)")
@@ -74,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     rs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = rs.add_parser("list", help="list references")
+    _config_arg(q)
     q.add_argument("--camera", help="only this camera")
     q.add_argument("--json", action="store_true")
     q = rs.add_parser("remove", help="remove references by id, or all of a camera's")
+    _config_arg(q)
     q.add_argument("ids", nargs="*", type=int, metavar="ID")
     q.add_argument("--camera", help="remove every reference of this camera")
 
