@@ -213,12 +213,20 @@ def test_unreachable_and_hung_cameras_do_not_stop_the_others(site):
 
 def test_covered_view_is_refused(site):
     write_image(site / "black.png", np.full((120, 160, 3), 3, np.uint8))
-    cfg = write_config(site, file_camera("lobby", site / "black.png"))
-    out = run("enroll", "--config", str(cfg), "lobby")
+    # Detail only under the mask, the visible half covered (flat grey).
+    half = np.full((120, 160, 3), 90, np.uint8)
+    half[:, :80] = scene(3, 80, 120)
+    write_image(site / "half.png", half)
+    mask = "    mask: [[[0, 0], [0.5, 0], [0.5, 1], [0, 1]]]\n"
+    cfg = write_config(site, file_camera("lobby", site / "black.png")
+                       + file_camera("yard", site / "half.png", mask) + file_camera("dock", site / "half.png"))
+    out = run("enroll", "--config", str(cfg), "lobby", "yard", "dock")
     no_traceback(out)
     assert out.returncode == 2
-    assert "lobby" in out.stderr and "almost uniform" in out.stderr
-    assert references(cfg) == []
+    err = out.stderr.splitlines()
+    assert [l.split()[1] for l in err if "almost uniform" in l] == ["lobby", "yard"]
+    assert out.stdout.splitlines() == ["dock: label default: reference 1"]  # unmasked, it has detail
+    assert [r["camera"] for r in references(cfg)] == ["dock"]
 
 
 def test_usage_errors_are_one_line(site):
