@@ -107,6 +107,15 @@ def _stats_json(stats: Any) -> str:
     return json.dumps(stats, default=float, sort_keys=True)
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite may already have rolled it back)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 def _embedding_blob(embedding: np.ndarray) -> tuple[bytes, int]:
     vec = np.asarray(embedding, dtype="<f4").reshape(-1)
     if vec.size == 0 or not np.all(np.isfinite(vec)):
@@ -211,7 +220,7 @@ class ReferenceStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     # -- plumbing ------------------------------------------------------------
@@ -260,10 +269,10 @@ class ReferenceStore:
                     try:
                         conn.execute("COMMIT")
                     except sqlite3.DatabaseError as e:
-                        conn.execute("ROLLBACK")
+                        _rollback(conn)
                         raise self.store._db_error(e) from None
                     return False
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise self.store._db_error(exc) from None
                 return False

@@ -287,6 +287,25 @@ def test_damaged_pages_are_caught_at_open(tmp_path):
         ReferenceStore(state)
 
 
+def test_migrates_a_file_other_modules_already_use(tmp_path):
+    """camwatch.db may already hold another module's tables (user_version 0): they stay."""
+    state = tmp_path / "state"
+    state.mkdir()
+    con = sqlite3.connect(state / DB_NAME)
+    con.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, what TEXT)")
+    con.execute("INSERT INTO events (what) VALUES ('drifted')")
+    con.commit()
+    con.close()
+    with ReferenceStore(state) as s:
+        s.add("cam", "day", jpeg(scene(1)), unit(1), "m")
+    con = sqlite3.connect(state / DB_NAME)
+    try:
+        assert con.execute("SELECT what FROM events").fetchall() == [("drifted",)]
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        con.close()
+
+
 def test_newer_schema_is_refused(tmp_path):
     state = tmp_path / "state"
     ReferenceStore(state).close()
