@@ -69,28 +69,14 @@ def check_view(image_bgr: np.ndarray, where: str) -> None:
         raise EnrolmentError(f"{where}: image is {w}x{h} pixels, too small to be a reference")
 
 
-def _visible(image_bgr: np.ndarray, camera: Any) -> np.ndarray:
-    """Boolean map of the pixels the camera's ROI/mask leave visible.
+def _check_contrast(view_bgr: np.ndarray, where: str) -> None:
+    """Refuse a flat view (covered, dark, blinded), judged on the view as embedded.
 
-    Found by passing an all-white and an all-black image through
-    ``apply_regions``: a pixel it leaves unchanged in both is visible, whatever
-    it fills hidden pixels with.
+    ``apply_regions`` fills hidden pixels with the visible pixels' mean grey,
+    so a mask adds no contrast of its own: a flat visible part stays flat
+    however much detail lies under the mask.
     """
-    from .preprocess import apply_regions
-
-    white = apply_regions(np.full_like(image_bgr, 255), camera.roi, camera.mask)
-    black = apply_regions(np.zeros_like(image_bgr), camera.roi, camera.mask)
-    if white.shape != image_bgr.shape or black.shape != image_bgr.shape:  # regions crop: judge it all
-        return np.ones(image_bgr.shape[:2], bool)
-    return np.all(white == 255, axis=2) & np.all(black == 0, axis=2)
-
-
-def _check_contrast(image_bgr: np.ndarray, camera: Any, where: str) -> None:
-    """Judge flatness on the visible pixels only: a black mask must not pass for detail."""
-    visible = _visible(image_bgr, camera)
-    if not visible.any():
-        raise EnrolmentError(f"{where}: the ROI/mask leave nothing of the view visible; fix them in the config")
-    grey = image_bgr.mean(axis=2)[visible]
+    grey = view_bgr.mean(axis=2)
     if float(grey.std()) < MIN_CONTRAST:
         raise EnrolmentError(
             f"{where}: the view is almost uniform (mean level {grey.mean():.0f}, no detail): covered, "
@@ -108,8 +94,8 @@ def enrol_frame(store: ReferenceStore, embedder: Any, camera: Any, image_bgr: np
 
     where = f"camera {camera.id}"
     check_view(image_bgr, where)
-    _check_contrast(image_bgr, camera, where)
     view = apply_regions(image_bgr, camera.roi, camera.mask)
+    _check_contrast(view, where)
     jpeg, decoded = encode_view(view, where)
     vectors = np.asarray(embedder.embed([decoded]), dtype=np.float32)
     stats = view_stats(decoded)
