@@ -184,8 +184,8 @@ class Daemon:
         redone = self.store.reembed(self.embedder)
         if redone:
             log.info("re-embedded %d reference(s) made with another model", redone)
-        self._start_events()
         self.metrics = Metrics()
+        self._start_events()
         from . import __version__
         self.metrics.set_build_info(__version__, str(spec.name), str(spec.version))
         self.metrics.set_provider(self.embedder.provider, bool(s.require_gpu))
@@ -201,15 +201,12 @@ class Daemon:
 
     def _start_events(self) -> None:
         """Event store (durable outbox), its dispatcher, and evidence files."""
-        from . import events as ev
+        from .events import Dispatcher, EventStore, build_sinks
 
         s = self.config.settings
-        self.events = ev.EventStore(s.state_dir)
-        self.dispatcher = ev.Dispatcher(self.events, s.webhooks)
+        self.events = EventStore(s.state_dir)
+        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=self.metrics)
         self.dispatcher.start()
-        if getattr(s.evidence, "enabled", True):
-            from .evidence import EvidenceWriter
-            self.evidence = EvidenceWriter(s.state_dir, keep=s.evidence.keep)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -348,8 +345,7 @@ class Daemon:
         if rt.failures >= DOWN_AFTER_FAILURES and not rt.down:
             rt.down = True
             self.metrics.alert(cid, "unavailable")
-            self._emit(cid, "camera_down", {"reason": getattr(exc, "reason", "other"),
-                                             "message": message, "failures": rt.failures})
+            self._emit(cid, "camera_down", f"{rt.failures} failed fetches: {message}")
         self._progress()
 
     # ---- inference ---------------------------------------------------------------
@@ -397,7 +393,6 @@ class Daemon:
                     continue
                 log.info("camera %s: no reference yet; enrolled this view as reference %d (auto_enroll)",
                          cam.id, done.reference.id, extra={"camera": cam.id})
-                self._emit(cam.id, "enrolled", {"reference_id": done.reference.id, "auto": True})
                 self._refresh_reference_metrics(cam.id)
                 refs = self.store.for_camera(cam.id, images=False)
             if not refs:
@@ -445,20 +440,17 @@ class Daemon:
                   extra=extra)
         new_state = "drifted" if confirmed else "ok"
         if new_state == "drifted" and rt.state != "drifted":
-            evidence = self._write_evidence(cam, v, view, item.captured_at)
+            evidence = self._write_evidence(cam, v, j.threshold.value, view, item.captured_at)
             rt.drift_reference = v.reference_id
             log.warning("camera %s DRIFTED (%s): similarity %.3f below threshold %.3f",
                         cam.id, v.kind, v.similarity, j.threshold.value, extra=extra)
             self.metrics.alert(cam.id, v.kind)
-            self._emit(cam.id, "drift_started", {"kind": v.kind, "similarity": float(v.similarity),
-                                                  "threshold": j.threshold.value,
-                                                  "reference_id": v.reference_id,
-                                                  "evidence": evidence})
+            self._emit(cam.id, "drift_started", f"reference {v.reference_id}", kind=v.kind,
+                       similarity=v.similarity, threshold=j.threshold.value, evidence=evidence)
         elif new_state == "ok" and rt.state == "drifted":
             log.info("camera %s back to its enrolled view: similarity %.3f (threshold %.3f)",
                      cam.id, v.similarity, j.threshold.value, extra=extra)
-            self._emit(cam.id, "drift_cleared", {"similarity": float(v.similarity),
-                                                  "threshold": j.threshold.value})
+            self._emit(cam.id, "drift_cleared", similarity=v.similarity, threshold=j.threshold.value)
         elif rt.state in (None, "unavailable", "no_reference") and new_state == "ok":
             log.info("camera %s ok: similarity %.3f (threshold %.3f)", cam.id, v.similarity,
                      j.threshold.value, extra=extra)
@@ -475,7 +467,7 @@ class Daemon:
         self.metrics.set_up(cid, True)
         if rt.down:
             rt.down = False
-            self._emit(cid, "camera_up", {})
+            self._emit(cid, "camera_up")
 
     def _set_state(self, rt: CameraRuntime, state: str) -> None:
         if rt.state == state:
@@ -495,30 +487,44 @@ class Daemon:
         self.metrics.set_references(cid, s.count if s else 0, s.newest_at if s else None)
 
     # ---- events and evidence -----------------------------------------------------
-    def _emit(self, cid: str, kind: str, data: dict) -> None:
-        """Record an event durably; delivery (log, webhooks) is the dispatcher's job."""
+    def _emit(self, cid: str, type_: str, message: str = "", kind: str | None = None,
+              similarity: float | None = None, threshold: float | None = None,
+              evidence: str | None = None) -> None:
+        """Record an event durably (outbox); delivery to log/webhooks is the dispatcher's job.
+
+        A failure to record is logged loudly but never stops the checks.
+        """
         from .events import Event
 
-        if self.events is None:
+        if self.dispatcher is None:
             return
-        rt = self.runtimes.get(cid)
-        name = rt.camera.name if rt is not None else cid
         try:
-            self.events.add(Event(camera_id=cid, kind=kind, at=time.time(),
-                                  data={"camera_name": name, **data}))
-            self.dispatcher.wake()
-            self.metrics.set_events_pending(self.events.pending_count())
+            self.dispatcher.publish(Event(camera_id=cid, type=type_, kind=kind,
+                                          similarity=None if similarity is None else float(similarity),
+                                          threshold=None if threshold is None else float(threshold),
+                                          evidence=evidence, message=scrub(message)))
         except Exception as exc:
-            log.error("camera %s: could not record %s event: %s", cid, kind, scrub(str(exc)))
+            log.error("camera %s: could not record %s event: %s", cid, type_, scrub(str(exc)))
 
-    def _write_evidence(self, cam: Any, verdict: Any, view: np.ndarray, at: float) -> str | None:
+    def _write_evidence(self, cam: Any, verdict: Any, threshold: float, view: np.ndarray,
+                        at: float) -> str | None:
         """Reference and current view side by side, so a person can see what changed."""
-        if self.evidence is None or verdict.reference_id is None:
+        import cv2
+
+        from .evidence import write_evidence
+
+        ev = self.config.settings.evidence
+        if not getattr(ev, "enabled", True) or verdict.reference_id is None:
             return None
         try:
             ref = self.store.get(verdict.reference_id)
-            path = self.evidence.write(cam.id, ref.image_jpeg if ref else None, view, at,
-                                       caption=f"{verdict.kind} similarity {verdict.similarity:.3f}")
+            if ref is None:
+                return None
+            ref_img = cv2.imdecode(np.frombuffer(ref.image_jpeg, np.uint8), cv2.IMREAD_COLOR)
+            path = write_evidence(self.config.settings.state_dir, cam.id, ref_img, view,
+                                  similarity=float(verdict.similarity), threshold=threshold,
+                                  kind=verdict.kind, when=at, keep=ev.keep,
+                                  reference_time=ref.created_at)
             return str(path)
         except Exception as exc:  # an alert without a picture beats no alert
             log.warning("camera %s: evidence not written: %s", cam.id, scrub(str(exc)))
@@ -591,7 +597,7 @@ class Daemon:
                 log.warning("event dispatcher did not stop cleanly: %s", scrub(str(exc)))
         for rt in list(self.runtimes.values()):
             _close_source(rt)
-        for closable in (self.events, self.store, self.metrics_server):
+        for closable in (self.events, self.store, self.metrics_server):  # events flushed: synchronous=FULL
             if closable is not None:
                 try:
                     closable.close()
