@@ -1,0 +1,347 @@
+"""Events and the durable outbox against a real SQLite file and real local HTTP(S) servers.
+
+The webhook receiver is a real HTTP server in this process that fails on
+purpose (500s), disappears (connection refused) and comes back; the crash test
+kills a real subprocess with SIGKILL while a delivery is in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from camwatch.errors import CamwatchError
+from camwatch.events import (Backoff, DeliveryError, Dispatcher, Event, EventStore, LogSink,
+                             WebhookSink, parse_since, webhook_sink_name)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Receiver:
+    """A webhook receiver: records every request; ``fail_next`` requests get a 500."""
+
+    def __init__(self, port: int = 0, delay: float = 0.0, tls: ssl.SSLContext | None = None):
+        self.requests: list[dict] = []   # every request that reached the handler
+        self.accepted: list[dict] = []   # those answered 2xx
+        self.fail_next = 0
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.tls = tls
+        self.server = None
+        self.start(port)
+
+    def start(self, port: int = 0) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                doc = {"body": json.loads(body), "headers": dict(self.headers), "path": self.path}
+                with outer.lock:
+                    outer.requests.append(doc)
+                    fail = outer.fail_next > 0
+                    if fail:
+                        outer.fail_next -= 1
+                if outer.delay:
+                    time.sleep(outer.delay)
+                status = 500 if fail else 200
+                if not fail:
+                    with outer.lock:
+                        outer.accepted.append(doc)
+                # headers and body in one write (no Nagle delay, see GUIDE.md)
+                self.wfile.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                                 .encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        if self.tls:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop and close the socket: connections are now refused."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hook"
+
+    def accepted_ids(self) -> Counter:
+        with self.lock:
+            return Counter(d["body"]["id"] for d in self.accepted)
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+FAST = Backoff(base=0.05, cap=0.4)
+
+
+def test_record_is_durable_and_idempotent(tmp_path):
+    store = EventStore(tmp_path)
+    e = Event("cam1", "drift_started", kind="moved", similarity=0.41, threshold=0.8,
+              evidence="/x/e.jpg", message="moved left")
+    store.record(e, ["log", "webhook-aaaa0000"])
+    store.record(e, ["log", "webhook-aaaa0000"])  # a retried record does not duplicate
+    store.close()
+    # a separate connection (as after a restart) sees event and outbox rows
+    conn = sqlite3.connect(tmp_path / "events.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT id, camera_id, type, kind, similarity FROM events").fetchall() == [
+        (e.id, "cam1", "drift_started", "moved", 0.41)]
+    assert sorted(conn.execute("SELECT sink, delivered_at FROM outbox").fetchall()) == [
+        ("log", None), ("webhook-aaaa0000", None)]
+    conn.close()
+    again = EventStore(tmp_path)
+    assert [x.id for x in again.list()] == [e.id]
+    assert again.pending_count() == 2
+
+
+def test_event_type_is_checked():
+    with pytest.raises(ValueError):
+        Event("c", "exploded")
+
+
+def test_webhook_down_then_refusing_then_back_loses_nothing(tmp_path):
+    rx = Receiver()
+    port = rx.port
+    rx.fail_next = 4
+    store = EventStore(tmp_path)
+    sink = WebhookSink(rx.url, timeout=2)
+    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.2)
+    d.start()
+    published = [d.publish(Event(f"cam{i % 2}", "drift_started", kind="moved", similarity=0.3,
+                                 threshold=0.8)) for i in range(3)]
+    assert wait_for(lambda: len(rx.requests) >= 4)  # the 500s were really tried
+    rx.stop()                                         # now: connection refused
+    published += [d.publish(Event("cam1", "camera_down")) for _ in range(2)]
+    time.sleep(1.0)
+    assert store.pending_count(sink.name) >= 1
+    assert store.pending_count("log") == 0            # a broken webhook never holds up the log
+    rx.start(port)                                    # back on the same address
+    assert wait_for(lambda: store.pending_count() == 0, timeout=20)
+    d.stop()
+    got = rx.accepted_ids()
+    assert set(got) == {e.id for e in published}
+    assert all(n == 1 for n in got.values()), got    # once per idempotency key
+    # order kept: the webhook saw the events in the order they happened
+    order = [x["body"]["id"] for x in rx.accepted]
+    assert order == [e.id for e in published]
+    failures = [dl for e in published for dl in store.deliveries(e.id) if dl.sink == sink.name]
+    assert all(dl.delivered_at for dl in failures)
+    assert max(dl.attempts for dl in failures) >= 2
+    rx.stop()
+
+
+def test_restart_resumes_pending_deliveries(tmp_path):
+    rx = Receiver()
+    rx.stop()  # down while the first process records
+    store = EventStore(tmp_path)
+    sink = WebhookSink(rx.url, timeout=1)
+    d = Dispatcher(store, [sink], backoff=Backoff(base=30, cap=60), poll=0.2)
+    d.start()
+    ids = [d.publish(Event("cam", "camera_down")).id for _ in range(3)]
+    time.sleep(0.5)
+    d.stop()
+    store.close()
+    rx.start(rx.port)
+    store2 = EventStore(tmp_path)
+    d2 = Dispatcher(store2, [WebhookSink(rx.url, timeout=1)], backoff=FAST, poll=0.2)
+    d2.start()  # the 30 s backoff of the old process must not delay the new one
+    assert wait_for(lambda: store2.pending_count() == 0, timeout=5)
+    d2.stop()
+    assert sorted(rx.accepted_ids()) == sorted(ids)
+    rx.stop()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from camwatch.events import Backoff, Dispatcher, Event, EventStore, WebhookSink
+    state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    store = EventStore(state)
+    d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3), poll=0.2)
+    d.start()
+    for i in range(n):
+        d.publish(Event("cam%d" % (i % 3), "drift_started", kind="moved", similarity=0.2, threshold=0.8))
+    print("recorded", flush=True)
+    while store.pending_count():
+        time.sleep(0.05)
+    print("done", flush=True)
+    d.stop()
+""")
+
+
+def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
+    rx = Receiver(delay=0.3)  # each delivery is in flight for 0.3 s: room to kill mid-request
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(repo=str(REPO)))
+    state = tmp_path / "state"
+    n = 8
+    child = subprocess.Popen([sys.executable, str(script), str(state), rx.url, str(n)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "recorded"
+        # kill while the third request is being answered: received, not yet acknowledged
+        assert wait_for(lambda: len(rx.requests) >= 3, timeout=20)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    before = len(rx.accepted_ids())
+    assert before < n
+    # restart: a new process with only the state directory resumes the outbox
+    rx.delay = 0.0
+    child2 = subprocess.run([sys.executable, str(script), str(state), rx.url, "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert child2.returncode == 0, child2.stderr
+    assert "done" in child2.stdout
+    store = EventStore(state)
+    events = store.list()
+    assert len(events) == n                          # every event survived the kill
+    assert store.pending_count() == 0
+    got = rx.accepted_ids()
+    assert set(got) == {e.id for e in events}        # every one delivered
+    # the request in flight at the kill may arrive twice, with the same key for the receiver to drop
+    assert sum(got.values()) - n <= 1
+    with rx.lock:
+        keys = {d["headers"].get("Idempotency-Key") for d in rx.accepted}
+    assert keys == set(got)
+    rx.stop()
+
+
+def test_body_headers_and_slack_format(tmp_path):
+    rx = Receiver()
+    e = Event("front-door", "drift_started", kind="covered", similarity=0.312, threshold=0.8,
+              evidence="/var/lib/camwatch/evidence/x.jpg", time=1_700_000_000.0)
+    WebhookSink(rx.url, headers={"X-Team": "ops"}).send(e)
+    WebhookSink(rx.url, format="slack").send(e)
+    rx.stop()
+    body, headers = rx.accepted[0]["body"], rx.accepted[0]["headers"]
+    assert body["id"] == body["idempotency_key"] == e.id == headers["Idempotency-Key"]
+    assert headers["X-Team"] == "ops" and headers["Content-Type"] == "application/json"
+    assert body["type"] == "drift_started" and body["camera"] == "front-door"
+    assert body["kind"] == "covered" and body["similarity"] == 0.312 and body["threshold"] == 0.8
+    assert body["time"] == "2023-11-14T22:13:20Z" and body["timestamp"] == 1_700_000_000.0
+    assert body["evidence"].endswith("x.jpg")
+    assert "front-door" in body["text"] and "covered" in body["text"] and "0.312" in body["text"]
+    assert rx.accepted[1]["body"] == {"text": body["text"]}
+
+
+def test_non_2xx_and_refused_are_failures(tmp_path):
+    rx = Receiver()
+    rx.fail_next = 1
+    with pytest.raises(DeliveryError, match="HTTP 500"):
+        WebhookSink(rx.url).send(Event("c", "camera_up"))
+    rx.stop()
+    with pytest.raises(DeliveryError):
+        WebhookSink(rx.url, timeout=1).send(Event("c", "camera_up"))  # refused
+
+
+def test_timeout_is_bounded(tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts, never answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeliveryError):
+            WebhookSink(f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=0.5).send(Event("c", "camera_up"))
+        assert time.monotonic() - t0 < 5
+    finally:
+        silent.close()
+
+
+def test_secrets_never_logged_or_stored(tmp_path, caplog):
+    token = "tok-9f8e7d6c5b4a"
+    bearer = "bearer-secret-123456"
+    rx = Receiver()
+    rx.stop()  # down: failures get logged
+    url = f"http://127.0.0.1:{rx.port}/hooks/{token}?key={token}x"
+    store = EventStore(tmp_path)
+    sink = WebhookSink(url, headers={"Authorization": f"Bearer {bearer}"}, timeout=1)
+    assert sink.name == webhook_sink_name(url) and token not in sink.name
+    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.1)
+    with caplog.at_level(logging.DEBUG):
+        d.start()
+        d.publish(Event("cam", "camera_down", message=f"see {url}"))
+        assert wait_for(lambda: any(dl.attempts >= 2 for e in store.list()
+                                    for dl in store.deliveries(e.id) if dl.sink == sink.name))
+        d.stop()
+    text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert "delivery to webhook-" in text
+    assert token not in text and bearer not in text
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("events.db"))
+    assert token.encode() not in raw and bearer.encode() not in raw
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    return ctx
+
+
+def test_tls_verified_unless_turned_off(self_signed):
+    rx = Receiver(tls=self_signed)
+    try:
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            WebhookSink(rx.url, timeout=3).send(Event("c", "camera_up"))
+        WebhookSink(rx.url, timeout=3, verify_tls=False).send(Event("c", "camera_up"))
+        assert len(rx.accepted) == 1
+    finally:
+        rx.stop()
+
+
+def test_unconfigured_sink_rows_are_kept(tmp_path, caplog):
+    store = EventStore(tmp_path)
+    store.record(Event("c", "camera_down"), ["log", "webhook-deadbeef"])
+    d = Dispatcher(store, [LogSink()], backoff=FAST, poll=0.1)
+    with caplog.at_level(logging.WARNING):
+        d.start()
+        assert wait_for(lambda: store.pending_count("log") == 0)
+        d.stop()
+    assert store.pending_count("webhook-deadbeef") == 1
+    assert "webhook-deadbeef" in caplog.text
+
+
+def test_parse_since():
+    now = 1_700_000_000.0
+    assert parse_since("2h", now) == now - 7200
+    assert parse_since("30m", now) == now - 1800
+    assert parse_since("3d", now) == now - 3 * 86400
+    assert parse_since("2023-11-14T22:13:20Z", now) == 1_700_000_000.0
+    with pytest.raises(CamwatchError, match="--since 'yesterday'"):
+        parse_since("yesterday", now)
