@@ -24,6 +24,9 @@ STATS_WIDTH = 480
 
 _CHANNELS = ("gray", "bgr", "rgb")
 
+#: Grey-level standard deviation below which a stats cell counts as textureless.
+FLAT_CELL_STD = 4.0
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -199,6 +202,10 @@ class ViewStats:
     bright_fraction: float  # share of pixels >= 240
     colourfulness: float   # mean |chroma| (0 for grey / IR night images)
     width: int             # width the sharpness was judged at
+    #: share of a 16x12 grid of cells with almost no texture (grey std < FLAT_CELL_STD at
+    #: ~1/4 of STATS_WIDTH, where sensor noise has averaged out): a cover or spray paint
+    #: raises it above the reference's. Default for stats stored before it existed.
+    flat_fraction: float = 0.0
 
 
 def view_stats(image_bgr: np.ndarray) -> ViewStats:
@@ -225,6 +232,12 @@ def view_stats(image_bgr: np.ndarray) -> ViewStats:
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
     sharp = float(np.mean(lap * lap))
     n = float(grey.size)
+    tiny = cv2.pyrDown(cv2.pyrDown(grey)) if min(grey.shape) >= 48 else grey
+    gh, gw = tiny.shape[:2]
+    cells = [tiny[gh * j // 12:gh * (j + 1) // 12, gw * i // 16:gw * (i + 1) // 16]
+             for j in range(12) for i in range(16)]
+    cells = [c for c in cells if c.size]
+    flat = sum(1 for c in cells if float(c.std()) < FLAT_CELL_STD) / max(1, len(cells))
     return ViewStats(
         brightness=float(mean[0, 0]),
         contrast=contrast,
@@ -234,4 +247,5 @@ def view_stats(image_bgr: np.ndarray) -> ViewStats:
         bright_fraction=float(np.count_nonzero(grey >= 240)) / n,
         colourfulness=colourful,
         width=int(grey.shape[1]),
+        flat_fraction=flat,
     )
