@@ -53,9 +53,11 @@ MAX_BATCH = 64
 MISFIRE_GRACE_S = 30
 #: Hard bound on shutdown work (flush of events, closing sources).
 STOP_BUDGET_S = 6.0
-#: Backoff of a failing camera: first retry after up to this many seconds, at most the cap.
+#: Backoff of a failing camera: first retry after up to this many seconds...
 BACKOFF_BASE_S = 1.0
-BACKOFF_CAP_S = 60.0
+#: ...growing to at most this many check intervals (and never less than the floor).
+BACKOFF_CAP_INTERVALS = 4
+BACKOFF_CAP_FLOOR_S = 10.0
 
 
 # -- per-camera state ----------------------------------------------------------
@@ -164,6 +166,7 @@ class Daemon:
         self._reload_wanted = threading.Event()
         self._inference: threading.Thread | None = None
         self._last_progress = time.monotonic()
+        self._batch_started: float | None = None
 
     # ---- start-up --------------------------------------------------------------
     def start(self) -> None:
@@ -231,7 +234,6 @@ class Daemon:
         the store and are kept either way).
         """
         from .decision import Hysteresis
-        from .sources import Backoff
 
         wanted = {c.id: c for c in config.cameras}
         with self._lock:
@@ -248,7 +250,7 @@ class Daemon:
                     log.info("camera %s changed; its checks restart", cid)
                 rt = CameraRuntime(camera=cam, generation=(old.generation + 1) if old else 0,
                                    hysteresis=Hysteresis(confirm=cam.confirm, recover=cam.recover),
-                                   backoff=Backoff(base=BACKOFF_BASE_S, cap=max(BACKOFF_CAP_S, cam.interval)))
+                                   backoff=_backoff_for(cam))
                 self.runtimes[cid] = rt
                 refs = self.store.summary().get(cid)
                 self.metrics.camera_added(cid, "disabled" if not cam.enabled else
@@ -362,12 +364,14 @@ class Daemon:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
+            self._batch_started = time.monotonic()
             try:
                 self._assess_batch(batch)
             except Exception as exc:  # one bad batch must not stop every later check
                 log.error("assessing %d frame(s) failed: %s", len(batch),
                           scrub(f"{type(exc).__name__}: {exc}"), exc_info=True)
             finally:
+                self._batch_started = None
                 for item in batch:
                     item.runtime.busy = False
 
@@ -543,17 +547,32 @@ class Daemon:
         return ", ".join(parts) if parts else "no cameras"
 
     def watchdog_tick(self) -> None:
-        """WATCHDOG=1 only while checks make progress (or nothing is due at all)."""
-        enabled = [rt for rt in self.runtimes.values() if rt.camera.enabled]
-        if not enabled:
+        """WATCHDOG=1 only while checks make progress, or when nothing is due.
+
+        Progress is a check that completed (assessed, or failed with a
+        classified error: a dead camera is reported by metrics and events, not
+        by systemd killing us). No ping when the inference thread died or has
+        been stuck in one batch, or when no check completed for three intervals
+        plus a timeout: then systemd's watchdog restarts a daemon that only
+        looks alive.
+        """
+        now = time.monotonic()
+        due = [rt for rt in list(self.runtimes.values()) if rt.camera.enabled]
+        if not due:
             notify.watchdog()
             return
-        window = 3 * max(rt.camera.interval for rt in enabled) + max(rt.camera.timeout for rt in enabled)
-        if time.monotonic() - self._last_progress <= window or not self._inference_alive():
-            if self._inference_alive():
-                notify.watchdog()
-                return
-        log.warning("no check completed in %.0f s; not pinging the systemd watchdog", window)
+        window = 3 * max(rt.camera.interval for rt in due) + max(rt.camera.timeout for rt in due) + 1
+        started = self._batch_started
+        if not self._inference_alive():
+            log.error("the inference thread has stopped; not pinging the systemd watchdog")
+        elif started is not None and now - started > window:
+            log.error("one inference batch has run for %.0f s; not pinging the systemd watchdog",
+                      now - started)
+        elif now - self._last_progress > window:
+            log.warning("no check completed in %.0f s; not pinging the systemd watchdog",
+                        now - self._last_progress)
+        else:
+            notify.watchdog()
 
     def _inference_alive(self) -> bool:
         return self._inference is not None and self._inference.is_alive()
@@ -631,6 +650,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+
+
+def _backoff_for(cam: Any) -> Any:
+    """A dead camera is retried less often (at most every few intervals), never given up on."""
+    from .sources import Backoff
+
+    return Backoff(base=BACKOFF_BASE_S, cap=max(BACKOFF_CAP_FLOOR_S, BACKOFF_CAP_INTERVALS * cam.interval))
 
 
 def _close_source(rt: CameraRuntime) -> None:
