@@ -1,0 +1,243 @@
+"""Is a view still the enrolled one? Similarity, thresholds, calibration, hysteresis, kinds.
+
+The daemon, ``camwatch check`` and ``camwatch evaluate`` all call this module,
+so a benchmark figure is a figure about the code that raises alerts.
+
+A view is compared with each of its camera's references (cosine similarity of
+unit embeddings); the nearest one counts. Below the threshold it has drifted.
+Two cheap statistics back the embedding up where a 128-px embedding is weak:
+
+* a view with (almost) no contrast has lost its picture (blinded, painted,
+  lens cap): it cannot be the enrolled view whatever the model says;
+* lens defocus can be gentle enough that the small embedding barely moves,
+  while detail judged at ``STATS_WIDTH`` px (gain-free Laplacian energy, see
+  ``preprocess.ViewStats.detail``) falls clearly below the reference's.
+
+The ``score`` (higher = more drifted) is the largest of three margins, each
+positive exactly when its rule says drifted, so ``drifted == (score > 0)``:
+``threshold - similarity``, the sharpness margin and the flat-view margin.
+
+Every constant below was chosen on cases made from TRAIN footage only
+(``benchmarks/tune_decision.py``, docs/evaluation.md); never on dev footage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+#: Kinds a drifted view is named with (metrics.ALERT_KINDS adds ``unknown``/``unavailable``).
+KINDS = ("moved", "covered", "blinded", "defocused")
+
+# -- rules on view statistics (chosen on train cases) --------------------------------
+
+#: Grey standard deviation below which a whole view has no picture left.
+BLIND_CONTRAST = 8.0
+#: Score margin per grey level of contrast below BLIND_CONTRAST.
+BLIND_SCALE = 0.05
+#: Detail (gain-free sharpness) below this fraction of the reference's = defocused.
+DEFOCUS_RATIO = 0.35
+#: Score margin per unit of log(detail ratio) below log(DEFOCUS_RATIO).
+DEFOCUS_SCALE = 0.1
+#: The reference needs at least this much detail for a sharpness drop to mean anything.
+MIN_REFERENCE_DETAIL = 0.02
+#: Naming only: a view whose textureless share grew by this much is called covered.
+COVER_FLAT_GAIN = 0.25
+
+# -- per-camera calibration (chosen on train cases) --------------------------------------
+
+#: A camera's threshold is never more than this below the model's default...
+CALIBRATION_MAX_DOWN = 0.10
+#: ...nor more than this above it.
+CALIBRATION_MAX_UP = 0.02
+#: Benign distance seen later (night, weather) is this many times the early spread.
+CALIBRATION_SPREAD_FACTOR = 4.0
+#: Fewer samples than this leave the default unchanged.
+CALIBRATION_MIN_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one view came to.
+
+    ``similarity``: cosine to the nearest reference; ``threshold``: the one in
+    force; ``score``: higher = more drifted, > 0 exactly when ``drifted``;
+    ``kind``: one of KINDS when drifted, else None; ``reason``: which rule
+    decided (``similarity``, ``sharpness``, ``no_contrast``) or ``""``.
+    """
+
+    similarity: float
+    threshold: float
+    drifted: bool
+    kind: str | None
+    reference_id: int | None
+    score: float
+    reason: str = ""
+    sharpness_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class RefView:
+    """A reference as decision needs it (references.Reference has the same attributes)."""
+
+    embedding: np.ndarray
+    stats: Any = None
+    id: int | None = None
+
+
+def _stat(stats: Any, name: str, default: float | None = None) -> float | None:
+    """A statistic from a ViewStats, a dict (as stored in SQLite as JSON) or None."""
+    if stats is None:
+        return default
+    if isinstance(stats, Mapping):
+        value = stats.get(name, default)
+    else:
+        value = getattr(stats, name, default)
+    try:
+        return default if value is None else float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def similarities(embedding: np.ndarray, references: Sequence[Any]) -> np.ndarray:
+    """Cosine similarity of one unit embedding with each reference's."""
+    mat = np.stack([np.asarray(r.embedding, np.float32).ravel() for r in references])
+    e = np.asarray(embedding, np.float32).ravel()
+    if mat.shape[1] != e.shape[0]:
+        raise ValueError(f"embedding has {e.shape[0]} values but the references have {mat.shape[1]} "
+                         "(references from another model must be re-embedded)")
+    norms = np.linalg.norm(mat, axis=1) * max(float(np.linalg.norm(e)), 1e-12)
+    return (mat @ e) / np.maximum(norms, 1e-12)
+
+
+def sharpness_ratio(stats: Any, ref_stats: Any) -> float | None:
+    """Query detail / reference detail, or None when either is unknown or the reference is too plain."""
+    q = _stat(stats, "detail")
+    r = _stat(ref_stats, "detail")
+    if q is None or r is None or r < MIN_REFERENCE_DETAIL:
+        return None
+    return q / r
+
+
+def _margins(similarity: float, threshold: float, stats: Any, ref_stats: Any) -> tuple[dict[str, float], float | None]:
+    margins = {"similarity": threshold - similarity}
+    contrast = _stat(stats, "contrast")
+    ref_contrast = _stat(ref_stats, "contrast")
+    # A reference that is itself that flat (a dark scene enrolled at night) cannot lose contrast.
+    if contrast is not None and (ref_contrast is None or ref_contrast >= 2 * BLIND_CONTRAST):
+        margins["no_contrast"] = (BLIND_CONTRAST - contrast) * BLIND_SCALE
+    ratio = sharpness_ratio(stats, ref_stats)
+    if ratio is not None:
+        margins["sharpness"] = (math.log(DEFOCUS_RATIO) - math.log(max(ratio, 1e-6))) * DEFOCUS_SCALE
+    return margins, ratio
+
+
+def name_kind(stats: Any, ref_stats: Any, reason: str, ratio: float | None) -> str:
+    """Name a drifted view's kind from its statistics against the reference's.
+
+    blinded: no contrast left, or nearly all of it black or white (a torch,
+    a lens cap, spray paint over the whole lens); covered: a large part of the
+    view lost its texture; defocused: detail well below the reference's;
+    moved: anything else (the picture is sharp and textured but not the
+    enrolled one: moved, zoomed, rotated or pointed elsewhere).
+    """
+    contrast = _stat(stats, "contrast", 100.0)
+    dark = _stat(stats, "dark_fraction", 0.0)
+    bright = _stat(stats, "bright_fraction", 0.0)
+    if reason == "no_contrast" or contrast < BLIND_CONTRAST or dark > 0.9 or bright > 0.9:
+        return "blinded"
+    flat_gain = _stat(stats, "flat_fraction", 0.0) - _stat(ref_stats, "flat_fraction", 0.0)
+    if flat_gain >= COVER_FLAT_GAIN:
+        return "covered"
+    if reason == "sharpness" or (ratio is not None and ratio < DEFOCUS_RATIO):
+        return "defocused"
+    return "moved"
+
+
+def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], threshold: float) -> Verdict:
+    """Judge one embedded view against a camera's references.
+
+    ``references``: objects with ``embedding``, ``stats`` (ViewStats or its
+    dict) and ``id`` (references.Reference or RefView); ``stats``: the view's
+    ``preprocess.view_stats``. The nearest reference by similarity is the one
+    whose statistics the view is compared with.
+    """
+    if not references:
+        raise ValueError("no references to compare with")
+    sims = similarities(embedding, references)
+    best = int(np.argmax(sims))
+    ref = references[best]
+    similarity = float(sims[best])
+    ref_stats = getattr(ref, "stats", None)
+    margins, ratio = _margins(similarity, float(threshold), stats, ref_stats)
+    reason = max(margins, key=lambda k: margins[k])
+    score = float(margins[reason])
+    drifted = score > 0
+    kind = name_kind(stats, ref_stats, reason, ratio) if drifted else None
+    ref_id = getattr(ref, "id", None)
+    return Verdict(similarity=similarity, threshold=float(threshold), drifted=drifted, kind=kind,
+                   reference_id=None if ref_id is None else int(ref_id), score=score,
+                   reason=reason if drifted else "", sharpness_ratio=ratio)
+
+
+def calibrate(samples: Sequence[float], default: float) -> float:
+    """A camera's threshold from similarities of its first benign checks after enrolment.
+
+    Cameras differ in benign spread (sensor noise, moving trees, compression):
+    one global threshold alarms on the noisy ones and is lax on the stable
+    ones. The early checks show how far this camera's benign views sit from
+    its reference; later benign change (light, night, weather) goes further,
+    by roughly ``CALIBRATION_SPREAD_FACTOR`` times on train footage. So the
+    threshold is ``1 - factor * (1 - median similarity)``, kept within
+    ``[default - CALIBRATION_MAX_DOWN, default + CALIBRATION_MAX_UP]`` (a
+    handful of early frames cannot justify more) and never above the lowest
+    sample (a view the camera already showed as benign must not alarm).
+    """
+    values = np.asarray([s for s in samples if s is not None and math.isfinite(s)], np.float64)
+    if len(values) < CALIBRATION_MIN_SAMPLES:
+        return float(default)
+    median = float(np.median(values))
+    wanted = 1.0 - CALIBRATION_SPREAD_FACTOR * (1.0 - median)
+    wanted = min(wanted, float(values.min()) - 1e-3)
+    low, high = default - CALIBRATION_MAX_DOWN, default + CALIBRATION_MAX_UP
+    return float(min(max(wanted, low), high))
+
+
+@dataclass
+class Hysteresis:
+    """Confirm/recover state machine for one camera.
+
+    ``confirm`` drifted checks in a row raise the alert; ``recover`` good
+    checks in a row clear it. A single odd frame (a bird on the lens, a
+    dropped I-frame) neither alerts nor clears. ``update`` returns the
+    confirmed state: True while the camera counts as drifted.
+    """
+
+    confirm: int = 3
+    recover: int = 2
+    drifted: bool = False
+    _run: int = dataclasses.field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self.confirm = max(1, int(self.confirm))
+        self.recover = max(1, int(self.recover))
+
+    def update(self, drifted: bool) -> bool:
+        """Feed one check's verdict; returns whether the camera is (still) in the drifted state."""
+        if bool(drifted) == self.drifted:
+            self._run = 0          # agrees with the state: any run towards a change is broken
+            return self.drifted
+        self._run += 1
+        if self._run >= (self.recover if self.drifted else self.confirm):
+            self.drifted = not self.drifted
+            self._run = 0
+        return self.drifted
+
+    def reset(self) -> None:
+        """Forget everything (new references: the camera starts as ok)."""
+        self.drifted = False
+        self._run = 0
