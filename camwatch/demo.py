@@ -162,17 +162,20 @@ def _street(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[
 
 def _shop(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[dict]]:
     n = fractal_noise(rng, h, w)
-    world = _shade(n, (180, 190, 200), 0.1)                                     # back wall
-    floor = int(h * 0.7)
-    tile = 36
+    wall = tuple(int(v) for v in rng.integers(140, 215, 3))
+    world = _shade(n, wall, 0.1)                                                # back wall
+    floor = int(h * rng.uniform(0.62, 0.76))
+    tile = int(rng.integers(24, 48))
     yy, xx = np.mgrid[floor:h, 0:w]
     checker = ((yy // tile + xx // tile) % 2).astype(np.float32)
     world[floor:] = _shade(n[floor:], (150, 160, 170), 0.12) * (0.85 + 0.15 * checker[..., None])
-    shelf_w = int(w * 0.22)
-    for sx in range(int(w * 0.04), w - shelf_w, shelf_w + int(w * 0.05)):      # shelves
-        cv2.rectangle(world, (sx, int(h * 0.12)), (sx + shelf_w, floor + 10), (70, 90, 110), -1)
-        for level in range(5):
-            ly = int(h * 0.15) + level * int((floor - h * 0.15) / 5)
+    shelf_w = int(w * rng.uniform(0.12, 0.26))
+    levels = int(rng.integers(3, 7))
+    top = int(h * rng.uniform(0.05, 0.2))
+    for sx in range(int(rng.integers(0, w // 8)), w - shelf_w, shelf_w + int(w * rng.uniform(0.03, 0.12))):
+        cv2.rectangle(world, (sx, top), (sx + shelf_w, floor + 10), (70, 90, 110), -1)   # shelves
+        for level in range(levels):
+            ly = top + 4 + level * int((floor - top) / levels)
             cv2.rectangle(world, (sx, ly + 26), (sx + shelf_w, ly + 30), (40, 50, 60), -1)
             px = sx + 3
             while px < sx + shelf_w - 8:                                        # products
@@ -181,9 +184,11 @@ def _shop(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[di
                 cv2.rectangle(world, (px, ly + 26 - ph), (px + pw, ly + 25), colour, -1)
                 cv2.line(world, (px, ly + 26 - ph + 3), (px + pw, ly + 26 - ph + 3), (240, 240, 240), 1)
                 px += pw + 2
-    for lx in range(int(w * 0.1), w, int(w * 0.2)):                             # ceiling lights
+    for lx in range(int(rng.integers(0, w // 5)), w, int(w * rng.uniform(0.15, 0.3))):  # ceiling lights
         cv2.rectangle(world, (lx, 4), (lx + 60, 12), (250, 250, 250), -1)
-    cv2.rectangle(world, (int(w * 0.6), int(h * 0.55)), (int(w * 0.85), floor + 25), (60, 70, 140), -1)  # counter
+    cx = int(w * rng.uniform(0.1, 0.7))
+    counter = tuple(int(v) for v in rng.integers(40, 160, 3))
+    cv2.rectangle(world, (cx, floor - int(h * 0.15)), (cx + int(w * 0.25), floor + 25), counter, -1)  # counter
     movers = [dict(kind="person", y=int(rng.integers(floor - 20, h - 50)),
                    speed=float(rng.uniform(10, 25)) * (1 if rng.random() < 0.5 else -1),
                    phase=float(rng.uniform(0, w)), size=(16, 60),
@@ -194,19 +199,20 @@ def _shop(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[di
 def _lobby(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[dict]]:
     n = fractal_noise(rng, h, w)
     world = np.empty((h, w, 3), np.float32)
-    floor = int(h * 0.6)
-    world[:floor] = _shade(n[:floor], (170, 185, 195), 0.12)                    # wall
+    floor = int(h * rng.uniform(0.5, 0.68))
+    wall = tuple(int(v) for v in rng.integers(140, 215, 3))
+    world[:floor] = _shade(n[:floor], wall, 0.12)                               # wall
     ramp = np.linspace(0.8, 1.1, h - floor, dtype=np.float32)[:, None, None]
     marble = fractal_noise(rng, h - floor, w, octaves=6, base=6)
-    world[floor:] = _shade(marble, (200, 195, 190), 0.25) * ramp                # floor
+    world[floor:] = _shade(marble, (200, 195, 190), 0.35) * ramp                # floor
     for y in range(floor, h, 40):
         world[y:y + 2] *= 0.75
     for x in range(0, w, 60):
         world[floor:, x:x + 2] *= 0.75
-    for px in range(int(w * 0.08), w, int(w * 0.22)):                           # pillars
+    for px in range(int(rng.integers(0, w // 6)), w, int(w * rng.uniform(0.14, 0.3))):  # pillars
         cv2.rectangle(world, (px, 0), (px + 34, floor + 8), (150, 150, 160), -1)
         cv2.rectangle(world, (px + 26, 0), (px + 34, floor + 8), (110, 110, 120), -1)
-    for dx in range(int(w * 0.18), w - 80, int(w * 0.3)):                       # doors
+    for dx in range(int(rng.integers(w // 10, w // 4)), w - 80, int(w * rng.uniform(0.2, 0.4))):  # doors
         cv2.rectangle(world, (dx, int(floor * 0.45)), (dx + 70, floor), (60, 80, 100), -1)
         cv2.rectangle(world, (dx + 6, int(floor * 0.5)), (dx + 64, floor - 6), (140, 120, 90), -1)
     for _ in range(4):                                                          # plants
@@ -215,6 +221,19 @@ def _lobby(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[d
         for _ in range(6):
             cv2.circle(world, (cx + int(rng.integers(-20, 20)), cy - int(rng.integers(5, 40))),
                        int(rng.integers(8, 16)), (40, int(rng.integers(100, 150)), 50), -1)
+    world[:int(h * 0.06)] *= 0.55                                               # ceiling band
+    for lx in range(int(rng.integers(0, w // 6)), w, int(w * 0.12)):           # downlights
+        cv2.circle(world, (lx, int(h * 0.03)), 6, (245, 250, 255), -1)
+    world[floor - 8:floor] *= 0.5                                               # skirting
+    for _ in range(int(rng.integers(3, 6))):                                    # pictures and signs
+        px, py = int(rng.integers(0, w - 90)), int(rng.integers(int(h * 0.1), max(int(h * 0.11), floor - 120)))
+        pw, ph = int(rng.integers(40, 90)), int(rng.integers(30, 70))
+        art = _shade(fractal_noise(rng, ph, pw, octaves=3, base=2), tuple(int(v) for v in rng.integers(30, 230, 3)), 0.5)
+        cv2.rectangle(world, (px - 4, py - 4), (px + pw + 4, py + ph + 4), (35, 30, 30), -1)
+        _paste(world, px, py, px + pw, py + ph, art)
+    dx = int(rng.integers(0, w - w // 4))                                        # reception desk
+    cv2.rectangle(world, (dx, floor - int(h * 0.12)), (dx + w // 4, floor + int(h * 0.06)), (45, 70, 100), -1)
+    cv2.rectangle(world, (dx, floor - int(h * 0.12)), (dx + w // 4, floor - int(h * 0.11)), (200, 200, 205), -1)
     cv2.rectangle(world, (int(w * 0.4), int(h * 0.1)), (int(w * 0.6), int(h * 0.2)), (30, 30, 30), -1)  # screen
     movers = [dict(kind="person", y=int(rng.integers(floor - 30, h - 70)),
                    speed=float(rng.uniform(10, 30)) * (1 if rng.random() < 0.5 else -1),
