@@ -36,17 +36,17 @@ KINDS = ("moved", "covered", "blinded", "defocused")
 # -- rules on view statistics (chosen on train cases) --------------------------------
 
 #: Grey standard deviation below which a whole view has no picture left.
-BLIND_CONTRAST = 8.0
+BLIND_CONTRAST = 3.5
 #: Score margin per grey level of contrast below BLIND_CONTRAST.
-BLIND_SCALE = 0.05
+BLIND_SCALE = 0.1
 #: Detail (gain-free sharpness) below this fraction of the reference's = defocused.
-DEFOCUS_RATIO = 0.35
+DEFOCUS_RATIO = 0.09
 #: Score margin per unit of log(detail ratio) below log(DEFOCUS_RATIO).
-DEFOCUS_SCALE = 0.1
+DEFOCUS_SCALE = 0.05
 #: The reference needs at least this much detail for a sharpness drop to mean anything.
 MIN_REFERENCE_DETAIL = 0.02
 #: Naming only: a view whose textureless share grew by this much is called covered.
-COVER_FLAT_GAIN = 0.25
+COVER_FLAT_GAIN = 0.2
 
 # -- per-camera calibration (chosen on train cases) --------------------------------------
 

@@ -74,3 +74,26 @@ def grid_model(path: Path, *, size: int = 64, channels: int = 1, grid: int = 8,
     path = Path(path)
     onnx.save(model, str(path))
     return path
+
+
+def world(seed: int = 0, width: int = 1200, height: int = 900):
+    """A textured synthetic 'world' (blobs at several scales) for cutting camera views from."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width), np.float32)
+    for scale, amp in ((64, 60.0), (16, 40.0), (4, 25.0)):
+        small = rng.normal(0, 1, (height // scale + 2, width // scale + 2)).astype(np.float32)
+        img += amp * cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    img = np.clip(img + 128, 0, 255).astype(np.uint8)
+    colour = np.stack([img, np.roll(img, 7, axis=1), np.roll(img, 13, axis=0)], axis=2)
+    return np.ascontiguousarray(colour)
+
+
+def view(world_img, x: int = 200, y: int = 150, w: int = 800, h: int = 600, out_w: int = 640):
+    """The view of a camera looking at the window (x, y, w, h) of ``world_img``, out_w wide."""
+    import cv2
+
+    crop = world_img[y:y + h, x:x + w]
+    return cv2.resize(crop, (out_w, round(out_w * h / w)), interpolation=cv2.INTER_AREA)
