@@ -1,0 +1,108 @@
+"""Classical drift detectors, run by ``camwatch evaluate --method`` as yardsticks.
+
+They are what a camera's own "scene change" feature roughly does: compare the
+current view with the reference pixel-wise. They show what the learned model
+has to beat; camwatch itself never uses them to alert. numpy + cv2 only.
+
+Each method turns a reference into a small state once (``reference``) and
+gives every query a score, higher = more drifted (``score``). Its default
+threshold was chosen on cases made from TRAIN footage
+(``benchmarks/tune_decision.py``), never on dev footage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+#: Both baselines work on a grey view this wide (height keeps the aspect).
+WIDTH = 160
+
+
+def _grey(image_bgr: np.ndarray, width: int = WIDTH, height: int | None = None) -> np.ndarray:
+    grey = image_bgr if image_bgr.ndim == 2 else cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape[:2]
+    height = height or max(8, round(h * width / w))
+    return cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+# -- SSIM -------------------------------------------------------------------------------
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean structural similarity of two grey float images (Wang et al. 2004, Gaussian window 1.5)."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (11, 11), 1.5)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a * mu_a
+    var_b = blur(b * b) - mu_b * mu_b
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    return float(np.mean(num / den))
+
+
+def _ssim_reference(image_bgr: np.ndarray) -> Any:
+    return _grey(image_bgr)
+
+
+def _ssim_score(ref: np.ndarray, image_bgr: np.ndarray) -> float:
+    q = _grey(image_bgr, ref.shape[1], ref.shape[0])
+    # Standardise each view first so that a global light change is not a drift.
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / (x.std() + 1e-3) * 50.0 + 128.0
+    return 1.0 - ssim(z(ref), z(q))
+
+
+# -- edges ------------------------------------------------------------------------------
+
+
+def _edges(grey: np.ndarray) -> np.ndarray:
+    """Canny edges with thresholds from the image's own median (light-independent)."""
+    g = cv2.GaussianBlur(grey, (5, 5), 1.0).astype(np.uint8)
+    med = float(np.median(g))
+    lo, hi = max(5.0, 0.66 * med), max(10.0, 1.33 * med)
+    return cv2.Canny(g, lo, hi) > 0
+
+
+def _edges_reference(image_bgr: np.ndarray) -> Any:
+    g = _grey(image_bgr)
+    e = _edges(g)
+    return g.shape, e, cv2.dilate(e.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+
+def _edges_score(ref: Any, image_bgr: np.ndarray) -> float:
+    """1 - F1 of edges matched within 2 px: moved, blurred and covered views lose their edges."""
+    shape, ref_edges, ref_near = ref
+    q = _edges(_grey(image_bgr, shape[1], shape[0]))
+    q_near = cv2.dilate(q.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    n_ref, n_q = int(ref_edges.sum()), int(q.sum())
+    if n_ref == 0 or n_q == 0:
+        return 1.0 if n_ref != n_q else 0.0
+    precision = float((q & ref_near).sum()) / n_q
+    recall = float((ref_edges & q_near).sum()) / n_ref
+    if precision + recall == 0:
+        return 1.0
+    return 1.0 - 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A classical method: reference state, score (higher = more drifted), default threshold."""
+
+    name: str
+    reference: Callable[[np.ndarray], Any]
+    score: Callable[[Any, np.ndarray], float]
+    threshold: float          # score above it = drifted (chosen on train cases)
+
+
+BASELINES = {
+    "ssim": Baseline("ssim", _ssim_reference, _ssim_score, threshold=0.55),
+    "edges": Baseline("edges", _edges_reference, _edges_score, threshold=0.80),
+}
