@@ -252,9 +252,21 @@ def rtsp_target(url: str) -> tuple[str, str]:
     return clean, transport
 
 
+# FFmpeg and OpenCV print straight to stderr, past our secret-scrubbing log filter, and
+# our SourceError already says what failed: keep them quiet unless the user asks.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+_quieted = False
+
+
 def _open_capture(camera: Any, url: str, transport: str, timeout_s: float) -> Any:
     """An opened cv2.VideoCapture or a SourceError; timeouts passed at open (GUIDE.md)."""
     import cv2
+
+    global _quieted
+    if not _quieted:
+        _quieted = True
+        if "OPENCV_LOG_LEVEL" not in os.environ:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
     ms = int(max(1.0, timeout_s) * 1000)
     options = f"rtsp_transport;{transport}|analyzeduration;0|probesize;32"
@@ -369,12 +381,22 @@ class RtspStreamSource:
                 cap.release()
 
     def _supervise(self) -> None:
+        previous: threading.Thread | None = None
         while not self._closed.is_set():
+            if previous is not None and previous.is_alive():
+                # The last reader is stuck inside FFmpeg: wait for it rather than pile up threads.
+                with self._cond:
+                    self._last_error = _error(self.camera, "stalled", "the last connection is still hung")
+                    self._stalled = True
+                    self._cond.notify_all()
+                self._closed.wait(self.backoff.next_delay())
+                continue
             generation = self._generation
             state: dict = {"started": time.monotonic()}
             reader = threading.Thread(target=self._reader, args=(generation, state), daemon=True,
                                       name=f"rtsp-read-{_cam_id(self.camera)}")
             reader.start()
+            previous = reader
             got_frames = False
             while not self._closed.is_set():
                 reader.join(self.POLL_S)
@@ -518,7 +540,8 @@ class HttpSnapshotSource:
     def _get(self, kind: str | None) -> Any:
         return self._session.get(self._url, auth=self._auth(kind), stream=True, verify=True,
                                  timeout=(self.timeout, self.timeout), allow_redirects=True,
-                                 headers={"Accept": "image/jpeg, image/*;q=0.9"})
+                                 headers={"Accept": "image/jpeg, image/*;q=0.9",
+                                          "Accept-Encoding": "identity"})  # raw bytes are read
 
     def _body(self, resp: Any, deadline: float) -> Frame:
         import cv2
