@@ -51,6 +51,8 @@ BATCH_GATHER_S = 0.02
 MAX_BATCH = 64
 #: A missed run is still started this late (seconds) rather than dropped.
 MISFIRE_GRACE_S = 30
+#: Seconds from start (or a camera's addition) to its first check.
+FIRST_CHECK_AFTER_S = 0.5
 #: Hard bound on shutdown work (flush of events, closing sources).
 STOP_BUDGET_S = 6.0
 #: Backoff of a failing camera: first retry after up to this many seconds...
@@ -83,7 +85,7 @@ class CameraRuntime:
     last_similarity: float | None = None
     last_threshold: float | None = None
     last_kind: str | None = None
-    drift_reference: int | None = None
+    drift_open: bool = False         # drift_started sent, drift_cleared not yet (survives an outage)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -269,8 +271,9 @@ class Daemon:
 
         cam = rt.camera
         jitter = min(cam.interval * 0.1, 5.0)
-        # First run soon, spread a little so all cameras do not connect at the same instant.
-        first = datetime.now().astimezone() + timedelta(seconds=0.2 + (hash(cam.id) % 100) / 100.0 * min(1.0, cam.interval / 4))
+        # Every camera's first check at the same moment, so their frames are embedded as one
+        # batch; the jitter spreads later runs so they do not all connect in lockstep forever.
+        first = datetime.now().astimezone() + timedelta(seconds=FIRST_CHECK_AFTER_S)
         rt.expected_at = first.timestamp()
         self.scheduler.add_job(self._run_check, "interval", seconds=cam.interval, jitter=jitter,
                                id=f"check:{cam.id}", args=(cam.id, rt.generation),
@@ -443,15 +446,16 @@ class Daemon:
                   j.threshold.value, j.threshold.source, f" looks {v.kind}" if v.drifted else "",
                   extra=extra)
         new_state = "drifted" if confirmed else "ok"
-        if new_state == "drifted" and rt.state != "drifted":
+        if confirmed and not rt.drift_open:
+            rt.drift_open = True
             evidence = self._write_evidence(cam, v, j.threshold.value, view, item.captured_at)
-            rt.drift_reference = v.reference_id
             log.warning("camera %s DRIFTED (%s): similarity %.3f below threshold %.3f",
                         cam.id, v.kind, v.similarity, j.threshold.value, extra=extra)
             self.metrics.alert(cam.id, v.kind)
             self._emit(cam.id, "drift_started", f"reference {v.reference_id}", kind=v.kind,
                        similarity=v.similarity, threshold=j.threshold.value, evidence=evidence)
-        elif new_state == "ok" and rt.state == "drifted":
+        elif not confirmed and rt.drift_open:
+            rt.drift_open = False
             log.info("camera %s back to its enrolled view: similarity %.3f (threshold %.3f)",
                      cam.id, v.similarity, j.threshold.value, extra=extra)
             self._emit(cam.id, "drift_cleared", similarity=v.similarity, threshold=j.threshold.value)
@@ -696,7 +700,14 @@ def load_config_registered(path: str) -> Any:
 
 
 def cli_run(args: argparse.Namespace) -> int:
-    """``camwatch [run] --config F``: the daemon; exits 0 on SIGTERM/SIGINT."""
+    """``camwatch [run] --config F``: the daemon; exits 0 on SIGTERM/SIGINT.
+
+    After an orderly stop (scheduler stopped, events and references closed,
+    everything durable already on disk) the process leaves with ``os._exit``:
+    a camera's reader thread may still sit inside FFmpeg, and letting the
+    interpreter finalise under it aborts the process ("FATAL: exception not
+    rethrown") or waits for it, which a hung camera must never cause.
+    """
     daemon = Daemon(args.config)
     daemon.install_signals()
     try:
@@ -708,7 +719,13 @@ def cli_run(args: argparse.Namespace) -> int:
         code = daemon.run_forever()
     finally:
         daemon.stop()
-    return code
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 # -- CLI: check -----------------------------------------------------------------

@@ -1,0 +1,238 @@
+"""The daemon's per-camera state machine, in process, on real parts.
+
+Each test runs a real ``Daemon`` (APScheduler, worker threads, the inference
+thread, a real /metrics port, a real SQLite state dir and events outbox) on
+real file cameras whose image files are swapped under it, with modelkit's
+grid ONNX model. Only ``test_watchdog_starves_when_inference_is_stuck``
+replaces something: the embedder's ``embed`` is made to block, because a
+hung accelerator cannot be produced on this CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from camwatch.daemon import Daemon
+from camwatch.events import EventStore
+from camwatch.references import ReferenceStore
+from daemon_helpers import camwatch, write_config
+from media import scene_image, write_image
+from modelkit import grid_model
+
+
+def wait(what: str, cond, timeout: float = 30.0, step: float = 0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def value(d: Daemon, name: str, **labels: str) -> float:
+    v = d.metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if v is None else v
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    grid_model(tmp_path / "grid.onnx")
+    for cid, seed, scene in (("a", 1, "street"), ("b", 2, "shop"), ("c", 3, "lobby")):
+        write_image(tmp_path / f"{cid}.png", scene_image(seed=seed, scene=scene))
+    return tmp_path
+
+
+def config(folder: Path, cameras: list[dict], **settings) -> Path:
+    settings.setdefault("model", str(folder / "grid.onnx"))
+    settings.setdefault("device", "cpu")
+    return write_config(folder / "cameras.yaml", cameras, **settings)
+
+
+def cam(folder: Path, cid: str, **kw) -> dict:
+    return {"id": cid, "url": str(folder / f"{cid}.png"), **kw}
+
+
+@pytest.fixture
+def running():
+    started: list[Daemon] = []
+
+    def start(cfg: Path) -> Daemon:
+        d = Daemon(str(cfg))
+        started.append(d)
+        d.start()
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def test_auto_enroll_only_when_no_reference_and_never_after_restart(folder, running):
+    cfg = config(folder, [cam(folder, "a", auto_enroll=True)])
+    d = running(cfg)
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    first = ReferenceStore(folder / "state").for_camera("a", images=False)
+    assert len(first) == 1
+    d.stop()
+
+    # The camera is turned while camwatch is down: the restart must not take the new view.
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    d = running(cfg)
+    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    again = ReferenceStore(folder / "state").for_camera("a", images=False)
+    assert [r.id for r in again] == [r.id for r in first]
+
+
+def test_no_reference_is_logged_once_with_the_hint(folder, running, caplog):
+    caplog.set_level(logging.INFO)
+    d = running(config(folder, [cam(folder, "b")]))
+    wait("three checks", lambda: value(d, "camwatch_checks_total", camera="b", result="no_reference") >= 3)
+    assert d.runtimes["b"].state == "no_reference"
+    hints = [r for r in caplog.records if "camwatch enroll b" in r.getMessage()]
+    assert len(hints) == 1
+    assert ReferenceStore(folder / "state").for_camera("b") == []  # no auto_enroll: nothing taken
+
+
+def test_drift_confirmed_after_confirm_checks_then_recovers(folder, running):
+    out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
+    assert out.returncode == 0, out.stderr
+    d = running(config(folder, [cam(folder, "a", confirm=3, recover=2)]))
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    seen_ok_while_drifting = []
+    end = time.monotonic() + 30
+    while d.runtimes["a"].state != "drifted" and time.monotonic() < end:
+        n = value(d, "camwatch_checks_total", camera="a", result="drifted")
+        if 1 <= n < 3 and d.runtimes["a"].state == "ok":
+            seen_ok_while_drifting.append(n)
+        time.sleep(0.05)
+    assert d.runtimes["a"].state == "drifted"
+    assert value(d, "camwatch_checks_total", camera="a", result="drifted") >= 3
+    assert seen_ok_while_drifting, "a single drifted check changed the state (no hysteresis)"
+
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", t=2.0))
+    wait("a recovered", lambda: d.runtimes["a"].state == "ok")
+    evs = EventStore(folder / "state").list("a")
+    assert [e.type for e in sorted(evs, key=lambda e: e.time)] == ["drift_started", "drift_cleared"]
+    assert evs and all(e.similarity is not None for e in evs)
+
+
+def test_outside_active_hours_is_skipped_not_fetched(folder, running):
+    now = datetime.now()
+    start = (now + timedelta(hours=2)).strftime("%H:%M")
+    end = (now + timedelta(hours=3)).strftime("%H:%M")
+    # A missing file: fetching it would make the camera unavailable.
+    d = running(config(folder, [{"id": "z", "url": str(folder / "missing.png"),
+                                 "active_hours": f"{start}-{end}"}]))
+    wait("skipped checks", lambda: value(d, "camwatch_checks_total", camera="z", result="skipped") >= 2)
+    assert value(d, "camwatch_checks_total", camera="z", result="error") == 0
+    assert d.runtimes["z"].state != "unavailable"
+
+
+def test_camera_down_after_failure_streak_then_up(folder, running):
+    out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
+    assert out.returncode == 0, out.stderr
+    d = running(config(folder, [cam(folder, "a"), cam(folder, "c", auto_enroll=True)]))
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    saved = (folder / "a.png").read_bytes()
+    (folder / "a.png").unlink()
+    wait("a unavailable", lambda: d.runtimes["a"].state == "unavailable")
+    wait("camera_down", lambda: any(e.type == "camera_down" for e in EventStore(folder / "state").list("a")),
+         timeout=40)
+    assert value(d, "camwatch_camera_up", camera="a") == 0
+    # The other camera is not held up by the failing one.
+    n = value(d, "camwatch_checks_total", camera="c", result="ok")
+    wait("c still checked", lambda: value(d, "camwatch_checks_total", camera="c", result="ok") >= n + 2)
+    (folder / "a.png").write_bytes(saved)
+    wait("a ok again", lambda: d.runtimes["a"].state == "ok", timeout=40)
+    types = [e.type for e in sorted(EventStore(folder / "state").list("a"), key=lambda e: e.time)]
+    assert types == ["camera_down", "camera_up"]
+    assert value(d, "camwatch_scheduler_lag_seconds_count") > 0
+
+
+def test_frames_due_together_are_embedded_as_one_batch(folder, running):
+    cameras = []
+    for i in range(6):
+        write_image(folder / f"m{i}.png", scene_image(seed=10 + i, scene="street"))
+        cameras.append({"id": f"m{i}", "url": str(folder / f"m{i}.png"), "auto_enroll": True,
+                        "interval": 2})
+    d = running(config(folder, cameras, workers=6))
+    wait("all ok", lambda: all(d.runtimes[f"m{i}"].state == "ok" for i in range(6)))
+    wait("second round", lambda: all(value(d, "camwatch_checks_total", camera=f"m{i}", result="ok") >= 1
+                                     for i in range(6)), timeout=20)
+    frames = value(d, "camwatch_inference_batch_size_sum")
+    batches = value(d, "camwatch_inference_batch_size_count")
+    assert batches >= 1 and frames > batches, (frames, batches)
+
+
+def test_reload_keeps_state_of_unchanged_cameras(folder, running):
+    out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
+    assert out.returncode == 0, out.stderr
+    cfg = config(folder, [cam(folder, "a", confirm=1)])
+    d = running(cfg)
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    rt = d.runtimes["a"]
+    config(folder, [cam(folder, "a", confirm=1), cam(folder, "c", auto_enroll=True)])
+    assert d.reload()
+    assert d.runtimes["a"] is rt and rt.state == "drifted"
+    wait("c ok", lambda: d.runtimes["c"].state == "ok")
+    time.sleep(1.5)
+    starts = [e for e in EventStore(folder / "state").list("a") if e.type == "drift_started"]
+    assert len(starts) == 1  # no second alert: the drift was not forgotten
+    # A changed camera starts afresh; a broken config is refused and the old one runs on.
+    config(folder, [cam(folder, "a", confirm=1, interval=2), cam(folder, "c", auto_enroll=True)])
+    assert d.reload() and d.runtimes["a"] is not rt
+    (folder / "cameras.yaml").write_text("cameras: [{id: 'Bad Id', url: 3}]\n")
+    assert not d.reload()
+    assert set(d.runtimes) == {"a", "c"}
+
+
+def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, caplog):
+    sock_path = folder / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    try:
+        d = running(config(folder, [cam(folder, "a", auto_enroll=True, timeout=1)]))
+        wait("a ok", lambda: d.runtimes["a"].state == "ok")
+        while True:  # drain READY/STATUS
+            try:
+                sock.recv(4096)
+            except socket.timeout:
+                break
+        d.watchdog_tick()
+        assert sock.recv(4096) == b"WATCHDOG=1"
+
+        release = threading.Event()
+        real = d.embedder.embed
+        monkeypatch.setattr(d.embedder, "embed", lambda views: (release.wait(60), real(views))[1])
+        time.sleep(3 * 1 + 1 + 1 + 1.5)  # past the window: 3 intervals + timeout + 1 s
+        d.watchdog_tick()
+        with pytest.raises(socket.timeout):
+            while True:
+                assert b"WATCHDOG" not in sock.recv(4096)
+        assert "not pinging the systemd watchdog" in caplog.text
+        release.set()
+        n = value(d, "camwatch_checks_total", camera="a", result="ok")
+        wait("checks resume", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") > n)
+        d.watchdog_tick()
+        got = []
+        while True:
+            try:
+                got.append(sock.recv(4096))
+            except socket.timeout:
+                break
+        assert b"WATCHDOG=1" in got
+    finally:
+        sock.close()
