@@ -112,7 +112,7 @@ def test_unit_settings():
     for key in ("StateDirectory", "CacheDirectory", "ConfigurationDirectory"):
         assert s[key] == "camwatch"
     for key, value in {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-                       "NoNewPrivileges": "yes", "PrivateDevices": "yes", "DynamicUser": "yes"}.items():
+                       "NoNewPrivileges": "yes", "PrivateDevices": "yes", "User": "camwatch"}.items():
         assert s[key] == value, key
     assert "LoadCredential=" in UNIT.read_text()
     gpu = GPU.read_text()
