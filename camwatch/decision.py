@@ -174,8 +174,9 @@ def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], thresho
     similarity = float(sims[best])
     ref_stats = getattr(ref, "stats", None)
     margins, ratio = _margins(similarity, float(threshold), stats, ref_stats)
-    reason = max(margins, key=lambda k: margins[k])
-    score = float(margins[reason])
+    score = float(max(margins.values()))
+    # A view with no picture left is explained by that, however its sharpness reads.
+    reason = "no_contrast" if margins.get("no_contrast", -1.0) > 0 else max(margins, key=lambda k: margins[k])
     drifted = score > 0
     kind = name_kind(stats, ref_stats, reason, ratio) if drifted else None
     ref_id = getattr(ref, "id", None)

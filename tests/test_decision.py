@@ -1,0 +1,171 @@
+"""Decision: nearest reference, score/drifted agreement, kinds, calibration, hysteresis.
+
+The end-to-end cases embed real synthetic views with a real ONNX model
+(tests/modelkit.py) and real view statistics, so a change in preprocess or
+decision that breaks them shows here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from camwatch import decision
+from camwatch.decision import Hysteresis, RefView, assess, calibrate
+from camwatch.embedder import load_embedder
+from camwatch.preprocess import view_stats
+from modelkit import grid_model, view, world
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+STATS = {"brightness": 120.0, "contrast": 40.0, "sharpness": 800.0, "detail": 0.5,
+         "dark_fraction": 0.0, "bright_fraction": 0.0, "flat_fraction": 0.05}
+
+
+def test_nearest_reference_decides() -> None:
+    refs = [RefView(unit([1, 0, 0]), STATS, id=7), RefView(unit([0, 1, 0]), STATS, id=9)]
+    v = assess(unit([0.1, 1, 0]), STATS, refs, 0.9)
+    assert v.reference_id == 9
+    assert v.similarity == pytest.approx(float(unit([0.1, 1, 0]) @ unit([0, 1, 0])))
+    assert not v.drifted and v.kind is None and v.score < 0 and v.reason == ""
+    w = assess(unit([1, 1, 1]), STATS, refs, 0.9)
+    assert w.drifted and w.kind == "moved" and w.reason == "similarity"
+    assert w.score == pytest.approx(0.9 - w.similarity)
+
+
+def test_score_positive_exactly_when_drifted() -> None:
+    rng = np.random.default_rng(0)
+    refs = [RefView(unit(rng.normal(size=8)), STATS, id=i) for i in range(3)]
+    for _ in range(200):
+        stats = dict(STATS, contrast=float(rng.uniform(0, 60)), detail=float(rng.uniform(0, 1)))
+        v = assess(unit(rng.normal(size=8)), stats, refs, float(rng.uniform(0.2, 0.95)))
+        assert v.drifted == (v.score > 0)
+        assert (v.kind in decision.KINDS) if v.drifted else v.kind is None
+
+
+def test_flat_view_is_blinded_whatever_the_similarity() -> None:
+    ref = RefView(unit([1, 0]), STATS, id=1)
+    flat = dict(STATS, contrast=1.5, detail=0.0, brightness=250.0, bright_fraction=1.0)
+    v = assess(unit([1, 0]), flat, [ref], 0.9)
+    assert v.similarity == pytest.approx(1.0)
+    assert v.drifted and v.kind == "blinded" and v.reason == "no_contrast"
+
+
+def test_a_flat_reference_cannot_lose_contrast() -> None:
+    # A camera enrolled on a dark, low-contrast scene: similar flat views stay fine.
+    ref = RefView(unit([1, 0]), dict(STATS, contrast=5.0, detail=0.5), id=1)
+    v = assess(unit([1, 0]), dict(STATS, contrast=3.0, detail=0.5), [ref], 0.9)
+    assert not v.drifted
+
+
+def test_sharpness_drop_is_defocused() -> None:
+    ref = RefView(unit([1, 0]), STATS, id=1)
+    blurred = dict(STATS, detail=STATS["detail"] * 0.02)
+    v = assess(unit([1, 0.05]), blurred, [ref], 0.9)
+    assert v.drifted and v.kind == "defocused" and v.reason == "sharpness"
+    assert v.sharpness_ratio == pytest.approx(0.02)
+    # A milder drop (night blur, compression) is not a drift on its own.
+    assert not assess(unit([1, 0.05]), dict(STATS, detail=STATS["detail"] * 0.3), [ref], 0.9).drifted
+
+
+def test_covered_named_from_textureless_share() -> None:
+    ref = RefView(unit([1, 0]), STATS, id=1)
+    v = assess(unit([1, 1]), dict(STATS, flat_fraction=0.6), [ref], 0.9)
+    assert v.drifted and v.kind == "covered"
+
+
+def test_dict_stats_and_viewstats_agree() -> None:
+    w = world(2)
+    img = view(w)
+    s = view_stats(img)
+    ref_stats = view_stats(cv2.GaussianBlur(img, (0, 0), 0.5))
+    ref_obj = RefView(unit([1, 0, 0]), ref_stats, id=1)
+    ref_dict = RefView(unit([1, 0, 0]), dataclasses.asdict(ref_stats), id=1)
+    e = unit([1, 0.3, 0])
+    assert assess(e, s, [ref_obj], 0.9) == assess(e, dataclasses.asdict(s), [ref_dict], 0.9)
+
+
+def test_missing_stats_fall_back_to_similarity_only() -> None:
+    v = assess(unit([1, 0]), None, [RefView(unit([1, 0]), None, id=None)], 0.9)
+    assert not v.drifted and v.reference_id is None and v.sharpness_ratio is None
+
+
+def test_wrong_dimension_and_no_references() -> None:
+    with pytest.raises(ValueError, match="re-embedded"):
+        assess(unit([1, 0, 0]), STATS, [RefView(unit([1, 0]), STATS)], 0.9)
+    with pytest.raises(ValueError, match="no references"):
+        assess(unit([1, 0]), STATS, [], 0.9)
+
+
+def test_real_views_moved_defocused_blinded_and_benign(tmp_path: Path) -> None:
+    emb = load_embedder(grid_model(tmp_path / "g.onnx"), device="cpu")
+    w = world(11)
+    ref_img = view(w)
+    ref = RefView(emb.embed([ref_img])[0], view_stats(ref_img), id=1)
+    rng = np.random.default_rng(1)
+
+    def judge(img: np.ndarray) -> decision.Verdict:
+        return assess(emb.embed([img])[0], view_stats(img), [ref], 0.9)
+
+    noisy = np.clip(ref_img + rng.normal(0, 6, ref_img.shape), 0, 255).astype(np.uint8)
+    darker = np.clip(ref_img * 0.6 + 10, 0, 255).astype(np.uint8)
+    for benign in (noisy, darker, view(w, x=203, y=151)):
+        assert not judge(benign).drifted
+    moved = judge(view(w, x=330, y=240))
+    assert moved.drifted and moved.kind == "moved"
+    blurred = judge(cv2.GaussianBlur(ref_img, (0, 0), 6))
+    assert blurred.drifted and blurred.kind == "defocused"
+    black = judge(np.clip(rng.normal(8, 2, ref_img.shape), 0, 255).astype(np.uint8))
+    assert black.drifted and black.kind == "blinded"
+    covered = ref_img.copy()
+    covered[60:420, 80:560] = (70, 120, 190)   # a hand-coloured patch over ~57% of the view
+    c = judge(covered)
+    assert c.drifted and c.kind == "covered"
+
+
+# -- calibration ----------------------------------------------------------------------------
+
+
+def test_calibration_needs_samples() -> None:
+    assert calibrate([], 0.8) == 0.8
+    assert calibrate([0.99, 0.98], 0.8) == 0.8
+    assert calibrate([float("nan")] * 10, 0.8) == 0.8
+
+
+def test_calibration_follows_the_cameras_spread_within_bounds() -> None:
+    d = 0.8
+    stable = calibrate([0.995, 0.996, 0.994, 0.995, 0.997, 0.995, 0.996, 0.995], d)
+    noisy = calibrate([0.93, 0.94, 0.92, 0.95, 0.93, 0.94, 0.93, 0.94], d)
+    very_noisy = calibrate([0.6, 0.62, 0.65, 0.61], d)
+    assert noisy < stable
+    assert stable == pytest.approx(d + decision.CALIBRATION_MAX_UP)       # never stricter than the bound
+    assert very_noisy == pytest.approx(d - decision.CALIBRATION_MAX_DOWN)  # never laxer than the bound
+    for samples in ([0.85, 0.9, 0.95, 0.99], [0.81, 0.99, 0.99, 0.99, 0.99]):
+        assert calibrate(samples, d) < min(samples)   # a view already seen as benign never alarms
+
+
+# -- hysteresis ---------------------------------------------------------------------------
+
+
+def test_hysteresis_confirms_and_recovers() -> None:
+    h = Hysteresis(confirm=3, recover=2)
+    seq = [True, True, False, True, True, True, False, True, False, False, True]
+    out = [h.update(x) for x in seq]
+    assert out == [False, False, False, False, False, True, True, True, True, False, False]
+
+
+def test_hysteresis_one_check_and_reset() -> None:
+    h = Hysteresis(confirm=1, recover=1)
+    assert h.update(True) is True and h.update(False) is False
+    h = Hysteresis(confirm=0, recover=0)    # nonsense settings mean "at once", not "never"
+    assert h.update(True) is True
+    h.reset()
+    assert h.drifted is False and h.update(False) is False
