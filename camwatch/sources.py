@@ -468,6 +468,10 @@ def _looks_like_image(data: bytes) -> bool:
         or data[:4] in (b"RIFF",) or data[:4] in (b"II*\x00", b"MM\x00*")
 
 
+class _SharedState:
+    """A plain attribute holder standing in for threading.local()."""
+
+
 class HttpSnapshotSource:
     """A snapshot URL read with connect/read timeouts, a total deadline and a size cap.
 
@@ -495,6 +499,7 @@ class HttpSnapshotSource:
         self._user, self._password = user, password
         self._auth_kind = getattr(camera, "auth", None)  # basic | digest | None = from challenge
         self._session: Any = None
+        self._auths: dict[str, Any] = {}
         self._worker: _Worker | None = None
         self._lock = threading.Lock()
 
@@ -503,9 +508,16 @@ class HttpSnapshotSource:
 
         if not self._user or kind is None:
             return None
-        if kind == "digest":
-            return HTTPDigestAuth(self._user, self._password or "")
-        return HTTPBasicAuth(self._user, self._password or "")
+        if kind not in self._auths:  # kept: digest then reuses its nonce, saving a 401 per fetch
+            if kind == "digest":
+                auth = HTTPDigestAuth(self._user, self._password or "")
+                # requests keeps digest state per thread, and every fetch here runs on a
+                # fresh worker thread (one at a time): share the state so the nonce is reused.
+                auth._thread_local = _SharedState()
+            else:
+                auth = HTTPBasicAuth(self._user, self._password or "")
+            self._auths[kind] = auth
+        return self._auths[kind]
 
     def _fetch(self) -> Frame:
         import requests

@@ -250,6 +250,12 @@ def test_http_basic_and_digest_auth(http_snapshot_server, make_camera):
         assert open_source(cam).read().image.shape == (180, 320, 3)
     # Credentials in the URL's userinfo.
     assert open_source(make_camera(srv.url("/digest.jpg", "viewer", "d1gest-pw"))).read().image.shape[0] == 180
+    # A source keeps its digest state: after the first challenge, one request per fetch.
+    srv.hits.clear()
+    src = open_source(make_camera(srv.url("/digest.jpg"), username="viewer", password="d1gest-pw", auth="digest"))
+    for _ in range(5):
+        src.read()
+    assert srv.hits["/digest.jpg"] == 6
     # Digest never sends the password itself.
     assert not any("d1gest-pw" in h for h in srv.auth_headers)
     # Wrong password: auth, and the password is nowhere in the message.
