@@ -1,0 +1,179 @@
+"""``camwatch evaluate`` as a subprocess on a tiny case folder made here.
+
+The folder follows drift-bench's FORMAT.md: two synthetic cameras, benign
+queries (noise, JPEG, light, a pixel of shake) and drifted ones (moved
+windows, blur, a black frame). The model is a real ONNX grid model
+(tests/modelkit.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from camwatch.evaluate import detection_at, roc_auc
+from modelkit import grid_model, view, world
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORE_PY = Path("/work/shared/drift-bench/score.py")
+
+
+def make_cases(folder: Path) -> list[tuple[str, str, int, str]]:
+    rng = np.random.default_rng(4)
+    rows = []
+    for cam, seed in (("gate", 1), ("yard", 2)):
+        w = world(seed)
+        base = dict(x=200, y=150)
+        cam_dir = folder / "cameras" / cam
+        (cam_dir / "calibration").mkdir(parents=True)
+        cv2.imwrite(str(cam_dir / "reference.jpg"), view(w, **base))
+        for i in range(4):
+            noisy = np.clip(view(w, **base) + rng.normal(0, 3, (480, 640, 3)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(cam_dir / "calibration" / f"{i:02d}.jpg"), noisy)
+        qdir = folder / "queries" / cam
+        qdir.mkdir(parents=True)
+        queries: list[tuple[np.ndarray, int, str]] = []
+        for i in range(6):
+            img = view(w, x=200 + i % 2, y=150 + i % 3)
+            queries.append((np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8), 0, "benign:noise"))
+            queries.append((np.clip(img * (0.7 + 0.1 * i) + 5, 0, 255).astype(np.uint8), 0, "benign:light"))
+        for i in range(4):
+            queries.append((view(w, x=200 + 120 + 20 * i, y=150 - 60 - 10 * i), 1, "moved:shift"))
+            queries.append((cv2.GaussianBlur(view(w, **base), (0, 0), 5 + i), 1, "defocus"))
+        queries.append((np.full((480, 640, 3), 3, np.uint8), 1, "blinded"))
+        for n, (img, label, kind) in enumerate(queries):
+            q = qdir / f"{n:04d}.jpg"
+            cv2.imwrite(str(q), img)
+            rows.append((cam, str(q.relative_to(folder)), label, kind))
+    with open(folder / "cases.csv", "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["camera", "query", "label", "kind"])
+        wr.writerows(rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> tuple[Path, Path, list]:
+    root = tmp_path_factory.mktemp("bench")
+    rows = make_cases(root / "cases")
+    return root / "cases", grid_model(root / "grid.onnx"), rows
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "camwatch", "evaluate", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
+    cases, model, rows = bench
+    scores = tmp_path / "scores.csv"
+    plot = tmp_path / "roc.png"
+    out = run(str(cases), "--model", str(model), "--scores", str(scores), "--plot", str(plot), "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    got = list(csv.DictReader(open(scores)))
+    assert [r["query"] for r in got] == [r[1] for r in rows]            # every query, in order
+    s = np.array([float(r["score"]) for r in got])
+    d = np.array([int(r["drifted"]) for r in got])
+    y = np.array([r[2] for r in rows])
+    assert np.array_equal(d == 1, s > 0)                                  # the decision is score > 0
+    # The printed figures are the scores file's figures...
+    assert doc["cases"] == len(rows)
+    assert doc["auc"] == pytest.approx(roc_auc(y, s), abs=1e-4)
+    assert doc["default_false_alarm_rate"] == pytest.approx(d[y == 0].mean(), abs=1e-4)
+    assert doc["default_detection_rate"] == pytest.approx(d[y == 1].mean(), abs=1e-4)
+    # ...and this easy benchmark is separated perfectly by a position-keeping model.
+    assert doc["auc"] == 1.0 and doc["tpr_at_fpr_1pct"] == 1.0
+    assert doc["default_false_alarm_rate"] == 0.0 and doc["default_detection_rate"] == 1.0
+    assert set(doc["per_kind_alert_rate"]) == {"benign:noise", "benign:light", "moved:shift", "defocus", "blinded"}
+    assert set(doc["thresholds"]) == {"gate", "yard"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if SCORE_PY.exists():   # agree with the benchmark's own scorer where it is available
+        ref = subprocess.run([sys.executable, str(SCORE_PY), str(cases / "cases.csv"), str(scores)],
+                             capture_output=True, text=True, timeout=60)
+        assert json.loads(ref.stdout) == {k: v for k, v in doc.items() if k not in ("method", "thresholds")}
+
+
+def test_text_output_and_calibration_switch(bench) -> None:
+    cases, model, rows = bench
+    out = run(str(cases), "--model", str(model))
+    assert out.returncode == 0, out.stderr
+    assert "AUC: 1.0000" in out.stdout
+    assert "detection at 1% false alarms: 1.0000" in out.stdout
+    assert "default decision: false-alarm rate 0.0000, detection rate 1.0000" in out.stdout
+    assert "  blinded        1.000" in out.stdout
+    calibrated = json.loads(run(str(cases), "--model", str(model), "--json").stdout)["thresholds"]
+    fixed = json.loads(run(str(cases), "--model", str(model), "--json", "--no-calibration").stdout)["thresholds"]
+    assert set(fixed.values()) == {0.9}                     # the model's default
+    assert all(v != 0.9 for v in calibrated.values())       # adapted to each camera's spread
+
+
+@pytest.mark.parametrize("method", ["ssim", "edges"])
+def test_baselines_in_the_same_harness(bench, tmp_path: Path, method: str) -> None:
+    cases, _, rows = bench
+    scores = tmp_path / "s.csv"
+    out = run(str(cases), "--method", method, "--json", "--scores", str(scores))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["method"] == method and doc["cases"] == len(rows)
+    s = np.array([float(r["score"]) for r in csv.DictReader(open(scores))])
+    y = np.array([r[2] for r in rows])
+    assert doc["auc"] == pytest.approx(roc_auc(y, s), abs=1e-4)
+    assert doc["auc"] > 0.7     # moved and blurred views are not subtle here
+
+
+def test_metric_definitions() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.9, 0.5, 0.95])
+    assert roc_auc(y, s) == pytest.approx(7 / 8)   # 0.5 beats 3 of 4 benign, 0.95 all 4
+    assert detection_at(y, s, 0.0) == 0.5       # above the highest benign score (0.9)
+    assert detection_at(y, s, 0.25) == 1.0      # one benign allowed: above 0.3
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5   # ties count half
+
+
+def _one_line_error(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("camwatch:")]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def test_missing_case_folder(tmp_path: Path) -> None:
+    line = _one_line_error(run(str(tmp_path / "none")))
+    assert "no such case folder" in line and str(tmp_path / "none") in line
+
+
+def test_folder_without_cases_csv(tmp_path: Path) -> None:
+    assert "cases.csv: missing" in _one_line_error(run(str(tmp_path)))
+
+
+def test_bad_label_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "cases.csv").write_text("camera,query,label,kind\ncam,queries/cam/0.jpg,1,defocus\n"
+                                        "cam,queries/cam/1.jpg,maybe,benign:scene\n")
+    line = _one_line_error(run(str(tmp_path), "--method", "ssim"))
+    assert f"{tmp_path / 'cases.csv'}:3: label 'maybe' is not 0 or 1" in line
+
+
+def test_missing_query_image(bench, tmp_path: Path) -> None:
+    cases, _, rows = bench
+    (tmp_path / "cameras").symlink_to(cases / "cameras")
+    (tmp_path / "cases.csv").write_text("camera,query,label,kind\ngate,queries/gate/9999.jpg,1,defocus\n"
+                                        "gate,queries/gate/0000.jpg,0,benign:noise\n")
+    line = _one_line_error(run(str(tmp_path), "--method", "edges"))
+    assert "camera gate" in line and "9999.jpg: no such file" in line
+
+
+def test_bad_model_and_method(bench, tmp_path: Path) -> None:
+    cases, _, _ = bench
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    assert str(junk) in _one_line_error(run(str(cases), "--model", str(junk)))
+    assert "--method 'sift'" in _one_line_error(run(str(cases), "--method", "sift"))
