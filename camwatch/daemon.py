@@ -169,6 +169,7 @@ class Daemon:
         self._inference: threading.Thread | None = None
         self._last_progress = time.monotonic()
         self._batch_started: float | None = None
+        self._started = False
 
     # ---- start-up --------------------------------------------------------------
     def start(self) -> None:
@@ -200,6 +201,7 @@ class Daemon:
         self._apply_cameras(self.config, first=True)
         self._inference = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._inference.start()
+        self._started = True
         notify.ready(self.status_line())
         log.info("camwatch started: %d camera(s), %d enabled",
                  len(self.config.cameras), sum(1 for c in self.config.cameras if c.enabled))
@@ -603,7 +605,8 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop without waiting for hung fetches; flush what must not be lost."""
-        notify.stopping()
+        if self._started:
+            notify.stopping()
         self._stop.set()
         deadline = time.monotonic() + STOP_BUDGET_S
         if self.scheduler is not None:
@@ -626,7 +629,8 @@ class Daemon:
                     closable.close()
                 except Exception:
                     pass
-        log.info("camwatch stopped")
+        if self._started:
+            log.info("camwatch stopped")
 
     def run_forever(self) -> int:
         """Block until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
