@@ -219,7 +219,9 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         executor = _make_executor(self.config.settings.workers, self._note_expected)
-        self.scheduler = BackgroundScheduler(executors={"default": executor},
+        # Watchdog and status jobs get their own thread: busy camera workers must not starve them.
+        control = _make_executor(1, lambda job_id, when: None)
+        self.scheduler = BackgroundScheduler(executors={"default": executor, "control": control},
                                              job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": MISFIRE_GRACE_S})
         self.scheduler.start()
@@ -596,12 +598,25 @@ class Daemon:
             self.metrics.config_reloads.labels("error").inc()
             notify.ready(self.status_line())
             return False
+        if config.settings.webhooks != self.config.settings.webhooks:
+            self._restart_dispatcher(config)
         self._apply_cameras(config)
         self.config = config
         self.metrics.config_reloads.labels("ok").inc()
         log.info("config reloaded: %d camera(s)", len(config.cameras))
         notify.ready(self.status_line())
         return True
+
+    def _restart_dispatcher(self, config: Any) -> None:
+        """New webhooks take effect on reload; undelivered rows stay in the outbox either way."""
+        from .events import Dispatcher, build_sinks
+
+        old = self.dispatcher
+        self.dispatcher = Dispatcher(self.events, build_sinks(config.settings.webhooks), metrics=self.metrics)
+        if old is not None:
+            old.stop(timeout=STOP_BUDGET_S)
+        self.dispatcher.start()
+        log.info("event sinks now: %s", ", ".join(self.dispatcher.sink_names) or "none")
 
     def stop(self) -> None:
         """Stop without waiting for hung fetches; flush what must not be lost."""
@@ -637,9 +652,9 @@ class Daemon:
         interval = notify.watchdog_interval()
         if interval:
             self.scheduler.add_job(self.watchdog_tick, "interval", seconds=interval, id="watchdog",
-                                   next_run_time=datetime.now().astimezone())
+                                   executor="control", next_run_time=datetime.now().astimezone())
         self.scheduler.add_job(lambda: notify.status(self.status_line()), "interval", seconds=10,
-                               id="status")
+                               id="status", executor="control")
         while not self._stop.is_set():
             if self._reload_wanted.wait(0.5):
                 self._reload_wanted.clear()
