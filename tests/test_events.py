@@ -345,3 +345,68 @@ def test_parse_since():
     assert parse_since("2023-11-14T22:13:20Z", now) == 1_700_000_000.0
     with pytest.raises(CamwatchError, match="--since 'yesterday'"):
         parse_since("yesterday", now)
+
+
+# ---- camwatch events (a real CLI process on a real config and events.db) -----------------------
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "camwatch", *args], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env=env)
+
+
+@pytest.fixture
+def cli_config(tmp_path):
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(textwrap.dedent("""
+        settings:
+          state_dir: ./state
+        cameras:
+          - id: front-door
+            url: rtsp://viewer:${FRONT_PASS}@10.0.0.5/stream1
+          - id: yard
+            url: /nonexistent/yard.jpg
+    """))
+    return cfg
+
+
+def test_cli_events_lists_filters_and_hides_secrets(tmp_path, cli_config):
+    secret = "hunter2-front"
+    env = {**os.environ, "FRONT_PASS": secret}
+    r = _cli("--config", str(cli_config), "events", env=env)
+    assert r.returncode == 0 and "no events" in r.stdout, r.stderr
+    store = EventStore(tmp_path / "state")
+    now = time.time()
+    old = Event("yard", "camera_down", time=now - 3 * 3600)
+    drift = Event("front-door", "drift_started", kind="moved", similarity=0.41, threshold=0.8,
+                  evidence=str(tmp_path / "state/evidence/x.jpg"),
+                  message=f"from rtsp://viewer:{secret}@10.0.0.5/stream1", time=now - 60)
+    back = Event("front-door", "drift_cleared", similarity=0.93, threshold=0.8, time=now - 5)
+    for e in (old, drift, back):
+        store.record(e, ["log"])
+    store.mark_delivered(drift.id, "log")
+    store.close()
+
+    r = _cli("--config", str(cli_config), "events", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and "yard" in lines[0] and "camera_down" in lines[0]
+    assert "drift_started moved" in lines[1] and "0.410/0.800" in lines[1]
+    assert "(pending: log)" in lines[2] and "(pending" not in lines[1]
+    assert secret not in r.stdout + r.stderr
+
+    r = _cli("--config", str(cli_config), "events", "--camera", "front-door", "--since", "2h", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    docs = json.loads(r.stdout)["events"]
+    assert [d["id"] for d in docs] == [drift.id, back.id]
+    assert docs[0]["kind"] == "moved" and docs[0]["deliveries"] == {"log": {"delivered": True}}
+    assert docs[1]["deliveries"]["log"]["delivered"] is False
+    assert secret not in r.stdout
+
+
+def test_cli_events_bad_arguments_are_one_line_errors(tmp_path, cli_config):
+    env = {**os.environ, "FRONT_PASS": "x-secret-x"}
+    r = _cli("--config", str(cli_config), "events", "--since", "last tuesday", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--since 'last tuesday'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("--config", str(cli_config), "events", "--camera", "front-dor", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "front-dor" in r.stderr and "front-door" in r.stderr  # names it, suggests the right one

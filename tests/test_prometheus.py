@@ -250,8 +250,13 @@ def test_dashboard_and_rules_against_the_real_daemon(tmp_path):
     media.mkdir()
     _scene(1, media / "steady.png")
     _scene(2, media / "tampered.png")
+    # A small real ONNX model (tests/modelkit.py) keeps this test independent of the shipped one.
+    sys.path.insert(0, str(Path(__file__).parent))
+    from modelkit import grid_model
+    model = grid_model(tmp_path / "grid.onnx")
     config = {
         "settings": {"state_dir": str(tmp_path / "state"), "metrics": {"address": "127.0.0.1", "port": port},
+                     "model": str(model),
                      "interval": 1, "timeout": 3, "confirm": 1, "recover": 1, "calibration": {"checks": 0},
                      "workers": 2, "device": "cpu"},
         "cameras": [
