@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -206,32 +207,46 @@ class _CaptureOptions:
 
     FFmpeg reads the variable at each open, so two cameras opening at once with
     different transports would race. Opens that want the value already in
-    force share it (no serialisation: a hung TCP camera delays no other TCP
-    camera); one that wants another value waits, bounded by its deadline, until
-    the current holders are done.
+    force share it (no serialisation at all in the usual all-TCP case); one
+    that wants another value waits, bounded by its deadline, until the current
+    holders are released. OpenCV reads the variable first thing in its open,
+    before any network I/O, so a hold is released when the open returns or
+    after HOLD_S, whichever comes first: a camera hung in its open cannot hold
+    cameras of the other transport back.
     """
+
+    HOLD_S = 0.25
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._value: str | None = None
         self._holders = 0
 
-    def acquire(self, value: str, deadline: float) -> bool:
+    def acquire(self, value: str, deadline: float) -> Callable[[], None] | None:
+        """A release function (idempotent), or None if the deadline passed first."""
         with self._cond:
             while self._holders and self._value != value:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
+                    return None
                 self._cond.wait(left)
             os.environ[_OPTIONS_ENV] = value
             self._value = value
             self._holders += 1
-            return True
+        released = threading.Event()
 
-    def release(self) -> None:
-        with self._cond:
-            self._holders -= 1
-            self._cond.notify_all()
+        def release() -> None:
+            timer.cancel()
+            with self._cond:
+                if not released.is_set():
+                    released.set()
+                    self._holders -= 1
+                    self._cond.notify_all()
+
+        timer = threading.Timer(self.HOLD_S, release)
+        timer.daemon = True
+        timer.start()
+        return release
 
 
 _capture_options = _CaptureOptions()
@@ -258,6 +273,62 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 _quieted = False
 
 
+def rtsp_probe(camera: Any, url: str, deadline: float) -> None:
+    """Check, in Python and bounded, that an RTSP server answers before OpenCV opens it.
+
+    OpenCV's FFmpeg backend serialises opens behind one process-wide lock
+    (measured: while one open waited 3 s on a silent server, another camera's
+    open waited the same 3 s). A camera that is off (SYN unanswered) or hung
+    would so delay every other RTSP camera's open. This probe (TCP connect, then
+    OPTIONS for rtsp://; TCP connect only for rtsps://) takes no lock, so such a
+    camera fails here on its own, and only servers that answer reach OpenCV.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (322 if parts.scheme == "rtsps" else 554)
+    except ValueError:
+        raise _error(camera, "connect", "the URL's port is not a number") from None
+    if not host:
+        raise _error(camera, "connect", "the URL has no host")
+
+    def left() -> float:
+        rest = deadline - time.monotonic()
+        if rest <= 0:
+            raise _error(camera, "timeout", "the RTSP server did not answer in time")
+        return rest
+
+    try:
+        sock = socket.create_connection((host, port), timeout=left())
+    except socket.timeout:
+        raise _error(camera, "timeout", f"no TCP connection to port {port} in time") from None
+    except OSError as exc:
+        raise _error(camera, "connect", f"cannot connect to port {port} ({exc.strerror or type(exc).__name__})") from None
+    with sock:
+        if parts.scheme != "rtsp":
+            return
+        netloc = host if ":" not in host else f"[{host}]"
+        target = urlunsplit(("rtsp", f"{netloc}:{port}", parts.path or "/", parts.query, ""))
+        request = f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: camwatch\r\n\r\n"
+        reply = b""
+        try:
+            sock.settimeout(left())
+            sock.sendall(request.encode())
+            while b"\r\n\r\n" not in reply and len(reply) < 8192:
+                sock.settimeout(left())
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        except socket.timeout:
+            raise _error(camera, "timeout", "the RTSP server accepted but did not answer in time") from None
+        except OSError as exc:
+            raise _error(camera, "connect", f"the RTSP server dropped the connection ({exc.strerror or type(exc).__name__})") from None
+        if not reply.startswith(b"RTSP/"):
+            what = "closed the connection" if not reply else "answered, but not in RTSP"
+            raise _error(camera, "connect", f"port {port} {what}")
+
+
 def _open_capture(camera: Any, url: str, transport: str, timeout_s: float) -> Any:
     """An opened cv2.VideoCapture or a SourceError; timeouts passed at open (GUIDE.md)."""
     import cv2
@@ -268,20 +339,23 @@ def _open_capture(camera: Any, url: str, transport: str, timeout_s: float) -> An
         if "OPENCV_LOG_LEVEL" not in os.environ:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
-    ms = int(max(1.0, timeout_s) * 1000)
-    options = f"rtsp_transport;{transport}|analyzeduration;0|probesize;32"
     deadline = time.monotonic() + timeout_s
-    if not _capture_options.acquire(options, deadline):
+    rtsp_probe(camera, url, deadline)
+    open_s = max(1.0, deadline - time.monotonic())
+    options = f"rtsp_transport;{transport}|analyzeduration;0|probesize;32"
+    release = _capture_options.acquire(options, deadline)
+    if release is None:
         raise _error(camera, "timeout", "waited too long for another camera's open")
     started = time.monotonic()
     try:
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG,
-                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
+                                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(max(1.0, timeout_s) * 1000)])
     finally:
-        _capture_options.release()
+        release()
     if not cap.isOpened():
         cap.release()
-        if time.monotonic() - started >= timeout_s * 0.95:
+        if time.monotonic() - started >= open_s * 0.95:
             raise _error(camera, "timeout", f"no answer within {timeout_s:.1f} s")
         raise _error(camera, "connect", f"cannot open the stream over {transport} "
                      "(refused, unreachable, wrong path or credentials, or not H.264/H.265)")

@@ -4,6 +4,7 @@ every failure must come back within the camera's timeout plus a small slack."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -181,6 +182,64 @@ def test_rtsp_server_down_fails_fast_and_never_shows_the_password(rtsp_server, m
         src.close()
         assert err.reason in ("connect", "timeout")
         assert "s3cr3t-pw" not in str(err) and "yard" in str(err) and "***" in str(err)
+
+
+def silent_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A real TCP listener that accepts connections and never answers (a hung camera)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return lsock, accepted
+
+
+def test_hung_rtsp_camera_delays_no_other_camera_of_either_transport(rtsp_server, make_camera):
+    lsock, accepted = silent_listener()
+    port = lsock.getsockname()[1]
+    try:
+        cams = [make_camera(f"rtsp://admin:hung-pw@127.0.0.1:{port}/live", id="hung", timeout=3.0,
+                            password="hung-pw"),
+                make_camera(f"rtsp://127.0.0.1:{port}/live?transport=udp", id="hungudp", timeout=3.0)]
+        cams += [make_camera(rtsp_server.url("small", transport), id=f"ok{i}", timeout=3.0)
+                 for i, transport in enumerate((None, "udp", "tcp", "udp"))]
+        results: dict[str, tuple[float, object]] = {}
+        start = time.monotonic()
+
+        def fetch(cam):
+            try:
+                out: object = open_source(cam).read()
+            except SourceError as exc:
+                out = exc
+            results[cam.id] = (time.monotonic() - start, out)
+
+        # The hung ones start first, so the others open while they are stuck.
+        threads = [threading.Thread(target=fetch, args=(c,)) for c in cams]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(10)
+        for i in range(4):
+            took, out = results[f"ok{i}"]
+            assert isinstance(out, Frame) and took < 2.0, results
+        for cid in ("hung", "hungudp"):
+            took, out = results[cid]
+            assert isinstance(out, SourceError) and out.reason in ("timeout", "connect"), out
+            assert took <= 3.0 + SLACK + 0.3
+            assert "hung-pw" not in str(out)
+        assert accepted, "the hung camera was really connected to"
+    finally:
+        lsock.close()
 
 
 # -- HTTP -----------------------------------------------------------------------
