@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The dev-footage report: shipped model, seed-architecture baseline, SSIM, edges.
+
+Makes drift-bench cases from ../shared/footage/dev for seeds 1, 2 and 3, runs
+every method through ``camwatch evaluate``'s own code, and prints one table of
+means over the seeds (AUC, detection at 1% and 0.1% false alarms, the default
+decision's false-alarm and detection rates, and every kind's alert rate).
+Dev footage is for this report only: nothing is tuned on it.
+
+    python benchmarks/eval_dev.py [--shared ../shared] [--seeds 1,2,3] [--out /tmp/devcases] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from camwatch.evaluate import evaluate  # noqa: E402
+
+SEED_ARCH = ROOT / "benchmarks" / "baselines" / "seed-arch.onnx"
+
+
+def make_cases(shared: Path, out: Path, seed: int) -> Path:
+    folder = out / f"seed{seed}"
+    if not (folder / "cases.csv").is_file():
+        clips = sorted(str(p) for p in (shared / "footage" / "dev").iterdir())
+        subprocess.run([sys.executable, str(shared / "drift-bench" / "make_cases.py"), *clips,
+                        "--out", str(folder), "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--out", default="/tmp/camwatch-devcases")
+    ap.add_argument("--methods", default="model,seed-arch,ssim,edges")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    a = ap.parse_args()
+    shared, out = Path(a.shared), Path(a.out)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    folders = [make_cases(shared, out, s) for s in seeds]
+
+    rows: dict[str, dict[str, float]] = {}
+    for method in a.methods.split(","):
+        if method == "seed-arch" and not SEED_ARCH.is_file():
+            print(f"(skipping seed-arch: {SEED_ARCH} not found)", file=sys.stderr)
+            continue
+        figs = []
+        for folder in folders:
+            if method in ("model", "seed-arch"):
+                model = str(SEED_ARCH) if method == "seed-arch" else None
+                _, fig = evaluate(folder, "model", model)
+            else:
+                _, fig = evaluate(folder, method)
+            figs.append(fig)
+        mean: dict[str, float] = {}
+        for key in ("auc", "tpr_at_fpr_1pct", "tpr_at_fpr_0.1pct", "default_false_alarm_rate",
+                    "default_detection_rate"):
+            mean[key] = statistics.mean(f[key] for f in figs)
+        for kind in figs[0]["per_kind_alert_rate"]:
+            mean[kind] = statistics.mean(f["per_kind_alert_rate"][kind] for f in figs)
+        rows[method] = mean
+        print(f"{method}: done", file=sys.stderr)
+
+    columns = list(next(iter(rows.values())).keys())
+    names = {"auc": "AUC", "tpr_at_fpr_1pct": "det@1%FA", "tpr_at_fpr_0.1pct": "det@0.1%FA",
+             "default_false_alarm_rate": "default FA", "default_detection_rate": "default det"}
+    header = ["metric (mean of seeds " + ",".join(map(str, seeds)) + ")"] + list(rows)
+    lines = [[names.get(c, c)] + [f"{rows[m][c]:.4f}" if c == "auc" else f"{rows[m][c]:.3f}" for m in rows]
+             for c in columns]
+    if a.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for ln in lines:
+            print("| " + " | ".join(ln) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+        for r in [header] + lines:
+            print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
