@@ -187,6 +187,7 @@ class _Problems:
         self.file = file
         self.lines = lines
         self.items: list[tuple[int, str]] = []
+        self.failed: set[LinePath] = set()  # values whose substitution failed: already reported
 
     def line_of(self, path: LinePath) -> int:
         path = tuple(path)
@@ -223,7 +224,7 @@ def _clip(text: str, n: int = 80) -> str:
 class _Substitution:
     path: LinePath
     value: str
-    credential: bool
+    secret: bool  # from a credential, or a URL password
 
 
 class _Builder:
@@ -304,7 +305,7 @@ class _Builder:
                     failed = True
                     return ""
                 self.subs.append(_Substitution(path, value, True))
-                return value
+                return quote(value, safe="") if _in_userinfo(path, text, m) else value
             name, sep, default = ref.partition(":-")
             if not _ENV_NAME.fullmatch(name):
                 self.problems.add(path, f"${{{_clip(ref, 40)}}}: expected ${{ENV_VAR}}, ${{ENV_VAR:-default}} "
@@ -318,11 +319,19 @@ class _Builder:
                 self.problems.add(path, f"environment variable {name} is not set (used as ${{{name}}})")
                 failed = True
                 return ""
+            if _in_userinfo(path, text, m):
+                # a password such as p@ss:w/rd would break the URL: percent-encode it, and
+                # count it a secret whatever the URL looks like afterwards
+                self.subs.append(_Substitution(path, value, True))
+                return quote(value, safe="")
             self.subs.append(_Substitution(path, value, False))
             return value
 
         out = _SUBST.sub(one, text)
-        return None if failed else out
+        if failed:
+            self.problems.failed.add(path)
+            return None
+        return out
 
     def _credential(self, name: str, path: LinePath) -> str | None:
         if not _CRED_NAME.fullmatch(name):
@@ -358,6 +367,14 @@ class _Builder:
         return value
 
 
+def _in_userinfo(path: LinePath, text: str, m: re.Match[str]) -> bool:
+    """Whether a ${...} in a url value stands in the user:password@ part."""
+    if not path or path[-1] != "url":
+        return False
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*", text[: m.start()])
+                and re.match(r"[^/?#]*@", text[m.end():]))
+
+
 def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
@@ -385,6 +402,9 @@ def _compose(text: str, file: str) -> yaml.Node | None:
         if exc.context and exc.problem:
             what = f"{exc.context}: {exc.problem}"
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        start = exc.context_mark
+        if mark and start and start.line != mark.line:
+            what += f" (in what starts at line {start.line + 1}:{start.column + 1})"
         raise ConfigError(f"{where}: invalid YAML: {scrub(what)}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML: {scrub(str(exc))}") from None
@@ -777,6 +797,8 @@ def _validate(model: type[BaseModel], data: Any, prefix: LinePath, problems: _Pr
         for err in exc.errors(include_url=False):
             loc = prefix + tuple(err["loc"])
             kind = err["type"]
+            if any(loc[:n] in problems.failed for n in range(1, len(loc) + 1)):
+                continue  # its ${...} could not be substituted: said once already
             if kind == "extra_forbidden":
                 problems.add(loc, _unknown_key(str(loc[-1]), _fields_for(loc[:-1])))
                 continue
@@ -965,6 +987,8 @@ def _camera(c: _Camera, i: int, s: Settings, base: Path, problems: _Problems,
                      "the url already has user:password@; give credentials in one place only")
     if password is not None and username is None and not (parts and parts.username):
         problems.add(at + ("password",), "password without username")
+    if c.auth is not None and username is None and not (parts and parts.username):
+        problems.add(at + ("auth",), f"'{c.auth}' needs a username (and password)")
     if c.auth is not None and scheme not in ("http", "https"):
         problems.add(at + ("auth",), f"'{c.auth}': auth applies to http(s) snapshot cameras only "
                                      "(RTSP negotiates it)")
@@ -1003,9 +1027,9 @@ def _collect_secrets(data: dict[str, Any], subs: list[_Substitution]) -> set[str
     secrets: set[str] = set()
     for sub in subs:
         keys = [p for p in sub.path if isinstance(p, str)]
-        if sub.credential or "webhooks" in keys or "password" in keys or "headers" in keys \
+        if sub.secret or "webhooks" in keys or "password" in keys or "headers" in keys \
                 or (keys and _SECRET_KEY.search(keys[-1]) and keys[-1] not in ("auth", "auto_enroll")):
-            secrets.add(sub.value)
+            secrets.update({sub.value, quote(sub.value, safe="")})
 
     def walk(obj: Any, path: LinePath) -> None:
         if isinstance(obj, dict):
