@@ -1,0 +1,1 @@
+"""Training and export of camwatch's drift model (PyTorch; the daemon never imports this)."""

@@ -1,0 +1,513 @@
+"""Rendering camera views and the changes a camera sees: benign ones and drift.
+
+Triplets come from physics, not labels. A camera's view is a window into a
+scene frame. The anchor is the window at time t; the positive is the same
+window at another time with benign change (light, IR night, noise, JPEG, a
+little vibration, weather, glare, shadows, passers-by); the negative is the
+same scene through a moved window, or the view covered, defocused, blinded or
+pointed at another scene. Negatives carry benign changes too, so photometric
+cues cannot give the answer away. Every function takes an explicit
+``numpy.random.Generator`` so a seed reproduces a batch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+RENDER_WIDTH = 192     # views are rendered at most this wide (1.5x the model's 128), then go through preprocess.prepare
+
+# -- geometry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A camera view inside a scene frame: centre, size (pixels) and roll (degrees)."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+    angle: float = 0.0
+
+    def corners(self) -> np.ndarray:
+        a = math.radians(self.angle)
+        r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * [self.w / 2, self.h / 2]
+        return half @ r.T + [self.cx, self.cy]
+
+
+def sample_window(rng: np.random.Generator, fw: int, fh: int, lo: float = 0.55, hi: float = 0.85) -> Window:
+    """A fixed camera's view: 55-85% of the frame, with the frame's aspect ratio."""
+    s = rng.uniform(lo, hi)
+    w, h = s * fw, s * fh
+    cx = rng.uniform(w / 2, fw - w / 2)
+    cy = rng.uniform(h / 2, fh - h / 2)
+    return Window(cx, cy, w, h, 0.0)
+
+
+def inside(corners: np.ndarray, fw: int, fh: int, slack: float = 0.5) -> bool:
+    return bool(np.all(corners[:, 0] >= -slack) and np.all(corners[:, 0] <= fw + slack)
+                and np.all(corners[:, 1] >= -slack) and np.all(corners[:, 1] <= fh + slack))
+
+
+def out_size(win: Window) -> tuple[int, int]:
+    ow = int(round(min(RENDER_WIDTH, win.w)))
+    oh = max(8, int(round(ow * win.h / win.w)))
+    return max(8, ow), oh
+
+
+def render(frame: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The pixels of ``frame`` inside the quadrilateral ``corners`` (tl, tr, br, bl) at ``size``."""
+    ow, oh = size
+    dst = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], np.float32)
+    m = cv2.getPerspectiveTransform(dst, corners.astype(np.float32))
+    scale = math.dist(corners[0], corners[1]) / ow
+    src = frame
+    if scale > 1.6:  # pre-blur against aliasing, as a real sensor integrates over its pixels
+        src = cv2.GaussianBlur(frame, (0, 0), 0.45 * scale)
+    return cv2.warpPerspective(src, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT101)
+
+
+def vibrate(rng: np.random.Generator, win: Window) -> Window:
+    """Benign shake: <= 1% shift, <= 0.7 degrees roll, <= 0.5% scale."""
+    s = 1 + rng.uniform(-0.005, 0.005)
+    return Window(win.cx + rng.uniform(-0.01, 0.01) * win.w, win.cy + rng.uniform(-0.01, 0.01) * win.h,
+                  win.w * s, win.h * s, win.angle + rng.uniform(-0.7, 0.7))
+
+
+def _sign(rng: np.random.Generator) -> float:
+    return 1.0 if rng.random() < 0.5 else -1.0
+
+
+def moved_corners(rng: np.random.Generator, win: Window, kind: str) -> np.ndarray:
+    """Corners of the window after the camera was moved (shift, zoom, rotate, perspective)."""
+    if kind == "shift":
+        d = rng.uniform(0.06, 0.30)
+        a = rng.uniform(0, 2 * math.pi)
+        w2 = Window(win.cx + d * win.w * math.cos(a), win.cy + d * win.h * math.sin(a), win.w, win.h, win.angle)
+        return w2.corners()
+    if kind == "zoom":
+        z = rng.uniform(0.65, 0.9) if rng.random() < 0.45 else rng.uniform(1.12, 1.6)
+        off = rng.uniform(-0.04, 0.04, 2) * [win.w, win.h]
+        return Window(win.cx + off[0], win.cy + off[1], win.w / z, win.h / z, win.angle).corners()
+    if kind == "rotate":
+        return Window(win.cx, win.cy, win.w, win.h, win.angle + _sign(rng) * rng.uniform(3, 20)).corners()
+    if kind == "perspective":  # pan or tilt: one edge shrinks, the view slides towards it
+        c = win.corners().copy()
+        k = rng.uniform(0.06, 0.18)
+        slide = rng.uniform(0.05, 0.20)
+        if rng.random() < 0.5:   # pan: left/right edges change height
+            side = [0, 3] if rng.random() < 0.5 else [1, 2]
+            c[side[0], 1] += k * win.h
+            c[side[1], 1] -= k * win.h
+            c[:, 0] += _sign(rng) * slide * win.w
+        else:                    # tilt: top/bottom edges change width
+            side = [0, 1] if rng.random() < 0.5 else [3, 2]
+            c[side[0], 0] += k * win.w
+            c[side[1], 0] -= k * win.w
+            c[:, 1] += _sign(rng) * slide * win.h
+        return c
+    raise ValueError(kind)
+
+
+# -- benign changes (float32 BGR 0..255 in, out) ---------------------------------------
+
+
+def _noise_field(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
+    """Smooth random field in 0..1 (low-frequency texture, cloth, fog density)."""
+    sh, sw = max(2, int(h / scale)), max(2, int(w / scale))
+    f = rng.random((sh, sw)).astype(np.float32)
+    f = cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC)
+    f -= f.min()
+    return f / max(float(f.max()), 1e-6)
+
+
+def _curve(x: np.ndarray, gamma: float, gain: float) -> np.ndarray:
+    """255 * (x/255)^gamma * gain through a lookup table (x is quantised to 8 bits first)."""
+    lut = (255.0 * np.power(np.arange(256, dtype=np.float32) / 255.0, gamma) * gain).astype(np.float32)
+    u8 = np.clip(x, 0, 255).astype(np.uint8)
+    return cv2.LUT(u8, lut)
+
+
+def _normal(rng: np.random.Generator, sigma: float, shape: tuple) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
+
+
+def light(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Exposure, gamma and contrast: time of day, auto-exposure, clouds."""
+    gamma = math.exp(rng.uniform(-0.45, 0.45))
+    gain = math.exp(rng.uniform(-0.9, 0.45))
+    x = _curve(x, gamma, gain)
+    m = float(x.mean())
+    return m + (x - m) * rng.uniform(0.65, 1.3) + rng.uniform(-15, 15)
+
+
+def white_balance(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    return x * np.exp(rng.normal(0, 0.1, 3)).astype(np.float32)
+
+
+def ir_night(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """IR night mode: grey, different reflectances, hot centre from the IR LEDs, noisy."""
+    g = x.mean(axis=2, keepdims=True) if rng.random() < 0.5 else (0.2 * x[..., :1] + 0.3 * x[..., 1:2] + 0.5 * x[..., 2:])
+    g = _curve(g, rng.uniform(0.6, 1.2), 1.0)
+    if g.ndim == 2:
+        g = g[..., None]
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - w * rng.uniform(0.35, 0.65)) / w) ** 2 + ((yy - h * rng.uniform(0.35, 0.65)) / h) ** 2
+    g = g * (1.0 - rng.uniform(0.2, 0.6) * np.minimum(r2 * 2.5, 1.0))[..., None]
+    g = g * rng.uniform(0.5, 1.3)
+    g = g + _normal(rng, rng.uniform(3, 14), g.shape)
+    out = np.repeat(g, 3, axis=2)
+    if rng.random() < 0.3:  # slight tint some sensors keep
+        out = out * np.array([rng.uniform(0.95, 1.08), 1.0, rng.uniform(0.95, 1.08)], np.float32)
+    return out
+
+
+def sensor_noise(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    sigma = rng.uniform(1.5, 12)
+    if rng.random() < 0.5:
+        n = _normal(rng, sigma, x.shape[:2] + (1,))
+    else:
+        n = _normal(rng, sigma, x.shape)
+    shot = np.sqrt(np.clip(x, 0, 255) / 255.0) if rng.random() < 0.5 else 1.0
+    return x + n * shot
+
+
+def jpeg(rng: np.random.Generator, img_u8: np.ndarray) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img_u8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(12, 80))])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else img_u8
+
+
+def rain(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Rain streaks or snow flakes over the scene."""
+    h, w = x.shape[:2]
+    layer = np.zeros((h, w), np.float32)
+    if rng.random() < 0.6:
+        n = int(rng.integers(60, 500))
+        ang = math.radians(rng.uniform(-25, 25))
+        length = rng.uniform(0.02, 0.07) * h
+        xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
+        dx, dy = math.sin(ang) * length, math.cos(ang) * length
+        for x0, y0 in zip(xs, ys):
+            cv2.line(layer, (int(x0), int(y0)), (int(x0 + dx), int(y0 + dy)), float(rng.uniform(0.4, 1.0)), 1)
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.7)
+        amp = rng.uniform(30, 90)
+    else:
+        n = int(rng.integers(80, 600))
+        for x0, y0, r in zip(rng.uniform(0, w, n), rng.uniform(0, h, n), rng.uniform(0.6, 2.2, n)):
+            cv2.circle(layer, (int(x0), int(y0)), int(round(r)), float(rng.uniform(0.5, 1.0)), -1)
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.8)
+        amp = rng.uniform(80, 180)
+    return x * (1 - 0.15 * layer[..., None]) + amp * layer[..., None]
+
+
+def fog(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    h, w = x.shape[:2]
+    a = rng.uniform(0.12, 0.5) * (0.6 + 0.8 * _noise_field(rng, h, w, rng.uniform(40, 120)))
+    if rng.random() < 0.5:  # denser towards the top (distance)
+        a = a * np.linspace(1.2, 0.6, h, dtype=np.float32)[:, None]
+    a = np.clip(a, 0, 0.75)[..., None]
+    return x * (1 - a) + rng.uniform(150, 235) * a
+
+
+def glare(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Headlights, lamps, sun reflections: local bright blobs with bloom and flare streaks."""
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    add = np.zeros((h, w), np.float32)
+    n = int(rng.integers(1, 5))
+    pair = rng.random() < 0.4   # a car's two headlights
+    cy0 = rng.uniform(0.3, 0.95) * h
+    cx0 = rng.uniform(0.05, 0.95) * w
+    for i in range(n):
+        if pair and i < 2:
+            cx, cy = cx0 + (i * 2 - 1) * rng.uniform(0.03, 0.08) * w, cy0
+        else:
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        r = rng.uniform(0.01, 0.07) * w
+        d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+        add += rng.uniform(180, 400) * np.exp(-d2 / (2 * r * r))
+        add += rng.uniform(20, 80) * np.exp(-d2 / (2 * (3.5 * r) ** 2))      # bloom
+        if rng.random() < 0.3:                                                # horizontal flare streak
+            add += rng.uniform(30, 100) * np.exp(-((yy - cy) ** 2) / (2 * (0.25 * r) ** 2)) \
+                * np.exp(-np.abs(xx - cx) / (rng.uniform(0.1, 0.3) * w))
+    tint = np.array([rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.0), 1.0], np.float32)
+    return x + add[..., None] * tint
+
+
+def shadow(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    h, w = x.shape[:2]
+    m = np.zeros((h, w), np.float32)
+    k = int(rng.integers(3, 7))
+    cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.15, 0.6) * w
+    ang = np.sort(rng.uniform(0, 2 * math.pi, k))
+    pts = np.stack([cx + r * rng.uniform(0.4, 1.2, k) * np.cos(ang), cy + r * rng.uniform(0.4, 1.2, k) * np.sin(ang)], 1)
+    cv2.fillPoly(m, [pts.astype(np.int32)], 1.0)
+    m = cv2.GaussianBlur(m, (0, 0), rng.uniform(1, 0.03 * w + 1.5))
+    return x * (1 - rng.uniform(0.2, 0.6) * m[..., None])
+
+
+def vignette(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+    return x * (1 - rng.uniform(0.1, 0.45) * np.clip(r2 / 2, 0, 1))[..., None]
+
+
+def passers_by(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None) -> np.ndarray:
+    """Small moving things (people, cars, birds) pasted in: 1-8% of the view."""
+    h, w = x.shape[:2]
+    out = x.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        area = rng.uniform(0.005, 0.03) * w * h
+        aspect = rng.uniform(1.5, 3.2) if rng.random() < 0.6 else rng.uniform(0.3, 0.7)  # person or vehicle
+        bw = max(2, int(math.sqrt(area / aspect)))
+        bh = max(2, int(bw * aspect))
+        x0, y0 = int(rng.integers(0, max(1, w - bw))), int(rng.integers(int(0.2 * h), max(int(0.2 * h) + 1, h - bh)))
+        m = np.zeros((h, w), np.float32)
+        cv2.ellipse(m, (x0 + bw // 2, y0 + bh // 2), (bw // 2, bh // 2), 0, 0, 360, 1.0, -1)
+        m = cv2.GaussianBlur(m, (0, 0), 0.8)[..., None]
+        if donor is not None and rng.random() < 0.75:
+            dh, dw = donor.shape[:2]
+            sx, sy = int(rng.integers(0, max(1, dw - w))), int(rng.integers(0, max(1, dh - h)))
+            patch = cv2.resize(donor[sy:sy + h, sx:sx + w], (w, h)).astype(np.float32)
+        else:
+            patch = np.full((h, w, 3), rng.uniform(20, 120) * rng.uniform(0.7, 1.3, 3), np.float32)
+            patch *= (0.75 + 0.5 * _noise_field(rng, h, w, 6))[..., None]
+        out = out * (1 - m) + patch * m
+    return out
+
+
+# -- drift (the view itself changed) -----------------------------------------------
+
+
+def _cover_mask(rng: np.random.Generator, h: int, w: int, frac: float) -> np.ndarray:
+    """A covering shape of about ``frac`` of the view: from an edge, a blob, or everything."""
+    m = np.zeros((h, w), np.float32)
+    if frac >= 0.97:
+        m[:] = 1
+        return m
+    style = rng.random()
+    if style < 0.5:     # from an edge, with a slanted/ragged border
+        side = int(rng.integers(4))
+        depth = frac
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        u = [xs / w, 1 - xs / w, ys / h, 1 - ys / h][side]
+        v = [ys / h, ys / h, xs / w, xs / w][side]
+        edge = depth + rng.uniform(-0.15, 0.15) * (v - 0.5) + 0.04 * (_noise_field(rng, h, w, 30) - 0.5)
+        m = (u < edge).astype(np.float32)
+    else:               # a blob (hand, paint, sticker) of about that area
+        k = int(rng.integers(5, 10))
+        r = math.sqrt(frac * w * h / math.pi)
+        cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
+        ang = np.sort(rng.uniform(0, 2 * math.pi, k))
+        rad = r * rng.uniform(0.75, 1.3, k)
+        pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+        cv2.fillPoly(m, [pts.astype(np.int32)], 1.0)
+    return m
+
+
+def _cover_fill(rng: np.random.Generator, x: np.ndarray, kind: str) -> np.ndarray:
+    h, w = x.shape[:2]
+    if kind == "dark":
+        return np.full_like(x, rng.uniform(0, 40)) + _normal(rng, 3, x.shape[:2] + (1,))
+    if kind == "grey":
+        base = rng.uniform(50, 210) + np.linspace(-1, 1, w, dtype=np.float32)[None, :, None] * rng.uniform(0, 30)
+        return np.broadcast_to(base, x.shape).astype(np.float32) * np.ones(3, np.float32)
+    if kind == "cloth":
+        col = rng.uniform(20, 220, 3).astype(np.float32)
+        tex = 0.7 + 0.6 * _noise_field(rng, h, w, rng.uniform(15, 60))
+        if rng.random() < 0.5:   # weave
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            p = rng.uniform(2, 5)
+            tex = tex * (0.9 + 0.1 * np.sin(xx / p) * np.sin(yy / p))
+        return tex[..., None] * col
+    if kind == "hand":
+        col = np.array([rng.uniform(60, 150), rng.uniform(90, 180), rng.uniform(120, 230)], np.float32)
+        shade = 0.5 + 0.7 * _noise_field(rng, h, w, rng.uniform(40, 120))
+        return shade[..., None] * col
+    if kind == "tape":
+        col = rng.uniform(0, 255, 3).astype(np.float32)
+        return np.ones_like(x) * col * (1 + np.linspace(-0.1, 0.1, h, dtype=np.float32)[:, None, None])
+    if kind == "paint":
+        col = rng.uniform(0, 255, 3).astype(np.float32)
+        return np.ones_like(x) * col * (0.85 + 0.3 * _noise_field(rng, h, w, 8))[..., None]
+    raise ValueError(kind)
+
+
+COVER_KINDS = ("dark", "grey", "cloth", "hand", "tape", "paint", "translucent")
+
+
+def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Something on or near the lens over 25-100% of the view; near the lens means soft edges."""
+    h, w = x.shape[:2]
+    kind = COVER_KINDS[int(rng.integers(len(COVER_KINDS)))]
+    frac = 1.0 if rng.random() < 0.3 else rng.uniform(0.25, 1.0)
+    if kind == "paint" and rng.random() < 0.6:   # several spray blobs
+        m = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(2, 6))):
+            m = np.maximum(m, _cover_mask(rng, h, w, frac / 2))
+    else:
+        m = _cover_mask(rng, h, w, frac)
+    m = cv2.GaussianBlur(m, (0, 0), rng.uniform(0.5, 0.04 * w + 1))[..., None]
+    if kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
+        veil = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.03, 0.12) * w)
+        a = rng.uniform(0.35, 0.85)
+        fill = veil * (1 - a) + a * rng.uniform(60, 230)
+    else:
+        fill = _cover_fill(rng, x, kind)
+    return x * (1 - m) + fill * m
+
+
+def defocus(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Lens out of focus: Gaussian or disk blur, from gentle to strong."""
+    w = x.shape[1]
+    if rng.random() < 0.5:
+        s = w * rng.uniform(0.006, 0.035)
+        return cv2.GaussianBlur(x, (0, 0), s)
+    r = max(1.5, w * rng.uniform(0.008, 0.04))
+    k = int(math.ceil(r)) * 2 + 1
+    ker = np.zeros((k, k), np.float32)
+    cv2.circle(ker, (k // 2, k // 2), int(round(r)), 1.0, -1, lineType=cv2.LINE_AA)
+    return cv2.filter2D(x, -1, ker / ker.sum())
+
+
+def blind(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Blinded: near-black (cut, sprayed black), saturated white, or a flashlight/laser bloom."""
+    h, w = x.shape[:2]
+    r = rng.random()
+    if r < 0.35:
+        return x * rng.uniform(0.0, 0.08) + rng.uniform(0, 12) + _normal(rng, rng.uniform(0.5, 4), x.shape)
+    if r < 0.65:
+        return np.minimum(x * rng.uniform(3, 12) + rng.uniform(80, 220), 255) + _normal(rng, 2, x.shape)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+    rad = rng.uniform(0.3, 0.9) * w
+    d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+    bloom = 600 * np.exp(-d2 / (2 * (0.5 * rad) ** 2)) + 150 * np.exp(-d2 / (2 * rad ** 2))
+    return x * rng.uniform(0.05, 0.4) + bloom[..., None] * np.array([rng.uniform(0.7, 1), rng.uniform(0.7, 1), 1], np.float32)
+
+
+# -- composing -----------------------------------------------------------------------
+
+
+def benign_scene(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None, strength: float = 1.0,
+                 passers: float = 0.25) -> np.ndarray:
+    """Changes in the world in front of the lens."""
+    p = strength
+    if rng.random() < 0.7 * p:
+        x = light(rng, x)
+    if rng.random() < 0.3 * p:
+        x = white_balance(rng, x)
+    if rng.random() < 0.12 * p:
+        x = fog(rng, x)
+    if rng.random() < 0.15 * p:
+        x = shadow(rng, x)
+    if rng.random() < passers * p:
+        x = passers_by(rng, x, donor)
+    if rng.random() < 0.15 * p:
+        x = glare(rng, x)
+    if rng.random() < 0.1 * p:
+        x = rain(rng, x)
+    return x
+
+
+def benign_sensor(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """What the camera itself does: IR night mode, vignetting, noise; returns uint8 (JPEG applied)."""
+    p = strength
+    if rng.random() < 0.18 * p:
+        x = ir_night(rng, x)
+    if rng.random() < 0.12 * p:
+        x = vignette(rng, x)
+    if rng.random() < 0.45 * p:
+        x = sensor_noise(rng, x)
+    u8 = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5 * p:
+        u8 = jpeg(rng, u8)
+    return u8
+
+
+NEGATIVE_KINDS = ("moved:shift", "moved:zoom", "moved:rotate", "moved:perspective",
+                  "covered", "defocus", "blinded", "redirected")
+NEGATIVE_WEIGHTS = np.array([0.16, 0.12, 0.10, 0.08, 0.22, 0.14, 0.08, 0.10])
+NEGATIVE_WEIGHTS = NEGATIVE_WEIGHTS / NEGATIVE_WEIGHTS.sum()
+
+
+def _scene_frames(scene, rng: np.random.Generator, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frame at t and one at another time (the same frame for stills)."""
+    n = len(scene.frames)
+    if n == 1:
+        return scene.frames[0], scene.frames[0]
+    t2 = int(rng.integers(n - 1))
+    t2 = t2 + 1 if t2 >= t else t2
+    return scene.frames[t], scene.frames[t2]
+
+
+def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(anchor, positive, negative, negative kind) as uint8 BGR views of scene ``idx``."""
+    scene = scenes[idx]
+    t = int(rng.integers(len(scene.frames)))
+    f_a, f_b = _scene_frames(scene, rng, t)
+    fh, fw = f_a.shape[:2]
+    win = sample_window(rng, fw, fh)
+    size = out_size(win)
+    donor_scene = scenes[int(rng.integers(len(scenes)))]
+    donor = donor_scene.frames[int(rng.integers(len(donor_scene.frames)))]
+
+    # anchor: the reference, usually clean, sometimes itself enrolled in odd light
+    a = render(f_a, win.corners(), size).astype(np.float32)
+    if rng.random() < 0.35:
+        a = benign_scene(rng, a, donor, strength=0.5, passers=0.0)
+    a = benign_sensor(rng, a, strength=0.5)
+
+    # positive: same window, another time, benign changes
+    p = render(f_b, vibrate(rng, win).corners(), size).astype(np.float32)
+    p = benign_scene(rng, p, donor, passers=0.6 if len(scene.frames) == 1 else 0.2)
+    p = benign_sensor(rng, p)
+
+    # negative: the view itself changed
+    if kind is None:
+        kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=NEGATIVE_WEIGHTS))]
+    f_n = f_b if rng.random() < 0.7 else f_a
+    if kind.startswith("moved:"):
+        move = kind.split(":")[1]
+        c = None
+        for _ in range(12):
+            c = moved_corners(rng, win, move)
+            if inside(c, fw, fh):
+                break
+        n = render(f_n, c, size).astype(np.float32)
+    elif kind == "redirected":
+        other = idx
+        while other == idx and len(scenes) > 1:
+            other = int(rng.integers(len(scenes)))
+        os_ = scenes[other]
+        fo = os_.frames[int(rng.integers(len(os_.frames)))]
+        wo = sample_window(rng, fo.shape[1], fo.shape[0])
+        n = cv2.resize(render(fo, wo.corners(), out_size(wo)), size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    else:
+        n = render(f_n, vibrate(rng, win).corners(), size).astype(np.float32)
+    benign_n = rng.random() < 0.6
+    if benign_n:
+        n = benign_scene(rng, n, donor, passers=0.2)
+    if kind == "covered":
+        n = cover(rng, n)
+    elif kind == "defocus":
+        n = defocus(rng, n)
+    elif kind == "blinded":
+        n = blind(rng, n)
+    n = benign_sensor(rng, n, strength=1.0 if benign_n else 0.5)
+    return a.astype(np.uint8) if a.dtype != np.uint8 else a, p, n, kind
+
+
+def benign_pair(rng: np.random.Generator, scenes: list, idx: int) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, benign query) for validation."""
+    a, p, _, _ = triplet(rng, scenes, idx, kind="defocus")
+    return a, p
