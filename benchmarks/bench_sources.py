@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from camwatch.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
 from camwatch.sources import open_source  # noqa: E402
-from conftest import RtspServer, SnapshotServer, TestCamera, _handler, gst_rtsp_available  # noqa: E402
+from conftest import RtspServer, SnapshotServer, _handler, camera_config, gst_rtsp_available  # noqa: E402
 from media import Media, scene_image  # noqa: E402
 
 
@@ -65,10 +65,10 @@ def bench_http(n: int) -> None:
     try:
         for w, h in ((640, 360), (1280, 720)):
             ctl.image(f"/{w}.jpg", scene_image(w, h))
-            src = open_source(TestCamera(id="b", url=ctl.url(f"/{w}.jpg"), timeout=5))
+            src = open_source(camera_config(id="b", url=ctl.url(f"/{w}.jpg"), timeout=5))
             report(f"http snapshot {w}x{h} (keep-alive)", timed(src.read, n))
             ctl.digest(f"/d{w}.jpg", "u", "pw-bench", scene_image(w, h))
-            src = open_source(TestCamera(id="b", url=ctl.url(f"/d{w}.jpg"), timeout=5,
+            src = open_source(camera_config(id="b", url=ctl.url(f"/d{w}.jpg"), timeout=5,
                                          username="u", password="pw-bench", auth="digest"))
             report(f"http snapshot {w}x{h} (digest auth)", timed(src.read, n))
     finally:
@@ -89,9 +89,9 @@ def bench_rtsp(n: int) -> None:
         try:
             for mount, label in (("small", "640x360"), ("hd", "1280x720")):
                 for transport in ("tcp", "udp"):
-                    src = open_source(TestCamera(id="r", url=server.url(mount, transport), timeout=5))
+                    src = open_source(camera_config(id="r", url=server.url(mount, transport), timeout=5))
                     report(f"rtsp snapshot {label} {transport} (open+frame)", timed(src.read, n, warm=1))
-            stream = open_source(TestCamera(id="s", url=server.url("small"), timeout=5, mode="stream"))
+            stream = open_source(camera_config(id="s", url=server.url("small"), timeout=5, mode="stream"))
             try:
                 stream.read()
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,53 +58,20 @@ class _SkippingMedia(Media):
 # -- cameras --------------------------------------------------------------------
 
 
-@dataclass
-class TestCamera:
-    """The attributes of config.CameraConfig that sources and checks read (DESIGN.md)."""
+def camera_config(url: str, id: str = "cam", timeout: float = 3.0, **kw: Any) -> Any:
+    """A real config.CameraConfig for ``url`` (redacted_url filled in as load_config does)."""
+    from camwatch.config import CameraConfig, redact_url
 
-    __test__ = False  # not a test class for pytest
-
-    id: str
-    url: str
-    name: str = ""
-    mode: str = "snapshot"
-    interval: float = 60.0
-    timeout: float = 3.0
-    threshold: float | None = None
-    confirm: int = 3
-    recover: int = 2
-    roi: tuple = ()
-    mask: tuple = ()
-    active_hours: Any = None
-    enabled: bool = True
-    username: str | None = None
-    password: str | None = None
-    auth: str | None = None
-    auto_enroll: bool = False
-    redacted_url: str = field(default="")
-
-    def __post_init__(self) -> None:
-        from camwatch.logs import scrub
-
-        if not self.redacted_url:
-            red = scrub(self.url)
-            if self.password:
-                red = red.replace(self.password, "***")
-            self.redacted_url = red
-
-    def active_at(self, t: Any) -> bool:
-        return True
+    password = kw.get("password")
+    return CameraConfig(id=id, url=str(url), name=kw.pop("name", id), timeout=timeout,
+                        redacted_url=redact_url(str(url), [password] if password else []), **kw)
 
 
 @pytest.fixture
 def make_camera():
     """``make_camera(url, id="cam", timeout=3, mode="snapshot", username=..., password=..., auth=...)``:
-    a camera object for open_source() and friends without writing a YAML file."""
-
-    def make(url: str, id: str = "cam", **kw: Any) -> TestCamera:
-        return TestCamera(id=id, url=str(url), **kw)
-
-    return make
+    a real CameraConfig for open_source() and friends without writing a YAML file."""
+    return camera_config
 
 
 def free_port() -> int:
