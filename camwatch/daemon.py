@@ -85,6 +85,7 @@ class CameraRuntime:
     last_similarity: float | None = None
     last_threshold: float | None = None
     last_kind: str | None = None
+    ref_ids: frozenset = frozenset()  # references last judged against; a change resets hysteresis
     drift_open: bool = False         # drift_started sent, drift_cleared not yet (survives an outage)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -416,6 +417,13 @@ class Daemon:
                 self._progress(rt)
                 continue
             rt.no_reference_logged = False
+            ids = frozenset(r.id for r in refs)
+            if rt.ref_ids and ids != rt.ref_ids:
+                # Enrolled anew (e.g. after a deliberate move): judge afresh from this check.
+                log.info("camera %s: references changed; hysteresis starts afresh", cam.id)
+                rt.hysteresis.reset()
+                self._refresh_reference_metrics(cam.id)
+            rt.ref_ids = ids
             todo.append((item, refs, view_of(cam, item.image)))
         if not todo:
             return

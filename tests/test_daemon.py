@@ -236,3 +236,21 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
         assert b"WATCHDOG=1" in got
     finally:
         sock.close()
+
+
+def test_enrolling_anew_while_drifted_clears_the_drift(folder, running):
+    """A deliberate move is accepted by enrolling again: the alert clears, no implicit re-baseline."""
+    cfg = config(folder, [cam(folder, "a", confirm=1, recover=1)])
+    assert camwatch("enroll", "a", "--config", str(cfg)).returncode == 0
+    d = running(cfg)
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    time.sleep(2)
+    assert d.runtimes["a"].state == "drifted"  # stays drifted: the daemon never adopts the view itself
+    out = camwatch("enroll", "a", "--config", str(cfg))  # another process, same state dir
+    assert out.returncode == 0, out.stderr
+    wait("a ok after enrolment", lambda: d.runtimes["a"].state == "ok")
+    types = [e.type for e in sorted(EventStore(folder / "state").list("a"), key=lambda e: e.time)]
+    assert types == ["drift_started", "drift_cleared"]
+    assert value(d, "camwatch_camera_references", camera="a") == 1
