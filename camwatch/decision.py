@@ -50,10 +50,12 @@ COVER_FLAT_GAIN = 0.2
 
 # -- per-camera calibration (chosen on train cases) --------------------------------------
 
-#: A camera's threshold is never more than this below the model's default...
-CALIBRATION_MAX_DOWN = 0.10
-#: ...nor more than this above it.
-CALIBRATION_MAX_UP = 0.02
+# Bounds are in distance (1 - similarity) relative to the model's default
+# distance, so they mean the same for a model whose threshold is 0.9 or 0.2.
+#: A camera's threshold distance is never more than this many times the default's (laxer)...
+CALIBRATION_MAX_RATIO = 1.5
+#: ...nor less than this many times it (stricter).
+CALIBRATION_MIN_RATIO = 0.8
 #: Benign distance seen later (night, weather) is this many times the early spread.
 CALIBRATION_SPREAD_FACTOR = 4.0
 #: Fewer samples than this leave the default unchanged.
@@ -193,19 +195,19 @@ def calibrate(samples: Sequence[float], default: float) -> float:
     ones. The early checks show how far this camera's benign views sit from
     its reference; later benign change (light, night, weather) goes further,
     by roughly ``CALIBRATION_SPREAD_FACTOR`` times on train footage. So the
-    threshold is ``1 - factor * (1 - median similarity)``, kept within
-    ``[default - CALIBRATION_MAX_DOWN, default + CALIBRATION_MAX_UP]`` (a
-    handful of early frames cannot justify more) and never above the lowest
-    sample (a view the camera already showed as benign must not alarm).
+    threshold distance (1 - threshold) is ``factor * (1 - median similarity)``,
+    kept between ``CALIBRATION_MIN_RATIO`` and ``CALIBRATION_MAX_RATIO`` times
+    the model's default distance (a handful of early frames cannot justify
+    more), and the threshold is never above the lowest sample (a view the
+    camera already showed as benign must not alarm).
     """
     values = np.asarray([s for s in samples if s is not None and math.isfinite(s)], np.float64)
     if len(values) < CALIBRATION_MIN_SAMPLES:
         return float(default)
-    median = float(np.median(values))
-    wanted = 1.0 - CALIBRATION_SPREAD_FACTOR * (1.0 - median)
-    wanted = min(wanted, float(values.min()) - 1e-3)
-    low, high = default - CALIBRATION_MAX_DOWN, default + CALIBRATION_MAX_UP
-    return float(min(max(wanted, low), high))
+    base = max(1.0 - float(default), 1e-6)
+    distance = CALIBRATION_SPREAD_FACTOR * (1.0 - float(np.median(values)))
+    distance = min(max(distance, CALIBRATION_MIN_RATIO * base), CALIBRATION_MAX_RATIO * base)
+    return float(min(1.0 - distance, float(values.min()) - 1e-3))
 
 
 @dataclass

@@ -141,15 +141,20 @@ def test_calibration_needs_samples() -> None:
 
 
 def test_calibration_follows_the_cameras_spread_within_bounds() -> None:
-    d = 0.8
-    stable = calibrate([0.995, 0.996, 0.994, 0.995, 0.997, 0.995, 0.996, 0.995], d)
-    noisy = calibrate([0.93, 0.94, 0.92, 0.95, 0.93, 0.94, 0.93, 0.94], d)
-    very_noisy = calibrate([0.6, 0.62, 0.65, 0.61], d)
-    assert noisy < stable
-    assert stable == pytest.approx(d + decision.CALIBRATION_MAX_UP)       # never stricter than the bound
-    assert very_noisy == pytest.approx(d - decision.CALIBRATION_MAX_DOWN)  # never laxer than the bound
+    for d in (0.8, 0.2):     # bounds are relative to the default distance: any model's scale
+        base = 1 - d
+        stable = calibrate([1 - base * x for x in (0.01, 0.012, 0.011, 0.009, 0.01, 0.01)], d)
+        noisy = calibrate([1 - base * x for x in (0.2, 0.25, 0.22, 0.3, 0.21, 0.24)], d)
+        very_noisy = calibrate([1 - base * x for x in (0.9, 0.95, 0.92, 0.93)], d)
+        assert noisy < stable
+        assert stable == pytest.approx(1 - decision.CALIBRATION_MIN_RATIO * base)      # strictest allowed
+        assert very_noisy == pytest.approx(1 - decision.CALIBRATION_MAX_RATIO * base)  # laxest allowed
+        median = np.median([0.2, 0.25, 0.22, 0.3, 0.21, 0.24])
+        expected = 1 - min(max(decision.CALIBRATION_SPREAD_FACTOR * base * median,
+                               decision.CALIBRATION_MIN_RATIO * base), decision.CALIBRATION_MAX_RATIO * base)
+        assert noisy == pytest.approx(expected)
     for samples in ([0.85, 0.9, 0.95, 0.99], [0.81, 0.99, 0.99, 0.99, 0.99]):
-        assert calibrate(samples, d) < min(samples)   # a view already seen as benign never alarms
+        assert calibrate(samples, 0.8) < min(samples)   # a view already seen as benign never alarms
 
 
 # -- hysteresis ---------------------------------------------------------------------------
