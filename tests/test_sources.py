@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from camwatch.errors import SourceError
-from camwatch.sources import (DEADLINE_SLACK_S, Backoff, Frame, RtspStreamSource, open_source,
-                              rtsp_target)
+from camwatch.sources import (DEADLINE_SLACK_S, Backoff, Frame, RtspStreamSource, abandoned_workers,
+                              open_source, rtsp_target)
 from media import scene_frames, scene_image, write_clip, write_image
 
 SLACK = DEADLINE_SLACK_S + 0.7  # scheduling noise on 2 busy cores
@@ -278,13 +278,22 @@ def test_http_bad_answers_have_their_reason(http_snapshot_server, make_camera, s
 
 @pytest.mark.parametrize("kind", ["drip", "hang"])
 def test_http_drip_and_hang_time_out_within_the_deadline(http_snapshot_server, make_camera, kind):
+    baseline = abandoned_workers()
     getattr(http_snapshot_server, kind)("/slow.jpg")
     src = open_source(make_camera(http_snapshot_server.url("/slow.jpg"), timeout=2.0))
     err, took = read_error(src, 2.0 + SLACK)
     assert err.reason == "timeout" and took >= 1.5
-    # A second read while the first is (possibly) still hung stays bounded too.
+    # A second read while the first is (possibly) still hung stays bounded too, and
+    # never starts a second thread for the same camera.
     err, _ = read_error(src, 2.0 + SLACK)
     assert err.reason == "timeout"
+    assert abandoned_workers() <= baseline + 2
+    # Once the server lets go, the given-up workers end and are no longer counted.
+    http_snapshot_server.stopping.set()
+    deadline = time.monotonic() + 5
+    while abandoned_workers() > baseline and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert abandoned_workers() == baseline
 
 
 def test_http_connection_refused_is_connect(make_camera):
@@ -293,6 +302,40 @@ def test_http_connection_refused_is_connect(make_camera):
     src = open_source(make_camera(f"http://127.0.0.1:{free_port()}/x.jpg", timeout=2.0))
     err, _ = read_error(src, 2.0 + SLACK)
     assert err.reason == "connect"
+
+
+def test_https_with_an_untrusted_certificate_is_refused(tmp_path, make_camera):
+    """TLS verification stays on: a self-signed camera certificate is a clear connect error."""
+    import shutil
+    import ssl
+    import subprocess
+    from http.server import ThreadingHTTPServer
+
+    from conftest import SnapshotServer, _handler
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not installed (needed to make a test certificate)")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    ctl = SnapshotServer()
+    ctl.image("/snap.jpg")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ctl))
+    httpd.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    try:
+        url = f"https://admin:tls-pw@127.0.0.1:{httpd.server_address[1]}/snap.jpg"
+        err, _ = read_error(open_source(make_camera(url, password="tls-pw", username="admin")), 3.0 + SLACK)
+        assert err.reason == "connect" and "TLS" in str(err) and "tls-pw" not in str(err)
+        assert ctl.hits.get("/snap.jpg", 0) == 0  # nothing was asked over the untrusted link
+    finally:
+        ctl.stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_http_basic_and_digest_auth(http_snapshot_server, make_camera):
