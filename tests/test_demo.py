@@ -103,3 +103,21 @@ def test_demo_time_starts_when_the_source_opens(make_camera):
     assert a.drifted and not b.drifted
     clock[0] = 150.0
     assert b.drifted
+
+
+def test_the_shipped_model_sees_a_demo_view_as_stable_and_a_turn_as_drift():
+    """The demo exists to show the daemon working: with the shipped model, frames of one
+    view (people, light, noise changing) stay above the model's threshold and far above
+    the turned view of the same place."""
+    from camwatch.embedder import load_embedder, shipped_model_path
+
+    if not shipped_model_path().is_file():
+        pytest.skip("no shipped model yet (camwatch/models/camwatch-drift.onnx)")
+    embedder = load_embedder(None, device="cpu")
+    for scene in SCENES:
+        world = DemoScene(parse_demo_url(f"demo:{scene}?seed=3&drift=turn"))
+        ref = embedder.embed([world.frame(0.0)])[0]
+        same = embedder.embed([world.frame(t) for t in (3.0, 20.0, 45.0, 90.0)]) @ ref
+        turned = float(embedder.embed([world.frame(20.0, drifted=True)])[0] @ ref)
+        assert same.min() > embedder.spec.threshold, (scene, same)
+        assert same.min() > turned + 0.3, (scene, same, turned)
