@@ -331,15 +331,14 @@ class Daemon:
     def _fetch(self, rt: CameraRuntime) -> Any:
         from .sources import open_source
 
+        # The source is kept across failures: it knows whether its previous attempt is
+        # still hung (and refuses to start another), and a stream source reconnects itself.
         if rt.source is None:
             rt.source = open_source(rt.camera)
-            if rt.failures:
-                self.metrics.reconnected(rt.camera.id)
         return rt.source.read()
 
     def _fetch_failed(self, rt: CameraRuntime, exc: SourceError) -> None:
         cid = rt.camera.id
-        _close_source(rt)
         rt.failures += 1
         delay = rt.backoff.next_delay()
         rt.retry_at = time.monotonic() + delay
@@ -483,6 +482,7 @@ class Daemon:
         rt.retry_at = 0.0
         if rt.failures:
             log.info("camera %s reachable again after %d failed fetch(es)", cid, rt.failures)
+            self.metrics.reconnected(cid)
         rt.failures = 0
         self.metrics.set_up(cid, True)
         if rt.down:
