@@ -181,20 +181,35 @@ class _Worker:
         return not self.done.is_set()
 
 
-def _bounded(camera: Any, previous: _Worker | None, fn: Callable[[], T], seconds: float,
-             name: str) -> tuple[T, _Worker]:
-    """Call ``fn`` in a worker, wait ``seconds``; SourceError("timeout") past it."""
-    if previous is not None and previous.alive:
-        raise _error(camera, "timeout", "previous attempt is still hung; not starting another")
-    if _abandoned >= MAX_ABANDONED:
-        raise _error(camera, "timeout", f"{_abandoned} hung fetches in this process; refusing more")
-    worker = _Worker(fn, name)
-    worker.start()
-    if not worker.wait(seconds):
-        raise _error(camera, "timeout", f"no frame within {seconds:.1f} s")
-    if worker.error is not None:
-        raise worker.error
-    return worker.result, worker
+class _Bounded:
+    """Runs one source's blocking calls in workers with a hard deadline, one at a time.
+
+    The worker is remembered before waiting, so a call given up on keeps the
+    source from starting another until it has ended: at most one hung thread
+    per camera, and MAX_ABANDONED in the whole process.
+    """
+
+    def __init__(self, camera: Any, name: str):
+        self.camera, self.name = camera, name
+        self.worker: _Worker | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.alive
+
+    def call(self, fn: Callable[[], T], seconds: float) -> T:
+        """``fn()`` in a worker, waited for ``seconds``; SourceError("timeout") past it."""
+        if self.busy:
+            raise _error(self.camera, "timeout", "the previous attempt is still hung; not starting another")
+        if _abandoned >= MAX_ABANDONED:
+            raise _error(self.camera, "timeout", f"{_abandoned} hung fetches in this process; refusing more")
+        self.worker = worker = _Worker(fn, self.name)
+        worker.start()
+        if not worker.wait(seconds):
+            raise _error(self.camera, "timeout", f"no frame within {seconds:.1f} s")
+        if worker.error is not None:
+            raise worker.error
+        return worker.result
 
 
 # -- RTSP -----------------------------------------------------------------------
@@ -373,7 +388,7 @@ class RtspSnapshotSource:
         self.camera = camera
         self.timeout = _timeout(camera)
         self._url, self._transport = rtsp_target(str(camera.url))
-        self._worker: _Worker | None = None
+        self._bounded = _Bounded(camera, f"rtsp-snap-{_cam_id(camera)}")
         self._lock = threading.Lock()
 
     def _grab(self) -> Frame:
@@ -388,10 +403,7 @@ class RtspSnapshotSource:
 
     def read(self) -> Frame:
         with self._lock:
-            frame, self._worker = _bounded(self.camera, self._worker, self._grab,
-                                           self.timeout + DEADLINE_SLACK_S,
-                                           f"rtsp-snap-{_cam_id(self.camera)}")
-            return frame
+            return self._bounded.call(self._grab, self.timeout + DEADLINE_SLACK_S)
 
     def close(self) -> None:
         pass
@@ -574,7 +586,7 @@ class HttpSnapshotSource:
         self._auth_kind = getattr(camera, "auth", None)  # basic | digest | None = from challenge
         self._session: Any = None
         self._auths: dict[str, Any] = {}
-        self._worker: _Worker | None = None
+        self._bounded = _Bounded(camera, f"http-{_cam_id(camera)}")
         self._lock = threading.Lock()
 
     def _auth(self, kind: str | None) -> Any:
@@ -671,17 +683,11 @@ class HttpSnapshotSource:
 
     def read(self) -> Frame:
         with self._lock:
-            if self._worker is not None and self._worker.alive:
-                # The hung worker owns the old session; start clean once it is gone.
-                raise _error(self.camera, "timeout", "previous fetch is still hung")
-            frame, self._worker = _bounded(self.camera, self._worker, self._fetch,
-                                           self.timeout + DEADLINE_SLACK_S,
-                                           f"http-{_cam_id(self.camera)}")
-            return frame
+            return self._bounded.call(self._fetch, self.timeout + DEADLINE_SLACK_S)
 
     def close(self) -> None:
         session, self._session = self._session, None
-        if session is not None and (self._worker is None or not self._worker.alive):
+        if session is not None and not self._bounded.busy:  # else the hung worker still uses it
             session.close()
 
 
@@ -800,18 +806,15 @@ class _BoundedLocal:
     def __init__(self, camera: Any, inner: Any):
         self.camera, self.inner = camera, inner
         self.timeout = _timeout(camera)
-        self._worker: _Worker | None = None
+        self._bounded = _Bounded(camera, f"file-{_cam_id(camera)}")
         self._lock = threading.Lock()
 
     def read(self) -> Frame:
         with self._lock:
-            frame, self._worker = _bounded(self.camera, self._worker, self.inner.read,
-                                           self.timeout + DEADLINE_SLACK_S,
-                                           f"file-{_cam_id(self.camera)}")
-            return frame
+            return self._bounded.call(self.inner.read, self.timeout + DEADLINE_SLACK_S)
 
     def close(self) -> None:
-        if self._worker is None or not self._worker.alive:
+        if not self._bounded.busy:
             self.inner.close()
 
 

@@ -287,7 +287,7 @@ def test_http_drip_and_hang_time_out_within_the_deadline(http_snapshot_server, m
     # never starts a second thread for the same camera.
     err, _ = read_error(src, 2.0 + SLACK)
     assert err.reason == "timeout"
-    assert abandoned_workers() <= baseline + 2
+    assert abandoned_workers() <= baseline + 1
     # Once the server lets go, the given-up workers end and are no longer counted.
     http_snapshot_server.stopping.set()
     deadline = time.monotonic() + 5
@@ -434,3 +434,29 @@ def test_video_file_gives_successive_frames_and_loops(tmp_path, make_camera):
     assert likeness(got[6], got[0]) > 0.97 and likeness(got[12], got[0]) > 0.97
     src.close()
     assert read_error(open_source(make_camera(str(tmp_path / "none.mp4"))), 2.0)[0].reason == "connect"
+
+
+def test_a_call_that_ignores_its_timeouts_is_abandoned_once_and_counted(tmp_path, make_camera):
+    """A FIFO as the camera's image file: open() blocks until a writer comes, like a dead
+    NFS mount or a library stuck in a syscall. The read must still return in time, the
+    stuck thread is counted, and no second thread piles up behind it."""
+    import os
+
+    fifo = tmp_path / "cam.png"
+    os.mkfifo(fifo)
+    baseline = abandoned_workers()
+    src = open_source(make_camera(str(fifo), timeout=1.0))
+    err, took = read_error(src, 1.0 + SLACK)
+    assert err.reason == "timeout" and took >= 1.0
+    assert abandoned_workers() == baseline + 1
+    err, took = read_error(src, 0.5)  # refused at once: the first worker is still stuck
+    assert err.reason == "timeout" and "still hung" in str(err)
+    assert abandoned_workers() == baseline + 1
+    # A writer arrives: the stuck open returns, the worker ends and is no longer counted.
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    with open(fifo, "wb") as w:
+        w.write(png.tobytes())
+    deadline = time.monotonic() + 5
+    while abandoned_workers() > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert abandoned_workers() == baseline
