@@ -261,22 +261,30 @@ class _Builder:
             self.active.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: LinePath) -> dict[str, Any]:
+        explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         try:
             self.loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
         except yaml.MarkedYAMLError as exc:
             self.problems.add(path, scrub(str(exc.problem)), node.start_mark.line + 1)
             return {}
         out: dict[str, Any] = {}
+        from_merge: set[str] = set()
         for knode, vnode in node.value:
             line = knode.start_mark.line + 1
             if not isinstance(knode, yaml.ScalarNode):
                 self.problems.add(path, "a key must be a plain name, not a list or mapping", line)
                 continue
             key = str(knode.value)  # raw text: "on"/"yes" stay names, not booleans
-            if key in out:
+            if key in out and id(knode) not in explicit:
+                continue  # a merged key the mapping already has
+            if key in out and key in from_merge:
+                from_merge.discard(key)  # the mapping's own key overrides the merged one
+            elif key in out:
                 first = self.lines.get(path + (key,), "?")
                 self.problems.add(path + (key,), f"duplicate key (first at line {first})", line)
                 continue
+            if id(knode) not in explicit:
+                from_merge.add(key)
             self.lines[path + (key,)] = line
             out[key] = self.build(vnode, path + (key,))
         return out
@@ -910,7 +918,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
     secrets = _collect_secrets(data, builder.subs)
     for key in data:
-        if key not in _TOP_KEYS:
+        if key not in _TOP_KEYS and not key.startswith("x-"):  # x-...: room for YAML anchors
             problems.add((key,), _unknown_key(key, _TOP_KEYS))
 
     settings_raw = _Settings.model_validate({}) if "settings" not in data else \

@@ -40,7 +40,7 @@ def validate(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 def write(tmp_path: Path, text: str, name: str = "cameras.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(text)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     path.chmod(0o600)
     return path
 
@@ -109,6 +109,10 @@ BAD = [
     ("duplicate_yaml_key", "cameras:\n  - id: cam\n    url: demo:street\n    url: demo:shop\n", 4,
      "cameras[0].url", ["duplicate key", "line 3"]),
     ("no_cameras", "settings: {}\n", 1, "", ["cameras"]),
+    ("two_documents", "cameras:\n" + GOOD_CAMERA + "---\nx: 1\n", 4, "", ["single document"]),
+    ("state_dir_is_a_file", "settings:\n  state_dir: cameras.yaml\ncameras:\n" + GOOD_CAMERA, 2,
+     "settings.state_dir", ["not a folder"]),
+    ("not_utf8", "cameras:\n  - id: caf\udce9\n", 2, "", ["not UTF-8"]),
     ("empty_file", "", None, "", ["empty"]),
     ("top_level_list", "- id: cam\n  url: demo:street\n", 1, "", ["expected a mapping"]),
 ]
@@ -421,3 +425,22 @@ def grid_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return grid_model(tmp_path_factory.mktemp("model") / "grid.onnx")
 
+
+
+def test_anchors_and_merge_keys(tmp_path: Path) -> None:
+    """x- top-level keys hold anchors; a camera's own key overrides a merged one, twice is an error."""
+    path = write(tmp_path, """\
+x-defaults: &d {url: demo:street, interval: 5, confirm: 4}
+cameras:
+  - <<: *d
+    id: a
+  - <<: *d
+    id: b
+    interval: 7
+""")
+    a, b = load_config(path).cameras
+    assert (a.url, a.interval, a.confirm, b.url, b.interval, b.confirm) == \
+        ("demo:street", 5, 4, "demo:street", 7, 4)
+    path.write_text(path.read_text() + "    interval: 8\n")
+    with pytest.raises(ConfigError, match=r":8: cameras\[1\]\.interval: duplicate key \(first at line 7\)"):
+        load_config(path)
