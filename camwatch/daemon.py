@@ -255,9 +255,14 @@ class Daemon:
                 if old is not None:
                     self._drop_camera(cid, keep_metrics=True)
                     log.info("camera %s changed; its checks restart", cid)
+                # Alerts left open (by a changed runtime, or by a previous run that was
+                # killed) stay open: the clearing event is still owed, and no duplicate.
+                drift_open, down = (old.drift_open, old.down) if old is not None \
+                    else _open_alerts(self.events, cid)
                 rt = CameraRuntime(camera=cam, generation=(old.generation + 1) if old else 0,
-                                   hysteresis=Hysteresis(confirm=cam.confirm, recover=cam.recover),
-                                   backoff=_backoff_for(cam))
+                                   hysteresis=Hysteresis(confirm=cam.confirm, recover=cam.recover,
+                                                         drifted=drift_open),
+                                   backoff=_backoff_for(cam), drift_open=drift_open, down=down)
                 self.runtimes[cid] = rt
                 refs = self.store.summary().get(cid)
                 self.metrics.camera_added(cid, "disabled" if not cam.enabled else
@@ -688,6 +693,26 @@ def _backoff_for(cam: Any) -> Any:
     from .sources import Backoff
 
     return Backoff(base=BACKOFF_BASE_S, cap=max(BACKOFF_CAP_FLOOR_S, BACKOFF_CAP_INTERVALS * cam.interval))
+
+
+def _open_alerts(events: Any, cid: str) -> tuple[bool, bool]:
+    """(drift open, camera down) as the camera's recorded events leave them.
+
+    The runtime is in memory only; without this a restart after a drift (or a
+    kill -9) would never send drift_cleared, and would alert the same drift twice.
+    """
+    drift = down = False
+    try:
+        recorded = events.list(cid, limit=1000) if events is not None else []
+    except Exception as exc:  # the check loop matters more than this lookup
+        log.warning("camera %s: could not read its past events: %s", cid, scrub(str(exc)))
+        return False, False
+    for e in recorded:
+        if e.type in ("drift_started", "drift_cleared"):
+            drift = e.type == "drift_started"
+        elif e.type in ("camera_down", "camera_up"):
+            down = e.type == "camera_down"
+    return drift, down
 
 
 def _close_source(rt: CameraRuntime) -> None:
