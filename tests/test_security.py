@@ -1,0 +1,307 @@
+"""Secrets never leak; exposure is safe by default.
+
+A real ``camwatch`` daemon and the real CLI are run, as an operator would, with
+every kind of secret camwatch takes: an RTSP URL password and an HTTP digest
+password from ``${ENV}``, an HTTP digest password from ``${cred:NAME}``
+(CREDENTIALS_DIRECTORY, as systemd's LoadCredential= sets it), a webhook URL
+token and an Authorization header. The run goes through enrolment, checks, a
+drift, a camera going down, webhook delivery and evidence writing; then EVERY
+output is searched for every secret: stdout/stderr of each command, the
+daemon's log, /metrics, the bytes of every file in the state directory
+(SQLite databases and their WAL files, evidence JPEGs), the webhook bodies
+received and the JSON documents printed. Real servers throughout (GStreamer
+RTSP, HTTP snapshot server with digest auth, webhook receiver, HTTPS receiver
+with a self-signed certificate made by openssl); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+
+from daemon_helpers import Daemon, camwatch, free_port
+from media import scene_image
+from modelkit import grid_model
+
+RTSP_PASS = "rtspPw-7Qz9x"
+ENV_PASS = "envDigest-K2m8"
+CRED_PASS = "credDigest-W4p1"
+URL_TOKEN = "urltok-9f3a7c1e"
+AUTH_TOKEN = "bearer-Zx81qLm3"
+SECRETS = (RTSP_PASS, ENV_PASS, CRED_PASS, URL_TOKEN, AUTH_TOKEN)
+
+
+class Receiver:
+    """A real webhook receiver (HTTP, or HTTPS when given a context) recording each POST."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.posts: list[dict] = []
+        self.handshake_failures = 0
+        ctl = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ctl.posts.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(204)
+                self.end_headers()
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                sock, addr = super().get_request()
+                if tls is None:
+                    return sock, addr
+                try:
+                    return tls.wrap_socket(sock, server_side=True), addr
+                except (ssl.SSLError, OSError):
+                    ctl.handshake_failures += 1
+                    sock.close()
+                    raise
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def leaks(text: str | bytes, where: str) -> list[str]:
+    """Each secret found in ``text`` (as is, or URL-encoded), named with where it was."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
+    found = []
+    for s in SECRETS:
+        for form in {s, quote(s, safe="")}:
+            if form.encode() in data:
+                found.append(f"{s!r} in {where}")
+    return found
+
+
+def listening_address(port: int) -> str:
+    """The local address a TCP socket LISTENs on at ``port``, read from /proc/net/tcp{,6}."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, p = local.split(":")
+                if int(p, 16) == port and state == "0A":
+                    if len(addr) == 8:
+                        return ".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                    return addr
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.fixture
+def site(tmp_path, rtsp_server, http_snapshot_server):
+    """A config whose every secret comes from ${ENV}, ${cred:NAME} or the webhook settings."""
+    grid_model(tmp_path / "grid.onnx")
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "cam_pw").write_text(CRED_PASS + "\n")
+    os.chmod(creds / "cam_pw", 0o600)
+    http_snapshot_server.digest("/env.jpg", "viewer", ENV_PASS, scene_image(320, 180, seed=6, scene="shop"))
+    http_snapshot_server.digest("/cred.jpg", "viewer", CRED_PASS, scene_image(320, 180, seed=7, scene="lobby"))
+    hook = Receiver()
+    port = free_port()
+    text = f"""\
+settings:
+  model: {tmp_path / 'grid.onnx'}
+  device: cpu
+  state_dir: {tmp_path / 'state'}
+  metrics: {{port: {port}}}     # no address: the default must be loopback
+  interval: 1
+  timeout: 3
+  confirm: 2
+  recover: 1
+  calibration: {{checks: 0}}
+  webhooks:
+    - url: http://127.0.0.1:{hook.port}/hook/${{HOOK_TOKEN}}
+      headers: {{Authorization: "Bearer ${{AUTH_TOKEN}}"}}
+      timeout: 5
+cameras:
+  - id: gate
+    url: rtsp://admin:${{RTSP_PASS}}@127.0.0.1:{rtsp_server.port}/small
+  - id: shop
+    url: {http_snapshot_server.url('/env.jpg')}
+    username: viewer
+    password: ${{SHOP_PASS}}
+    auth: digest
+  - id: lobby
+    url: {http_snapshot_server.url('/cred.jpg')}
+    username: viewer
+    password: ${{cred:cam_pw}}
+    auth: digest
+"""
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(text)
+    os.chmod(cfg, 0o600)  # no secret in clear in it anyway; the next test covers that case
+    env = {"RTSP_PASS": RTSP_PASS, "SHOP_PASS": ENV_PASS, "HOOK_TOKEN": URL_TOKEN,
+           "AUTH_TOKEN": AUTH_TOKEN, "CREDENTIALS_DIRECTORY": str(creds)}
+    try:
+        yield cfg, env, hook, port
+    finally:
+        hook.close()
+
+
+def test_no_secret_in_any_output(site, tmp_path, rtsp_server, http_snapshot_server):
+    cfg, env, hook, port = site
+    found: list[str] = []
+    outputs: dict[str, str] = {}
+
+    def run(name: str, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        out = camwatch(*args, "--config", str(cfg), env=env)
+        assert out.returncode in ok, (name, out.returncode, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr, out.stderr
+        outputs[name] = out.stdout + out.stderr
+        found.extend(leaks(out.stdout, f"{name} stdout") + leaks(out.stderr, f"{name} stderr"))
+        return out
+
+    run("validate", "validate")
+    run("enroll", "enroll", "--all")
+
+    d = Daemon(cfg, env=env)
+    try:
+        for cam in ("gate", "shop", "lobby"):
+            d.wait_state(cam, "ok", timeout=60)  # the digest passwords and RTSP URL really worked
+        assert listening_address(port) == "127.0.0.1"  # metrics on loopback by default
+
+        rtsp_server.swap("small")  # the camera with the URL password is turned
+        d.wait_state("gate", "drifted", timeout=40)
+        http_snapshot_server.status("/env.jpg", 500)  # the ${ENV} digest camera goes down
+        d.wait_state("shop", "unavailable", timeout=20)
+        d.wait("the webhook to receive drift_started and camera_down",
+               lambda: {json.loads(p["body"])["type"] for p in hook.posts} >= {"drift_started", "camera_down"},
+               timeout=30)
+        metrics = d.metrics_text()
+        found += leaks(metrics, "/metrics")
+        run("check --json (daemon running)", "check", "--json", ok=(1, 2))
+    finally:
+        assert d.stop() == 0
+    found += leaks(d.log(), "daemon log")
+
+    # The webhook did get its token and header (so they were in use), but no body holds one.
+    assert all(p["path"] == f"/hook/{URL_TOKEN}" for p in hook.posts)
+    assert all(p["headers"].get("Authorization") == f"Bearer {AUTH_TOKEN}" for p in hook.posts)
+    assert leaks(hook.posts[0]["headers"]["Authorization"], "x") and leaks(hook.posts[0]["path"], "x"), \
+        "the leak search itself must find a secret where one is"
+    for i, p in enumerate(hook.posts):
+        found += leaks(p["body"], f"webhook body {i}")
+        found += leaks(json.dumps({k: v for k, v in p["headers"].items() if k != "Authorization"}),
+                       f"webhook headers {i} (other than Authorization)")
+
+    check = run("check --json", "check", "--json", ok=(1, 2))
+    doc = json.loads(check.stdout)
+    rows = {r["id"]: r for r in doc["cameras"]}
+    assert rows["gate"]["state"] == "drifted" and rows["shop"]["state"] == "unavailable"
+    assert "***" in rows["gate"]["url"]  # the URL is shown, redacted
+    evs = json.loads(run("events --json", "events", "--json").stdout)["events"]
+    assert {"drift_started", "camera_down"} <= {e["type"] for e in evs}
+    evidence = [e["evidence"] for e in evs if e["type"] == "drift_started"]
+    assert evidence and all(evidence) and all(Path(p).is_file() for p in evidence)
+    refs = json.loads(run("references list --json", "references", "list", "--json").stdout)
+    assert {r["camera"] for r in refs} == {"gate", "shop", "lobby"}
+
+    # Every byte the daemon left on disk: databases, WAL/SHM files, evidence JPEGs.
+    files = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".jpg" for p in files) and any(p.name == "camwatch.db" for p in files)
+    for p in files:
+        found += leaks(p.read_bytes(), str(p.relative_to(tmp_path)))
+
+    # A broken config whose bad values hold the secrets: the errors name them redacted.
+    broken = tmp_path / "broken.yaml"
+    text = cfg.read_text().replace("/small", ":notaport/small").replace("auth: digest", "auth: kerberos", 1)
+    text = text.replace("timeout: 5", "timeout: soon")
+    broken.write_text(text)
+    os.chmod(broken, 0o600)
+    out = camwatch("validate", "--config", str(broken), env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) >= 3, out.stderr  # every problem, one line each
+    assert "broken.yaml:" in out.stderr
+    found += leaks(out.stdout + out.stderr, "validate on a broken config")
+    # ...and with a missing credential file the error names the file, not a value.
+    shutil.rmtree(Path(env["CREDENTIALS_DIRECTORY"]))
+    out = camwatch("validate", "--config", str(cfg), env=env)
+    assert out.returncode == 2 and "cam_pw" in out.stderr, out.stderr
+    found += leaks(out.stdout + out.stderr, "validate with a missing credential")
+
+    assert not found, "\n".join(found)
+
+
+def test_clear_secret_in_a_readable_config_warns(tmp_path, http_snapshot_server):
+    grid_model(tmp_path / "grid.onnx")
+    http_snapshot_server.basic("/snap.jpg", "viewer", ENV_PASS)
+    port = free_port()
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "settings": {"model": str(tmp_path / "grid.onnx"), "device": "cpu", "state_dir": str(tmp_path / "state"),
+                     "interval": 1, "metrics": {"port": port}},
+        "cameras": [{"id": "snap", "url": http_snapshot_server.url("/snap.jpg", "viewer", ENV_PASS),
+                     "auto_enroll": True}]}))
+    os.chmod(cfg, 0o644)
+    out = camwatch("validate", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "other users can read it" in out.stderr and ENV_PASS not in out.stdout + out.stderr
+    d = Daemon(cfg, log_level="INFO")
+    try:
+        d.wait_state("snap", "ok", timeout=30)
+        assert "other users can read it" in d.log()
+    finally:
+        assert d.stop() == 0
+    assert ENV_PASS not in d.log()
+    os.chmod(cfg, 0o600)  # fixed as the warning says: quiet
+    out = camwatch("validate", "--config", str(cfg))
+    assert out.returncode == 0 and "other users can read it" not in out.stderr, out.stderr
+
+
+def test_webhook_tls_is_verified_by_default(tmp_path):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed (needed to make a self-signed certificate)")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True, timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    hook = Receiver(tls=ctx)
+    grid_model(tmp_path / "grid.onnx")
+    (tmp_path / "missing").mkdir()
+    port = free_port()
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "settings": {"model": str(tmp_path / "grid.onnx"), "device": "cpu", "state_dir": str(tmp_path / "state"),
+                     "interval": 1, "timeout": 1, "metrics": {"port": port},
+                     # no verify_tls: the default must verify, and refuse this self-signed server
+                     "webhooks": [{"url": f"https://127.0.0.1:{hook.port}/hook", "timeout": 3}]},
+        "cameras": [{"id": "gone", "url": str(tmp_path / "missing" / "none.png")}]}))
+    os.chmod(cfg, 0o600)
+    d = Daemon(cfg, log_level="INFO")
+    try:
+        def refused() -> bool:
+            out = camwatch("events", "--json", "--config", str(cfg))
+            evs = json.loads(out.stdout)["events"] if out.returncode == 0 else []
+            hooks = [s for e in evs for name, s in e["deliveries"].items() if name.startswith("webhook")]
+            return bool(hooks) and any("certificate" in (s.get("last_error") or "").lower() for s in hooks)
+        d.wait("camera_down delivery refused for the unverified certificate", refused, timeout=40, step=1.0)
+        assert hook.handshake_failures >= 1 and hook.posts == []  # no event left over plain trust
+    finally:
+        assert d.stop() == 0
+        hook.close()
