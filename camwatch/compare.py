@@ -78,21 +78,46 @@ def read_image(path: str) -> np.ndarray:
 def _cascade_path() -> Path | None:
     """Where OpenCV's frontal-face Haar cascade lies, if anywhere.
 
-    opencv-python 4.x ships it under ``cv2.data.haarcascades``; opencv-python
-    5.0 keeps that folder empty; Debian's opencv-data puts it under
-    /usr/share/opencv4/haarcascades. ``CAMWATCH_FACE_CASCADE`` names a file.
+    opencv-python(-headless) 4.x ships it under ``cv2.data.haarcascades`` (the
+    reason camwatch depends on ``<5``); opencv-python 5.0 has neither the
+    detector nor the file; Debian's opencv-data puts it under
+    /usr/share/opencv4/haarcascades. ``CAMWATCH_FACE_CASCADE`` names a file and,
+    when set, is the only place looked: a typo there must not silently fall
+    back to another cascade.
     """
     import cv2
 
+    override = os.environ.get("CAMWATCH_FACE_CASCADE")
+    if override:
+        if not Path(override).is_file():
+            raise CompareError(f"CAMWATCH_FACE_CASCADE={override}: no such file")
+        return Path(override)
     candidates = []
-    if os.environ.get("CAMWATCH_FACE_CASCADE"):
-        candidates.append(Path(os.environ["CAMWATCH_FACE_CASCADE"]))
     data = getattr(getattr(cv2, "data", None), "haarcascades", None)
     if data:
         candidates.append(Path(data) / FACE_CASCADE)
     candidates += [Path(d) / FACE_CASCADE for d in ("/usr/share/opencv4/haarcascades",
                                                     "/usr/share/opencv/haarcascades")]
     return next((c for c in candidates if c.is_file()), None)
+
+
+def _load_cascade(path: Path):
+    """A loaded CascadeClassifier, or a CompareError naming the file.
+
+    ``cv2.CascadeClassifier(path)`` on a malformed XML raises a bare
+    SystemError in OpenCV 4.14; ``load()`` on an empty one raises cv2.error,
+    which can be caught and named.
+    """
+    import cv2
+
+    detector = cv2.CascadeClassifier()
+    try:
+        loaded = detector.load(str(path))
+    except cv2.error:
+        loaded = False
+    if not loaded or detector.empty():
+        raise CompareError(f"--crop face: {path} is not a usable Haar cascade file")
+    return detector
 
 
 def largest_face(image: np.ndarray, where: str) -> np.ndarray:
@@ -108,9 +133,7 @@ def largest_face(image: np.ndarray, where: str) -> np.ndarray:
         raise CompareError("--crop face: OpenCV's haarcascade_frontalface_default.xml was not found "
                            "(looked in cv2.data.haarcascades and /usr/share/opencv4/haarcascades); "
                            "set CAMWATCH_FACE_CASCADE to its path")
-    detector = cv2.CascadeClassifier(str(path))
-    if detector.empty():
-        raise CompareError(f"--crop face: {path} is not a usable cascade file")
+    detector = _load_cascade(path)
     grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     side = max(24, min(grey.shape) // 20)
     faces = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
