@@ -1,0 +1,43 @@
+"""The soak (benchmarks/soak.py) for 2 minutes, as CI runs it.
+
+A real camwatch process on 20 cameras (10 RTSP from the real GStreamer server,
+snapshot and stream modes; 10 HTTP snapshots from a real HTTP server) while
+the RTSP server is stopped and started, frozen with SIGSTOP and thawed, and
+the HTTP cameras answer 500 for a while. soak.py samples RSS, open files and
+threads from /proc and exits non-zero if RSS or open files grow more than 10%
+after the warm-up, if camwatch dies, logs a traceback or stops checking. The
+10-minute run is ``python3 benchmarks/soak.py --minutes 10 --cameras 20``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import gst_rtsp_available
+from media import have_ffmpeg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_soak_two_minutes_with_faults():
+    if not have_ffmpeg():
+        pytest.skip("ffmpeg is not installed (scripts/test.sh installs it)")
+    why = gst_rtsp_available()
+    if why:
+        pytest.skip(why)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "soak.py"), "--minutes", "2",
+                          "--cameras", "20", "--sample", "4", "--fault-every", "24", "--fault-for", "8"],
+                         capture_output=True, text=True, timeout=230, cwd=REPO)
+    report = out.stdout + out.stderr
+    assert out.returncode == 0, report
+    # the run really injected each kind of fault and judged growth on real samples
+    assert "faults injected:" in out.stdout
+    for kind in ("rtsp-down", "rtsp-freeze", "http-500"):
+        assert kind in out.stdout, report
+    assert "RSS" in out.stdout and "open files" in out.stdout and "soak: PASS" in out.stdout, report
