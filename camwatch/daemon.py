@@ -263,6 +263,12 @@ class Daemon:
                                    hysteresis=Hysteresis(confirm=cam.confirm, recover=cam.recover,
                                                          drifted=drift_open),
                                    backoff=_backoff_for(cam), drift_open=drift_open, down=down)
+                if old is None:
+                    self._restore_open_drift(rt)
+                else:
+                    rt.drift_open = old.drift_open
+                    if old.drift_open:
+                        rt.hysteresis.drifted = True
                 self.runtimes[cid] = rt
                 refs = self.store.summary().get(cid)
                 self.metrics.camera_added(cid, "disabled" if not cam.enabled else
@@ -275,6 +281,23 @@ class Daemon:
                 if not first and old is None:
                     log.info("camera %s added", cid)
                 self._schedule(rt)
+
+    def _restore_open_drift(self, rt: CameraRuntime) -> None:
+        """A drift alerted before a restart stays open: no second drift_started, and a
+        drift_cleared when the view is back (the hysteresis starts in the drifted state)."""
+        try:
+            recent = self.events.list(rt.camera.id, limit=50)
+        except Exception as exc:  # the events file is the operations module's; never block start-up
+            log.warning("camera %s: cannot read past events: %s", rt.camera.id, scrub(str(exc)))
+            return
+        for ev in reversed(recent):
+            if ev.type == "drift_cleared":
+                return
+            if ev.type == "drift_started":
+                rt.drift_open = True
+                rt.hysteresis.drifted = True
+                log.info("camera %s: drift alerted at %s is still open", rt.camera.id, ev.iso_time)
+                return
 
     def _schedule(self, rt: CameraRuntime) -> None:
         from datetime import timedelta

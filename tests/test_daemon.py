@@ -254,3 +254,24 @@ def test_enrolling_anew_while_drifted_clears_the_drift(folder, running):
     types = [e.type for e in sorted(EventStore(folder / "state").list("a"), key=lambda e: e.time)]
     assert types == ["drift_started", "drift_cleared"]
     assert value(d, "camwatch_camera_references", camera="a") == 1
+
+
+def test_drift_stays_open_across_a_restart(folder, running):
+    """Killed or restarted while a camera is drifted: no second alert, and the clear still comes."""
+    cfg = config(folder, [cam(folder, "a", auto_enroll=True, confirm=1, recover=1)])
+    d = running(cfg)
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    d.stop()
+
+    d = running(cfg)
+    wait("a drifted after restart", lambda: d.runtimes["a"].state == "drifted")
+    n = value(d, "camwatch_checks_total", camera="a", result="drifted")
+    wait("more drifted checks", lambda: value(d, "camwatch_checks_total", camera="a", result="drifted") >= n + 2)
+    from camwatch.metrics import ALERT_KINDS
+    assert sum(value(d, "camwatch_alerts_total", camera="a", kind=k) for k in ALERT_KINDS) == 0  # no new alert
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", t=1.0))
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    types = [e.type for e in EventStore(folder / "state").list("a")]
+    assert types == ["drift_started", "drift_cleared"]
