@@ -2,10 +2,12 @@
 """Views per second of the drift model on ONNX Runtime's CPU provider.
 
 End to end from a decoded 1080p BGR frame (what a camera source hands over):
-preprocess (grey, pyrDown, INTER_AREA to the model's input) + inference, at
-batch 1 and 32 on 1 and 2 intra-op threads, with the cost split between the
-two. Each figure is the median of several repeats; frames differ within a
-batch so no cache flatters the numbers.
+preprocess (2x2 mean, grey, pyrDown, INTER_AREA to the model's input) +
+inference, at batch 1 and 32 on 1 and 2 threads, with the cost split between
+the two, and view_stats' cost per view beside it. Then the whole-machine figure:
+as many parallel streams as threads, each preparing and embedding its own
+batches at 1 thread. Each figure is the median of several repeats; 64 different
+frames are cycled so no cache flatters the numbers.
 
     python benchmarks/bench_embed.py                 # the shipped model
     python benchmarks/bench_embed.py --model X.onnx --repeats 7 --seconds 1.5
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from camwatch.embedder import load_embedder  # noqa: E402
-from camwatch.preprocess import prepare_batch  # noqa: E402
+from camwatch import preprocess  # noqa: E402
 
 
 def frames_1080p(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -56,6 +59,32 @@ def timed(fn, seconds: float) -> float:
             return elapsed / calls
 
 
+def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, seconds: float) -> float:
+    """Views/s of ``streams`` threads that each prepare + embed their own batches at 1 thread.
+
+    The whole-machine figure: with 1-thread ONNX Runtime and 1-worker preprocessing
+    per stream, each core runs its own preprocess + inference loop (cv2 and ORT
+    release the GIL).
+    """
+    spec = emb.spec.input
+    stop = time.perf_counter() + seconds
+    counts = [0] * streams
+
+    def loop(k: int) -> None:
+        chunk = [frames[(k * batch + i) % len(frames)] for i in range(batch)]
+        while time.perf_counter() < stop:
+            emb.run_prepared(preprocess.prepare_batch(chunk, spec))
+            counts[k] += batch
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ONNX model (default: the shipped one)")
@@ -65,27 +94,48 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2")
     a = ap.parse_args()
 
-    frames = frames_1080p(32)
-    print(f"frames: 1920x1080 BGR; repeats: {a.repeats} x {a.seconds:.1f} s; medians")
+    import cv2
+
+    frames = frames_1080p(64)
+    print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled (no cache flatters the numbers); "
+          f"repeats: {a.repeats} x {a.seconds:.1f} s; medians")
+    print("threads T: OpenCV T threads, prepare_batch split over T workers, ONNX Runtime T intra-op threads,"
+          " one batch after the other (how the daemon embeds a round of checks)")
     print(f"{'threads':>7} {'batch':>5} {'preprocess ms/view':>19} {'inference ms/view':>18} "
-          f"{'total ms/view':>14} {'views/s':>9} {'inference-only views/s':>23}")
+          f"{'total ms/view':>14} {'views/s':>9} {'inference-only views/s':>23} {'view_stats ms/view':>19}")
+    emb = None
     for threads in (int(t) for t in a.threads.split(",")):
+        cv2.setNumThreads(threads)
+        preprocess.PREPARE_WORKERS = threads
         emb = load_embedder(a.model, device="cpu", threads=threads)
         spec = emb.spec.input
         for batch in (int(b) for b in a.batches.split(",")):
-            chunk = frames[:batch]
-            prepared = prepare_batch(chunk, spec)
-            pre, inf = [], []
+            chunks = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+            turn = iter(range(10 ** 9))
+            prepared = preprocess.prepare_batch(chunks[0], spec)
+            pre, inf, stats = [], [], []
             for _ in range(a.repeats):
-                pre.append(timed(lambda: prepare_batch(chunk, spec), a.seconds) / batch)
+                pre.append(timed(lambda: preprocess.prepare_batch(chunks[next(turn) % len(chunks)], spec),
+                                 a.seconds) / batch)
                 inf.append(timed(lambda: emb.run_prepared(prepared), a.seconds) / batch)
-            p, i = statistics.median(pre), statistics.median(inf)
+                stats.append(timed(lambda: [preprocess.view_stats(f) for f in chunks[next(turn) % len(chunks)]],
+                                   a.seconds / 2) / batch)
+            p, i, st = statistics.median(pre), statistics.median(inf), statistics.median(stats)
             print(f"{threads:>7} {batch:>5} {p * 1e3:>19.3f} {i * 1e3:>18.3f} {(p + i) * 1e3:>14.3f} "
-                  f"{1 / (p + i):>9.0f} {1 / i:>23.0f}")
-    print(f"model: {emb.spec.name} {emb.spec.version} ({emb.spec.short_id}), input "
-          f"{spec.width}x{spec.height} {spec.channels}, provider {emb.provider}")
-    print("preprocessing runs in the calling thread; with 2 cores, 2 checking threads each "
-          "preprocess + infer at 1 thread: about 2x the 1-thread views/s.")
+                  f"{1 / (p + i):>9.0f} {1 / i:>23.0f} {st * 1e3:>19.3f}")
+    cv2.setNumThreads(1)
+    preprocess.PREPARE_WORKERS = 1
+    emb1 = load_embedder(a.model, device="cpu", threads=1)
+    max_streams = max(int(t) for t in a.threads.split(","))
+    print(f"\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
+    for batch in (int(b) for b in a.batches.split(",")):
+        rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds) for _ in range(a.repeats)]
+        print(f"  {max_streams} streams, batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
+              f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+    spec = emb1.spec.input
+    print(f"model: {emb1.spec.name} {emb1.spec.version} ({emb1.spec.short_id}), input "
+          f"{spec.width}x{spec.height} {spec.channels}, provider {emb1.provider}")
+    print("view_stats (daemon: once per check, after the batch, in the checking thread) is not in views/s.")
     return 0
 
 

@@ -7,6 +7,9 @@ no train/serve skew. It needs only numpy and cv2.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -93,13 +96,15 @@ def _halve_fast(image: np.ndarray, width: int, height: int) -> np.ndarray:
     (shipped model: embedding cosine >= 0.9985 against the exact route on real 720p
     and 1080p frames, ``benchmarks/bench_preprocess.py --compare``); a box filter as
     the only low-pass before the final resize changed embeddings visibly (cos ~0.97).
-    Returns ``image`` itself when the frame is small or the route does not apply.
+    Returns ``image`` itself when the frame is small, has an odd side, or the route
+    does not apply.
     """
     h, w = image.shape[:2]
-    if h * w < FAST_MIN_PIXELS or w < 4 * width or h < 4 * height:
+    if h * w < FAST_MIN_PIXELS or w < 4 * width or h < 4 * height or h % 2 or w % 2:
+        # odd sizes (no real camera mode) keep pyrDown: its ceil-sized halves map the
+        # frame's edges differently from a 2x2 mean, which would shift the last pixels
         return image
-    even = image[:h - h % 2, :w - w % 2]          # an exact factor 2 keeps OpenCV's fast path
-    return cv2.resize(even, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
 
 
 def _check_image(image_bgr: np.ndarray) -> None:
@@ -151,11 +156,53 @@ def _prepare(image_bgr: np.ndarray, spec: InputSpec, fast: bool) -> np.ndarray:
 
 
 def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """Several frames -> float32 [N, C, H, W] (N may be 0)."""
+    """Several frames -> float32 [N, C, H, W] (N may be 0), spread over the CPU cores.
+
+    OpenCV releases the GIL and its own threading does little for these small
+    steps, so a batch is split into one contiguous chunk per worker of a shared
+    pool (``PREPARE_WORKERS``): the daemon embeds a round of checks as one batch,
+    and this is how its preprocessing uses every core.
+    """
     out = np.empty((len(images), spec.n_channels, spec.height, spec.width), np.float32)
-    for i, image in enumerate(images):
-        out[i] = prepare(image, spec)
+
+    def fill(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            out[i] = prepare(images[i], spec)
+
+    n = len(images)
+    workers = min(PREPARE_WORKERS, n)
+    if workers < 2:
+        fill(0, n)
+        return out
+    bounds = [n * k // workers for k in range(workers + 1)]
+    futures = [_pool().submit(fill, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    fill(bounds[0], bounds[1])                      # the calling thread takes the first chunk
+    for f in futures:
+        f.result()                                  # re-raises a worker's error here
     return out
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: Threads that prepare one batch together (the caller is one of them).
+PREPARE_WORKERS = max(1, min(4, _cpu_count()))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The shared helper threads (created on first use: training and small batches never need it)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, PREPARE_WORKERS - 1),
+                                       thread_name_prefix="camwatch-prepare")
+        return _POOL
 
 
 # -- regions ----------------------------------------------------------------------
