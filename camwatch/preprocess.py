@@ -304,11 +304,11 @@ class ViewStats:
 
 
 def _colourfulness(bgr: np.ndarray) -> float:
-    """mean |R - G| + mean |(R + G) / 2 - B|, in integers (no float planes to allocate)."""
-    b, g, r = (bgr[:, :, i].astype(np.int16) for i in range(3))
+    """mean |R - G| + mean |(R + G) / 2 - B|, as exact integer L1 norms (OpenCV, no float planes)."""
+    b, g, r = cv2.split(bgr)
     n = float(b.size)
-    rg = int(np.abs(r - g).sum(dtype=np.int64))
-    yb = int(np.abs(r + g - 2 * b).sum(dtype=np.int64))
+    rg = cv2.norm(r, g, cv2.NORM_L1)
+    yb = cv2.norm(cv2.add(r, g, dtype=cv2.CV_16S), cv2.add(b, b, dtype=cv2.CV_16S), cv2.NORM_L1)
     return rg / n + 0.5 * yb / n
 
 
