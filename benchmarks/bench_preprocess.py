@@ -13,7 +13,8 @@ Three parts, each figure the median of many timed calls (ms per call):
 3. ``--compare DIR``: how different the fast route's model input is from the
    exact one on real frames (videos and images under DIR, 720p+ natively or
    960-px stills upscaled to 1080p with mild sensor noise): max/mean absolute
-   pixel difference and the cosine between the model's embeddings of both.
+   pixel difference and the cosine between the model's embeddings of both; for
+   scale, the cosine of the exact route against the same frame as a quality-90 JPEG.
 
     python benchmarks/bench_preprocess.py
     python benchmarks/bench_preprocess.py --compare /work/shared/footage/train --stills /work/shared/stills
@@ -148,7 +149,7 @@ def compare(root: Path, stills: Path | None, model: str | None) -> None:
     print(f"\nfast vs exact route on {len(frames)} real frames; model {emb.spec.name} {emb.spec.version} "
           f"({emb.spec.short_id})")
     print(f"  {'frames':<26} {'n':>3} {'max |diff|':>10} {'mean |diff|':>11} {'cos min':>8} {'cos mean':>9} "
-          f"{'sharpness fast/exact':>21}")
+          f"{'sharpness fast/exact':>21} {'cos JPEG-90':>13}")
     for label in sorted({lab for lab, _ in frames}):
         group = [f for lab, f in frames if lab == label]
         exact = np.stack([_prepare(f, spec, False) for f in group])
@@ -156,8 +157,13 @@ def compare(root: Path, stills: Path | None, model: str | None) -> None:
         cos = np.sum(emb.run_prepared(exact) * emb.run_prepared(fast), axis=1)
         diff = np.abs(exact - fast)
         sharp = [view_stats(f).sharpness / max(1e-9, _view_stats(f, False).sharpness) for f in group]
+        # context: the same frame re-encoded as a JPEG at quality 90 (as a snapshot camera sends it)
+        jpeg = [cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1], cv2.IMREAD_COLOR)
+                for f in group]
+        cos_jpeg = np.sum(emb.run_prepared(exact) * emb.run_prepared(
+            np.stack([_prepare(f, spec, False) for f in jpeg])), axis=1)
         print(f"  {label:<26} {len(group):>3} {diff.max():>10.1f} {diff.mean():>11.2f} {cos.min():>8.5f} "
-              f"{cos.mean():>9.5f} {statistics.median(sharp):>21.3f}")
+              f"{cos.mean():>9.5f} {statistics.median(sharp):>21.3f} {cos_jpeg.min():>13.5f}")
 
 
 def main() -> int:
