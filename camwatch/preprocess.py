@@ -192,16 +192,22 @@ def _cpu_count() -> int:
 #: Threads that prepare one batch together (the caller is one of them).
 PREPARE_WORKERS = max(1, min(4, _cpu_count()))
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    """The shared helper threads (created on first use: training and small batches never need it)."""
-    global _POOL
+    """The shared helper threads (created on first use: training and small batches never need it).
+
+    A forked child inherits the pool object but not its threads, and would wait
+    forever on it: a new pool is made per process.
+    """
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL_PID != os.getpid():
             _POOL = ThreadPoolExecutor(max_workers=max(1, PREPARE_WORKERS - 1),
                                        thread_name_prefix="camwatch-prepare")
+            _POOL_PID = os.getpid()
         return _POOL
 
 

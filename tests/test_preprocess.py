@@ -6,6 +6,8 @@ need no shared footage.
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -341,3 +343,31 @@ def test_prepare_batch_over_workers_equals_one_by_one(monkeypatch):
     frames[5] = np.zeros((10, 10, 3), np.float32)      # a bad frame in a worker's chunk
     with pytest.raises(ValueError, match="uint8"):
         prepare_batch(frames, InputSpec())
+
+
+def test_prepare_batch_works_in_a_forked_child(monkeypatch):
+    """A child forked after the pool exists must not wait on the parent's (absent) threads."""
+    import os
+
+    import camwatch.preprocess as pp
+
+    monkeypatch.setattr(pp, "PREPARE_WORKERS", 2)
+    frames = [scene(120, 160, seed=i) for i in range(4)]
+    expected = prepare_batch(frames, InputSpec())           # the parent's pool now exists
+    pid = os.fork()
+    if pid == 0:                                             # child: exit 0 only if it finished right
+        ok = False
+        try:
+            ok = np.array_equal(prepare_batch(frames, InputSpec()), expected)
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("prepare_batch hung in a forked child")
