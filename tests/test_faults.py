@@ -174,11 +174,11 @@ def test_unreachable_at_start_backs_off_recovers_then_dies_and_recovers(
         err0 = counter(d, "camwatch_checks_total", camera="gate", result="error")
         skip0 = counter(d, "camwatch_checks_total", camera="gate", result="skipped")
         ok0 = counter(d, "camwatch_checks_total", camera="snap", result="ok")
-        time.sleep(8)
+        time.sleep(6)
         errors = counter(d, "camwatch_checks_total", camera="gate", result="error") - err0
         skipped = counter(d, "camwatch_checks_total", camera="gate", result="skipped") - skip0
-        assert skipped >= 1 and errors < 8, (errors, skipped)
-        assert counter(d, "camwatch_checks_total", camera="snap", result="ok") - ok0 >= 6
+        assert skipped >= 1 and errors < 6, (errors, skipped)
+        assert counter(d, "camwatch_checks_total", camera="snap", result="ok") - ok0 >= 4
         assert counter(d, "camwatch_alerts_total", camera="gate", kind="unavailable") == 1  # once per outage
 
         # The recorder comes up: both recover by themselves (backoff cap is 10 s here).
@@ -290,7 +290,7 @@ def test_one_hung_camera_does_not_delay_twenty_healthy_ones(tmp_path, model, htt
         time.sleep(2)  # past the start-up burst
         before = lag_buckets(d)
         ok0 = {c["id"]: counter(d, "camwatch_checks_total", camera=c["id"], result="ok") for c in cams[:20]}
-        window = 14.0
+        window = 10.0
         time.sleep(window)
         after = lag_buckets(d)
         within, n = share_within(before, after, 1.0)
@@ -419,7 +419,7 @@ def test_kill_9_during_enrolment_loses_no_reference(tmp_path, model):
     # Re-enrol every camera (replacing label default) and kill -9 at a different moment each time.
     rng = random.Random(7)
     killed = 0
-    for attempt in range(5):
+    for attempt in range(4):
         proc = subprocess.Popen([sys.executable, "-m", "camwatch", "enroll", "--all", "--label", "default",
                                  "--config", str(cfg)], cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -440,7 +440,7 @@ def test_kill_9_during_enrolment_loses_no_reference(tmp_path, model):
 
 
 def test_kill_9_during_alert_delivery_delivers_every_event_once_per_key(tmp_path, model):
-    hook = WebhookReceiver(delay=3.0)  # each delivery is in flight for 3 s
+    hook = WebhookReceiver(delay=2.0)  # each delivery is in flight for 2 s
     write_image(tmp_path / "a.png", scene_image(seed=1, scene="street"))
     cams = [{"id": "a", "url": str(tmp_path / "a.png"), "confirm": 1, "recover": 1}]
     cfg = config(tmp_path, cams, model, webhooks=[{"url": hook.url(), "timeout": 10}])
