@@ -263,12 +263,6 @@ class Daemon:
                                    hysteresis=Hysteresis(confirm=cam.confirm, recover=cam.recover,
                                                          drifted=drift_open),
                                    backoff=_backoff_for(cam), drift_open=drift_open, down=down)
-                if old is None:
-                    self._restore_open_alerts(rt)
-                else:
-                    rt.drift_open, rt.down = old.drift_open, old.down
-                    if old.drift_open:
-                        rt.hysteresis.drifted = True
                 self.runtimes[cid] = rt
                 refs = self.store.summary().get(cid)
                 self.metrics.camera_added(cid, "disabled" if not cam.enabled else
@@ -281,27 +275,6 @@ class Daemon:
                 if not first and old is None:
                     log.info("camera %s added", cid)
                 self._schedule(rt)
-
-    def _restore_open_alerts(self, rt: CameraRuntime) -> None:
-        """Alerts raised before a restart stay open (read back from the events store).
-
-        A drift: no second drift_started, and drift_cleared when the view is
-        back (the hysteresis starts in the drifted state). A camera down:
-        camera_up when it answers again.
-        """
-        try:
-            recent = self.events.list(rt.camera.id, limit=100)
-        except Exception as exc:  # the events file is the operations module's; never block start-up
-            log.warning("camera %s: cannot read past events: %s", rt.camera.id, scrub(str(exc)))
-            return
-        drift = next((e for e in reversed(recent) if e.type in ("drift_started", "drift_cleared")), None)
-        if drift is not None and drift.type == "drift_started":
-            rt.drift_open = True
-            rt.hysteresis.drifted = True
-            log.info("camera %s: drift alerted at %s is still open", rt.camera.id, drift.iso_time)
-        down = next((e for e in reversed(recent) if e.type in ("camera_down", "camera_up")), None)
-        if down is not None and down.type == "camera_down":
-            rt.down = True
 
     def _schedule(self, rt: CameraRuntime) -> None:
         from datetime import timedelta
