@@ -383,9 +383,9 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
     colourful = _colourfulness(colour) if colour is not None else 0.0
     mean, std = cv2.meanStdDev(grey)
     contrast = float(std[0, 0])
-    lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
-    sharp = float(np.mean(lap * lap))
     n = float(grey.size)
+    # int16 holds a 3x3 Laplacian of uint8 exactly; the squared norm is summed in double
+    sharp = cv2.norm(cv2.Laplacian(grey, cv2.CV_16S, ksize=3), cv2.NORM_L2SQR) / n
     tiny = cv2.pyrDown(cv2.pyrDown(grey)) if min(grey.shape) >= 48 else grey
     return ViewStats(
         brightness=float(mean[0, 0]),
