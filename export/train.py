@@ -310,6 +310,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default="camwatch-drift")
     p.add_argument("--version", default=None, help="model version (default: date and seed)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
     if a.identities is None and a.footage is None and a.stills is None:
         p.error("give --footage and/or --stills, or --identities")
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx_export.export(model, spec_d, onnx_path,
                        onnx_export.metadata(spec_d, dim, metrics["threshold"], args.name, version))
     diff = onnx_export.max_abs_diff(model, onnx_path, np.concatenate([val.images_ref[:8], val.images_query[:8]]))
-    speed = onnx_export.measure_speed(onnx_path)
+    speed = {} if args.skip_speed else onnx_export.measure_speed(onnx_path)
     info = {
         "command": "python -m export.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "arch": args.arch, "seed": args.seed, "steps": args.steps, "batch_triplets": args.batch,
