@@ -207,9 +207,14 @@ class _Bounded:
         worker.start()
         if not worker.wait(seconds):
             raise _error(self.camera, "timeout", f"no frame within {seconds:.1f} s")
-        if worker.error is not None:
-            raise worker.error
-        return worker.result
+        # Hand the outcome over and drop it here: the worker stays remembered (for the
+        # hung check above) and would otherwise keep the last frame alive per camera
+        # (0.7 MB at 640x360; measured: RSS 1.1 GB at 1,000 HTTP cameras).
+        error, result = worker.error, worker.result
+        worker.error = worker.result = None
+        if error is not None:
+            raise error
+        return result
 
 
 # -- RTSP -----------------------------------------------------------------------
