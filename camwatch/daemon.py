@@ -49,6 +49,10 @@ DOWN_AFTER_FAILURES = 2
 BATCH_GATHER_S = 0.02
 #: Largest batch embedded at once.
 MAX_BATCH = 64
+#: Frames fetched but not yet assessed, at most: a fetch worker waits (bounded by its
+#: camera's timeout) while inference is behind, so 1,000 cameras due at once cannot
+#: pile 1,000 decoded frames (0.7 MB each at 640x360) in memory.
+MAX_QUEUED = 2 * MAX_BATCH
 #: A missed run is still started this late (seconds) rather than dropped.
 MISFIRE_GRACE_S = 30
 #: Seconds from start (or a camera's addition) to its first check.
@@ -164,7 +168,7 @@ class Daemon:
         self.scheduler: Any = None
         self.runtimes: dict[str, CameraRuntime] = {}
         self._lock = threading.RLock()
-        self._queue: "queue.Queue[Queued]" = queue.Queue()
+        self._queue: "queue.Queue[Queued]" = queue.Queue(maxsize=MAX_QUEUED)
         self._stop = threading.Event()
         self._reload_wanted = threading.Event()
         self._inference: threading.Thread | None = None
@@ -331,7 +335,14 @@ class Daemon:
             self._fetch_failed(rt, SourceError("other", f"camera {cid}: {type(exc).__name__}"))
             return
         self.metrics.observe_fetch(time.time() - started)
-        self._queue.put(Queued(rt, generation, frame.image, frame.captured_at))
+        try:
+            self._queue.put(Queued(rt, generation, frame.image, frame.captured_at),
+                            timeout=max(1.0, float(cam.timeout)))
+        except queue.Full:
+            rt.busy = False
+            self.metrics.check_done(cid, "skipped")
+            log.warning("camera %s: check skipped, %d frames already wait for inference",
+                        cid, MAX_QUEUED, extra={"camera": cid})
 
     def _fetch(self, rt: CameraRuntime) -> Any:
         from .sources import open_source
