@@ -309,6 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stills-limit", type=int, default=None, help="use only the first N stills (smoke runs)")
     p.add_argument("--name", default="camwatch-drift")
     p.add_argument("--version", default=None, help="model version (default: date and seed)")
+    p.add_argument("--init", type=Path, help="start from this model.pt (state_dict of the same --arch)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
@@ -363,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     model, spec_d = build(args.arch)
     spec = InputSpec(spec_d["width"], spec_d["height"], spec_d["channels"], spec_d["scale"],
                      tuple(spec_d["mean"]), tuple(spec_d["std"]))
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
     model.to(device)
     print(f"data: {len(train_scenes)} training scenes, {len(val_scenes)} validation scenes "
           f"({time.time() - t_start:.0f} s to load)", flush=True)
@@ -409,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     history["val_step"].append(args.steps)
     history["val_auc"].append(metrics["auc"])
 
+    torch.save(model.state_dict(), args.out / "model.pt")   # for --init (git-ignored)
     version = args.version or time.strftime("%Y%m%d") + f"-s{args.seed}-{args.steps}"
     dim = int(embed_np(model, val.images_ref[:1]).shape[1])
     onnx_path = args.out / "model.onnx"
