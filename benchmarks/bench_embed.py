@@ -101,8 +101,11 @@ def main() -> int:
           f"repeats: {a.repeats} x {a.seconds:.1f} s; medians")
     print("threads T: OpenCV T threads, prepare_batch split over T workers, ONNX Runtime T intra-op threads,"
           " one batch after the other (how the daemon embeds a round of checks)")
+    print("exact route: the pyrDown chain as before the fast route, one frame after the other, timed in the same"
+          " repeats (interleaved, so a busy machine slows both alike)")
     print(f"{'threads':>7} {'batch':>5} {'preprocess ms/view':>19} {'inference ms/view':>18} "
-          f"{'total ms/view':>14} {'views/s':>9} {'inference-only views/s':>23} {'view_stats ms/view':>19}")
+          f"{'total ms/view':>14} {'views/s':>9} {'inference-only views/s':>23} {'view_stats ms/view':>19} "
+          f"{'exact route ms/view':>20} {'views/s exact':>13}")
     emb = None
     for threads in (int(t) for t in a.threads.split(",")):
         cv2.setNumThreads(threads)
@@ -113,16 +116,19 @@ def main() -> int:
             chunks = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
             turn = iter(range(10 ** 9))
             prepared = preprocess.prepare_batch(chunks[0], spec)
-            pre, inf, stats = [], [], []
+            pre, inf, stats, exact = [], [], [], []
             for _ in range(a.repeats):
                 pre.append(timed(lambda: preprocess.prepare_batch(chunks[next(turn) % len(chunks)], spec),
                                  a.seconds) / batch)
+                exact.append(timed(lambda: [preprocess._prepare(f, spec, False)
+                                            for f in chunks[next(turn) % len(chunks)]], a.seconds) / batch)
                 inf.append(timed(lambda: emb.run_prepared(prepared), a.seconds) / batch)
                 stats.append(timed(lambda: [preprocess.view_stats(f) for f in chunks[next(turn) % len(chunks)]],
                                    a.seconds / 2) / batch)
             p, i, st = statistics.median(pre), statistics.median(inf), statistics.median(stats)
+            ex = statistics.median(exact)
             print(f"{threads:>7} {batch:>5} {p * 1e3:>19.3f} {i * 1e3:>18.3f} {(p + i) * 1e3:>14.3f} "
-                  f"{1 / (p + i):>9.0f} {1 / i:>23.0f} {st * 1e3:>19.3f}")
+                  f"{1 / (p + i):>9.0f} {1 / i:>23.0f} {st * 1e3:>19.3f} {ex * 1e3:>20.3f} {1 / (ex + i):>13.0f}")
     cv2.setNumThreads(1)
     preprocess.PREPARE_WORKERS = 1
     emb1 = load_embedder(a.model, device="cpu", threads=1)

@@ -348,7 +348,7 @@ def view_stats(image_bgr: np.ndarray) -> ViewStats:
     Frames at least 4x ``STATS_WIDTH`` wide (1080p and up) are first halved by a
     2x2 mean (as in ``prepare``), then converted to grey and pyrDown-ed to
     ``STATS_WIDTH``; frames 2x as wide convert to grey before their pyrDown;
-    colourfulness is read from a 2x2-mean colour image at the same width. The
+    colourfulness is read from 2x2-mean colour halvings (at 480-960 px wide). The
     fast first halving reads ~15% more sharpness at 1080p than the pyrDown one;
     reference and query stats go through the same code and decision only uses
     their ratio, so that cancels out. Frames under 960 px wide take the old route.
@@ -366,11 +366,11 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
     half = _halve_fast(img, STATS_WIDTH, th) if fast and img.shape[2] == 3 else img
     if half is not img:
         grey = _shrink(cv2.cvtColor(half, cv2.COLOR_BGR2GRAY), STATS_WIDTH, th)
-        colour = _shrink_area(half, grey.shape[1], grey.shape[0])
+        colour = _halvings(half, grey.shape[1], grey.shape[0])
     elif fast and img.shape[2] == 3 and w >= 2 * STATS_WIDTH and h >= 2 * th:
         # pyrDown on grey, not BGR: a third of the work, same picture up to rounding
         grey = _shrink(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), STATS_WIDTH, th)
-        colour = _shrink_area(img, grey.shape[1], grey.shape[0])
+        colour = _halvings(img, grey.shape[1], grey.shape[0])
     else:
         small = _shrink(img, STATS_WIDTH, th) if w > STATS_WIDTH else img
         if small.ndim == 2:
@@ -400,12 +400,14 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
     )
 
 
-def _shrink_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """INTER_AREA to (width, height), by exact halvings (OpenCV's fast path) where they fit."""
+def _halvings(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Exact 2x2 means (OpenCV's fast path) while the image stays >= (width, height).
+
+    For colourfulness, a mean over the view: it needs no exact final size, and the
+    non-integer INTER_AREA step a colour frame would need cost more than all the rest.
+    """
     h, w = image.shape[:2]
     while w // 2 >= width and h // 2 >= height:
         image = cv2.resize(image[:h - h % 2, :w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         h, w = image.shape[:2]
-    if (w, h) == (width, height):
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return image
