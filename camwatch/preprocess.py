@@ -93,7 +93,7 @@ def _halve_fast(image: np.ndarray, width: int, height: int) -> np.ndarray:
     colour conversion and the remaining pyrDowns run on a quarter of the pixels.
     Only taken when at least one more pyrDown follows towards ``width`` x ``height``:
     that Gaussian level then dominates the blur, so the model input barely changes
-    (shipped model: embedding cosine >= 0.9985 against the exact route on real 720p
+    (shipped model 1.0.0: embedding cosine >= 0.998 against the exact route on real 720p
     and 1080p frames, ``benchmarks/bench_preprocess.py --compare``); a box filter as
     the only low-pass before the final resize changed embeddings visibly (cos ~0.97).
     Returns ``image`` itself when the frame is small, has an odd side, or the route
