@@ -13,6 +13,7 @@ Dev footage is for this report only: nothing is tuned on it.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -21,9 +22,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch.evaluate import evaluate  # noqa: E402
+from camwatch.evaluate import detection_at, evaluate, roc_auc  # noqa: E402
 
 SEED_ARCH = ROOT / "benchmarks" / "baselines" / "seed-arch.onnx"
+
+
+def per_kind_scores(result) -> dict:
+    """Each drifted kind against all benign views: AUC and detection at 1% false alarms.
+
+    The default decision's alert rate per kind says what a user gets; these say
+    how well the score ranks that kind, so methods can be compared kind by kind
+    without their default thresholds getting in the way.
+    """
+    labels = [c.label for c in result.cases]
+    benign = [i for i, y in enumerate(labels) if y == 0]
+    out = {}
+    for kind in sorted({c.kind for c in result.cases if c.label == 1}):
+        idx = benign + [i for i, c in enumerate(result.cases) if c.kind == kind]
+        y = [labels[i] for i in idx]
+        s = result.scores[idx]
+        out[f"{kind} AUC"] = round(roc_auc(y, s), 4)
+        out[f"{kind} det@1%FA"] = round(detection_at(y, s, 0.01), 4)
+    return {"per_kind_ranking": out}
 
 
 def make_cases(shared: Path, out: Path, seed: int) -> Path:
@@ -42,12 +62,14 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/camwatch-devcases")
     ap.add_argument("--methods", default="model,seed-arch,ssim,edges")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--json", help="also write every seed's figures and the means to this file")
     a = ap.parse_args()
     shared, out = Path(a.shared), Path(a.out)
     seeds = [int(s) for s in a.seeds.split(",")]
     folders = [make_cases(shared, out, s) for s in seeds]
 
     rows: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, list[dict]] = {}
     for method in a.methods.split(","):
         if method == "seed-arch" and not SEED_ARCH.is_file():
             print(f"(skipping seed-arch: {SEED_ARCH} not found)", file=sys.stderr)
@@ -56,16 +78,20 @@ def main() -> int:
         for folder in folders:
             if method in ("model", "seed-arch"):
                 model = str(SEED_ARCH) if method == "seed-arch" else None
-                _, fig = evaluate(folder, "model", model)
+                result, fig = evaluate(folder, "model", model)
             else:
-                _, fig = evaluate(folder, method)
+                result, fig = evaluate(folder, method)
+            fig.update(per_kind_scores(result))
             figs.append(fig)
+        per_seed[method] = figs
         mean: dict[str, float] = {}
         for key in ("auc", "tpr_at_fpr_1pct", "tpr_at_fpr_0.1pct", "default_false_alarm_rate",
                     "default_detection_rate"):
             mean[key] = statistics.mean(f[key] for f in figs)
         for kind in figs[0]["per_kind_alert_rate"]:
             mean[kind] = statistics.mean(f["per_kind_alert_rate"][kind] for f in figs)
+        for key in figs[0]["per_kind_ranking"]:
+            mean[key] = statistics.mean(f["per_kind_ranking"][key] for f in figs)
         rows[method] = mean
         print(f"{method}: done", file=sys.stderr)
 
@@ -73,8 +99,11 @@ def main() -> int:
     names = {"auc": "AUC", "tpr_at_fpr_1pct": "det@1%FA", "tpr_at_fpr_0.1pct": "det@0.1%FA",
              "default_false_alarm_rate": "default FA", "default_detection_rate": "default det"}
     header = ["metric (mean of seeds " + ",".join(map(str, seeds)) + ")"] + list(rows)
-    lines = [[names.get(c, c)] + [f"{rows[m][c]:.4f}" if c == "auc" else f"{rows[m][c]:.3f}" for m in rows]
+    lines = [[names.get(c, c)] + [f"{rows[m][c]:.4f}" if "AUC" in names.get(c, c) else f"{rows[m][c]:.3f}"
+                                  for m in rows]
              for c in columns]
+    if a.json:
+        Path(a.json).write_text(json.dumps({"seeds": seeds, "mean": rows, "per_seed": per_seed}, indent=1))
     if a.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
