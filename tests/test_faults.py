@@ -423,7 +423,14 @@ def test_kill_9_during_enrolment_loses_no_reference(tmp_path, model):
         proc = subprocess.Popen([sys.executable, "-m", "camwatch", "enroll", "--all", "--label", "default",
                                  "--config", str(cfg)], cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.3, 2.5))
+        # Kill once it is writing (the WAL file changes), at a different moment each time.
+        wal = tmp_path / "state" / "camwatch.db-wal"
+        before = wal.stat().st_mtime_ns if wal.exists() else 0
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end and \
+                (wal.stat().st_mtime_ns if wal.exists() else 0) == before:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
