@@ -147,8 +147,8 @@ def main() -> int:
         i += m
 
     results = []
-    grid = itertools.product((1.5, 2, 3, 4, 6, 8), (0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0),
-                             (0.9, 1.0, 1.1, 1.25, 1.5))
+    grid = itertools.product((1.25, 1.5, 2, 3, 4, 5, 6, 8), (0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0),
+                             (0.8, 0.9, 1.0, 1.1, 1.25, 1.5))
     for values in grid:
         if values[1] > values[2]:
             continue
