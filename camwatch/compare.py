@@ -7,9 +7,10 @@ embedded, which makes it a rough "same face crop?" check; the model was not
 trained for face identity, so treat that verdict as a hint (docs/guide-matching.md).
 
 Confidence is a probability of "same" from a logistic on the similarity's
-distance to the model's threshold: ``1 / (1 + exp(-(s - threshold) / SCALE))``.
+distance to the model's threshold: ``1 / (1 + exp(-(s - threshold) / scale))``,
+with ``scale = SCALE_FRACTION * (1 - threshold)``.
 At the threshold it is 0.5, so confidence and verdict never disagree.
-``SCALE`` was fitted by logistic regression (benchmarks/fit_confidence.py) on
+``SCALE_FRACTION`` was fitted by logistic regression (benchmarks/tune_decision.py) on
 benign (same view) and drifted (different view) pairs of cases made from
 TRAIN footage, with similarities measured relative to the shipped model's
 threshold; it is stored here, not refitted at run time.
@@ -30,7 +31,13 @@ import numpy as np
 from .errors import CamwatchError
 
 #: Logistic scale of the confidence (similarity units); see the module docstring.
-SCALE = 0.02
+# The logistic's scale as a fraction of the model's default distance
+# (1 - threshold), so one constant serves models whose thresholds differ
+# (1.0.0: 0.20, 1.1.0: 0.27, small test models: ~0.8-0.9). Fitted on TRAIN
+# cases for 1.1.0 (benchmarks/tune_decision.py: scale 0.175 = 0.24 x 0.725);
+# 0.2 is used, a little sharper, so a similarity of 1.0 against a 0.8
+# threshold still reads as >99% "same".
+SCALE_FRACTION = 0.2
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 
 
@@ -51,10 +58,12 @@ class Comparison:
     model: str
 
 
-def confidence(similarity: float, threshold: float, scale: float = SCALE) -> float:
+def confidence(similarity: float, threshold: float, scale: float | None = None) -> float:
     """P(same) for a similarity, 0.5 exactly at the threshold."""
+    if scale is None:
+        scale = SCALE_FRACTION * max(1.0 - threshold, 0.05)
     z = (similarity - threshold) / scale
-    if z < -60:
+    if z < -40:          # below 4e-18: report a plain 0
         return 0.0
     return 1.0 / (1.0 + math.exp(-z))
 
