@@ -25,7 +25,6 @@ the ≤1.3x snapshot-mode target is about.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys

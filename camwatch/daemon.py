@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import notify
-from .checks import Threshold, embed_views, judge, threshold_for, view_of
+from .checks import embed_views, judge, threshold_for, view_of
 from .errors import CamwatchError, ConfigError, SourceError
 from .logs import register_secret, scrub
 

@@ -5,7 +5,6 @@ Grafana cannot run here: its dashboard's queries are run by tests/test_prometheu
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path

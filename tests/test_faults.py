@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,36 +26,11 @@ import cv2
 import pytest
 
 from conftest import RtspServer, gst_rtsp_available
-from daemon_helpers import REPO, Daemon, camwatch, write_config
+from daemon_helpers import REPO, Daemon, SilentServer, camwatch, write_config
 from media import scene_frames, scene_image, write_clip, write_image
 from modelkit import grid_model
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-class SilentServer:
-    """Accepts TCP connections and never sends a byte (a camera hung mid-handshake)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 class WebhookReceiver:

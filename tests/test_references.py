@@ -7,7 +7,6 @@ on cue inside a single statement.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon_helpers import Daemon, write_config
+from daemon_helpers import Daemon, SilentServer, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
 
@@ -53,31 +53,6 @@ class NotifySocket:
         self._stop = True
         self._t.join(2)
         self.sock.close()
-
-
-class HungServer:
-    """Accepts TCP connections and never sends a byte: a camera hung mid-request."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 @pytest.fixture
@@ -117,7 +92,7 @@ def test_ready_watchdog_status_stopping(site):
 
 
 def test_sigterm_with_hung_camera_exits_within_10s(site):
-    hung = HungServer()
+    hung = SilentServer()
     cameras = cams(site, "a") + [{"id": "hung", "url": f"http://u:{SECRET}@127.0.0.1:{hung.port}/s.jpg",
                                   "timeout": 20}]
     cfg = write_config(site / "cameras.yaml", cameras, model=str(site / "grid.onnx"), device="cpu")
