@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leave(code: int) -> NoReturn:
-    """End the program now, as ``cli_run`` does after its orderly stop.
+    """End the program now (also ``cli_run``'s way out after its orderly stop).
 
     A stream camera's reader thread (``enroll``/``check`` on a ``mode: stream``
     RTSP camera) can still sit inside FFmpeg when the command is done; letting

@@ -68,19 +68,12 @@ def confidence(similarity: float, threshold: float, scale: float | None = None) 
 
 
 def read_image(path: str) -> np.ndarray:
-    import cv2
+    from .preprocess import ImageFileError, read_image_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise CompareError(f"{path}: no such image file")
     try:
-        data = np.fromfile(p, dtype=np.uint8)
-    except OSError as exc:
-        raise CompareError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise CompareError(f"{path}: not an image OpenCV can decode (JPEG, PNG, BMP...)")
-    return image
+        return read_image_file(path)
+    except ImageFileError as exc:
+        raise CompareError(f"{path}: {'no such image file' if exc.missing else exc}") from None
 
 
 def _cascade_path() -> Path | None:

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import queue
 import signal
-import sys
 import threading
 import time
 import zlib
@@ -794,13 +792,9 @@ def cli_run(args: argparse.Namespace) -> int:
         code = daemon.run_forever()
     finally:
         daemon.stop()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    from .cli import _leave
+
+    _leave(code)
 
 
 # -- CLI: check -----------------------------------------------------------------

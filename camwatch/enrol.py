@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -109,19 +108,12 @@ def enrol_frame(store: ReferenceStore, embedder: Any, camera: Any, image_bgr: np
 
 def read_image_file(path: str) -> np.ndarray:
     """An image file as BGR, or an EnrolmentError naming the file."""
-    import cv2
+    from .preprocess import ImageFileError, read_image_file as decode
 
-    p = Path(path)
-    if not p.is_file():
-        raise EnrolmentError(f"image {path}: no such file")
     try:
-        data = np.fromfile(p, dtype=np.uint8)
-    except OSError as exc:
-        raise EnrolmentError(f"image {path}: cannot read it ({exc.strerror or exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise EnrolmentError(f"image {path}: not an image OpenCV can decode (JPEG, PNG, BMP...)")
-    return image
+        return decode(path)
+    except ImageFileError as exc:
+        raise EnrolmentError(f"image {path}: {exc}") from None
 
 
 def _fetch(camera: Any, slot: dict) -> None:

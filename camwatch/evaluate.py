@@ -30,10 +30,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
-import cv2
 import numpy as np
 
 from .errors import CamwatchError, EnrolmentError
+from .preprocess import ImageFileError, read_image_file
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,10 @@ def read_cases(folder: Path) -> list[Case]:
 
 
 def read_image(path: Path, where: str) -> np.ndarray:
-    if not path.is_file():
-        raise EvaluationError(f"{where}: {path}: no such file")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise EvaluationError(f"{where}: {path}: not an image OpenCV can decode")
-    return image
+    try:
+        return read_image_file(path)
+    except ImageFileError as exc:
+        raise EvaluationError(f"{where}: {path}: {exc}") from None
 
 
 def calibration_images(folder: Path, camera: str) -> list[np.ndarray]:
