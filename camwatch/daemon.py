@@ -193,7 +193,7 @@ class Daemon:
         self.store = ReferenceStore(s.state_dir)
         redone = self.store.reembed(self.embedder)
         if redone:
-            log.info("re-embedded %d reference(s) made with another model", redone)
+            log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = Metrics()
         self._start_events()
         from . import __version__
@@ -453,15 +453,14 @@ class Daemon:
         if not todo:
             return
         t0 = time.perf_counter()
-        vectors = embed_views(self.embedder, [v for _, _, v in todo])
+        vectors, all_stats = embed_views(self.embedder, [v for _, _, v in todo])
         self.metrics.observe_inference(time.perf_counter() - t0, len(todo))
-        from .preprocess import view_stats
 
-        for (item, refs, view), vec in zip(todo, vectors):
+        for (item, refs, view), vec, stats in zip(todo, vectors, all_stats):
             rt = item.runtime
             try:
                 threshold = threshold_for(rt.camera, self.config.settings, self.embedder, self.store)
-                j = judge(vec, view_stats(view), refs, threshold)
+                j = judge(vec, stats, refs, threshold)
                 self._decide(rt, j, item, view)
             except Exception as exc:
                 log.error("camera %s: assessment failed: %s", rt.camera.id,
@@ -826,7 +825,6 @@ def run_checks(config: Any, cameras: Sequence[Any], embedder: Any, store: Any) -
     (a one-shot answer), no calibration samples recorded, no enrolment.
     """
     from .enrol import fetch_frames
-    from .preprocess import view_stats
 
     frames = fetch_frames(cameras)
     rows: dict[str, CheckRow] = {}
@@ -846,12 +844,12 @@ def run_checks(config: Any, cameras: Sequence[Any], embedder: Any, store: Any) -
             continue
         todo.append((cam, refs, view_of(cam, got.image)))
     if todo:
-        vectors = embed_views(embedder, [v for _, _, v in todo])
-        for (cam, refs, view), vec in zip(todo, vectors):
+        vectors, all_stats = embed_views(embedder, [v for _, _, v in todo])
+        for (cam, refs, view), vec, stats in zip(todo, vectors, all_stats):
             row = rows[cam.id]
             try:
                 threshold = threshold_for(cam, config.settings, embedder, store)
-                j = judge(vec, view_stats(view), refs, threshold)
+                j = judge(vec, stats, refs, threshold)
             except CamwatchError as exc:
                 row.error = scrub(str(exc))
                 continue

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ModelError
-from .preprocess import InputSpec, prepare_batch
+from .preprocess import InputSpec, prepare_batch, single_threaded_opencv
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,9 @@ def load_embedder(path: str | os.PathLike[str] | None = None, device: str = "aut
     """
     import onnxruntime as ort
 
+    # Frames are spread over the cores a whole frame per thread (preprocess._spread);
+    # OpenCV's own pool would only add spinning threads to every resize.
+    single_threaded_opencv()
     if device not in DEVICES:
         raise ModelError(f"device {device!r} is not one of {', '.join(DEVICES)}")
     p = Path(path).expanduser() if path is not None else shipped_model_path()

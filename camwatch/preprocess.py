@@ -11,7 +11,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -26,6 +26,11 @@ Polygon = Sequence[Point]
 STATS_WIDTH = 480
 
 _CHANNELS = ("gray", "bgr", "rgb")
+
+#: How view statistics are measured; stored references whose statistics carry
+#: another route are re-measured from their images (``ReferenceStore.reembed``).
+#: 2: HD frames reduced by 2x2 means to 480-959 px, then INTER_AREA (box filters only).
+STATS_ROUTE = 2
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
 FLAT_CELL_STD = 4.0
@@ -79,32 +84,62 @@ def _shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interp)
 
 
-#: Frames of at least this many pixels (HD and up) take the fast first halving
-#: (``_halve_fast``). The model was trained on views of at most 640 px through the
+#: Frames of at least this many pixels (HD and up) are first reduced by exact 2x2
+#: means (``_base``). The model was trained on views of at most 640 px through the
 #: exact pyrDown chain, so their input stays bit-identical; only large frames change route.
 FAST_MIN_PIXELS = 1280 * 720
 
 
-def _halve_fast(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """First halving of a large frame by a 2x2 mean instead of pyrDown, when it is safe.
-
-    Why: on a 1080p BGR frame ``cvtColor`` + ``pyrDown`` cost ~1.4 ms and a 2x2
-    INTER_AREA (OpenCV's SIMD fast path for an exact factor 2) ~0.7 ms, after which
-    colour conversion and the remaining pyrDowns run on a quarter of the pixels.
-    Only taken when at least one more pyrDown follows towards ``width`` x ``height``:
-    that Gaussian level then dominates the blur, so the model input barely changes
-    (shipped model 1.0.0: embedding cosine >= 0.998 against the exact route on real 720p
-    and 1080p frames, ``benchmarks/bench_preprocess.py --compare``); a box filter as
-    the only low-pass before the final resize changed embeddings visibly (cos ~0.97).
-    Returns ``image`` itself when the frame is small, has an odd side, or the route
-    does not apply.
-    """
+def _halvings(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Exact 2x2 means (OpenCV's SIMD fast path) while the image stays >= (width, height)."""
     h, w = image.shape[:2]
-    if h * w < FAST_MIN_PIXELS or w < 4 * width or h < 4 * height or h % 2 or w % 2:
-        # odd sizes (no real camera mode) keep pyrDown: its ceil-sized halves map the
-        # frame's edges differently from a 2x2 mean, which would shift the last pixels
-        return image
-    return cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    while w // 2 >= width and h // 2 >= height:
+        image = cv2.resize(image[:h - h % 2, :w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+    return image
+
+
+def _base_halvings(shape: tuple[int, ...], min_w: int, min_h: int) -> int:
+    """How many exact 2x2 halvings ``_base`` applies to a frame of ``shape``.
+
+    Only HD frames and larger, only while both sides are even (odd sizes, no real
+    camera mode, would map their edges differently from pyrDown's ceil-sized
+    halves) and the result stays at least ``min_w`` x ``min_h``.
+    """
+    h, w = shape[:2]
+    if h * w < FAST_MIN_PIXELS:
+        return 0
+    n = 0
+    while w % 2 == 0 and h % 2 == 0 and w // 2 >= min_w and h // 2 >= min_h:
+        w, h, n = w // 2, h // 2, n + 1
+    return n
+
+
+def _halve(image: np.ndarray, times: int) -> np.ndarray:
+    for _ in range(times):
+        h, w = image.shape[:2]
+        image = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def _stats_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    h, w = shape[:2]
+    return STATS_WIDTH, max(1, round(h * STATS_WIDTH / w))
+
+
+def _model_halvings(shape: tuple[int, ...], spec: InputSpec) -> int:
+    """2x2-mean halvings the model route starts with: one, when at least one pyrDown follows.
+
+    Why one and only one: on a 1080p BGR frame ``cvtColor`` + ``pyrDown`` cost
+    ~1.4 ms and a 2x2 INTER_AREA (OpenCV's SIMD path for an exact factor 2) ~0.7 ms,
+    after which everything else runs on a quarter of the pixels. The pyrDown levels
+    that follow dominate the blur, so the model input barely changes (shipped model:
+    embedding cosine >= 0.998 against the exact route on real 720p and 1080p frames,
+    ``benchmarks/bench_preprocess.py --compare``); a box filter as the only low-pass
+    before the final resize changed embeddings visibly (cos ~0.97), and a second
+    2x2 halving at 1080p moved the input twice as far from the exact route.
+    """
+    return min(1, _base_halvings(shape, 2 * spec.width, 2 * spec.height))
 
 
 class ImageFileError(Exception):
@@ -149,7 +184,7 @@ def prepare(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
     Grey conversion happens before shrinking (one channel is a third of the
     resize work); both are linear so the order does not change the picture.
-    HD frames and larger are first halved by a 2x2 mean (``_halve_fast``);
+    HD frames and larger are first halved by an exact 2x2 mean (``_model_halvings``);
     smaller ones get exactly the pixels the model was trained on.
     """
     return _prepare(image_bgr, spec, fast=True)
@@ -162,7 +197,12 @@ def _prepare(image_bgr: np.ndarray, spec: InputSpec, fast: bool) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if fast:
-        img = _halve_fast(img, spec.width, spec.height)
+        img = _halve(img, _model_halvings(img.shape, spec))
+    return _finish(img, spec)
+
+
+def _finish(img: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Colour conversion, pyrDown chain to the input size, normalisation."""
     if spec.channels == "gray":
         if img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
@@ -186,30 +226,62 @@ def _prepare(image_bgr: np.ndarray, spec: InputSpec, fast: bool) -> np.ndarray:
 
 
 def prepare_batch(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """Several frames -> float32 [N, C, H, W] (N may be 0), spread over the CPU cores.
-
-    OpenCV releases the GIL and its own threading does little for these small
-    steps, so a batch is split into one contiguous chunk per worker of a shared
-    pool (``PREPARE_WORKERS``): the daemon embeds a round of checks as one batch,
-    and this is how its preprocessing uses every core.
-    """
+    """Several frames -> float32 [N, C, H, W] (N may be 0), spread over the CPU cores."""
     out = np.empty((len(images), spec.n_channels, spec.height, spec.width), np.float32)
 
-    def fill(lo: int, hi: int) -> None:
-        for i in range(lo, hi):
-            out[i] = prepare(images[i], spec)
+    def one(i: int) -> None:
+        out[i] = prepare(images[i], spec)
 
-    n = len(images)
+    _spread(len(images), one)
+    return out
+
+
+def analyse_batch(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, list[ViewStats]]:
+    """``analyse`` of several frames: model input [N, C, H, W] and each view's statistics."""
+    out = np.empty((len(images), spec.n_channels, spec.height, spec.width), np.float32)
+    stats: list = [None] * len(images)
+
+    def one(i: int) -> None:
+        out[i], stats[i] = analyse(images[i], spec)
+
+    _spread(len(images), one)
+    return out, stats
+
+
+def _spread(n: int, one: "Callable[[int], None]") -> None:
+    """Call ``one(i)`` for i < n, in one contiguous chunk per worker of a shared pool.
+
+    OpenCV releases the GIL, and its own threading does little for these small
+    steps but spin (camwatch runs it single-threaded: ``single_threaded_opencv``),
+    so the daemon's batch of checks is how its preprocessing uses every core.
+    """
     workers = min(PREPARE_WORKERS, n)
     if workers < 2:
-        fill(0, n)
-        return out
+        for i in range(n):
+            one(i)
+        return
+
+    def chunk(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            one(i)
+
     bounds = [n * k // workers for k in range(workers + 1)]
-    futures = [_pool().submit(fill, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    fill(bounds[0], bounds[1])                      # the calling thread takes the first chunk
+    futures = [_pool().submit(chunk, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    chunk(bounds[0], bounds[1])                     # the calling thread takes the first chunk
     for f in futures:
         f.result()                                  # re-raises a worker's error here
-    return out
+
+
+def single_threaded_opencv() -> None:
+    """Make OpenCV run each call on the calling thread.
+
+    Why: OpenCV's own thread pool splits even a 720p resize across the cores and
+    its workers then spin waiting for more; measured in process at 720p, one
+    view's statistics cost 6.3 ms of CPU with OpenCV's default threads and 3.3 ms
+    with one. camwatch spreads whole frames over cores itself (``_spread``), and
+    FFmpeg's decoder threads are set apart from this.
+    """
+    cv2.setNumThreads(1)
 
 
 def _cpu_count() -> int:
@@ -337,6 +409,8 @@ class ViewStats:
     #: ~1/4 of STATS_WIDTH, where sensor noise has averaged out): a cover or spray paint
     #: raises it above the reference's. Default for stats stored before it existed.
     flat_fraction: float = 0.0
+    #: ``STATS_ROUTE`` the statistics were measured by (absent: 1, before routes had numbers).
+    route: int = STATS_ROUTE
 
 
 def _colourfulness(bgr: np.ndarray) -> float:
@@ -373,31 +447,67 @@ def _flat_fraction(tiny: np.ndarray) -> float:
 
 
 def view_stats(image_bgr: np.ndarray) -> ViewStats:
-    """Brightness, contrast, sharpness and saturation of a view (~1 ms at 1080p).
+    """Brightness, contrast, sharpness and saturation of a view (~1 ms at 720p and 1080p).
 
-    Frames at least 4x ``STATS_WIDTH`` wide (1080p and up) are first halved by a
-    2x2 mean (as in ``prepare``), then converted to grey and pyrDown-ed to
-    ``STATS_WIDTH``; frames 2x as wide convert to grey before their pyrDown;
-    colourfulness is read from 2x2-mean colour halvings (at 480-960 px wide). The
-    fast first halving reads ~15% more sharpness at 1080p than the pyrDown one;
-    reference and query stats go through the same code and decision only uses
-    their ratio, so that cancels out. Frames under 960 px wide take the old route.
+    HD frames and larger are reduced by exact 2x2 means to 480-959 px wide
+    (``_base_halvings``; ``analyse`` shares the first halving with the model's
+    input), converted to grey and shrunk to ``STATS_WIDTH`` by INTER_AREA: box
+    filters only, as frames under 960 px wide (the 640 px views the rules in
+    decision.py were tuned on) are shrunk. Colourfulness, which no rule uses, is
+    read at 240-479 px. Smaller frames take the old route.
     """
+    _check_image(image_bgr)
+    img = image_bgr if image_bgr.ndim == 3 else image_bgr[:, :, None]
+    n = _base_halvings(img.shape, *_stats_size(img.shape))
+    if n:
+        return _stats_of(_halve(img, n), img.shape)
     return _view_stats(image_bgr, fast=True)
 
 
+def _stats_of(base: np.ndarray, shape: tuple[int, ...], grey: np.ndarray | None = None) -> ViewStats:
+    """Statistics of a frame of ``shape`` from its 2x2-mean reduction ``base`` (and its grey, if at hand)."""
+    sw, th = _stats_size(shape)
+    colour = None
+    if base.ndim == 3 and base.shape[2] == 3:
+        grey = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY) if grey is None else grey
+        colour = _halvings(base, sw // 2, 1)
+    elif grey is None:
+        grey = base if base.ndim == 2 else base[:, :, 0]
+    return _measure(_shrink(grey, sw, th), colour)
+
+
+def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewStats]:
+    """``(prepare(image, spec), view_stats(image))``, reading a large frame once for both.
+
+    Why: the daemon needs both for every check, and at 720p and 1080p reading the
+    full frame (the first 2x2 halving) and converting to grey were a large part of
+    their cost, paid twice. Results are identical to the two calls
+    (tests/test_preprocess.py).
+    """
+    _check_image(image_bgr)
+    img = image_bgr[:, :, 0] if image_bgr.ndim == 3 and image_bgr.shape[2] == 1 else image_bgr
+    n_model = _model_halvings(img.shape, spec)
+    n_stats = _base_halvings(img.shape, *_stats_size(img.shape))
+    if not n_model or not n_stats:
+        return prepare(image_bgr, spec), view_stats(image_bgr)
+    half = _halve(img, 1)                                   # both routes start here
+    grey_half = None
+    if half.ndim == 3 and spec.channels == "gray":
+        grey_half = cv2.cvtColor(half, cv2.COLOR_BGR2GRAY)  # converted once for both
+    x = _finish(half if grey_half is None else grey_half, spec)
+    if n_stats == 1:
+        return x, _stats_of(half, img.shape, grey_half)
+    return x, _stats_of(_halve(half, n_stats - 1), img.shape)
+
+
 def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
-    """``view_stats``; ``fast=False`` shrinks every size by pyrDown (the reference route)."""
+    """Frames below HD (``fast=True``), or every size by pyrDown (``fast=False``, the reference route)."""
     _check_image(image_bgr)
     img = image_bgr if image_bgr.ndim == 3 else image_bgr[:, :, None]
     h, w = img.shape[:2]
     th = max(1, round(h * STATS_WIDTH / w))
     colour = None
-    half = _halve_fast(img, STATS_WIDTH, th) if fast and img.shape[2] == 3 else img
-    if half is not img:
-        grey = _shrink(cv2.cvtColor(half, cv2.COLOR_BGR2GRAY), STATS_WIDTH, th)
-        colour = _halvings(half, grey.shape[1], grey.shape[0])
-    elif fast and img.shape[2] == 3 and w >= 2 * STATS_WIDTH and h >= 2 * th:
+    if fast and img.shape[2] == 3 and w >= 2 * STATS_WIDTH and h >= 2 * th:
         # pyrDown on grey, not BGR: a third of the work, same picture up to rounding
         grey = _shrink(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), STATS_WIDTH, th)
         colour = _halvings(img, grey.shape[1], grey.shape[0])
@@ -410,6 +520,11 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
             colour = small
         else:
             grey = small[:, :, 0]
+    return _measure(grey, colour)
+
+
+def _measure(grey: np.ndarray, colour: np.ndarray | None) -> ViewStats:
+    """The statistics of a grey view at (about) STATS_WIDTH and its colour version (any size)."""
     colourful = _colourfulness(colour) if colour is not None else 0.0
     mean, std = cv2.meanStdDev(grey)
     contrast = float(std[0, 0])
@@ -428,16 +543,3 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
         width=int(grey.shape[1]),
         flat_fraction=_flat_fraction(tiny),
     )
-
-
-def _halvings(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Exact 2x2 means (OpenCV's fast path) while the image stays >= (width, height).
-
-    For colourfulness, a mean over the view: it needs no exact final size, and the
-    non-integer INTER_AREA step a colour frame would need cost more than all the rest.
-    """
-    h, w = image.shape[:2]
-    while w // 2 >= width and h // 2 >= height:
-        image = cv2.resize(image[:h - h % 2, :w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        h, w = image.shape[:2]
-    return image

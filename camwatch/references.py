@@ -418,15 +418,21 @@ class ReferenceStore:
     def reembed(self, embedder: Any, batch: int = 32) -> int:
         """Re-embed, from their stored images, references made with another model.
 
-        All in one transaction: a crash half-way leaves every reference as it
-        was. The images and labels stay; only embeddings, dims and model ids
-        change (never a new baseline). Returns how many were re-embedded.
+        Their view statistics are measured again too, as are those of references
+        whose statistics came from another ``preprocess.STATS_ROUTE``: decision
+        compares a view's statistics with its reference's, so both must be measured
+        alike. All in one transaction: a crash half-way leaves every reference as it
+        was. The images and labels stay; only embeddings, dims, model ids and
+        statistics change (never a new baseline). Returns how many were refreshed.
         """
         import cv2  # only here: the store itself needs no image library
 
+        from .preprocess import STATS_ROUTE, view_stats
+
         model_id = embedder.spec.identity
         with self._lock:
-            stale = self._select("WHERE model_id != ?", (model_id,))
+            stale = self._select("WHERE model_id != ? OR json_extract(stats, '$.route') IS NOT ?",
+                                 (model_id, STATS_ROUTE))
             if not stale:
                 return 0
             images = []
@@ -437,14 +443,22 @@ class ReferenceStore:
                                      f"{ref.camera_id}, label {ref.label}) has an undecodable "
                                      f"image; remove it and enrol the camera again")
                 images.append(img)
-            vectors = []
-            for i in range(0, len(images), batch):
-                vectors.extend(np.asarray(embedder.embed(images[i:i + batch]), dtype=np.float32))
+            other_model = [i for i, ref in enumerate(stale) if ref.model_id != model_id]
+            vectors: dict[int, np.ndarray] = {}
+            for i in range(0, len(other_model), batch):
+                chunk = other_model[i:i + batch]
+                out = np.asarray(embedder.embed([images[j] for j in chunk]), dtype=np.float32)
+                vectors.update(zip(chunk, out))
             with self._tx() as conn:
-                for ref, vec in zip(stale, vectors):
-                    blob, dim = _embedding_blob(vec)
-                    conn.execute("UPDATE camera_references SET embedding = ?, dim = ?, model_id = ? "
-                                 "WHERE id = ?", (blob, dim, model_id, ref.id))
+                for i, (ref, img) in enumerate(zip(stale, images)):
+                    stats_text = _stats_json(view_stats(img))
+                    if i in vectors:
+                        blob, dim = _embedding_blob(vectors[i])
+                        conn.execute("UPDATE camera_references SET embedding = ?, dim = ?, model_id = ?, "
+                                     "stats = ? WHERE id = ?", (blob, dim, model_id, stats_text, ref.id))
+                    else:
+                        conn.execute("UPDATE camera_references SET stats = ? WHERE id = ?",
+                                     (stats_text, ref.id))
                 # Similarities under another model are not comparable.
                 conn.execute("DELETE FROM calibration_samples WHERE model_id != ?", (model_id,))
         return len(stale)

@@ -215,8 +215,8 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
         assert sock.recv(4096) == b"WATCHDOG=1"
 
         release = threading.Event()
-        real = d.embedder.embed
-        monkeypatch.setattr(d.embedder, "embed", lambda views: (release.wait(60), real(views))[1])
+        real = d.embedder.run_prepared
+        monkeypatch.setattr(d.embedder, "run_prepared", lambda batch: (release.wait(60), real(batch))[1])
         time.sleep(3 * 1 + 1 + 1 + 1.5)  # past the window: 3 intervals + timeout + 1 s
         d.watchdog_tick()
         with pytest.raises(socket.timeout):

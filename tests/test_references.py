@@ -7,6 +7,8 @@ on cue inside a single statement.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import sqlite3
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 
 from camwatch.errors import StoreError
+from camwatch.preprocess import view_stats
 from camwatch.references import DB_NAME, SCHEMA_VERSION, ReferenceStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +213,7 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
         before = {}
         for label, data in images.items():
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            before[label] = s.add("cam", label, data, a.embed([img])[0], a.spec.identity)
+            before[label] = s.add("cam", label, data, a.embed([img])[0], a.spec.identity, view_stats(img))
         s.add_calibration_sample("cam", a.spec.identity, 0.97)
         assert s.stale_count(b.spec.identity) == 3
         assert s.reembed(a) == 0  # nothing to do under the same model
@@ -227,6 +230,32 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         np.testing.assert_allclose(r.embedding, b.embed([img])[0], atol=1e-6)
         assert not np.allclose(r.embedding, before[label].embedding, atol=1e-3)
+
+
+def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(tmp_path):
+    """A reference stored before STATS_ROUTE 2 (no "route" in its stats) gets its
+    statistics re-measured from its image at start-up; its embedding, image and
+    calibration samples stay as they were."""
+    from camwatch.embedder import load_embedder
+
+    a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
+    data = jpeg(scene(1))
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    old_stats = dataclasses.asdict(view_stats(img))
+    del old_stats["route"]
+    old_stats["sharpness"] *= 0.5                       # as the old route measured it
+    with ReferenceStore(tmp_path / "state") as s:
+        ref = s.add("cam", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
+        s.add_calibration_sample("cam", a.spec.identity, 0.97)
+        current = s.add("cam2", "day", data, a.embed([img])[0], a.spec.identity, view_stats(img))
+        assert s.reembed(a) == 1
+        assert s.reembed(a) == 0
+        got = {r.camera_id: r for r in s.for_camera("cam") + s.for_camera("cam2")}
+        assert got["cam"].stats == json.loads(json.dumps(dataclasses.asdict(view_stats(img))))
+        assert got["cam"].id == ref.id and got["cam"].image_jpeg == data
+        np.testing.assert_array_equal(got["cam"].embedding, ref.embedding)
+        assert got["cam2"].stats == current.stats
+        assert s.calibration_samples("cam", a.spec.identity) == pytest.approx([0.97])
 
 
 def test_reembed_failing_half_way_changes_nothing(tmp_path):
