@@ -106,6 +106,7 @@ def main() -> int:
     ap.add_argument("--model")
     ap.add_argument("--fa-budget", type=float, default=0.005,
                     help="false alarms allowed in every folder (default 0.5%%: margin under the 1%% target)")
+    ap.add_argument("--top", type=int, default=15, help="grid points printed")
     a = ap.parse_args()
     emb = load_embedder(a.model, device="cpu")
     default = float(emb.spec.threshold)
@@ -161,7 +162,7 @@ def main() -> int:
     results.sort(key=lambda r: r[:4], reverse=True)
     print(f"grid, best first (false alarms <= {a.fa_budget} in every folder, then detection):")
     print("factor  min    max    false alarms (per folder)      detection  worst kind")
-    for ok, det, worst, _, (f, lo, hi), fa, pf, per in results[:15]:
+    for ok, det, worst, _, (f, lo, hi), fa, pf, per in results[:a.top]:
         print(f"{f:<7} {lo:<6} {hi:<6} {fa:.4f} ({', '.join(f'{x:.4f}' for x in pf)})  {det:.4f}     {worst:.3f}")
     print("best: " + ", ".join(f"{k} {v:.3f}" for k, v in results[0][7].items()))
 

@@ -32,7 +32,7 @@ from camwatch.preprocess import InputSpec, prepare
 from . import augment
 from .data import Corpus, Scene, load_footage, load_identities, load_stills
 
-DEFAULT_VAL_CLIPS = ("video02.avi", "worker-zone-detection.gif")
+DEFAULT_VAL_CLIPS = ("video02.avi", "worker-zone-detection.gif", "vtest.avi")
 VAL_STILL_EVERY = 12          # every 12th still (sorted) is held out
 VAL_SEED = 20240601           # the validation pairs are the same whatever --seed is
 FALSE_ALARM_TARGET = 0.005    # default threshold: 0.5% false alarms on benign validation pairs
