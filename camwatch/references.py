@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -136,6 +136,12 @@ class ReferenceStore:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_NAME
         self._lock = threading.RLock()
+        # Reads the daemon makes at every check, kept until the database changes
+        # (``_cached``): our own commits count in _writes, other processes' in
+        # SQLite's data_version.
+        self._writes = 0
+        self._cache: dict[tuple, Any] = {}
+        self._cache_version: tuple[int, int] | None = None
         self._prepare_dir()
         self._conn = self._connect(verify)
 
@@ -271,6 +277,8 @@ class ReferenceStore:
                     except sqlite3.DatabaseError as e:
                         _rollback(conn)
                         raise self.store._db_error(e) from None
+                    finally:
+                        self.store._writes += 1      # whatever happened, cached reads are void
                     return False
                 _rollback(conn)
                 if isinstance(exc, sqlite3.DatabaseError):
@@ -347,8 +355,39 @@ class ReferenceStore:
         return self._select("WHERE camera_id = ?", (camera,), images=images)
 
     def for_camera(self, camera_id: str, *, images: bool = True) -> list[Reference]:
-        """A camera's references, with images (the daemon's evidence needs them)."""
-        return self._select("WHERE camera_id = ?", (camera_id,), images=images)
+        """A camera's references, with images (the daemon's evidence needs them).
+
+        Without images (every check) the answer is cached until the database
+        changes, by this store or by another process (``camwatch enroll``).
+        """
+        if images:
+            return self._select("WHERE camera_id = ?", (camera_id,), images=True)
+        return list(self._cached(("refs", camera_id),
+                                 lambda: self._select("WHERE camera_id = ?", (camera_id,), images=False)))
+
+    def _version(self) -> tuple[int, int]:
+        """Changes whenever anything was committed: by us (_writes) or by another connection."""
+        return (self._read("PRAGMA data_version")[0][0], self._writes)
+
+    def _cached(self, key: tuple, load: Callable[[], Any]) -> Any:
+        """``load()``, remembered until the database changes.
+
+        Why: the daemon reads a camera's references and calibration samples at
+        every check; a PRAGMA costs a fraction of a SELECT that decodes JSON
+        statistics and embeddings. A value is only kept if nothing was committed
+        while it was loaded.
+        """
+        with self._lock:
+            version = self._version()
+            if version != self._cache_version:
+                self._cache.clear()
+                self._cache_version = version
+            if key in self._cache:
+                return self._cache[key]
+            value = load()
+            if self._version() == version:
+                self._cache[key] = value
+            return value
 
     def get(self, ref_id: int) -> Reference | None:
         found = self._select("WHERE id = ?", (int(ref_id),))
@@ -474,10 +513,13 @@ class ReferenceStore:
                          (camera_id, model_id, float(similarity), time.time() if at is None else at))
 
     def calibration_samples(self, camera_id: str, model_id: str) -> list[float]:
-        """The camera's samples under this model since its references last changed, oldest first."""
-        return [r[0] for r in self._read(
+        """The camera's samples under this model since its references last changed, oldest first.
+
+        Cached until the database changes, as ``for_camera`` is.
+        """
+        return list(self._cached(("calibration", camera_id, model_id), lambda: [r[0] for r in self._read(
             "SELECT similarity FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
-            "ORDER BY id", (camera_id, model_id))]
+            "ORDER BY id", (camera_id, model_id))]))
 
     def clear_calibration(self, camera_id: str) -> None:
         with self._tx() as conn:

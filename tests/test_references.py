@@ -514,3 +514,31 @@ def test_kill_9_during_enrolment_loses_no_committed_reference(tmp_path):
         missing = (added - removed) - present
         assert not missing, f"round {round_}: committed references lost: {sorted(missing)}"
         assert not (present & removed)
+
+
+def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tmp_path):
+    """The daemon's per-check reads are cached; a write anywhere must show at once."""
+    state = tmp_path / "state"
+    with ReferenceStore(state) as s:
+        s.add("cam", "day", jpeg(scene(1)), np.ones(4, np.float32), "m")
+        first = s.for_camera("cam", images=False)
+        assert [r.label for r in first] == ["day"]
+        assert s.for_camera("cam", images=False)[0].id == first[0].id    # from the cache
+        s.add("cam", "night", jpeg(scene(2)), np.ones(4, np.float32), "m")  # this store writes
+        assert [r.label for r in s.for_camera("cam", images=False)] == ["day", "night"]
+        s.add_calibration_sample("cam", "m", 0.9)
+        assert s.calibration_samples("cam", "m") == pytest.approx([0.9])
+        # another process (as `camwatch enroll` and `references remove` are) writes the same file
+        code = textwrap.dedent(f"""
+            import numpy as np
+            from camwatch.references import ReferenceStore
+            with ReferenceStore({str(state)!r}) as o:
+                o.remove([r.id for r in o.for_camera("cam") if r.label == "day"])
+                o.add_calibration_sample("cam", "m", 0.8)
+        """)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        assert [r.label for r in s.for_camera("cam", images=False)] == ["night"]
+        # the removal started calibration afresh; only the later sample is left
+        assert s.calibration_samples("cam", "m") == pytest.approx([0.8])
+        s.clear_calibration("cam")
+        assert s.calibration_samples("cam", "m") == []
