@@ -59,22 +59,55 @@ def timed(fn, seconds: float) -> float:
             return elapsed / calls
 
 
-def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, seconds: float) -> float:
+def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, seconds: float,
+                 analyse: bool = False) -> float:
     """Views/s of ``streams`` threads that each prepare + embed their own batches at 1 thread.
 
     The whole-machine figure: with 1-thread ONNX Runtime and 1-worker preprocessing
     per stream, each core runs its own preprocess + inference loop (cv2 and ORT
-    release the GIL).
+    release the GIL). ``analyse``: the daemon's route (model input and view
+    statistics from one reduction of each frame) instead of ``prepare`` alone.
     """
     spec = emb.spec.input
     stop = time.perf_counter() + seconds
     counts = [0] * streams
 
     def loop(k: int) -> None:
-        chunk = [frames[(k * batch + i) % len(frames)] for i in range(batch)]
+        n = len(frames)
+        turn = 0
         while time.perf_counter() < stop:
-            emb.run_prepared(preprocess.prepare_batch(chunk, spec))
+            chunk = [frames[(k * 7919 + turn * batch + i) % n] for i in range(batch)]   # a new frame each time
+            turn += 1
+            x = preprocess.analyse_batch(chunk, spec)[0] if analyse else preprocess.prepare_batch(chunk, spec)
+            emb.run_prepared(x)
             counts[k] += batch
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def passes_rate(frames: list[np.ndarray], streams: int, seconds: float) -> float:
+    """Frames/s of ``streams`` threads doing one colour-to-grey pass per frame and nothing else.
+
+    The ceiling for any preprocessing that reads each decoded frame once: a 1080p
+    BGR frame is 6.2 MB, so this is mostly the machine's memory bandwidth.
+    """
+    import cv2
+
+    stop = time.perf_counter() + seconds
+    counts = [0] * streams
+
+    def loop(k: int) -> None:
+        i = k * 31
+        while time.perf_counter() < stop:
+            cv2.cvtColor(frames[i % len(frames)], cv2.COLOR_BGR2GRAY)
+            i += 1
+            counts[k] += 1
 
     threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
     start = time.perf_counter()
@@ -99,8 +132,8 @@ def main() -> int:
     frames = frames_1080p(64)
     print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled (no cache flatters the numbers); "
           f"repeats: {a.repeats} x {a.seconds:.1f} s; medians")
-    print("threads T: OpenCV T threads, prepare_batch split over T workers, ONNX Runtime T intra-op threads,"
-          " one batch after the other (how the daemon embeds a round of checks)")
+    print("threads T: prepare_batch split over T workers (OpenCV one thread each, as camwatch runs it),"
+          " ONNX Runtime T intra-op threads, one batch after the other (how the daemon embeds a round of checks)")
     print("exact route: the pyrDown chain as before the fast route, one frame after the other, timed in the same"
           " repeats (interleaved, so a busy machine slows both alike)")
     print(f"{'threads':>7} {'batch':>5} {'preprocess ms/view':>19} {'inference ms/view':>18} "
@@ -108,9 +141,8 @@ def main() -> int:
           f"{'exact route ms/view':>20} {'views/s exact':>13}")
     emb = None
     for threads in (int(t) for t in a.threads.split(",")):
-        cv2.setNumThreads(threads)
         preprocess.PREPARE_WORKERS = threads
-        emb = load_embedder(a.model, device="cpu", threads=threads)
+        emb = load_embedder(a.model, device="cpu", threads=threads)   # sets OpenCV to one thread
         spec = emb.spec.input
         for batch in (int(b) for b in a.batches.split(",")):
             chunks = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
@@ -138,6 +170,15 @@ def main() -> int:
         rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds) for _ in range(a.repeats)]
         print(f"  {max_streams} streams, batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
               f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+    print("\nthe daemon's route, model input + view statistics from one reduction (preprocess.analyse_batch), "
+          "+ inference:")
+    for batch in (int(b) for b in a.batches.split(",")):
+        rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds, analyse=True) for _ in range(a.repeats)]
+        print(f"  {max_streams} streams, batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
+              f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+    floor = [passes_rate(frames, max_streams, a.seconds) for _ in range(a.repeats)]
+    print(f"\nfloor: {max_streams} streams doing nothing but one pass over each frame (cv2.cvtColor to grey): "
+          f"{statistics.median(floor):.0f} frames/s (runs: {', '.join(f'{r:.0f}' for r in floor)})")
     spec = emb1.spec.input
     print(f"model: {emb1.spec.name} {emb1.spec.version} ({emb1.spec.short_id}), input "
           f"{spec.width}x{spec.height} {spec.channels}, provider {emb1.provider}")
