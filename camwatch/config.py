@@ -76,6 +76,12 @@ class EvidenceSettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    #: Days a delivered event is kept (``camwatch events`` history); 0 = forever.
+    keep_days: int = 90
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     """One webhook sink. ``url`` and ``headers`` may hold tokens: never logged (repr hides them)."""
 
@@ -108,6 +114,7 @@ class Settings:
     workers: int = 8
     webhooks: tuple[WebhookSettings, ...] = ()
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
 
 
 @dataclass(frozen=True)
@@ -718,6 +725,10 @@ class _Evidence(_Model):
     enabled: Bool = True
 
 
+class _Events(_Model):
+    keep_days: NonNegative = 90
+
+
 class _Webhook(_Model):
     url: _T(parse_webhook_url)
     headers: _T(parse_headers) = {}
@@ -741,6 +752,7 @@ class _Settings(_Model):
     workers: _T(_int_in(1, 256, "a whole number of workers in 1..256")) = 8
     webhooks: Annotated[list[_Webhook], BeforeValidator(_none_to_list)] = []
     evidence: _Evidence = _Evidence()
+    events: _Events = _Events()
 
 
 class _Camera(_Model):
@@ -769,6 +781,7 @@ _TOP_KEYS = ("settings", "cameras")
 _SHAPES: dict[LinePath, type[BaseModel]] = {
     ("settings",): _Settings, ("settings", "metrics"): _Metrics,
     ("settings", "calibration"): _Calibration, ("settings", "evidence"): _Evidence,
+    ("settings", "events"): _Events,
     ("settings", "webhooks", int): _Webhook, ("cameras", int): _Camera,
 }
 
@@ -984,6 +997,7 @@ def _settings(s: _Settings, base: Path, problems: _Problems) -> Settings:
         webhooks=tuple(WebhookSettings(w.url, dict(w.headers), w.timeout, w.verify_tls, w.format)
                        for w in s.webhooks),
         evidence=EvidenceSettings(s.evidence.keep, s.evidence.enabled),
+        events=EventsSettings(s.events.keep_days),
     )
 
 

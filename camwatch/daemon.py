@@ -54,6 +54,8 @@ MAX_BATCH = 64
 MAX_QUEUED = 2 * MAX_BATCH
 #: A missed run is still started this late (seconds) rather than dropped.
 MISFIRE_GRACE_S = 30
+#: How often delivered events past settings.events.keep_days are forgotten.
+PRUNE_EVERY_S = 6 * 3600
 #: Seconds from start (or a camera's addition) to its first check.
 FIRST_CHECK_AFTER_S = 0.5
 #: Hard bound on shutdown work (flush of events, closing sources).
@@ -218,6 +220,20 @@ class Daemon:
         self.events = EventStore(s.state_dir)
         self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=self.metrics)
         self.dispatcher.start()
+
+    def prune_events(self) -> int:
+        """Forget delivered events older than ``settings.events.keep_days`` (never a pending one)."""
+        days = self.config.settings.events.keep_days
+        if not days or self.events is None:
+            return 0
+        try:
+            gone = self.events.prune(time.time() - days * 86400.0)
+        except CamwatchError as exc:
+            log.warning("events: %s", scrub(str(exc)))
+            return 0
+        if gone:
+            log.info("events: forgot %d delivered event(s) older than %d days", gone, days)
+        return gone
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -688,6 +704,8 @@ class Daemon:
                                    executor="control", next_run_time=datetime.now().astimezone())
         self.scheduler.add_job(lambda: notify.status(self.status_line()), "interval", seconds=10,
                                id="status", executor="control")
+        self.scheduler.add_job(self.prune_events, "interval", seconds=PRUNE_EVERY_S, id="events-prune",
+                               executor="control", next_run_time=datetime.now().astimezone())
         while not self._stop.is_set():
             if self._reload_wanted.wait(0.5):
                 self._reload_wanted.clear()

@@ -259,6 +259,27 @@ class EventStore:
             self._conn.execute(
                 "UPDATE outbox SET next_attempt = 0 WHERE sink = ? AND delivered_at IS NULL", (sink,))
 
+    def prune(self, before: float) -> int:
+        """Forget events older than ``before`` (unix time) that every sink has delivered.
+
+        Why: the history would otherwise grow for as long as the daemon runs. An
+        event still waiting for any sink is never removed, however old: nothing
+        is lost because a webhook was down. Returns how many events went.
+        """
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                old = "SELECT id FROM events e WHERE e.time < ? AND NOT EXISTS (SELECT 1 FROM outbox o" \
+                      " WHERE o.event_id = e.id AND o.delivered_at IS NULL)"
+                self._conn.execute(f"DELETE FROM outbox WHERE event_id IN ({old})", (before,))
+                gone = self._conn.execute(f"DELETE FROM events WHERE id IN ({old})", (before,)).rowcount
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: cannot prune old events: {exc}") from None
+        return int(gone)
+
     # ---- reading -------------------------------------------------------------------
     def pending_count(self, sink: str | None = None) -> int:
         with self._lock:

@@ -57,6 +57,10 @@ BAD = [
     ("unknown_top_key", "setings: {}\ncameras:\n" + GOOD_CAMERA, 1, "setings", ["did you mean 'settings'"]),
     ("wrong_type_int", "settings:\n  confirm: three\ncameras:\n" + GOOD_CAMERA, 2, "settings.confirm",
      ["'three'", "whole number"]),
+    ("negative_event_days", "settings:\n  events:\n    keep_days: -1\ncameras:\n" + GOOD_CAMERA, 3,
+     "settings.events.keep_days", ["-1", "0 or more"]),
+    ("unknown_events_key", "settings:\n  events: {keep: 3}\ncameras:\n" + GOOD_CAMERA, 2,
+     "settings.events.keep", ["did you mean 'keep_days'"]),
     ("wrong_type_bool", "cameras:\n  - id: cam\n    url: demo:street\n    enabled: maybe\n", 4,
      "cameras[0].enabled", ["'maybe'", "true or false"]),
     ("wrong_type_mapping", "settings: [1, 2]\ncameras:\n" + GOOD_CAMERA, 1, "settings", ["expected a mapping"]),
@@ -332,6 +336,7 @@ def test_defaults_and_effective_values(tmp_path: Path, monkeypatch: pytest.Monke
     assert (s.interval, s.timeout, s.threshold, s.confirm, s.recover) == (60, 10, None, 3, 2)
     assert (s.calibration.checks, s.workers, s.webhooks) == (8, 8, ())
     assert (s.evidence.keep, s.evidence.enabled) == (500, True)
+    assert s.events.keep_days == 90
     cam = config.cameras[0]
     assert (cam.name, cam.mode, cam.interval, cam.timeout, cam.enabled, cam.auto_enroll) == \
         ("cam", "snapshot", 60, 10, True, False)

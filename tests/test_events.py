@@ -123,6 +123,29 @@ def test_record_is_durable_and_idempotent(tmp_path):
     assert again.pending_count() == 2
 
 
+def test_prune_forgets_old_delivered_events_and_never_a_pending_one(tmp_path):
+    store = EventStore(tmp_path)
+    now = time.time()
+    old_done = Event("cam1", "drift_started", kind="moved", time=now - 100 * 86400)
+    old_pending = Event("cam1", "drift_cleared", time=now - 99 * 86400)
+    old_half = Event("cam2", "camera_down", time=now - 98 * 86400)     # one sink of two delivered
+    recent = Event("cam2", "camera_up", time=now - 86400)
+    for e in (old_done, old_pending, old_half, recent):
+        store.record(e, ["log", "webhook-aaaa0000"])
+    for e in (old_done, recent):
+        store.mark_delivered(e.id, "log")
+        store.mark_delivered(e.id, "webhook-aaaa0000")
+    store.mark_delivered(old_half.id, "log")
+    assert store.prune(now - 90 * 86400) == 1
+    assert store.prune(now - 90 * 86400) == 0
+    store.close()
+    again = EventStore(tmp_path)                  # as after a restart: the file says so
+    assert [e.id for e in again.list()] == [old_pending.id, old_half.id, recent.id]
+    assert again.deliveries(old_done.id) == []
+    assert again.pending_count() == 3              # old_pending x2, old_half's webhook
+    assert {e.id for e, _ in again.due("webhook-aaaa0000")} == {old_pending.id, old_half.id}
+
+
 def test_event_type_is_checked():
     with pytest.raises(ValueError):
         Event("c", "exploded")
