@@ -1,12 +1,17 @@
-"""Metrics served on loopback and scraped over real HTTP, checked by exact name and labels."""
+"""Metrics served on loopback and scraped over real HTTP, checked by exact name and labels;
+camwatch's renderer checked against prometheus_client's generate_latest."""
 
 from __future__ import annotations
 
+import gzip
 import math
+import random
 import socket
+import threading
 import urllib.request
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from camwatch.errors import ConfigError
@@ -177,3 +182,144 @@ def test_two_instances_do_not_collide():
     a.camera_added("x")
     b.camera_added("x")
     assert b"camwatch_camera_up" in a.render() and b"camwatch_camera_up" in b.render()
+
+
+# ---- the renderer: /metrics at 1,000 cameras is joined from kept lines, not generate_latest -------
+def parsed(text: bytes) -> list[tuple[str, tuple[tuple[str, str], ...], str]]:
+    """Every sample as (name, sorted labels, repr of value): NaN compares equal to NaN."""
+    return sorted((s.name, tuple(sorted(s.labels.items())), repr(s.value))
+                  for fam in text_string_to_metric_families(text.decode()) for s in fam.samples)
+
+
+def busy_metrics(process: bool = False) -> Metrics:
+    m = Metrics(process=process)
+    m.set_build_info("0.1.0", "camwatch-drift", "1.2.0")
+    m.set_provider("CPUExecutionProvider")
+    m.sinks_added(["log"])
+    for cam in ("gate", "yard", "never-checked", "odd_id-9"):
+        m.camera_added(cam)
+    m.camera_added('quote"back\\slash\nnewline')  # not a valid config id, escaped all the same
+    m.check_done("gate", "ok", 0.9312345678901234, 0.8, at=1_795_449_820.141)
+    m.check_done("yard", "drifted", 0.41, 0.81)
+    m.set_state("yard", "drifted")
+    m.alert("yard", "moved")
+    m.frame_error("odd_id-9", "timeout")
+    m.reconnected("odd_id-9")
+    m.set_references("gate", 3, 1_700_000_000.5)
+    m.set_state("never-checked", "disabled")
+    m.observe_fetch(0.1)
+    m.observe_lag(0.2)
+    m.delivery("log", False)
+    return m
+
+
+def test_render_is_what_generate_latest_gives():
+    m = busy_metrics()
+    ours, theirs = m.render(), generate_latest(m.registry)
+    assert ours == theirs  # byte for byte, same order
+    samples = parsed(ours)
+    assert samples == parsed(theirs)
+    names = {name for name, _, _ in samples}
+    # counters as prometheus_client exposes them: _total, and _created as a gauge of its own
+    assert {"camwatch_checks_total", "camwatch_checks_created", "camwatch_reconnects_created"} <= names
+    created = [float(v) for name, _, v in samples if name == "camwatch_checks_created"]
+    assert len(created) == 5 * len(RESULTS) and all(1.6e9 < t < 4e9 for t in created)
+    assert (("camwatch_camera_similarity", (("camera", "never-checked"),), "nan") in samples)
+    assert ("camwatch_camera_up", (("camera", 'quote"back\\slash\nnewline'),), "0.0") in samples
+    assert b"# TYPE camwatch_checks_total counter\n" in ours
+    assert b"# TYPE camwatch_checks_created gauge\n" in ours
+
+
+def test_render_with_the_process_collector_gives_the_same_samples():
+    m = busy_metrics(process=True)
+    live = ("process_", "camwatch_start_")  # read afresh at every collect
+
+    def stable(text: bytes):
+        return [s for s in parsed(text) if not s[0].startswith(live)]
+
+    ours, theirs = m.render(), generate_latest(m.registry)
+    assert stable(ours) == stable(theirs)
+    assert {s[0] for s in parsed(ours)} == {s[0] for s in parsed(theirs)}
+
+
+def test_render_follows_disabled_created_series():
+    import prometheus_client
+
+    m = busy_metrics()
+    prometheus_client.disable_created_metrics()
+    try:
+        ours, theirs = m.render(), generate_latest(m.registry)
+    finally:
+        prometheus_client.enable_created_metrics()
+    assert ours == theirs and b"camwatch_checks_created" not in ours
+
+
+def test_render_of_no_camera_and_of_a_removed_one():
+    m = Metrics(process=False)
+    assert m.render() == generate_latest(m.registry)
+    m.camera_added("gone")
+    m.camera_removed("gone")
+    m.check_done("gone", "ok", 0.9, 0.8)  # a check finishing after its camera was removed
+    m.alert("gone", "moved")
+    assert m.render() == generate_latest(m.registry)
+    assert b'"gone"' not in m.render() and m.cameras() == frozenset()
+
+
+def test_render_stays_whole_under_concurrent_updates():
+    """Writers on other threads while scraping: every render parses, every camera has all its
+    series or none (added and removed meanwhile), and exactly one state at 1."""
+    m = Metrics(process=False)
+    cams = [f"c{i}" for i in range(40)]
+    for c in cams:
+        m.camera_added(c)
+    stop = threading.Event()
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            c = rng.choice(cams)
+            m.check_done(c, rng.choice(RESULTS), rng.random(), 0.8)
+            m.set_state(c, rng.choice(STATES))
+            m.frame_error(c, rng.choice(FRAME_ERROR_REASONS))
+            if rng.random() < 0.05:
+                m.camera_removed(c)
+                m.camera_added(c, rng.choice(STATES))
+
+    threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            per_camera: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+            for fam in text_string_to_metric_families(m.render().decode()):
+                for s in fam.samples:
+                    if "camera" in s.labels:
+                        per_camera.setdefault(s.labels["camera"], []).append((s.name, s.labels, s.value))
+            for cam, samples in per_camera.items():
+                assert len(samples) == 58, (cam, len(samples))
+                assert sum(v for name, _, v in samples if name == "camwatch_camera_state") == 1, cam
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    assert m.render() == generate_latest(m.registry)  # and equal once quiet
+
+
+def test_served_as_prometheus_asks_text_format_gzipped(served):
+    m, port = served
+    m.camera_added("cam1")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(resp.read())
+    def stable(text: bytes):
+        return [s for s in parsed(text) if not s[0].startswith("process_")]  # read afresh each time
+
+    assert stable(body) == stable(m.render())
+    # a name[] filter still works (prometheus_client's own application answers it)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?name[]=camwatch_camera_up", timeout=5) as resp:
+        names = {fam.name for fam in text_string_to_metric_families(resp.read().decode())}
+    assert names == {"camwatch_camera_up"}
