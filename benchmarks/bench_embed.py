@@ -59,6 +59,17 @@ def timed(fn, seconds: float) -> float:
             return elapsed / calls
 
 
+def _run_streams(loop, streams: int, counts: list[int]) -> float:
+    """Run ``loop(k)`` in ``streams`` threads at once; items counted per second of the whole run."""
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
 def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, seconds: float,
                  analyse: bool = False) -> float:
     """Views/s of ``streams`` threads that each prepare + embed their own batches at 1 thread.
@@ -82,13 +93,7 @@ def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, second
             emb.run_prepared(x)
             counts[k] += batch
 
-    threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return _run_streams(loop, streams, counts)
 
 
 def passes_rate(frames: list[np.ndarray], streams: int, seconds: float) -> float:
@@ -109,13 +114,7 @@ def passes_rate(frames: list[np.ndarray], streams: int, seconds: float) -> float
             i += 1
             counts[k] += 1
 
-    threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return _run_streams(loop, streams, counts)
 
 
 def main() -> int:
