@@ -126,8 +126,6 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2")
     a = ap.parse_args()
 
-    import cv2
-
     frames = frames_1080p(64)
     print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled (no cache flatters the numbers); "
           f"repeats: {a.repeats} x {a.seconds:.1f} s; medians")
@@ -160,9 +158,8 @@ def main() -> int:
             ex = statistics.median(exact)
             print(f"{threads:>7} {batch:>5} {p * 1e3:>19.3f} {i * 1e3:>18.3f} {(p + i) * 1e3:>14.3f} "
                   f"{1 / (p + i):>9.0f} {1 / i:>23.0f} {st * 1e3:>19.3f} {ex * 1e3:>20.3f} {1 / (ex + i):>13.0f}")
-    cv2.setNumThreads(1)
     preprocess.PREPARE_WORKERS = 1
-    emb1 = load_embedder(a.model, device="cpu", threads=1)
+    emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
     max_streams = max(int(t) for t in a.threads.split(","))
     print(f"\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
     for batch in (int(b) for b in a.batches.split(",")):

@@ -85,7 +85,7 @@ def _shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 #: Frames of at least this many pixels (HD and up) are first reduced by exact 2x2
-#: means (``_base``). The model was trained on views of at most 640 px through the
+#: means (``_base_halvings``). The model was trained on views of at most 640 px through the
 #: exact pyrDown chain, so their input stays bit-identical; only large frames change route.
 FAST_MIN_PIXELS = 1280 * 720
 
@@ -100,7 +100,7 @@ def _halvings(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _base_halvings(shape: tuple[int, ...], min_w: int, min_h: int) -> int:
-    """How many exact 2x2 halvings ``_base`` applies to a frame of ``shape``.
+    """How many exact 2x2 halvings (``_halve``) a frame of ``shape`` gets before the rest of its route.
 
     Only HD frames and larger, only while both sides are even (odd sizes, no real
     camera mode, would map their edges differently from pyrDown's ceil-sized
@@ -505,7 +505,7 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
     _check_image(image_bgr)
     img = image_bgr if image_bgr.ndim == 3 else image_bgr[:, :, None]
     h, w = img.shape[:2]
-    th = max(1, round(h * STATS_WIDTH / w))
+    _, th = _stats_size(img.shape)
     colour = None
     if fast and img.shape[2] == 3 and w >= 2 * STATS_WIDTH and h >= 2 * th:
         # pyrDown on grey, not BGR: a third of the work, same picture up to rounding
