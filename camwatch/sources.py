@@ -725,7 +725,9 @@ def _read_image(camera: Any, path: Path) -> np.ndarray:
     import cv2
 
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        # read_bytes reads to end of file, so a pipe or special file is read whole; np.fromfile
+        # sizes the file first and can stop at 0 bytes on a pipe, closing it under the writer.
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
     except FileNotFoundError:
         raise _error(camera, "connect", f"no such file: {path}") from None
     except OSError as exc:
