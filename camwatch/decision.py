@@ -13,9 +13,11 @@ Two cheap statistics back the embedding up where a 128-px embedding is weak:
   while detail judged at ``STATS_WIDTH`` px (gain-free Laplacian energy, see
   ``preprocess.ViewStats.detail``) falls clearly below the reference's.
 
-The ``score`` (higher = more drifted) is the largest of three margins, each
-positive exactly when its rule says drifted, so ``drifted == (score > 0)``:
-``threshold - similarity``, the sharpness margin and the flat-view margin.
+The ``score`` (higher = more drifted) is ``threshold - similarity``, raised to
+the sharpness or flat-view margin where that rule fires (each margin is
+positive exactly when its rule says drifted, so ``drifted == (score > 0)``).
+Below zero only the similarity ranks views: the statistics' margins are in
+other units and would rank benign views by their sharpness.
 
 Every constant below was chosen on cases made from TRAIN footage only
 (``benchmarks/tune_decision.py``, docs/evaluation.md); never on dev footage.
@@ -188,7 +190,10 @@ def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], thresho
     similarity = float(sims[best])
     ref_stats = getattr(ref, "stats", None)
     margins, ratio = _margins(similarity, float(threshold), stats, ref_stats)
-    score = float(max(margins.values()))
+    # The statistics' margins count only when their rule fires: below zero they are in other
+    # units than the similarity's, and a sharper-than-usual benign view would otherwise
+    # outrank a nearly-drifted one (train cases: AUC 0.990 -> 0.998 for model 1.3.0).
+    score = float(max([margins["similarity"]] + [m for k, m in margins.items() if k != "similarity" and m > 0]))
     # A view with no picture left is explained by that, however its sharpness reads.
     reason = "no_contrast" if margins.get("no_contrast", -1.0) > 0 else max(margins, key=lambda k: margins[k])
     drifted = score > 0

@@ -51,6 +51,18 @@ def test_score_positive_exactly_when_drifted() -> None:
         assert (v.kind in decision.KINDS) if v.drifted else v.kind is None
 
 
+def test_only_the_similarity_ranks_views_no_rule_flags() -> None:
+    """Below zero the score is the similarity margin alone: a benign view that is a little
+    blurrier or flatter than the reference must not outrank one that is nearly drifted
+    (the statistics' margins are in other units, and ranking by them cost AUC on train)."""
+    ref = RefView(unit([1, 0]), STATS, id=1)
+    near = assess(unit([1, 0.6]), STATS, [ref], 0.8)           # similarity 0.857
+    soft = assess(unit([1, 0.05]), dict(STATS, detail=0.1, contrast=12.0), [ref], 0.8)
+    assert not near.drifted and not soft.drifted
+    assert soft.score == pytest.approx(0.8 - soft.similarity)
+    assert near.score > soft.score
+
+
 def test_flat_view_is_blinded_whatever_the_similarity() -> None:
     ref = RefView(unit([1, 0]), STATS, id=1)
     flat = dict(STATS, contrast=1.5, detail=0.0, brightness=250.0, bright_fraction=1.0)
