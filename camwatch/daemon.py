@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
+import select
 import signal
 import threading
 import time
@@ -60,6 +62,8 @@ PRUNE_EVERY_S = 6 * 3600
 FIRST_CHECK_AFTER_S = 0.5
 #: Hard bound on shutdown work (flush of events, closing sources).
 STOP_BUDGET_S = 6.0
+#: run_forever wakes at least this often even if no signal or stop() came (a safety net only).
+MAIN_WAKE_S = 30.0
 #: Backoff of a failing camera: first retry after up to this many seconds...
 BACKOFF_BASE_S = 1.0
 #: ...growing to at most this many check intervals (and never less than the floor).
@@ -171,7 +175,12 @@ class Daemon:
         self._lock = threading.RLock()
         self._queue: "queue.Queue[Queued]" = queue.Queue(maxsize=MAX_QUEUED)
         self._stop = threading.Event()
-        self._reload_wanted = threading.Event()
+        self._signalled_stop = 0            # the signal number, set by install_signals' handlers
+        self._signalled_reload = False
+        self._wakeup_installed = False
+        self._wake_r, self._wake_w = os.pipe()       # wakes run_forever (see there)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._inference: threading.Thread | None = None
         self._last_progress = time.monotonic()
         self._batch_started: float | None = None
@@ -401,18 +410,23 @@ class Daemon:
 
     # ---- inference ---------------------------------------------------------------
     def _inference_loop(self) -> None:
+        # Blocks without a timeout: stop() queues None to wake it. A polling get woke the
+        # thread twice a second, ~0.4 ms CPU/s with nothing to do (benchmarks/bench_check_cpu.py).
         while not self._stop.is_set():
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            first = self._queue.get()
+            if first is None:
+                break
             batch = [first]
             deadline = time.monotonic() + BATCH_GATHER_S
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
+                if item is None:
+                    self._queue.put_nowait(None)   # seen after this batch is done
+                    break
+                batch.append(item)
             self._batch_started = time.monotonic()
             try:
                 self._assess_batch(batch)
@@ -672,6 +686,11 @@ class Daemon:
         if self._started:
             notify.stopping()
         self._stop.set()
+        self._wake_main()
+        try:
+            self._queue.put_nowait(None)   # wakes the inference thread (a full queue: it is busy anyway)
+        except queue.Full:
+            pass
         deadline = time.monotonic() + STOP_BUDGET_S
         if self.scheduler is not None:
             try:
@@ -695,6 +714,13 @@ class Daemon:
                     pass
         if self._started:
             log.info("camwatch stopped")
+        if not self._wakeup_installed:     # a signal's wakeup byte must never hit a reused fd
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._wake_r = self._wake_w = -1
 
     def run_forever(self) -> int:
         """Block until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
@@ -706,24 +732,50 @@ class Daemon:
                                id="status", executor="control")
         self.scheduler.add_job(self.prune_events, "interval", seconds=PRUNE_EVERY_S, id="events-prune",
                                executor="control", next_run_time=datetime.now().astimezone())
+        # Sleeps in select() on a pipe that signals (set_wakeup_fd) and stop() write to, instead
+        # of waking every 0.5 s to look at flags (~0.4 ms CPU/s doing nothing). The timeout is
+        # only a safety net.
         while not self._stop.is_set():
-            if self._reload_wanted.wait(0.5):
-                self._reload_wanted.clear()
-                if not self._stop.is_set():
-                    self.reload()
+            if self._signalled_stop:
+                log.info("%s received; stopping", signal.Signals(self._signalled_stop).name)
+                self._stop.set()
+                break
+            if self._signalled_reload:
+                self._signalled_reload = False
+                self.reload()
+                continue
+            ready, _, _ = select.select([self._wake_r], [], [], MAIN_WAKE_S)
+            if ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except (BlockingIOError, InterruptedError):
+                    pass
         return 0
 
+    def _wake_main(self) -> None:
+        if self._wake_w < 0:
+            return
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass   # a full pipe already wakes it; a closed one means no one waits
+
     def install_signals(self) -> None:
+        # The handlers run in the main thread between two bytecodes, so they only set plain
+        # attributes: taking a lock (an Event's, logging's) could deadlock on one the main
+        # thread holds at that moment. set_wakeup_fd wakes run_forever's select(),
+        # whichever thread the signal hit, and run_forever acts on the flags.
         def on_stop(signum: int, _frame: Any) -> None:
-            log.info("%s received; stopping", signal.Signals(signum).name)
-            self._stop.set()
+            self._signalled_stop = signum
 
         def on_hup(_signum: int, _frame: Any) -> None:
-            self._reload_wanted.set()
+            self._signalled_reload = True
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._wakeup_installed = True
 
 
 def _backoff_for(cam: Any) -> Any:
