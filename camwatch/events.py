@@ -21,18 +21,20 @@ an event; sinks are named ``log`` and ``webhook-<8 hex of sha256(url)>``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import json
 import logging
 import os
 import random
 import re
+import socket
 import sqlite3
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -385,6 +387,10 @@ class WebhookSink:
             self._ssl.check_hostname = False
             self._ssl.verify_mode = ssl.CERT_NONE
         register_secret(url)
+        password = urllib.parse.urlsplit(url).password
+        if password:
+            register_secret(password)
+            register_secret(urllib.parse.unquote(password))
         for m in re.finditer(r"[?&][^=&]+=([^&#]+)", url):
             register_secret(m.group(1))
         for value in self.headers.values():
@@ -405,33 +411,57 @@ class WebhookSink:
         return json.dumps(doc).encode()
 
     def send(self, event: Event) -> None:
+        """POST one event, all of it (connect, request, answer) within ``timeout`` seconds.
+
+        Why not urllib's timeout: it bounds each socket operation, so a receiver that
+        answers a byte every few seconds held the sink (and every later event) for as
+        long as it liked. A timer shuts the socket down at the deadline instead.
+        """
         headers = {"Content-Type": "application/json", "User-Agent": "camwatch",
                    "Idempotency-Key": event.id, **self.headers}
-        req = urllib.request.Request(self.url, data=self.body(event), headers=headers, method="POST")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.username is not None:   # https://user:pass@host/...: HTTP basic auth, as curl does
+            cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers.setdefault("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
         try:
-            with _OPENER(self._ssl).open(req, timeout=self.timeout) as resp:
-                resp.read(65536)
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"HTTP {exc.code}") from None
-        except urllib.error.URLError as exc:
-            raise DeliveryError(scrub(str(getattr(exc, "reason", exc)))) from None
-        except (OSError, ValueError) as exc:  # timeouts, resets, bad status line
+            if parts.scheme == "https":
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    parts.hostname or "", parts.port, timeout=self.timeout, context=self._ssl)
+            else:
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
+        except ValueError as exc:   # a port that is not a number
+            raise DeliveryError(scrub(f"bad webhook URL: {exc}")) from None
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        expired = threading.Event()
+
+        def cut() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)   # wakes a recv or send blocked in another thread
+                except OSError:
+                    pass
+
+        guard = threading.Timer(self.timeout, cut)
+        guard.daemon = True
+        guard.start()
+        try:
+            conn.request("POST", path, body=self.body(event), headers=headers)
+            resp = conn.getresponse()
+            resp.read(65536)
+            status = resp.status
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, bad status line
+            if expired.is_set():
+                raise DeliveryError(f"no complete answer within {self.timeout:g} s") from None
             raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}")) from None
+        finally:
+            guard.cancel()
+            conn.close()
+        if expired.is_set():
+            raise DeliveryError(f"no complete answer within {self.timeout:g} s")
         if not 200 <= status < 300:
             raise DeliveryError(f"HTTP {status}")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is a failure: following it would turn the POST into a GET elsewhere."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _OPENER(context: ssl.SSLContext) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect(),
-                                       urllib.request.ProxyHandler({}))
 
 
 def build_sinks(webhooks: Iterable[Any] = ()) -> list[Sink]:

@@ -301,6 +301,60 @@ def test_timeout_is_bounded(tmp_path):
         silent.close()
 
 
+def test_a_dripping_receiver_cannot_hold_a_delivery_past_its_timeout(tmp_path):
+    """A receiver that answers one byte every 0.2 s: each socket read returns in time, so
+    only a deadline on the whole send ends it (urllib's per-read timeout never did)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * 20:
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DeliveryError, match="within 1 s"):
+            WebhookSink(f"http://127.0.0.1:{server.getsockname()[1]}/", timeout=1).send(Event("c", "camera_up"))
+        assert time.monotonic() - t0 < 3   # the whole answer would take 2.4 s of headers alone
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_basic_auth_from_the_url_is_sent_and_never_logged(tmp_path, caplog):
+    import base64
+
+    rx = Receiver()
+    url = rx.url.replace("http://", "http://hook:s3cr%40t@")
+    sink = WebhookSink(url, timeout=1)
+    sink.send(Event("c", "camera_up"))
+    assert rx.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"hook:s3cr@t").decode()
+    rx.stop()  # down: failures get logged
+    store = EventStore(tmp_path)
+    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.1)
+    with caplog.at_level(logging.DEBUG):
+        d.start()
+        d.publish(Event("cam", "camera_down", message=f"see {url}"))
+        assert wait_for(lambda: any(dl.attempts >= 2 for e in store.list()
+                                    for dl in store.deliveries(e.id) if dl.sink == sink.name))
+        d.stop()
+    text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert "delivery to webhook-" in text and "s3cr" not in text
+    store.close()
+
+
 def test_secrets_never_logged_or_stored(tmp_path, caplog):
     token = "tok-9f8e7d6c5b4a"
     bearer = "bearer-secret-123456"
