@@ -110,3 +110,32 @@ def test_export_matches_pytorch_and_keeps_the_contract(torch, tmp_path, arch):
     ch = 1 if spec["channels"] == "gray" else 3
     x = (np.random.default_rng(1).random((6, ch, spec["height"], spec["width"])) * 255 * spec["scale"]).astype(np.float32)
     assert onnx_export.max_abs_diff(model, path, x) <= 1e-4
+
+
+def test_an_ensemble_exports_as_one_model_whose_cosine_is_the_members_mean(torch, tmp_path):
+    from export import onnx_export
+    from export.nets import Ensemble, build
+
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net, spec = build("camwatch")
+        net.train()
+        with torch.no_grad():
+            for _ in range(3):
+                net(torch.rand(8, 1, spec["height"], spec["width"]) * 255)
+        members.append(net.eval())
+    model = Ensemble(members).eval()
+    x = (np.random.default_rng(2).random((6, 1, spec["height"], spec["width"])) * 255).astype(np.float32)
+    with torch.no_grad():
+        e = model(torch.from_numpy(x)).numpy()
+        parts = [m(torch.from_numpy(x)).numpy() for m in members]
+    assert e.shape[1] == sum(p.shape[1] for p in parts)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    mean_cos = np.mean([p[0] @ p[1] for p in parts])
+    assert e[0] @ e[1] == pytest.approx(mean_cos, abs=1e-5)
+    path = onnx_export.export(model, spec, tmp_path / "ens.onnx",
+                              onnx_export.metadata(spec, e.shape[1], 0.3, "test-ens", "0.0.1"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens.onnx"]
+    assert int(check_contract(path)["camwatch.embedding_dim"]) == e.shape[1]
+    assert onnx_export.max_abs_diff(model, path, x) <= 1e-4

@@ -95,3 +95,35 @@ def test_same_identity_is_clearly_closer_than_different(trained):
     auc = float(np.mean(s_same[:, None] > s_diff[None, :]) + 0.5 * np.mean(s_same[:, None] == s_diff[None, :]))
     assert auc > 0.9, f"same/different identity AUC {auc:.3f}"
     assert s_same.mean() - s_diff.mean() > 0.2
+
+
+def test_two_members_train_one_after_the_other_into_one_onnx(tmp_path):
+    """--members: each shake profile trains its own net; one ONNX file holds them all."""
+    from export.train import main
+
+    root = tmp_path / "ids"
+    for i in range(4):
+        (root / f"p{i}").mkdir(parents=True)
+        for v in range(3):
+            cv2.imwrite(str(root / f"p{i}" / f"{v}.jpg"), identity_image(i, v))
+    out = tmp_path / "run"
+    rc = main(["--identities", str(root), "--out", str(out), "--arch", "seed", "--steps", "6",
+               "--batch", "6", "--workers", "0", "--val-every", "0", "--skip-speed", "--no-progress",
+               "--threads", "1", "--members", "tolerant,strict", "--version", "t2"])
+    assert rc == 0
+    info = json.loads((out / "info.json").read_text())
+    assert info["members"] == ["tolerant", "strict"] and info["embedding_dim"] == 2 * 784
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 12
+    assert "ensemble of 2 nets" in (out / "model-card.md").read_text()
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    emb = sess.run(None, {"image": np.random.default_rng(0).random((2, 3, 28, 28), dtype=np.float32)})[0]
+    assert emb.shape == (2, 2 * 784) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_an_unknown_member_profile_is_refused(tmp_path, capsys):
+    from export.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--members", "wobbly"])
+    assert exc.value.code == 2 and "unknown shake profile(s) wobbly" in capsys.readouterr().err
+
