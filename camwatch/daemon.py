@@ -411,8 +411,9 @@ class Daemon:
     # ---- inference ---------------------------------------------------------------
     def _inference_loop(self) -> None:
         # Blocks without a timeout: stop() queues None to wake it. A polling get woke the
-        # thread twice a second, ~0.4 ms CPU/s with nothing to do (benchmarks/bench_check_cpu.py).
-        while not self._stop.is_set():
+        # thread twice a second, ~0.4 ms CPU/s with nothing to do (benchmarks/bench_idle.py).
+        stopping = False
+        while not stopping and not self._stop.is_set():
             first = self._queue.get()
             if first is None:
                 break
@@ -424,7 +425,7 @@ class Daemon:
                 except queue.Empty:
                     break
                 if item is None:
-                    self._queue.put_nowait(None)   # seen after this batch is done
+                    stopping = True          # this batch is still assessed, then the loop ends
                     break
                 batch.append(item)
             self._batch_started = time.monotonic()
