@@ -333,6 +333,23 @@ def test_a_dripping_receiver_cannot_hold_a_delivery_past_its_timeout(tmp_path):
         server.close()
 
 
+def fail_twice_and_read_logs(tmp_path, sink, url: str, caplog) -> str:
+    """Publish an event naming ``url`` to a sink whose receiver is down; the log text of two
+    failed attempts (every failure is logged, so that is where a secret would leak)."""
+    store = EventStore(tmp_path)
+    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.1)
+    with caplog.at_level(logging.DEBUG):
+        d.start()
+        d.publish(Event("cam", "camera_down", message=f"see {url}"))
+        assert wait_for(lambda: any(dl.attempts >= 2 for e in store.list()
+                                    for dl in store.deliveries(e.id) if dl.sink == sink.name))
+        d.stop()
+    store.close()
+    text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert "delivery to webhook-" in text
+    return text
+
+
 def test_basic_auth_from_the_url_is_sent_and_never_logged(tmp_path, caplog):
     import base64
 
@@ -342,17 +359,7 @@ def test_basic_auth_from_the_url_is_sent_and_never_logged(tmp_path, caplog):
     sink.send(Event("c", "camera_up"))
     assert rx.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"hook:s3cr@t").decode()
     rx.stop()  # down: failures get logged
-    store = EventStore(tmp_path)
-    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.1)
-    with caplog.at_level(logging.DEBUG):
-        d.start()
-        d.publish(Event("cam", "camera_down", message=f"see {url}"))
-        assert wait_for(lambda: any(dl.attempts >= 2 for e in store.list()
-                                    for dl in store.deliveries(e.id) if dl.sink == sink.name))
-        d.stop()
-    text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
-    assert "delivery to webhook-" in text and "s3cr" not in text
-    store.close()
+    assert "s3cr" not in fail_twice_and_read_logs(tmp_path, sink, url, caplog)
 
 
 def test_secrets_never_logged_or_stored(tmp_path, caplog):
@@ -361,20 +368,10 @@ def test_secrets_never_logged_or_stored(tmp_path, caplog):
     rx = Receiver()
     rx.stop()  # down: failures get logged
     url = f"http://127.0.0.1:{rx.port}/hooks/{token}?key={token}x"
-    store = EventStore(tmp_path)
     sink = WebhookSink(url, headers={"Authorization": f"Bearer {bearer}"}, timeout=1)
     assert sink.name == webhook_sink_name(url) and token not in sink.name
-    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.1)
-    with caplog.at_level(logging.DEBUG):
-        d.start()
-        d.publish(Event("cam", "camera_down", message=f"see {url}"))
-        assert wait_for(lambda: any(dl.attempts >= 2 for e in store.list()
-                                    for dl in store.deliveries(e.id) if dl.sink == sink.name))
-        d.stop()
-    text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
-    assert "delivery to webhook-" in text
+    text = fail_twice_and_read_logs(tmp_path, sink, url, caplog)
     assert token not in text and bearer not in text
-    store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("events.db"))
     assert token.encode() not in raw and bearer.encode() not in raw
 
