@@ -433,6 +433,7 @@ class WebhookSink:
             raise DeliveryError(scrub(f"bad webhook URL: {exc}")) from None
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         expired = threading.Event()
+        late = f"no complete answer within {self.timeout:g} s"
 
         def cut() -> None:
             expired.set()
@@ -453,13 +454,13 @@ class WebhookSink:
             status = resp.status
         except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, bad status line
             if expired.is_set():
-                raise DeliveryError(f"no complete answer within {self.timeout:g} s") from None
+                raise DeliveryError(late) from None
             raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}")) from None
         finally:
             guard.cancel()
             conn.close()
-        if expired.is_set():
-            raise DeliveryError(f"no complete answer within {self.timeout:g} s")
+        if expired.is_set():   # the timer fired just as the answer completed
+            raise DeliveryError(late)
         if not 200 <= status < 300:
             raise DeliveryError(f"HTTP {status}")
 

@@ -317,7 +317,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         """serve_forever without its 0.5 s poll: sleeps in select() until a request or close.
 
         Why: the poll woke the thread twice a second for nothing, ~0.3 ms CPU/s, which
-        at one check a second is 1% of a check (benchmarks/bench_check_cpu.py).
+        at one check a second is 1% of a check (benchmarks/bench_idle.py).
         """
         assert self._wake is not None, "open_wake() first"
         with selectors.DefaultSelector() as sel:

@@ -31,8 +31,8 @@ _CHANNELS = ("gray", "bgr", "rgb")
 #: another route are re-measured from their images (``ReferenceStore.reembed``).
 #: 2: HD frames reduced by 2x2 means to 480-959 px, then INTER_AREA (box filters only).
 #: 3: the same, but that last step (less than 2x; 640 -> 480 px at 720p) is INTER_LINEAR:
-#: OpenCV's INTER_AREA at a non-integer ratio cost 0.9 ms of the ~2.3 ms a 720p view's
-#: input and statistics take; linear costs ~0.05 ms. Frames under HD are unchanged.
+#: OpenCV's INTER_AREA at a non-integer ratio took 0.80 ms CPU of the ~2.3 ms a 720p view's
+#: input and statistics take; linear takes 0.19 ms. Frames under HD are unchanged.
 STATS_ROUTE = 3
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
@@ -455,9 +455,9 @@ def view_stats(image_bgr: np.ndarray) -> ViewStats:
     HD frames and larger are reduced by exact 2x2 means to 480-959 px wide
     (``_base_halvings``; ``analyse`` shares the first halving with the model's
     input), converted to grey and brought to ``STATS_WIDTH`` by INTER_LINEAR
-    (a step of less than 2x; route 3). Frames under HD (the 640 px views the
-    rules in decision.py were tuned on) are shrunk by INTER_AREA as before. Colourfulness, which no rule uses, is
-    read at 240-479 px. Smaller frames take the old route.
+    (a step of less than 2x; route 3). Colourfulness, which no rule uses, is
+    read at 240-479 px. Frames under HD (the 640 px views the rules in
+    decision.py were tuned on) take the old route, INTER_AREA.
     """
     _check_image(image_bgr)
     img = image_bgr if image_bgr.ndim == 3 else image_bgr[:, :, None]

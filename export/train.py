@@ -372,7 +372,6 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     warm = max(1, min(200, args.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, args.steps)))))
-    augment.use_shake_profile(shake)
     job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake)
     pre = Prefetcher(job, 0, args.steps, args.workers)
     bar = tqdm(range(args.steps), disable=args.no_progress, mininterval=5, file=sys.stderr)
@@ -446,7 +445,6 @@ def main(argv: list[str] | None = None) -> int:
         members.append(train_member(args, train_scenes, spec, identities, shake, val, history,
                                     offset=k * args.steps, device=device))
     train_s = time.time() - t_train
-    augment.use_shake_profile("tolerant")
     model = members[0] if len(members) == 1 else Ensemble(members)
     model.eval()
     metrics = evaluate(model, val)
