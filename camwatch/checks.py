@@ -29,6 +29,8 @@ class Threshold:
     value: float
     source: str
     samples: int = 0
+    #: The camera's structure scale (decision.calibrate_structure) once calibrated, else None.
+    structure_scale: float | None = None
 
     @property
     def calibrating(self) -> bool:
@@ -56,8 +58,10 @@ def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Thre
 
     A threshold in the config wins (the operator said so). Otherwise the first
     ``calibration.checks`` similarities after enrolment adapt the model's
-    default to the camera's own benign spread (decision.calibrate), and the
-    samples live in the store so a restart does not forget them.
+    default to the camera's own benign spread (decision.calibrate), their
+    structure distances give the camera's structure scale
+    (decision.calibrate_structure), and the samples live in the store so a
+    restart does not forget them.
     """
     from . import decision
 
@@ -70,14 +74,15 @@ def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Thre
     samples = store.calibration_samples(camera.id, embedder.spec.identity)
     if len(samples) < wanted:
         return Threshold(default, "calibrating", len(samples))
-    return Threshold(float(decision.calibrate(samples, default)), "calibrated", len(samples))
+    scale = decision.calibrate_structure(store.calibration_structure(camera.id, embedder.spec.identity))
+    return Threshold(float(decision.calibrate(samples, default)), "calibrated", len(samples), scale)
 
 
 def judge(embedding: np.ndarray, stats: Any, refs: Sequence[Any], threshold: Threshold) -> Judgement:
     """Nearest-reference assessment of one embedded view (decision.assess does the maths)."""
     from . import decision
 
-    verdict = decision.assess(embedding, stats, refs, threshold.value)
+    verdict = decision.assess(embedding, stats, refs, threshold.value, threshold.structure_scale)
     return Judgement(verdict, threshold, stats)
 
 

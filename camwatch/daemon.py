@@ -502,7 +502,8 @@ class Daemon:
         cam = rt.camera
         v = j.verdict
         if j.threshold.calibrating and not v.drifted:
-            self.store.add_calibration_sample(cam.id, self.embedder.spec.identity, v.similarity)
+            self.store.add_calibration_sample(cam.id, self.embedder.spec.identity, v.similarity,
+                                              structure=v.structure)
         confirmed = rt.hysteresis.update(bool(v.drifted))
         rt.last_similarity, rt.last_threshold, rt.last_kind = v.similarity, j.threshold.value, v.kind
         self.metrics.check_done(cam.id, "drifted" if v.drifted else "ok", v.similarity,

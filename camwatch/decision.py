@@ -13,11 +13,22 @@ Two cheap statistics back the embedding up where a 128-px embedding is weak:
   while detail judged at ``STATS_WIDTH`` px (gain-free Laplacian energy, see
   ``preprocess.ViewStats.detail``) falls clearly below the reference's.
 
-The ``score`` (higher = more drifted) is ``threshold - similarity``, raised to
-the sharpness or flat-view margin where that rule fires (each margin is
-positive exactly when its rule says drifted, so ``drifted == (score > 0)``).
-Below zero only the similarity ranks views: the statistics' margins are in
-other units and would rank benign views by their sharpness.
+Once a camera is calibrated, its view's coarse structure counts too
+(``structure.py``: 1 - SSIM of standardised 96-px thumbnails, divided by the
+camera's own early structure distance, see ``calibrate_structure``). The
+embedding forgives vibration and so sees a small rotation or zoom late;
+structure sees exactly those, and credits a view whose layout is intact when
+noise or light moved its embedding. The similarity margin becomes
+
+    (threshold - similarity) + STRUCTURE_WEIGHT * (1 - threshold) * (structure / scale - STRUCTURE_NEUTRAL)
+
+so a view exactly as far in structure as NEUTRAL is judged as before.
+
+The ``score`` (higher = more drifted) is that margin, raised to the sharpness
+or flat-view margin where that rule fires (each margin is positive exactly
+when its rule says drifted, so ``drifted == (score > 0)``). Below zero only
+the similarity margin ranks views: the statistics' margins are in other units
+and would rank benign views by their sharpness.
 
 Every constant below was chosen on cases made from TRAIN footage only
 (``benchmarks/tune_decision.py``, docs/evaluation.md); never on dev footage.
@@ -31,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from . import structure as _structure
 
 #: Kinds a drifted view is named with (metrics.ALERT_KINDS adds ``unknown``/``unavailable``).
 KINDS = ("moved", "covered", "blinded", "defocused")
@@ -75,6 +88,21 @@ CALIBRATION_SPREAD_FACTOR = 4.0
 #: Fewer samples than this leave the default unchanged.
 CALIBRATION_MIN_SAMPLES = 3
 
+# -- structure (chosen on train cases with model 1.3.0, docs/evaluation.md) -------------------
+
+#: Weight of the scaled structure distance against the threshold distance.
+STRUCTURE_WEIGHT = 0.5
+#: Scaled structure distance at which a view is judged on its similarity alone: less
+#: (layout intact) lets the similarity drop further, more (layout changed) less far.
+STRUCTURE_NEUTRAL = 0.9
+#: A camera's structure scale is this many times its early views' median structure
+#: distance (the same spread factor as the threshold's)...
+STRUCTURE_SPREAD_FACTOR = 4.0
+#: ...kept within these bounds (1 - SSIM units): a very still camera is not scaled so
+#: finely that a cloud's shadow counts as a move, nor a noisy one so coarsely that nothing does.
+STRUCTURE_MIN_SCALE = 0.33
+STRUCTURE_MAX_SCALE = 1.0
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -94,6 +122,9 @@ class Verdict:
     score: float
     reason: str = ""
     sharpness_ratio: float | None = None
+    #: 1 - SSIM of the view's and the nearest reference's thumbnails (structure.distance),
+    #: None when either has no thumbnail.
+    structure: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,8 +170,13 @@ def sharpness_ratio(stats: Any, ref_stats: Any) -> float | None:
     return q / r
 
 
-def _margins(similarity: float, threshold: float, stats: Any, ref_stats: Any) -> tuple[dict[str, float], float | None]:
+def _margins(similarity: float, threshold: float, stats: Any, ref_stats: Any,
+             structure: float | None = None, structure_scale: float | None = None
+             ) -> tuple[dict[str, float], float | None]:
     margins = {"similarity": threshold - similarity}
+    if structure is not None and structure_scale:
+        margins["similarity"] += STRUCTURE_WEIGHT * (1.0 - threshold) * (
+            structure / structure_scale - STRUCTURE_NEUTRAL)
     contrast = _stat(stats, "contrast")
     ref_contrast = _stat(ref_stats, "contrast")
     # A reference that is itself that flat (a dark scene enrolled at night) cannot lose contrast.
@@ -174,14 +210,18 @@ def name_kind(stats: Any, ref_stats: Any, reason: str, ratio: float | None) -> s
     return "moved"
 
 
-def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], threshold: float) -> Verdict:
+def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], threshold: float,
+           structure_scale: float | None = None) -> Verdict:
     """Judge one embedded view against a camera's references.
 
     ``references``: objects with ``embedding``, ``stats`` (ViewStats or its
     dict) and ``id`` (references.Reference or RefView); ``stats``: the view's
     ``preprocess.view_stats``. The nearest reference by similarity is the one
-    whose statistics the view is compared with.
+    whose statistics the view is compared with. ``structure_scale``: the
+    camera's (``calibrate_structure``); None judges by the embedding and the
+    statistics rules alone, as before calibration.
     """
+
     if not references:
         raise ValueError("no references to compare with")
     sims = similarities(embedding, references)
@@ -189,7 +229,8 @@ def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], thresho
     ref = references[best]
     similarity = float(sims[best])
     ref_stats = getattr(ref, "stats", None)
-    margins, ratio = _margins(similarity, float(threshold), stats, ref_stats)
+    distance = _structure.distance(stats, ref_stats)
+    margins, ratio = _margins(similarity, float(threshold), stats, ref_stats, distance, structure_scale)
     # The statistics' margins count only when their rule fires: below zero they are in other
     # units than the similarity's, and a sharper-than-usual benign view would otherwise
     # outrank a nearly-drifted one (train cases: AUC 0.990 -> 0.998 for model 1.3.0).
@@ -201,7 +242,7 @@ def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], thresho
     ref_id = getattr(ref, "id", None)
     return Verdict(similarity=similarity, threshold=float(threshold), drifted=drifted, kind=kind,
                    reference_id=None if ref_id is None else int(ref_id), score=score,
-                   reason=reason if drifted else "", sharpness_ratio=ratio)
+                   reason=reason if drifted else "", sharpness_ratio=ratio, structure=distance)
 
 
 def calibrate(samples: Sequence[float], default: float) -> float:
@@ -225,6 +266,22 @@ def calibrate(samples: Sequence[float], default: float) -> float:
     distance = CALIBRATION_SPREAD_FACTOR * (1.0 - float(np.median(values)))
     distance = min(max(distance, CALIBRATION_MIN_RATIO * base), CALIBRATION_MAX_RATIO * base)
     return float(min(1.0 - distance, float(values.min()) - 1e-3))
+
+
+def calibrate_structure(samples: Sequence[float]) -> float | None:
+    """A camera's structure scale from the structure distances of its first benign checks.
+
+    Cameras differ in how far their benign views sit from the reference in
+    structure (noise, trees, traffic): the scale is ``STRUCTURE_SPREAD_FACTOR``
+    times the median early distance, bounded by ``STRUCTURE_MIN_SCALE`` and
+    ``STRUCTURE_MAX_SCALE``. None (structure not used) with fewer than
+    ``CALIBRATION_MIN_SAMPLES`` samples.
+    """
+    values = np.asarray([s for s in samples if s is not None and math.isfinite(s)], np.float64)
+    if len(values) < CALIBRATION_MIN_SAMPLES:
+        return None
+    scale = STRUCTURE_SPREAD_FACTOR * float(np.median(values))
+    return float(min(max(scale, STRUCTURE_MIN_SCALE), STRUCTURE_MAX_SCALE))
 
 
 @dataclass

@@ -221,23 +221,26 @@ def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = 
                 except EnrolmentError as exc:
                     raise EvaluationError(f"{ref_path}: {exc}") from None
                 refs = store.for_camera(camera, images=False)
-                threshold = default
+                threshold, scale = default, None
                 if calibrate:
-                    # The daemon records the similarity of each early check it did not judge drifted.
+                    # The daemon records the similarity and structure distance of each early
+                    # check it did not judge drifted.
                     cal = calibration_images(folder, camera)
                     if cal:
-                        samples = []
+                        samples, structures = [], []
                         for image_, vec in zip(cal, embedder.embed(cal)):
                             v = decision.assess(vec, view_stats(image_), refs, default)
                             if not v.drifted:
                                 samples.append(v.similarity)
+                                structures.append(v.structure)
                         threshold = decision.calibrate(samples, default)
+                        scale = decision.calibrate_structure(structures)
                 thresholds[camera] = threshold
                 for chunk in _chunks(idx, BATCH):
                     images = [read_image(folder / cases[i].query, f"camera {camera}") for i in chunk]
                     vectors = embedder.embed(images)
                     for i, image_, vec in zip(chunk, images, vectors):
-                        v = decision.assess(vec, view_stats(image_), refs, threshold)
+                        v = decision.assess(vec, view_stats(image_), refs, threshold, scale)
                         scores[i], drifted[i], kinds[i] = v.score, v.drifted, v.kind
         finally:
             store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import ModelError
+from .structure import thumbnail
 
 Point = tuple[float, float]
 Polygon = Sequence[Point]
@@ -33,7 +35,8 @@ _CHANNELS = ("gray", "bgr", "rgb")
 #: 3: the same, but that last step (less than 2x; 640 -> 480 px at 720p) is INTER_LINEAR:
 #: OpenCV's INTER_AREA at a non-integer ratio took 0.80 ms CPU of the ~2.3 ms a 720p view's
 #: input and statistics take; linear takes 0.19 ms. Frames under HD are unchanged.
-STATS_ROUTE = 3
+#: 4: route 3, and the statistics carry the view's structure thumbnail (``structure.thumbnail``).
+STATS_ROUTE = 4
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
 FLAT_CELL_STD = 4.0
@@ -414,6 +417,9 @@ class ViewStats:
     flat_fraction: float = 0.0
     #: ``STATS_ROUTE`` the statistics were measured by (absent: 1, before routes had numbers).
     route: int = STATS_ROUTE
+    #: The grey view at ``structure.THUMB_WIDTH`` px, encoded (``structure.thumbnail``), made
+    #: from the same grey as the other statistics; "" for statistics stored before route 4.
+    thumb: str = dataclasses.field(default="", repr=False)
 
 
 def _colourfulness(bgr: np.ndarray) -> float:
@@ -547,4 +553,5 @@ def _measure(grey: np.ndarray, colour: np.ndarray | None) -> ViewStats:
         colourfulness=colourful,
         width=int(grey.shape[1]),
         flat_fraction=_flat_fraction(tiny),
+        thumb=thumbnail(grey),
     )

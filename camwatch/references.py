@@ -65,6 +65,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX calibration_samples_camera ON calibration_samples (camera_id, model_id);
     """,
+    # 1 -> 2: each sample also keeps the view's structure distance (decision.calibrate_structure).
+    """
+    ALTER TABLE calibration_samples ADD COLUMN structure REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -500,17 +504,23 @@ class ReferenceStore:
                                      (stats_text, ref.id))
                 # Similarities under another model are not comparable.
                 conn.execute("DELETE FROM calibration_samples WHERE model_id != ?", (model_id,))
+                # Samples taken before references had structure thumbnails (route 4) cannot give
+                # the camera its structure scale: those cameras calibrate again.
+                cameras = sorted({ref.camera_id for ref in stale})
+                conn.execute(f"DELETE FROM calibration_samples WHERE structure IS NULL AND camera_id IN "
+                             f"({', '.join('?' * len(cameras))})", cameras)
         return len(stale)
 
     # -- calibration ----------------------------------------------------------------
 
     def add_calibration_sample(self, camera_id: str, model_id: str, similarity: float,
-                               at: float | None = None) -> None:
-        """Remember one post-enrolment similarity so a restart does not forget calibration."""
+                               at: float | None = None, structure: float | None = None) -> None:
+        """Remember one post-enrolment similarity (and structure distance) so a restart does not forget calibration."""
         with self._tx() as conn:
-            conn.execute("INSERT INTO calibration_samples (camera_id, model_id, similarity, created_at) "
-                         "VALUES (?, ?, ?, ?)",
-                         (camera_id, model_id, float(similarity), time.time() if at is None else at))
+            conn.execute("INSERT INTO calibration_samples (camera_id, model_id, similarity, created_at, structure) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (camera_id, model_id, float(similarity), time.time() if at is None else at,
+                          None if structure is None else float(structure)))
 
     def calibration_samples(self, camera_id: str, model_id: str) -> list[float]:
         """The camera's samples under this model since its references last changed, oldest first.
@@ -520,6 +530,12 @@ class ReferenceStore:
         return list(self._cached(("calibration", camera_id, model_id), lambda: [r[0] for r in self._read(
             "SELECT similarity FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
             "ORDER BY id", (camera_id, model_id))]))
+
+    def calibration_structure(self, camera_id: str, model_id: str) -> list[float]:
+        """The structure distances of those samples that have one, oldest first (cached like them)."""
+        return list(self._cached(("structure", camera_id, model_id), lambda: [r[0] for r in self._read(
+            "SELECT structure FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
+            "AND structure IS NOT NULL ORDER BY id", (camera_id, model_id))]))
 
     def clear_calibration(self, camera_id: str) -> None:
         with self._tx() as conn:

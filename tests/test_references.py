@@ -234,8 +234,10 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
 
 def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(tmp_path):
     """A reference stored before STATS_ROUTE 2 (no "route" in its stats) gets its
-    statistics re-measured from its image at start-up; its embedding, image and
-    calibration samples stay as they were."""
+    statistics re-measured from its image at start-up; its embedding and image stay
+    as they were, and so do calibration samples that carry a structure distance.
+    Older samples (none) cannot scale the structure cue: that camera calibrates again,
+    other cameras keep theirs."""
     from camwatch.embedder import load_embedder
 
     a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
@@ -248,14 +250,21 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
         ref = s.add("cam", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
         s.add_calibration_sample("cam", a.spec.identity, 0.97)
         current = s.add("cam2", "day", data, a.embed([img])[0], a.spec.identity, view_stats(img))
-        assert s.reembed(a) == 1
+        s.add_calibration_sample("cam2", a.spec.identity, 0.95)
+        ref3 = s.add("cam3", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
+        s.add_calibration_sample("cam3", a.spec.identity, 0.96, structure=0.05)
+        assert s.reembed(a) == 2
         assert s.reembed(a) == 0
         got = {r.camera_id: r for r in s.for_camera("cam") + s.for_camera("cam2")}
         assert got["cam"].stats == json.loads(json.dumps(dataclasses.asdict(view_stats(img))))
         assert got["cam"].id == ref.id and got["cam"].image_jpeg == data
         np.testing.assert_array_equal(got["cam"].embedding, ref.embedding)
         assert got["cam2"].stats == current.stats
-        assert s.calibration_samples("cam", a.spec.identity) == pytest.approx([0.97])
+        assert s.calibration_samples("cam", a.spec.identity) == []
+        assert s.calibration_samples("cam2", a.spec.identity) == pytest.approx([0.95])
+        assert s.calibration_samples("cam3", a.spec.identity) == pytest.approx([0.96])
+        assert s.calibration_structure("cam3", a.spec.identity) == pytest.approx([0.05])
+        assert s.for_camera("cam3")[0].stats["thumb"]            # re-measured with its thumbnail
 
 
 def test_reembed_failing_half_way_changes_nothing(tmp_path):
