@@ -41,14 +41,14 @@ from camwatch import decision  # noqa: E402
 from camwatch.embedder import load_embedder  # noqa: E402
 from camwatch.enrol import encode_view  # noqa: E402
 from camwatch.evaluate import _by_camera, calibration_images, read_cases, read_image  # noqa: E402
-from camwatch.preprocess import view_stats  # noqa: E402
+from camwatch.preprocess import STATS_ROUTE, view_stats  # noqa: E402
 
 CONSTANTS = ("CALIBRATION_SPREAD_FACTOR", "CALIBRATION_MIN_RATIO", "CALIBRATION_MAX_RATIO")
 
 
 def embed_folder(folder: Path, emb) -> list[dict]:
     """Per camera: reference RefView, calibration (vec, stats), queries (case, vec, stats)."""
-    cache = folder / f".tune-{emb.spec.identity[:12]}.pkl"
+    cache = folder / f".tune-{emb.spec.identity[:12]}-route{STATS_ROUTE}.pkl"
     if cache.is_file():
         return pickle.loads(cache.read_bytes())
     cases = read_cases(folder)
@@ -72,14 +72,14 @@ def replay(cams: list[dict], default: float, calibrate: bool = True):
     y, d, s, sims, kinds, thr = [], [], [], [], [], {}
     for cam in cams:
         ref = [cam["ref"]]
-        t = default
+        t, scale = default, None
         if calibrate and cam["cal"]:
-            samples = [v.similarity for v in (decision.assess(vec, st, ref, default) for vec, st in cam["cal"])
-                       if not v.drifted]
-            t = decision.calibrate(samples, default)
+            early = [v for v in (decision.assess(vec, st, ref, default) for vec, st in cam["cal"]) if not v.drifted]
+            t = decision.calibrate([v.similarity for v in early], default)
+            scale = decision.calibrate_structure([v.structure for v in early])
         thr[cam["camera"]] = t
         for c, vec, st in zip(cam["cases"], cam["vecs"], cam["stats"]):
-            v = decision.assess(vec, st, ref, t)
+            v = decision.assess(vec, st, ref, t, scale)
             y.append(c.label)
             d.append(v.drifted)
             s.append(v.score)

@@ -275,3 +275,31 @@ def test_drift_stays_open_across_a_restart(folder, running):
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     types = [e.type for e in EventStore(folder / "state").list("a")]
     assert types == ["drift_started", "drift_cleared"]
+
+
+def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras_scale(folder, running):
+    """The first ``calibration.checks`` benign checks store similarity AND structure
+    distance in the real SQLite file; after them the camera is judged with its own
+    threshold and structure scale (decision.calibrate / calibrate_structure)."""
+    from camwatch import decision
+    from camwatch.checks import threshold_for
+    from camwatch.config import load_config
+    from camwatch.embedder import load_embedder
+
+    out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
+    assert out.returncode == 0, out.stderr
+    cfg = config(folder, [cam(folder, "a")], calibration={"checks": 3})
+    d = running(cfg)
+    wait("three ok checks", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") >= 4)
+    d.stop()
+    emb = load_embedder(str(folder / "grid.onnx"), device="cpu")
+    with ReferenceStore(folder / "state") as store:
+        sims = store.calibration_samples("a", emb.spec.identity)
+        structures = store.calibration_structure("a", emb.spec.identity)
+        assert len(sims) == len(structures) == 3          # no more once calibrated
+        assert all(0 <= s < 0.05 for s in structures)      # the same still view: layout intact
+        config_ = load_config(str(cfg))
+        t = threshold_for(config_.camera("a"), config_.settings, emb, store)
+    assert t.source == "calibrated" and t.samples == 3
+    assert t.structure_scale == pytest.approx(decision.calibrate_structure(structures))
+    assert t.value == pytest.approx(decision.calibrate(sims, emb.spec.threshold))

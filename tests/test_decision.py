@@ -197,3 +197,71 @@ def test_hysteresis_one_check_and_reset() -> None:
     assert h.update(True) is True
     h.reset()
     assert h.drifted is False and h.update(False) is False
+
+
+# -- structure ------------------------------------------------------------------------------
+
+
+def _rotated(img: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_structure_distance_sees_a_small_rotation_not_light_or_noise() -> None:
+    from camwatch import structure
+
+    w = world(5)
+    ref = view(w)
+    rng = np.random.default_rng(3)
+    rs = view_stats(ref)
+    same = structure.distance(view_stats(ref), rs)
+    darker = structure.distance(view_stats(np.clip(ref * 0.5 + 20, 0, 255).astype(np.uint8)), rs)
+    noisy = structure.distance(view_stats(np.clip(ref + rng.normal(0, 8, ref.shape), 0, 255).astype(np.uint8)), rs)
+    turned = structure.distance(view_stats(_rotated(ref, 3.0)), rs)
+    assert same == pytest.approx(0.0, abs=1e-6)
+    assert turned > 3 * max(darker, noisy) and turned > 0.1
+    # A view from a camera whose resolution changed is compared at the reference's thumbnail size.
+    half = cv2.resize(ref, (320, 240), interpolation=cv2.INTER_AREA)
+    assert structure.distance(view_stats(half), rs) < turned / 3
+    # No thumbnail (statistics stored before route 4) or a damaged one: no structure cue.
+    assert structure.distance(dict(STATS), rs) is None
+    assert structure.distance(dict(STATS, thumb="96x54:not base64!"), rs) is None
+    assert structure.distance(dict(STATS, thumb="4x4:" + "AAAA"), rs) is None
+
+
+def test_structure_joins_the_similarity_margin_once_a_scale_is_known() -> None:
+    """The same embedding similarity is judged drifted when the layout changed and kept
+    when it did not; without a scale (not yet calibrated) only the similarity counts."""
+    w = world(6)
+    ref_img = view(w)
+    ref = RefView(unit([1, 0]), view_stats(ref_img), id=1)
+    turned = view_stats(_rotated(ref_img, 4.0))
+    intact = view_stats(np.clip(ref_img * 0.8 + 5, 0, 255).astype(np.uint8))
+    t, scale = 0.6, decision.STRUCTURE_MIN_SCALE
+    e_above = unit([1, 1.2])     # similarity 0.64: just above the threshold
+    e_below = unit([1, 1.45])    # similarity 0.57: just below it
+    assert not assess(e_above, turned, [ref], t).drifted
+    v = assess(e_above, turned, [ref], t, scale)
+    assert v.drifted and v.reason == "similarity" and v.kind == "moved" and v.structure > scale
+    assert v.score == pytest.approx(t - v.similarity + decision.STRUCTURE_WEIGHT * (1 - t)
+                                    * (v.structure / scale - decision.STRUCTURE_NEUTRAL))
+    assert assess(e_below, intact, [ref], t).drifted
+    assert not assess(e_below, intact, [ref], t, scale).drifted      # layout intact: credit
+    # A view that lost most of its detail (0.2 of it: above the sharpness rule's 0.09) gets no
+    # credit for its blur-blind layout, so the similarity alone decides it.
+    soft = dict(dataclasses.asdict(intact), detail=ref.stats.detail * 0.2)
+    v = assess(e_below, soft, [ref], t, scale)
+    assert v.drifted and v.score == pytest.approx(t - v.similarity)
+
+
+def test_structure_scale_follows_early_views_within_bounds() -> None:
+    from camwatch.decision import calibrate_structure
+
+    assert calibrate_structure([]) is None and calibrate_structure([0.1, 0.1]) is None
+    assert calibrate_structure([float("nan")] * 5) is None
+    lo, hi, f = decision.STRUCTURE_MIN_SCALE, decision.STRUCTURE_MAX_SCALE, decision.STRUCTURE_SPREAD_FACTOR
+    mid = (lo + hi) / 2 / f
+    assert calibrate_structure([mid * 0.9, mid, mid * 1.2, None]) == pytest.approx(f * mid)
+    assert calibrate_structure([0.001] * 4) == pytest.approx(lo)      # a still camera: not finer than lo
+    assert calibrate_structure([0.9] * 4) == pytest.approx(hi)        # a restless one: not coarser than hi
