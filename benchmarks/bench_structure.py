@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""What the structure cue costs per check: the thumbnail (made with the view's
+statistics) and one structure distance against the nearest reference.
+
+    python benchmarks/bench_structure.py [--repeats 7]
+
+One OpenCV thread (as the daemon runs it); medians of ``--repeats`` runs of
+200 calls each, on a 640x480 synthetic view and its reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import timeit
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from camwatch import structure  # noqa: E402
+from camwatch.preprocess import single_threaded_opencv, view_stats  # noqa: E402
+from modelkit import view, world  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    a = ap.parse_args()
+    single_threaded_opencv()
+    img = view(world(3))
+    grey = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (480, 360), interpolation=cv2.INTER_AREA)
+    ref, query = view_stats(img), view_stats(np.clip(img * 0.8, 0, 255).astype(np.uint8))
+    for name, fn in (("thumbnail of a 480-px grey view", lambda: structure.thumbnail(grey)),
+                     ("structure distance (decode both, SSIM)", lambda: structure.distance(query, ref))):
+        runs = [t / 200 * 1e3 for t in timeit.repeat(fn, number=200, repeat=a.repeats)]
+        print(f"{name:<42} median {statistics.median(runs):.3f} ms  (min {min(runs):.3f}, max {max(runs):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
