@@ -505,31 +505,32 @@ class Daemon:
             self.store.add_calibration_sample(cam.id, self.embedder.spec.identity, v.similarity,
                                               structure=v.structure)
         confirmed = rt.hysteresis.update(bool(v.drifted))
-        rt.last_similarity, rt.last_threshold, rt.last_kind = v.similarity, j.threshold.value, v.kind
+        rt.last_similarity, rt.last_threshold, rt.last_kind = v.similarity, v.threshold, v.kind
         self.metrics.check_done(cam.id, "drifted" if v.drifted else "ok", v.similarity,
-                                j.threshold.value, at=item.captured_at)
+                                v.threshold, at=item.captured_at)
         extra = {"camera": cam.id, "similarity": round(float(v.similarity), 4),
-                 "threshold": round(j.threshold.value, 4), "kind": v.kind}
+                 "threshold": round(v.threshold, 4), "kind": v.kind,
+                 "structure": None if v.structure is None else round(float(v.structure), 4)}
         log.debug("camera %s: similarity %.3f threshold %.3f (%s)%s", cam.id, v.similarity,
-                  j.threshold.value, j.threshold.source, f" looks {v.kind}" if v.drifted else "",
+                  v.threshold, j.threshold.source, f" looks {v.kind}" if v.drifted else "",
                   extra=extra)
         new_state = "drifted" if confirmed else "ok"
         if confirmed and not rt.drift_open:
             rt.drift_open = True
-            evidence = self._write_evidence(cam, v, j.threshold.value, view, item.captured_at)
+            evidence = self._write_evidence(cam, v, v.threshold, view, item.captured_at)
             log.warning("camera %s DRIFTED (%s): similarity %.3f below threshold %.3f",
-                        cam.id, v.kind, v.similarity, j.threshold.value, extra=extra)
+                        cam.id, v.kind, v.similarity, v.threshold, extra=extra)
             self.metrics.alert(cam.id, v.kind)
             self._emit(cam.id, "drift_started", f"reference {v.reference_id}", kind=v.kind,
-                       similarity=v.similarity, threshold=j.threshold.value, evidence=evidence)
+                       similarity=v.similarity, threshold=v.threshold, evidence=evidence)
         elif not confirmed and rt.drift_open:
             rt.drift_open = False
             log.info("camera %s back to its enrolled view: similarity %.3f (threshold %.3f)",
-                     cam.id, v.similarity, j.threshold.value, extra=extra)
-            self._emit(cam.id, "drift_cleared", similarity=v.similarity, threshold=j.threshold.value)
+                     cam.id, v.similarity, v.threshold, extra=extra)
+            self._emit(cam.id, "drift_cleared", similarity=v.similarity, threshold=v.threshold)
         elif rt.state in (None, "unavailable", "no_reference") and new_state == "ok":
             log.info("camera %s ok: similarity %.3f (threshold %.3f)", cam.id, v.similarity,
-                     j.threshold.value, extra=extra)
+                     v.threshold, extra=extra)
         self._set_state(rt, new_state)
         self._progress(rt)
 
@@ -928,7 +929,7 @@ def run_checks(config: Any, cameras: Sequence[Any], embedder: Any, store: Any) -
             v = j.verdict
             row.state = "drifted" if v.drifted else "ok"
             row.similarity = round(float(v.similarity), 4)
-            row.threshold = round(float(threshold.value), 4)
+            row.threshold = round(float(v.threshold), 4)
             row.threshold_source = threshold.source
             row.kind = v.kind if v.drifted else None
             row.reference_id = v.reference_id

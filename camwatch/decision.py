@@ -114,12 +114,14 @@ class Verdict:
     """What one view came to.
 
     ``similarity``: cosine to the nearest reference; ``threshold``: the one in
-    force; ``score``: higher = more drifted, > 0 exactly when ``drifted``;
+    force (structure cue included); ``score``: higher = more drifted, > 0 exactly when ``drifted``;
     ``kind``: one of KINDS when drifted, else None; ``reason``: which rule
     decided (``similarity``, ``sharpness``, ``no_contrast``) or ``""``.
     """
 
     similarity: float
+    #: The similarity threshold this view was held to: the camera's, moved by the structure
+    #: term where the cue applies, so "similarity below threshold" stays what drifted means.
     threshold: float
     drifted: bool
     kind: str | None
@@ -247,7 +249,8 @@ def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], thresho
     drifted = score > 0
     kind = name_kind(stats, ref_stats, reason, ratio) if drifted else None
     ref_id = getattr(ref, "id", None)
-    return Verdict(similarity=similarity, threshold=float(threshold), drifted=drifted, kind=kind,
+    effective = similarity + margins["similarity"]          # the threshold moved by the structure term
+    return Verdict(similarity=similarity, threshold=effective, drifted=drifted, kind=kind,
                    reference_id=None if ref_id is None else int(ref_id), score=score,
                    reason=reason if drifted else "", sharpness_ratio=ratio, structure=distance)
 

@@ -46,7 +46,7 @@ class _ScrubFilter(logging.Filter):
 
 
 class _JsonFormatter(logging.Formatter):
-    _EXTRA = ("camera", "event", "reason", "state", "similarity", "threshold", "kind", "provider")
+    _EXTRA = ("camera", "event", "reason", "state", "similarity", "threshold", "structure", "kind", "provider")
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {

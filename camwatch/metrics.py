@@ -111,7 +111,8 @@ _FAMILIES = (
             "Cosine similarity of the latest view to the camera's nearest reference (NaN before the first check)",
             initial=math.nan),
     _Family("threshold", "camwatch_camera_threshold", "gauge",
-            "Similarity below which the camera's view counts as drifted (calibrated per camera)",
+            "Similarity below which the camera's latest view counts as drifted (calibrated per camera, "
+            "moved by the structure cue)",
             initial=math.nan),
     _Family("drifted", "camwatch_camera_drifted", "gauge",
             "1 while the camera's view is confirmed drifted (after hysteresis), else 0"),

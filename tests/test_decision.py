@@ -246,8 +246,11 @@ def test_structure_joins_the_similarity_margin_once_a_scale_is_known() -> None:
     assert v.drifted and v.reason == "similarity" and v.kind == "moved" and v.structure > scale
     assert v.score == pytest.approx(t - v.similarity + decision.STRUCTURE_WEIGHT * (1 - t)
                                     * (v.structure / scale - decision.STRUCTURE_NEUTRAL))
+    # The threshold reported (metrics, logs, events) is the one the view was held to.
+    assert v.similarity < v.threshold == pytest.approx(v.similarity + v.score) and v.threshold > t
     assert assess(e_below, intact, [ref], t).drifted
-    assert not assess(e_below, intact, [ref], t, scale).drifted      # layout intact: credit
+    kept = assess(e_below, intact, [ref], t, scale)                  # layout intact: credit
+    assert not kept.drifted and kept.threshold < kept.similarity < t
     # A view that lost most of its detail (0.2 of it: above the sharpness rule's 0.09) gets no
     # credit for its blur-blind layout, so the similarity alone decides it.
     soft = dict(dataclasses.asdict(intact), detail=ref.stats.detail * 0.2)
