@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Does the structure cue hold up on benign changes the drift benchmark does not make?
+
+The drift benchmark's benign kinds are light, night, noise, scene and shake.
+Real cameras also see rain, snow, fog, headlights and lamps, cloud shadows,
+white-balance swings, vignetting and heavy compression. This applies each of
+those (the trainer's own renderings, ``export/augment.py``, one at a time) and
+a few drifts (small rotations and zooms, a shift, a cover, a defocus) to later
+frames of the fixed TRAIN cameras, enrols the first frame through
+``enrol.encode_view``, calibrates on the next eight as the daemon does, and
+counts alerts with and without the structure cue (``decision.assess`` with and
+without the camera's structure scale). Never reads footage/dev.
+
+    python benchmarks/benign_sweep.py [--footage ../shared/footage/train] [--queries 12] [--seed 1]
+
+Held-out cameras (export/train.py DEFAULT_VAL_CLIPS) are reported apart: the
+model trained on the others' frames (not with these changes on these frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from camwatch import decision  # noqa: E402
+from camwatch.embedder import load_embedder  # noqa: E402
+from camwatch.enrol import encode_view  # noqa: E402
+from camwatch.preprocess import view_stats  # noqa: E402
+from export import augment  # noqa: E402
+from export.data import load_footage  # noqa: E402
+from export.train import DEFAULT_VAL_CLIPS  # noqa: E402
+
+
+def _warp(img: np.ndarray, angle: float = 0.0, zoom: float = 1.0, dx: float = 0.0) -> np.ndarray:
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
+    m[0, 2] += dx * w
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def _float(fn):
+    def apply(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+        return np.clip(fn(rng, img.astype(np.float32)), 0, 255).astype(np.uint8)
+    return apply
+
+
+BENIGN = {
+    "none": lambda rng, img: img,
+    "light": _float(augment.light),
+    "white_balance": _float(augment.white_balance),
+    "ir_night": _float(augment.ir_night),
+    "sensor_noise": _float(augment.sensor_noise),
+    "jpeg": lambda rng, img: augment.jpeg(rng, img),
+    "rain_snow": _float(augment.rain),
+    "fog": _float(augment.fog),
+    "glare_headlights": _float(augment.glare),
+    "shadow": _float(augment.shadow),
+    "vignette": _float(augment.vignette),
+    "shake_1pct": lambda rng, img: _warp(img, rng.uniform(-0.5, 0.5), 1 + rng.uniform(-0.004, 0.004),
+                                         rng.uniform(-0.01, 0.01)),
+}
+DRIFTED = {
+    "rotate_2deg": lambda rng, img: _warp(img, 2.0 * (1 if rng.random() < 0.5 else -1)),
+    "rotate_3deg": lambda rng, img: _warp(img, 3.0 * (1 if rng.random() < 0.5 else -1)),
+    "zoom_1.08": lambda rng, img: _warp(img, zoom=1.08),
+    "zoom_1.12": lambda rng, img: _warp(img, zoom=1.12),
+    "shift_5pct": lambda rng, img: _warp(img, dx=0.05 * (1 if rng.random() < 0.5 else -1)),
+    "covered": _float(augment.cover),
+    "defocus": _float(augment.defocus),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--footage", type=Path, default=ROOT.parent / "shared" / "footage" / "train")
+    ap.add_argument("--queries", type=int, default=12, help="later frames per camera")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--model")
+    a = ap.parse_args()
+    emb = load_embedder(a.model, device="cpu")
+    default = float(emb.spec.threshold)
+    corpus = load_footage(a.footage, max_frames=120)
+    rng = np.random.default_rng(a.seed)
+    # counts[group][kind] = [n, alerts without structure, alerts with structure]
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    for scene in corpus.scenes:
+        if not scene.fixed or len(scene.frames) < 10 + a.queries:
+            continue
+        group = "held-out" if scene.name in DEFAULT_VAL_CLIPS else "trained-on"
+        _, ref_img = encode_view(scene.frames[0], scene.name)
+        ref = [decision.RefView(emb.embed([ref_img])[0], view_stats(ref_img), id=1)]
+        cal = scene.frames[1:9]
+        early = [v for v in (decision.assess(e, view_stats(im), ref, default)
+                             for im, e in zip(cal, emb.embed(cal))) if not v.drifted]
+        t = decision.calibrate([v.similarity for v in early], default)
+        scale = decision.calibrate_structure([v.structure for v in early])
+        later = scene.frames[10:]
+        picks = [later[int(i)] for i in np.linspace(0, len(later) - 1, a.queries)]
+        for kind, fn in list(BENIGN.items()) + list(DRIFTED.items()):
+            views = [fn(rng, f) for f in picks]
+            for img, e in zip(views, emb.embed(views)):
+                st = view_stats(img)
+                c = counts[group][kind]
+                c[0] += 1
+                c[1] += decision.assess(e, st, ref, t).drifted
+                c[2] += decision.assess(e, st, ref, t, scale).drifted
+        print(f"  {scene.name}: threshold {t:.3f}, structure scale {scale}", flush=True)
+    print(f"\nmodel {emb.spec.name} {emb.spec.version}; alert rate without / with the structure cue "
+          f"({a.queries} later frames per camera, seed {a.seed})")
+    for group in ("held-out", "trained-on"):
+        print(f"\n{group} cameras:")
+        print(f"  {'change':<18} {'n':>4}  {'without':>8}  {'with':>8}")
+        for part, kinds in (("benign (alert = false alarm)", BENIGN), ("drifted (alert = detection)", DRIFTED)):
+            print(f"  -- {part}")
+            for kind in kinds:
+                n, off, on = counts[group][kind]
+                if n:
+                    print(f"  {kind:<18} {n:>4}  {off / n:>8.3f}  {on / n:>8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
