@@ -68,12 +68,22 @@ BENIGN = {
     "shake_1pct": lambda rng, img: _warp(img, rng.uniform(-0.5, 0.5), 1 + rng.uniform(-0.004, 0.004),
                                          rng.uniform(-0.01, 0.01)),
 }
+def _tilt(img: np.ndarray, amount: float) -> np.ndarray:
+    """The camera tipped up or down: the top edge narrows (keystone), as a perspective warp."""
+    h, w = img.shape[:2]
+    j = amount * w
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = np.float32([[j, 0], [w - j, 0], [w, h], [0, h]])
+    return cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), borderMode=cv2.BORDER_REFLECT101)
+
+
 DRIFTED = {
     "rotate_2deg": lambda rng, img: _warp(img, 2.0 * (1 if rng.random() < 0.5 else -1)),
     "rotate_3deg": lambda rng, img: _warp(img, 3.0 * (1 if rng.random() < 0.5 else -1)),
     "zoom_1.08": lambda rng, img: _warp(img, zoom=1.08),
     "zoom_1.12": lambda rng, img: _warp(img, zoom=1.12),
     "shift_5pct": lambda rng, img: _warp(img, dx=0.05 * (1 if rng.random() < 0.5 else -1)),
+    "tilt_8pct": lambda rng, img: _tilt(img, 0.08),
     "covered": _float(augment.cover),
     "defocus": _float(augment.defocus),
 }
