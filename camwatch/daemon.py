@@ -157,6 +157,16 @@ def _make_executor(workers: int, expected: Callable[[str, float], None]) -> Any:
 # -- the daemon ------------------------------------------------------------------
 
 
+def _structure_note(j: Any) -> str:
+    """Why a view's threshold differs from the camera's, for the alert line; "" when it does not."""
+    v, base = j.verdict, j.threshold.value
+    if v.structure is None or j.threshold.structure_scale is None or abs(v.threshold - base) < 1e-3:
+        return ""
+    way = "raised" if v.threshold > base else "lowered"
+    return (f" (the camera's {base:.3f}, {way} by the view's structure: distance {v.structure:.3f} "
+            f"against its scale {j.threshold.structure_scale:.3f})")
+
+
 class Daemon:
     """Load everything, schedule checks, run until stopped; ``reload`` on SIGHUP."""
 
@@ -518,8 +528,8 @@ class Daemon:
         if confirmed and not rt.drift_open:
             rt.drift_open = True
             evidence = self._write_evidence(cam, v, v.threshold, view, item.captured_at)
-            log.warning("camera %s DRIFTED (%s): similarity %.3f below threshold %.3f",
-                        cam.id, v.kind, v.similarity, v.threshold, extra=extra)
+            log.warning("camera %s DRIFTED (%s): similarity %.3f below threshold %.3f%s",
+                        cam.id, v.kind, v.similarity, v.threshold, _structure_note(j), extra=extra)
             self.metrics.alert(cam.id, v.kind)
             self._emit(cam.id, "drift_started", f"reference {v.reference_id}", kind=v.kind,
                        similarity=v.similarity, threshold=v.threshold, evidence=evidence)
