@@ -118,6 +118,54 @@ def _base_halvings(shape: tuple[int, ...], min_w: int, min_h: int) -> int:
     return n
 
 
+#: Row step of the model route for 1080p-class frames (``_row_step``).
+ROW_STEP = 4
+
+
+def _row_step(shape: tuple[int, ...], spec: InputSpec) -> int:
+    """``ROW_STEP`` when the model input of a frame of ``shape`` is read from every ``ROW_STEP``-th row, else 0.
+
+    Why: one pass over a 1080p BGR frame (6.2 MB) alone runs at ~1,700-1,800 frames/s
+    on the 2 cores of the build machine, so no route that reads every row reaches
+    2,000 views/s end to end; reading every 4th row does (``_rows_route``). Only for
+    HD frames and larger whose sides divide by the step and where at least one pyrDown
+    still follows at 1/4 size (1080p: 480x270; 720p keeps the 2x2-mean route): the
+    pyrDown and the final INTER_AREA then filter what the row sampling lets through.
+    """
+    h, w = shape[:2]
+    k = ROW_STEP
+    if h * w < FAST_MIN_PIXELS or h % k or w % k or w // k < 2 * spec.width or h // k < 2 * spec.height:
+        return 0
+    return k
+
+
+def _rows_route(img: np.ndarray, spec: InputSpec, k: int) -> np.ndarray:
+    """Model input from rows 0, k, 2k... of ``img`` (BGR or grey, ``_row_step`` said ``k``).
+
+    ``img[::k]`` is a numpy view with a k-row step, which OpenCV takes as it is (a Mat
+    with a larger row step), so only those rows are read: a quarter of the frame at
+    k = 4. Grey at full width, then a k:1 INTER_LINEAR across (the mean of two columns)
+    lands on pyramid level log2(k) of the exact route, whose pyrDown chain and final
+    INTER_AREA then run as for any frame. Rows 0, k, 2k... and column pairs centred on
+    columns k*j - 1/2 (the first output column repeats the second) sit where the exact
+    route's pyrDown pixels are centred (its [1 4 6 4 1] taps centre output i on input
+    2i): rows 4j+2 moved the embedding twice as far from the exact route.
+
+    Measured (docs/performance.md, Speed): 1080p end to end 2 streams of batch 32
+    ~1,000 -> ~2,000+ views/s; embedding cosine to the exact route >= 0.99 on real
+    frames upscaled to 1080p (the 2x2-mean route: >= 0.998), and the similarities of
+    benign and drifted views to their reference (both through this route) unchanged
+    to ~0.001 at p1/p5/median/p95/p99 (``benchmarks/bench_route_drift.py``).
+    """
+    h, w = img.shape[:2]
+    rows = img[::k]                                            # a view: no copy, only these rows are read
+    if spec.channels == "gray" and rows.ndim == 3:
+        rows = cv2.cvtColor(rows, cv2.COLOR_BGR2GRAY)
+    c = k // 2
+    small = cv2.resize(rows[:, c:w - c], (w // k - 1, h // k), interpolation=cv2.INTER_LINEAR)
+    return _finish(cv2.copyMakeBorder(small, 0, 0, 1, 0, cv2.BORDER_REPLICATE), spec)
+
+
 def _halve(image: np.ndarray, times: int) -> np.ndarray:
     for _ in range(times):
         h, w = image.shape[:2]
@@ -187,7 +235,8 @@ def prepare(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
     Grey conversion happens before shrinking (one channel is a third of the
     resize work); both are linear so the order does not change the picture.
-    HD frames and larger are first halved by an exact 2x2 mean (``_model_halvings``);
+    1080p-class frames are read from every 4th row only (``_row_step``, ``_rows_route``);
+    other HD frames (720p) are first halved by an exact 2x2 mean (``_model_halvings``);
     smaller ones get exactly the pixels the model was trained on.
     """
     return _prepare(image_bgr, spec, fast=True)
@@ -200,6 +249,9 @@ def _prepare(image_bgr: np.ndarray, spec: InputSpec, fast: bool) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if fast:
+        k = _row_step(img.shape, spec)
+        if k:
+            return _rows_route(img, spec, k)
         img = _halve(img, _model_halvings(img.shape, spec))
     return _finish(img, spec)
 
@@ -482,15 +534,23 @@ def _stats_of(base: np.ndarray, shape: tuple[int, ...], grey: np.ndarray | None 
 
 
 def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewStats]:
-    """``(prepare(image, spec), view_stats(image))``, reading a large frame once for both.
+    """``(prepare(image, spec), view_stats(image))``, sharing the first reduction where both have one.
 
-    Why: the daemon needs both for every check, and at 720p and 1080p reading the
-    full frame (the first 2x2 halving) and converting to grey were a large part of
-    their cost, paid twice. Results are identical to the two calls
+    Why: the daemon needs both for every check, and at 720p reading the full frame
+    (the first 2x2 halving) and converting to grey were a large part of their cost,
+    paid twice. 1080p-class frames share nothing: the model input reads every 4th row
+    (``_rows_route``), the statistics every pixel; the rows are read after the
+    statistics, while still in the caches. Results are identical to the two calls
     (tests/test_preprocess.py).
     """
     _check_image(image_bgr)
     img = image_bgr[:, :, 0] if image_bgr.ndim == 3 and image_bgr.shape[2] == 1 else image_bgr
+    k = _row_step(img.shape, spec)
+    if k:
+        # the model reads every k-th row, the statistics every pixel (their 2x2 means): no shared
+        # reduction. Statistics first: the rows the model then reads are still in the caches.
+        stats = view_stats(image_bgr)
+        return _rows_route(img, spec, k), stats
     n_model = _model_halvings(img.shape, spec)
     n_stats = _base_halvings(img.shape, *_stats_size(img.shape))
     if not n_model or not n_stats:
