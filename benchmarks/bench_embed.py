@@ -139,12 +139,12 @@ def streams_only(a: argparse.Namespace, routes: list[str]) -> int:
           f"thread, prepare through the route + ONNX Runtime 1 thread; {a.repeats} repeats x {a.seconds:.1f} s, "
           f"routes taken in turn within each repeat; medians")
     for (r, b), v in rates.items():
-        what = (f"floor: one cvtColor pass per frame, nothing else ({streams} streams), frames/s" if r == "floor"
-                else f"route {r:<9} batch {b:>2}, end to end views/s")
+        what = (f"floor: one cvtColor pass per frame, nothing else, frames/s" if r == "floor"
+                else f"route {r:<16} batch {b:>2}, end to end views/s")
         base = rates.get(("shipped", b))
         ratio = (f"  x{statistics.median(x / y for x, y in zip(v, base)):.2f} of shipped, repeat by repeat"
                  if base and r not in ("floor", "shipped") else "")
-        print(f"  {what:<62} {statistics.median(v):7.0f}{ratio}  (runs: {', '.join(f'{x:.0f}' for x in v)})")
+        print(f"  {what:<58} {statistics.median(v):6.0f}{ratio}  (runs: {', '.join(f'{x:.0f}' for x in v)})")
     spec = emb1.spec.input
     print(f"model: {emb1.spec.name} {emb1.spec.version} ({emb1.spec.short_id}), input "
           f"{spec.width}x{spec.height} {spec.channels}, provider {emb1.provider}")
@@ -210,7 +210,7 @@ def main() -> int:
         for route in routes:
             rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds, route=route)
                      for _ in range(a.repeats)]
-            label = "" if routes == ["shipped"] else f" route {route:<9}"
+            label = "" if routes == ["shipped"] else f" route {route:<16}"
             print(f"  {max_streams} streams,{label} batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
                   f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
     print("\nthe daemon's route, model input + view statistics from one reduction (preprocess.analyse_batch), "

@@ -10,7 +10,8 @@ threshold, with reference and view through the same route. For each route of
   sigma 1.5 px, amount 1: more fine detail, so harder for routes that skip rows);
   every >= 720p video frame under --footage, as it is (720p) and upscaled to 1080p;
 - a reference view of each scene (sensor noise, sigma 3 grey levels, a fresh draw per view);
-- benign views: shifted 1 or 2 px, another noise draw, JPEG quality 70, brightness x0.7;
+- benign views: shifted 1 or 2 px, another noise draw, JPEG quality 70, brightness x0.7, and
+  shake (0.2-1% shift, <= 0.5 degree roll, JPEG-70: what the decision alarms on most);
 - drifted views: rotated 2 degrees, zoomed 1.1x, shifted 5% of the frame.
 
 It prints, per route and scene set: similarity of benign views (p1, p5, median),
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from camwatch.embedder import load_embedder  # noqa: E402
 from hd_routes import ROUTES  # noqa: E402
 
-BENIGN = ("shift 1px", "shift 2px", "noise", "jpeg70", "bright x0.7")
+BENIGN = ("shift 1px", "shift 2px", "noise", "jpeg70", "bright x0.7", "shake")
 DRIFTED = ("rotate 2deg", "zoom 1.1x", "shift 5%")
 CAMERA_DISTANCE_FACTOR = 0.8          # decision.py: CALIBRATION_MIN_RATIO = CALIBRATION_MAX_RATIO = 0.8
 
@@ -118,6 +119,9 @@ def views(scene: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
            "noise": noisy(scene, rng),
            "jpeg70": jpeg(noisy(scene, rng), 70),
            "bright x0.7": noisy(scene, rng, 0.7),
+           # a fixed camera vibrating (as shake_check.py): 0.2-1% shift, <= 0.5 degree roll, JPEG-70
+           "shake": jpeg(noisy(warp(scene, rng.uniform(0.002, 0.01) * w * c, rng.uniform(0.002, 0.01) * h * s,
+                                    angle=rng.uniform(-0.5, 0.5)), rng), 70),
            "rotate 2deg": noisy(warp(scene, angle=float(rng.choice([-2.0, 2.0]))), rng),
            "zoom 1.1x": noisy(warp(scene, zoom=1.1), rng),
            "shift 5%": noisy(warp(scene, 0.05 * w * np.sign(c), 0.05 * h * np.sign(s)), rng)}

@@ -15,7 +15,7 @@ without a copy (a Mat with a larger row step), so OpenCV touches only those rows
 - ``exact``:   the pyrDown chain at full size (what the model was trained with).
 - ``shipped``: ``preprocess.prepare``, whatever the package does now.
 - ``halve2``:  one exact 2x2 mean (INTER_AREA), then the chain: ``prepare`` for HD frames until
-               the row route (``rows4c``) replaced it at 1080p. Reads every pixel.
+               the row route (``rows4n``) replaced it at 1080p. Reads every pixel.
 Rows are 0, k, 2k...: a pyrDown output pixel i is centred on input pixel 2i (its
 [1 4 6 4 1] taps), so the exact route's level-2 pixel j sits on row 4j (rows 4j+2
 measured: embedding cosine to the exact route min 0.985 against 0.990 on upscaled stills).
@@ -29,11 +29,22 @@ measured: embedding cosine to the exact route min 0.985 against 0.990 on upscale
                The same picture as ``rows4lin`` up to rounding, without a BGR image at 1/4 size.
 - ``rows4c``:  ``rows4g`` with the column pair centred where the exact route's pixel is: mean of
                columns 4j-1 and 4j (the first output column repeats the second).
+- ``rows4n``:  every 4th row, 4:1 INTER_NEAREST across in BGR (columns 0, 4, 8...: OpenCV's nearest
+               takes floor(4j)), grey at 1/4 size; then the chain. The frame's pixels at the
+               exact route's level-2 pixel centres, no low-pass before the pyrDown; the cheapest
+               of these (reads every cache line of the rows, computes a sixteenth of the pixels).
 - ``pair4``:   one INTER_LINEAR resize of the whole frame to 1/4 size: OpenCV reads only rows
                4i+1 and 4i+2 and averages them (a row pair every 4 rows, 50% of the rows),
                and columns likewise; then grey and the chain.
 - ``rows2``:   every 2nd row, grey, 2:1 INTER_LINEAR across, then the whole chain from level 1
                (two pyrDowns at 1080p). Reads 50%.
+
+The daemon's route (model input and view statistics of every check) for the same figure:
+
+- ``daemon``:  ``preprocess.analyse`` as the package does it now (model input returned, statistics
+               computed and dropped).
+- ``daemon-halve2``: ``analyse`` before the row route: one 2x2 mean shared by the model input and the
+               statistics, which also take a second 2x2 mean (``_stats_of``).
 """
 
 from __future__ import annotations
@@ -107,9 +118,45 @@ ROUTES: dict[str, Route] = {
     "rows4lin": _strided(4, cv2.INTER_LINEAR, grey_first=False),
     "rows4g": _strided(4, cv2.INTER_LINEAR, grey_first=True),
     "rows4c": _strided(4, cv2.INTER_LINEAR, grey_first=True, centred=True),
+    "rows4n": _strided(4, cv2.INTER_NEAREST, grey_first=False),
     "pair4": _pair4,
     "rows2": _strided(2, cv2.INTER_LINEAR, grey_first=True),
 }
+
+
+def _daemon(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
+    return preprocess.analyse(frame, spec)[0]
+
+
+def _daemon_halve2(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
+    _check_image(frame)
+    img = frame[:, :, 0] if frame.ndim == 3 and frame.shape[2] == 1 else frame
+    n_model = _model_halvings(img.shape, spec)
+    n_stats = preprocess._base_halvings(img.shape, *preprocess._stats_size(img.shape))
+    if not n_model or not n_stats:
+        preprocess.view_stats(frame)
+        return _halve2(frame, spec)
+    half = _halve(img, 1)
+    grey_half = cv2.cvtColor(half, cv2.COLOR_BGR2GRAY) if half.ndim == 3 and spec.channels == "gray" else None
+    x = _finish(half if grey_half is None else grey_half, spec)
+    if n_stats == 1:
+        preprocess._stats_of(half, img.shape, grey_half)
+    else:
+        preprocess._stats_of(_halve(half, n_stats - 1), img.shape)
+    return x
+
+
+def _daemon_rows_first(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
+    img = frame[:, :, 0] if frame.ndim == 3 and frame.shape[2] == 1 else frame
+    k = preprocess._row_step(img.shape, spec)
+    if not k:
+        return _daemon(frame, spec)
+    x = preprocess._rows_route(img, spec, k)
+    preprocess.view_stats(frame)
+    return x
+
+
+ROUTES.update({"daemon": _daemon, "daemon-halve2": _daemon_halve2, "daemon-rowsfirst": _daemon_rows_first})
 
 
 def route_batch(route: str, images, spec: InputSpec) -> np.ndarray:

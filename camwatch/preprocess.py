@@ -140,30 +140,27 @@ def _row_step(shape: tuple[int, ...], spec: InputSpec) -> int:
 
 
 def _rows_route(img: np.ndarray, spec: InputSpec, k: int) -> np.ndarray:
-    """Model input from rows 0, k, 2k... of ``img`` (BGR or grey, ``_row_step`` said ``k``).
+    """Model input from the pixels at rows and columns 0, k, 2k... of ``img`` (``_row_step`` said ``k``).
 
     ``img[::k]`` is a numpy view with a k-row step, which OpenCV takes as it is (a Mat
     with a larger row step), so only those rows are read: a quarter of the frame at
-    k = 4. Grey at full width, then a k:1 INTER_LINEAR across (the mean of two columns)
-    lands on pyramid level log2(k) of the exact route, whose pyrDown chain and final
-    INTER_AREA then run as for any frame. Rows 0, k, 2k... and column pairs centred on
-    columns k*j - 1/2 (the first output column repeats the second) sit where the exact
-    route's pyrDown pixels are centred (its [1 4 6 4 1] taps centre output i on input
-    2i): rows 4j+2 moved the embedding twice as far from the exact route.
+    k = 4. A k:1 INTER_NEAREST across (OpenCV's nearest takes column floor(k*j)) then
+    computes only a 1/k^2 of the pixels, and the result is pyramid level log2(k) of the
+    exact route sampled at its pixel centres (pyrDown's [1 4 6 4 1] taps centre output i
+    on input 2i); grey conversion, the pyrDown chain and the final INTER_AREA then run as
+    for any frame, and filter what the sampling lets through.
 
-    Measured (docs/performance.md, Speed): 1080p end to end 2 streams of batch 32
-    ~1,000 -> ~2,000+ views/s; embedding cosine to the exact route >= 0.99 on real
-    frames upscaled to 1080p (the 2x2-mean route: >= 0.998), and the similarities of
-    benign and drifted views to their reference (both through this route) unchanged
-    to ~0.001 at p1/p5/median/p95/p99 (``benchmarks/bench_route_drift.py``).
+    Measured (docs/performance.md, Speed): 1080p end to end, 2 streams of batch 32,
+    ~1,000 -> ~2,100 views/s; embedding cosine to the exact route >= 0.99 on real frames
+    upscaled to 1080p (the 2x2-mean route: >= 0.998), and what users see does not move:
+    benign views' similarity to their reference (both through this route) and drifted
+    views' stay where the exact route puts them to ~0.001-0.004 at p1/p5/median/p95/p99
+    (``benchmarks/bench_route_drift.py``). Averaging the column pairs (INTER_LINEAR, ~10%
+    slower end to end) or rows 4i+2 instead of 4i brought nothing or moved it further.
     """
     h, w = img.shape[:2]
     rows = img[::k]                                            # a view: no copy, only these rows are read
-    if spec.channels == "gray" and rows.ndim == 3:
-        rows = cv2.cvtColor(rows, cv2.COLOR_BGR2GRAY)
-    c = k // 2
-    small = cv2.resize(rows[:, c:w - c], (w // k - 1, h // k), interpolation=cv2.INTER_LINEAR)
-    return _finish(cv2.copyMakeBorder(small, 0, 0, 1, 0, cv2.BORDER_REPLICATE), spec)
+    return _finish(cv2.resize(rows, (w // k, h // k), interpolation=cv2.INTER_NEAREST), spec)
 
 
 def _halve(image: np.ndarray, times: int) -> np.ndarray:
@@ -540,15 +537,14 @@ def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewSta
     (the first 2x2 halving) and converting to grey were a large part of their cost,
     paid twice. 1080p-class frames share nothing: the model input reads every 4th row
     (``_rows_route``), the statistics every pixel; the rows are read after the
-    statistics, while still in the caches. Results are identical to the two calls
+    statistics (either order measured the same). Results are identical to the two calls
     (tests/test_preprocess.py).
     """
     _check_image(image_bgr)
     img = image_bgr[:, :, 0] if image_bgr.ndim == 3 and image_bgr.shape[2] == 1 else image_bgr
     k = _row_step(img.shape, spec)
     if k:
-        # the model reads every k-th row, the statistics every pixel (their 2x2 means): no shared
-        # reduction. Statistics first: the rows the model then reads are still in the caches.
+        # the model reads every k-th row, the statistics every pixel (their 2x2 means): no shared reduction
         stats = view_stats(image_bgr)
         return _rows_route(img, spec, k), stats
     n_model = _model_halvings(img.shape, spec)
