@@ -45,6 +45,8 @@ The daemon's route (model input and view statistics of every check) for the same
                computed and dropped).
 - ``daemon-halve2``: ``analyse`` before the row route: one 2x2 mean shared by the model input and the
                statistics, which also take a second 2x2 mean (``_stats_of``).
+- ``daemon-rowsfirst``: ``daemon`` with the rows read before the statistics instead of after
+               (measured the same: 649 vs 635 views/s, so ``analyse`` keeps statistics first).
 """
 
 from __future__ import annotations
