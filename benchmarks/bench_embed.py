@@ -11,6 +11,9 @@ frames are cycled so no cache flatters the numbers.
 
     python benchmarks/bench_embed.py                 # the shipped model
     python benchmarks/bench_embed.py --model X.onnx --repeats 7 --seconds 1.5
+    # only the whole-machine figure, for candidate routes (benchmarks/hd_routes.py) against the
+    # shipped one and the one-pass floor, interleaved repeat by repeat so machine load hits all alike
+    python benchmarks/bench_embed.py --streams-only --route shipped,rows4,pair4 --repeats 7
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from camwatch.embedder import load_embedder  # noqa: E402
 from camwatch import preprocess  # noqa: E402
+from hd_routes import ROUTES, route_batch  # noqa: E402
 
 
 def frames_1080p(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -71,13 +75,14 @@ def _run_streams(loop, streams: int, counts: list[int]) -> float:
 
 
 def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, seconds: float,
-                 analyse: bool = False) -> float:
+                 analyse: bool = False, route: str = "shipped") -> float:
     """Views/s of ``streams`` threads that each prepare + embed their own batches at 1 thread.
 
     The whole-machine figure: with 1-thread ONNX Runtime and 1-worker preprocessing
     per stream, each core runs its own preprocess + inference loop (cv2 and ORT
     release the GIL). ``analyse``: the daemon's route (model input and view
-    statistics from one reduction of each frame) instead of ``prepare`` alone.
+    statistics from one reduction of each frame) instead of ``prepare`` alone; ``route``: the
+    model input through that route of ``hd_routes.ROUTES`` instead of ``prepare``.
     """
     spec = emb.spec.input
     stop = time.perf_counter() + seconds
@@ -89,7 +94,7 @@ def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, second
         while time.perf_counter() < stop:
             chunk = [frames[(k * 7919 + turn * batch + i) % n] for i in range(batch)]   # a new frame each time
             turn += 1
-            x = preprocess.analyse_batch(chunk, spec)[0] if analyse else preprocess.prepare_batch(chunk, spec)
+            x = preprocess.analyse_batch(chunk, spec)[0] if analyse else route_batch(route, chunk, spec)
             emb.run_prepared(x)
             counts[k] += batch
 
@@ -117,6 +122,35 @@ def passes_rate(frames: list[np.ndarray], streams: int, seconds: float) -> float
     return _run_streams(loop, streams, counts)
 
 
+def streams_only(a: argparse.Namespace, routes: list[str]) -> int:
+    """The whole-machine figure per route and the floor, taken in turn within each repeat."""
+    frames = frames_1080p(64)
+    preprocess.PREPARE_WORKERS = 1
+    emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
+    streams = max(int(t) for t in a.threads.split(","))
+    batches = [int(b) for b in a.batches.split(",")] if a.batches != "1,32" else [32]
+    names = [(r, b) for b in batches for r in routes] + [("floor", 0)]
+    rates: dict = {n: [] for n in names}
+    for _ in range(a.repeats):
+        for r, b in names:
+            rates[(r, b)].append(passes_rate(frames, streams, a.seconds) if r == "floor"
+                                 else streams_rate(emb1, frames, b, streams, a.seconds, route=r))
+    print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled; {streams} parallel streams, each OpenCV 1 "
+          f"thread, prepare through the route + ONNX Runtime 1 thread; {a.repeats} repeats x {a.seconds:.1f} s, "
+          f"routes taken in turn within each repeat; medians")
+    for (r, b), v in rates.items():
+        what = (f"floor: one cvtColor pass per frame, nothing else, frames/s" if r == "floor"
+                else f"route {r:<16} batch {b:>2}, end to end views/s")
+        base = rates.get(("shipped", b))
+        ratio = (f"  x{statistics.median(x / y for x, y in zip(v, base)):.2f} of shipped, repeat by repeat"
+                 if base and r not in ("floor", "shipped") else "")
+        print(f"  {what:<58} {statistics.median(v):6.0f}{ratio}  (runs: {', '.join(f'{x:.0f}' for x in v)})")
+    spec = emb1.spec.input
+    print(f"model: {emb1.spec.name} {emb1.spec.version} ({emb1.spec.short_id}), input "
+          f"{spec.width}x{spec.height} {spec.channels}, provider {emb1.provider}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ONNX model (default: the shipped one)")
@@ -124,7 +158,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="length of one repeat")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--route", default="shipped",
+                    help=f"model-input routes for the parallel-streams figure, comma-separated: {', '.join(ROUTES)}")
+    ap.add_argument("--streams-only", action="store_true",
+                    help="only the parallel-streams figure per route (batch 32 unless --batches) and the floor")
     a = ap.parse_args()
+    routes = a.route.split(",")
+    for r in routes:
+        if r not in ROUTES:
+            ap.error(f"--route: {r!r} is not one of {', '.join(ROUTES)}")
+    if a.streams_only:
+        return streams_only(a, routes)
 
     frames = frames_1080p(64)
     print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled (no cache flatters the numbers); "
@@ -163,9 +207,12 @@ def main() -> int:
     max_streams = max(int(t) for t in a.threads.split(","))
     print(f"\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
     for batch in (int(b) for b in a.batches.split(",")):
-        rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds) for _ in range(a.repeats)]
-        print(f"  {max_streams} streams, batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
-              f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+        for route in routes:
+            rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds, route=route)
+                     for _ in range(a.repeats)]
+            label = "" if routes == ["shipped"] else f" route {route:<16}"
+            print(f"  {max_streams} streams,{label} batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
+                  f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
     print("\nthe daemon's route, model input + view statistics from one reduction (preprocess.analyse_batch), "
           "+ inference:")
     for batch in (int(b) for b in a.batches.split(",")):

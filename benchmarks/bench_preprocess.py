@@ -10,7 +10,8 @@ Three parts, each figure the median of many timed calls (ms per call):
 2. routes: ``prepare`` / ``view_stats`` / ``prepare_batch(32)`` as shipped
    (fast route for HD frames and up, FAST_MIN_PIXELS) against the exact pyrDown route
    (``_prepare(..., fast=False)``), for 640x360, 720p and 1080p;
-3. ``--compare DIR``: how different the fast route's model input is from the
+3. ``--compare DIR``: how different the fast route's model input (``prepare``: every 4th row
+   at 1080p, a 2x2 mean first at 720p) is from the
    exact one on real frames (videos and images under DIR, 720p+ natively or
    960-px stills upscaled to 1080p with mild sensor noise): max/mean absolute
    pixel difference and the cosine between the model's embeddings of both; for
@@ -185,6 +186,13 @@ def compare(root: Path, stills: Path | None, model: str | None) -> None:
         print(f"  {label:<26} {len(group):>3} {diff.max():>10.1f} {diff.mean():>11.2f} {cos.min():>8.5f} "
               f"{cos.mean():>9.5f} {statistics.median(sharp):>21.3f} {cos_jpeg.min():>13.5f}")
         if label.startswith("1920x1080"):
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from hd_routes import ROUTES
+
+            before = np.stack([ROUTES["halve2"](f, spec) for f in group])
+            cos_before = np.sum(emb.run_prepared(exact) * emb.run_prepared(before), axis=1)
+            print(f"  {'  2x2-mean route (before)':<26} {len(group):>3} {np.abs(before - exact).max():>10.1f} "
+                  f"{np.abs(before - exact).mean():>11.2f} {cos_before.min():>8.5f} {cos_before.mean():>9.5f}")
             rows = np.stack([rows_half_route(f, spec) for f in group])
             cos_rows = np.sum(emb.run_prepared(exact) * emb.run_prepared(rows), axis=1)
             print(f"  {'  rows/2 route (not used)':<26} {len(group):>3} {np.abs(rows - exact).max():>10.1f} "

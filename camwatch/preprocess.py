@@ -121,6 +121,51 @@ def _base_halvings(shape: tuple[int, ...], min_w: int, min_h: int) -> int:
     return n
 
 
+#: Row step of the model route for 1080p-class frames (``_row_step``).
+ROW_STEP = 4
+
+
+def _row_step(shape: tuple[int, ...], spec: InputSpec) -> int:
+    """``ROW_STEP`` when the model input of a frame of ``shape`` is read from every ``ROW_STEP``-th row, else 0.
+
+    Why: one pass over a 1080p BGR frame (6.2 MB) alone runs at ~1,700-1,800 frames/s
+    on the 2 cores of the build machine, so no route that reads every row reaches
+    2,000 views/s end to end; reading every 4th row does (``_rows_route``). Only for
+    HD frames and larger whose sides divide by the step and where at least one pyrDown
+    still follows at 1/4 size (1080p: 480x270; 720p keeps the 2x2-mean route): the
+    pyrDown and the final INTER_AREA then filter what the row sampling lets through.
+    """
+    h, w = shape[:2]
+    k = ROW_STEP
+    if h * w < FAST_MIN_PIXELS or h % k or w % k or w // k < 2 * spec.width or h // k < 2 * spec.height:
+        return 0
+    return k
+
+
+def _rows_route(img: np.ndarray, spec: InputSpec, k: int) -> np.ndarray:
+    """Model input from the pixels at rows and columns 0, k, 2k... of ``img`` (``_row_step`` said ``k``).
+
+    ``img[::k]`` is a numpy view with a k-row step, which OpenCV takes as it is (a Mat
+    with a larger row step), so only those rows are read: a quarter of the frame at
+    k = 4. A k:1 INTER_NEAREST across (OpenCV's nearest takes column floor(k*j)) then
+    computes only a 1/k^2 of the pixels, and the result is pyramid level log2(k) of the
+    exact route sampled at its pixel centres (pyrDown's [1 4 6 4 1] taps centre output i
+    on input 2i); grey conversion, the pyrDown chain and the final INTER_AREA then run as
+    for any frame, and filter what the sampling lets through.
+
+    Measured (docs/performance.md, Speed): 1080p end to end, 2 streams of batch 32,
+    ~1,000 -> ~2,100 views/s; embedding cosine to the exact route >= 0.99 on real frames
+    upscaled to 1080p (the 2x2-mean route: >= 0.998), and what users see does not move:
+    benign views' similarity to their reference (both through this route) and drifted
+    views' stay where the exact route puts them to ~0.001-0.004 at p1/p5/median/p95/p99
+    (``benchmarks/bench_route_drift.py``). Averaging the column pairs (INTER_LINEAR, ~10%
+    slower end to end) or rows 4i+2 instead of 4i brought nothing or moved it further.
+    """
+    h, w = img.shape[:2]
+    rows = img[::k]                                            # a view: no copy, only these rows are read
+    return _finish(cv2.resize(rows, (w // k, h // k), interpolation=cv2.INTER_NEAREST), spec)
+
+
 def _halve(image: np.ndarray, times: int) -> np.ndarray:
     for _ in range(times):
         h, w = image.shape[:2]
@@ -190,7 +235,8 @@ def prepare(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
     Grey conversion happens before shrinking (one channel is a third of the
     resize work); both are linear so the order does not change the picture.
-    HD frames and larger are first halved by an exact 2x2 mean (``_model_halvings``);
+    1080p-class frames are read from every 4th row only (``_row_step``, ``_rows_route``);
+    other HD frames (720p) are first halved by an exact 2x2 mean (``_model_halvings``);
     smaller ones get exactly the pixels the model was trained on.
     """
     return _prepare(image_bgr, spec, fast=True)
@@ -203,6 +249,9 @@ def _prepare(image_bgr: np.ndarray, spec: InputSpec, fast: bool) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if fast:
+        k = _row_step(img.shape, spec)
+        if k:
+            return _rows_route(img, spec, k)
         img = _halve(img, _model_halvings(img.shape, spec))
     return _finish(img, spec)
 
@@ -488,15 +537,22 @@ def _stats_of(base: np.ndarray, shape: tuple[int, ...], grey: np.ndarray | None 
 
 
 def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewStats]:
-    """``(prepare(image, spec), view_stats(image))``, reading a large frame once for both.
+    """``(prepare(image, spec), view_stats(image))``, sharing the first reduction where both have one.
 
-    Why: the daemon needs both for every check, and at 720p and 1080p reading the
-    full frame (the first 2x2 halving) and converting to grey were a large part of
-    their cost, paid twice. Results are identical to the two calls
+    Why: the daemon needs both for every check, and at 720p reading the full frame
+    (the first 2x2 halving) and converting to grey were a large part of their cost,
+    paid twice. 1080p-class frames share nothing: the model input reads every 4th row
+    (``_rows_route``), the statistics every pixel; the rows are read after the
+    statistics (either order measured the same). Results are identical to the two calls
     (tests/test_preprocess.py).
     """
     _check_image(image_bgr)
     img = image_bgr[:, :, 0] if image_bgr.ndim == 3 and image_bgr.shape[2] == 1 else image_bgr
+    k = _row_step(img.shape, spec)
+    if k:
+        # the model reads every k-th row, the statistics every pixel (their 2x2 means): no shared reduction
+        stats = view_stats(image_bgr)
+        return _rows_route(img, spec, k), stats
     n_model = _model_halvings(img.shape, spec)
     n_stats = _base_halvings(img.shape, *_stats_size(img.shape))
     if not n_model or not n_stats:

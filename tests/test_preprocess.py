@@ -259,8 +259,10 @@ def test_the_exact_route_is_the_old_pyrdown_chain_at_every_size():
 def test_fast_route_for_hd_frames_stays_within_tolerance_of_the_exact_one(h, w):
     """Stated tolerance: mean |diff| < 1.5 grey levels, max < 24, correlation > 0.998 (0..255 input).
 
-    Measured on real 720p/1080p frames: mean ~0.6-0.7, max <= 16; the shipped
-    model's embeddings of both routes have cosine >= 0.998 (model 1.0.0, bench_preprocess.py --compare).
+    720p (2x2-mean route), measured on real frames: mean ~0.6-0.7, max <= 16; the shipped
+    model's embeddings of both routes have cosine >= 0.998 (bench_preprocess.py --compare).
+    1080p, 1088 and 4K take the every-4th-row route: on this scene mean 0.3-0.6, max 8-20,
+    correlation >= 0.9994 (the 2x2-mean route at 1080p: 0.75, 9, 0.9996).
     """
     img = scene(h, w, seed=3)
     fast = prepare(img, InputSpec())
@@ -272,6 +274,28 @@ def test_fast_route_for_hd_frames_stays_within_tolerance_of_the_exact_one(h, w):
     assert not np.array_equal(fast, exact)          # the fast route really ran
     colour = prepare(img, InputSpec(channels="rgb"))
     assert np.abs(colour - _before_prepare(img, InputSpec(channels="rgb"))).mean() < 1.5
+
+
+@pytest.mark.parametrize("h, w", [(1080, 1920), (1088, 1920), (2160, 3840)])
+def test_1080p_model_input_reads_only_every_4th_row(h, w):
+    """The 1080p route's point: rows 4i+1..4i+3 are never read, so changing them changes nothing.
+
+    Frames under it (720p, odd sides) still read every row: changing any row there does.
+    """
+    from camwatch.preprocess import analyse
+
+    img = scene(h, w, seed=4)
+    other = img.copy()
+    other[np.arange(h) % 4 != 0] = 255 - other[np.arange(h) % 4 != 0]
+    for spec in SPECS:
+        for a, b in ((img, other), (img[..., 1], other[..., 1])):
+            np.testing.assert_array_equal(prepare(a, spec), prepare(b, spec))
+            np.testing.assert_array_equal(analyse(a, spec)[0], prepare(b, spec))
+    assert not np.array_equal(_before_prepare(img, InputSpec()), _before_prepare(other, InputSpec()))
+    for small in (scene(720, 1280, seed=4), scene(1081, 1921, seed=4)):
+        changed = small.copy()
+        changed[1::4] = 255 - changed[1::4]
+        assert not np.array_equal(prepare(small, InputSpec()), prepare(changed, InputSpec()))
 
 
 def test_fast_route_keeps_the_shipped_models_embedding():
