@@ -37,6 +37,11 @@ _CHANNELS = ("gray", "bgr", "rgb")
 #: input and statistics take; linear takes 0.19 ms. Frames under HD are unchanged.
 #: 4: route 3, and the statistics carry the view's structure thumbnail (``structure.thumbnail``).
 STATS_ROUTE = 4
+#: References whose statistics carry an older route than this were embedded from a model
+#: input that has changed since (1080p-class frames read from every 4th row and column,
+#: ``_rows_route``, session 4): ``ReferenceStore.reembed`` embeds them again, not only
+#: re-measures them, so a reference and its camera's views come through the same route.
+MODEL_INPUT_ROUTE = 4
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
 FLAT_CELL_STD = 4.0

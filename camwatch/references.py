@@ -111,6 +111,14 @@ def _stats_json(stats: Any) -> str:
     return json.dumps(stats, default=float, sort_keys=True)
 
 
+def _route(stats: Any) -> int:
+    """The ``preprocess.STATS_ROUTE`` stored statistics were measured by (1 when they do not say)."""
+    try:
+        return int(stats.get("route", 1)) if isinstance(stats, dict) else 1
+    except (TypeError, ValueError):
+        return 1
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     """Roll back if a transaction is still open (SQLite may already have rolled it back)."""
     if conn.in_transaction:
@@ -459,7 +467,7 @@ class ReferenceStore:
                               (model_id,))[0][0])
 
     def reembed(self, embedder: Any, batch: int = 32) -> int:
-        """Re-embed, from their stored images, references made with another model.
+        """Re-embed, from their stored images, references made with another model or model input route.
 
         Their view statistics are measured again too, as are those of references
         whose statistics came from another ``preprocess.STATS_ROUTE``: decision
@@ -470,7 +478,7 @@ class ReferenceStore:
         """
         import cv2  # only here: the store itself needs no image library
 
-        from .preprocess import STATS_ROUTE, view_stats
+        from .preprocess import MODEL_INPUT_ROUTE, STATS_ROUTE, view_stats
 
         model_id = embedder.spec.identity
         with self._lock:
@@ -486,7 +494,8 @@ class ReferenceStore:
                                      f"{ref.camera_id}, label {ref.label}) has an undecodable "
                                      f"image; remove it and enrol the camera again")
                 images.append(img)
-            other_model = [i for i, ref in enumerate(stale) if ref.model_id != model_id]
+            other_model = [i for i, ref in enumerate(stale) if ref.model_id != model_id
+                           or _route(ref.stats) < MODEL_INPUT_ROUTE]
             vectors: dict[int, np.ndarray] = {}
             for i in range(0, len(other_model), batch):
                 chunk = other_model[i:i + batch]

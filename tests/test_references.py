@@ -234,8 +234,9 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
 
 def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(tmp_path):
     """A reference stored before STATS_ROUTE 2 (no "route" in its stats) gets its
-    statistics re-measured from its image at start-up; its embedding and image stay
-    as they were, and so do calibration samples that carry a structure distance.
+    statistics re-measured from its image at start-up and is embedded again through
+    today's model input (the same vector for a frame below HD, whose input did not
+    change); its image stays, and so do calibration samples that carry a structure distance.
     Older samples (none) cannot scale the structure cue: that camera calibrates again,
     other cameras keep theirs."""
     from camwatch.embedder import load_embedder
@@ -253,8 +254,12 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
         s.add_calibration_sample("cam2", a.spec.identity, 0.95)
         ref3 = s.add("cam3", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
         s.add_calibration_sample("cam3", a.spec.identity, 0.96, structure=0.05)
-        assert s.reembed(a) == 2
+        # Embedded before the model input's route changed (preprocess.MODEL_INPUT_ROUTE): here a
+        # stand-in vector, which re-embedding must replace with its image's embedding.
+        s.add("cam4", "day", data, a.embed([scene(7)])[0], a.spec.identity, old_stats)
+        assert s.reembed(a) == 3
         assert s.reembed(a) == 0
+        np.testing.assert_allclose(s.for_camera("cam4")[0].embedding, a.embed([img])[0], atol=1e-6)
         got = {r.camera_id: r for r in s.for_camera("cam") + s.for_camera("cam2")}
         assert got["cam"].stats == json.loads(json.dumps(dataclasses.asdict(view_stats(img))))
         assert got["cam"].id == ref.id and got["cam"].image_jpeg == data
