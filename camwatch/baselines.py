@@ -2,7 +2,8 @@
 
 They are what a camera's own "scene change" feature roughly does: compare the
 current view with the reference pixel-wise. They show what the learned model
-has to beat; camwatch itself never uses them to alert. numpy + cv2 only.
+has to beat; camwatch never alerts on them alone (its structure cue,
+structure.py, shares the SSIM formula as one input beside the embedding). numpy + cv2 only.
 
 Each method turns a reference into a small state once (``reference``) and
 gives every query a score, higher = more drifted (``score``). Its default
@@ -20,6 +21,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from .structure import ssim
+
 #: Both baselines work on a grey view this wide (height keeps the aspect).
 WIDTH = 160
 
@@ -32,22 +35,6 @@ def _grey(image_bgr: np.ndarray, width: int = WIDTH, height: int | None = None) 
 
 
 # -- SSIM -------------------------------------------------------------------------------
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean structural similarity of two grey float images (Wang et al. 2004, Gaussian window 1.5)."""
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-    def blur(x: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(x, (11, 11), 1.5)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a * mu_a
-    var_b = blur(b * b) - mu_b * mu_b
-    cov = blur(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
-    return float(np.mean(num / den))
 
 
 def _ssim_reference(image_bgr: np.ndarray) -> Any:
