@@ -230,7 +230,6 @@ def assess(embedding: np.ndarray, stats: Any, references: Sequence[Any], thresho
     camera's (``calibrate_structure``); None judges by the embedding and the
     statistics rules alone, as before calibration.
     """
-
     if not references:
         raise ValueError("no references to compare with")
     sims = similarities(embedding, references)
