@@ -109,10 +109,8 @@ def main() -> int:
         _, ref_img = encode_view(scene.frames[0], scene.name)
         ref = [decision.RefView(emb.embed([ref_img])[0], view_stats(ref_img), id=1)]
         cal = scene.frames[1:9]
-        early = [v for v in (decision.assess(e, view_stats(im), ref, default)
-                             for im, e in zip(cal, emb.embed(cal))) if not v.drifted]
-        t = decision.calibrate([v.similarity for v in early], default)
-        scale = decision.calibrate_structure([v.structure for v in early])
+        t, scale = decision.calibrate_from([decision.assess(e, view_stats(im), ref, default)
+                                            for im, e in zip(cal, emb.embed(cal))], default)
         later = scene.frames[10:]
         picks = [later[int(i)] for i in np.linspace(0, len(later) - 1, a.queries)]
         for kind, fn in list(BENIGN.items()) + list(DRIFTED.items()):

@@ -74,9 +74,8 @@ def replay(cams: list[dict], default: float, calibrate: bool = True):
         ref = [cam["ref"]]
         t, scale = default, None
         if calibrate and cam["cal"]:
-            early = [v for v in (decision.assess(vec, st, ref, default) for vec, st in cam["cal"]) if not v.drifted]
-            t = decision.calibrate([v.similarity for v in early], default)
-            scale = decision.calibrate_structure([v.structure for v in early])
+            t, scale = decision.calibrate_from([decision.assess(vec, st, ref, default) for vec, st in cam["cal"]],
+                                               default)
         thr[cam["camera"]] = t
         for c, vec, st in zip(cam["cases"], cam["vecs"], cam["stats"]):
             v = decision.assess(vec, st, ref, t, scale)

@@ -293,6 +293,16 @@ def calibrate_structure(samples: Sequence[float]) -> float | None:
     return float(min(max(scale, STRUCTURE_MIN_SCALE), STRUCTURE_MAX_SCALE))
 
 
+def calibrate_from(early: Sequence[Verdict], default: float) -> tuple[float, float | None]:
+    """(threshold, structure scale) from the verdicts of a camera's first checks at the default.
+
+    Only the views not judged drifted count, as in the daemon, which records a
+    sample only for those; ``camwatch evaluate`` and the benchmarks replay it.
+    """
+    kept = [v for v in early if not v.drifted]
+    return calibrate([v.similarity for v in kept], default), calibrate_structure([v.structure for v in kept])
+
+
 @dataclass
 class Hysteresis:
     """Confirm/recover state machine for one camera.

@@ -227,14 +227,9 @@ def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = 
                     # check it did not judge drifted.
                     cal = calibration_images(folder, camera)
                     if cal:
-                        samples, structures = [], []
-                        for image_, vec in zip(cal, embedder.embed(cal)):
-                            v = decision.assess(vec, view_stats(image_), refs, default)
-                            if not v.drifted:
-                                samples.append(v.similarity)
-                                structures.append(v.structure)
-                        threshold = decision.calibrate(samples, default)
-                        scale = decision.calibrate_structure(structures)
+                        threshold, scale = decision.calibrate_from(
+                            [decision.assess(vec, view_stats(image_), refs, default)
+                             for image_, vec in zip(cal, embedder.embed(cal))], default)
                 thresholds[camera] = threshold
                 for chunk in _chunks(idx, BATCH):
                     images = [read_image(folder / cases[i].query, f"camera {camera}") for i in chunk]

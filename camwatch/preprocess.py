@@ -240,7 +240,7 @@ def prepare(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
     Grey conversion happens before shrinking (one channel is a third of the
     resize work); both are linear so the order does not change the picture.
-    1080p-class frames are read from every 4th row only (``_row_step``, ``_rows_route``);
+    1080p-class frames are read from every 4th row and column only (``_row_step``, ``_rows_route``);
     other HD frames (720p) are first halved by an exact 2x2 mean (``_model_halvings``);
     smaller ones get exactly the pixels the model was trained on.
     """
