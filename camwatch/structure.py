@@ -10,8 +10,8 @@ scaled per camera (see there). The distance is 1 - SSIM of the standardised
 thumbnails: 0 for the same picture, about 1 for an unrelated one.
 
 Thumbnails travel inside ``preprocess.ViewStats`` (and so in the reference
-store's JSON) as ``"<w>x<h>:<base64 of the grey pixels>"``: 96 x 54 px is
-5 KB, and a string keeps ViewStats hashable and its JSON plain.
+store's JSON) as ``"<w>x<h>:<base64 of the grey pixels>"``: 96 x 54 px are
+5 KB of pixels, 7 KB as text, and a string keeps ViewStats hashable and its JSON plain.
 """
 
 from __future__ import annotations
