@@ -62,17 +62,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from camwatch import preprocess  # noqa: E402
 from camwatch.preprocess import (  # noqa: E402
-    FAST_MIN_PIXELS, InputSpec, _check_image, _finish, _halve, _model_halvings, _prepare, prepare)
+    InputSpec, _check_image, _finish, _halve, _model_halvings, _prepare, prepare)
 
 Route = Callable[[np.ndarray, InputSpec], np.ndarray]
-
-
-def _row_step(shape: tuple[int, ...], spec: InputSpec, k: int) -> bool:
-    """True when a frame of ``shape`` may take a row-step-``k`` route (HD and up, sides divisible,
-    and at least one pyrDown still follows at 1/k size)."""
-    h, w = shape[:2]
-    return (h * w >= FAST_MIN_PIXELS and h % k == 0 and w % k == 0
-            and w // k >= 2 * spec.width and h // k >= 2 * spec.height)
 
 
 def _grey_first(img: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -84,7 +76,7 @@ def _grey_first(img: np.ndarray, spec: InputSpec) -> np.ndarray:
 def _strided(k: int, across: int, grey_first: bool, centred: bool = False) -> Route:
     def route(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
         img = frame[:, :, 0] if frame.ndim == 3 and frame.shape[2] == 1 else frame
-        if not _row_step(img.shape, spec, k):
+        if not preprocess._row_step(img.shape, spec, k):
             return _halve2(frame, spec)
         h, w = img.shape[:2]
         rows = img[::k]                                   # a view: OpenCV reads only these rows
@@ -100,7 +92,7 @@ def _strided(k: int, across: int, grey_first: bool, centred: bool = False) -> Ro
 
 def _pair4(frame: np.ndarray, spec: InputSpec) -> np.ndarray:
     img = frame[:, :, 0] if frame.ndim == 3 and frame.shape[2] == 1 else frame
-    if not _row_step(img.shape, spec, 4):
+    if not preprocess._row_step(img.shape, spec, 4):
         return _halve2(frame, spec)
     h, w = img.shape[:2]
     return _finish(cv2.resize(img, (w // 4, h // 4), interpolation=cv2.INTER_LINEAR), spec)

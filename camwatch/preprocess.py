@@ -130,8 +130,8 @@ def _base_halvings(shape: tuple[int, ...], min_w: int, min_h: int) -> int:
 ROW_STEP = 4
 
 
-def _row_step(shape: tuple[int, ...], spec: InputSpec) -> int:
-    """``ROW_STEP`` when the model input of a frame of ``shape`` is read from every ``ROW_STEP``-th row, else 0.
+def _row_step(shape: tuple[int, ...], spec: InputSpec, k: int = ROW_STEP) -> int:
+    """``k`` when the model input of a frame of ``shape`` may be read from every ``k``-th row, else 0.
 
     Why: one pass over a 1080p BGR frame (6.2 MB) alone runs at ~1,700-1,800 frames/s
     on the 2 cores of the build machine, so no route that reads every row reaches
@@ -141,7 +141,6 @@ def _row_step(shape: tuple[int, ...], spec: InputSpec) -> int:
     pyrDown and the final INTER_AREA then filter what the row sampling lets through.
     """
     h, w = shape[:2]
-    k = ROW_STEP
     if h * w < FAST_MIN_PIXELS or h % k or w % k or w // k < 2 * spec.width or h // k < 2 * spec.height:
         return 0
     return k
@@ -547,7 +546,7 @@ def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewSta
     Why: the daemon needs both for every check, and at 720p reading the full frame
     (the first 2x2 halving) and converting to grey were a large part of their cost,
     paid twice. 1080p-class frames share nothing: the model input reads every 4th row
-    (``_rows_route``), the statistics every pixel; the rows are read after the
+    and column (``_rows_route``), the statistics every pixel; the rows are read after the
     statistics (either order measured the same). Results are identical to the two calls
     (tests/test_preprocess.py).
     """
@@ -555,7 +554,7 @@ def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewSta
     img = image_bgr[:, :, 0] if image_bgr.ndim == 3 and image_bgr.shape[2] == 1 else image_bgr
     k = _row_step(img.shape, spec)
     if k:
-        # the model reads every k-th row, the statistics every pixel (their 2x2 means): no shared reduction
+        # the model reads every k-th row and column, the statistics every pixel (their 2x2 means): no shared reduction
         stats = view_stats(image_bgr)
         return _rows_route(img, spec, k), stats
     n_model = _model_halvings(img.shape, spec)
