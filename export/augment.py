@@ -3,7 +3,7 @@
 Triplets come from physics, not labels. A camera's view is a window into a
 scene frame. The anchor is the window at time t; the positive is the same
 window at another time with benign change (light, IR night, noise, JPEG, a
-little vibration, weather, glare, shadows, passers-by); the negative is the
+little vibration, weather, glare, shadows, passers-by, near traffic); the negative is the
 same scene through a moved window, or the view covered, defocused, blinded or
 pointed at another scene. Negatives carry benign changes too, so photometric
 cues cannot give the answer away. Every function takes an explicit
@@ -314,6 +314,80 @@ def passers_by(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None
     return out
 
 
+#: Chance (times a benign change's strength) that near traffic is pasted into a view; 0 draws
+#: nothing, which keeps the random stream (and so the views) of the models before 1.4.0.
+TRAFFIC = 0.0
+
+
+def use_traffic(rate: float) -> None:
+    """Set the near-traffic rate for this process (and the render workers it forks)."""
+    global TRAFFIC
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"traffic rate {rate} is not within 0..1")
+    TRAFFIC = float(rate)
+
+
+def traffic(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None) -> np.ndarray:
+    """Vehicles and people close to the camera: 1-5 solid things of 2-9% of the view each.
+
+    passers_by covers the far ones; a camera over a road or a doorway also sees
+    cars and people that fill a large part of the view for a moment, and that
+    must not read as a cover. What tells them apart from something on the lens:
+    they stand on the ground (lower part of the view), are in focus with sharp
+    outlines and their own texture, cast a shadow, and leave most of the scene
+    visible (together at most a quarter of the view; covers in training start at 25%).
+    """
+    h, w = x.shape[:2]
+    out = x.copy()
+    budget = rng.uniform(0.06, 0.25) * w * h
+    for _ in range(int(rng.integers(1, 6))):
+        area = min(rng.uniform(0.02, 0.09) * w * h, budget)
+        if area < 0.01 * w * h:
+            break
+        budget -= area
+        vehicle = rng.random() < 0.65
+        aspect = rng.uniform(0.45, 0.9) if vehicle else rng.uniform(1.8, 3.0)   # height / width
+        bw = max(3, int(math.sqrt(area / aspect)))
+        bh = max(3, int(bw * aspect))
+        bw, bh = min(bw, w - 1), min(bh, h - 1)
+        x0 = int(rng.integers(0, max(1, w - bw)))
+        y0 = int(rng.integers(int(0.3 * h), max(int(0.3 * h) + 1, h - bh // 2)))
+        m = np.zeros((h, w), np.float32)
+        if vehicle:
+            r = max(1, int(min(bw, bh) * rng.uniform(0.1, 0.3)))
+            cv2.rectangle(m, (x0 + r, y0), (x0 + bw - r, y0 + bh), 1.0, -1)
+            cv2.rectangle(m, (x0, y0 + r), (x0 + bw, y0 + bh - r), 1.0, -1)
+            for cx, cy in ((x0 + r, y0 + r), (x0 + bw - r, y0 + r), (x0 + r, y0 + bh - r), (x0 + bw - r, y0 + bh - r)):
+                cv2.circle(m, (cx, cy), r, 1.0, -1)
+        else:
+            cv2.ellipse(m, (x0 + bw // 2, y0 + bh // 2), (max(1, bw // 2), max(1, bh // 2)), 0, 0, 360, 1.0, -1)
+        # the contact shadow first, under where the thing stands
+        sh = np.zeros((h, w), np.float32)
+        cv2.ellipse(sh, (x0 + bw // 2 + int(rng.uniform(-0.2, 0.2) * bw), y0 + bh),
+                    (max(1, int(bw * 0.6)), max(1, int(bh * 0.12))), 0, 0, 360, 1.0, -1)
+        sh = cv2.GaussianBlur(sh, (0, 0), max(0.8, 0.05 * bw))[..., None]
+        out = out * (1 - rng.uniform(0.25, 0.6) * sh)
+        if donor is not None and rng.random() < 0.6:
+            dh, dw = donor.shape[:2]
+            cw, ch = min(dw, max(bw, int(rng.uniform(0.15, 0.5) * dw))), min(dh, max(bh, int(rng.uniform(0.15, 0.5) * dh)))
+            sx, sy = int(rng.integers(0, dw - cw + 1)), int(rng.integers(0, dh - ch + 1))
+            thing = cv2.resize(donor[sy:sy + ch, sx:sx + cw], (bw, bh)).astype(np.float32)
+        else:     # paint with a highlight along the top and dark glass or clothing bands
+            col = rng.uniform(15, 235) * rng.uniform(0.6, 1.4, 3) if rng.random() < 0.7 else np.full(3, rng.uniform(10, 245))
+            thing = np.ones((bh, bw, 3), np.float32) * col.astype(np.float32)
+            ramp = np.linspace(rng.uniform(1.0, 1.35), rng.uniform(0.55, 0.9), bh, dtype=np.float32)
+            thing *= ramp[:, None, None]
+            band = int(rng.uniform(0.15, 0.4) * bh)
+            top = int(rng.uniform(0.05, 0.3) * bh)
+            thing[top:top + band] *= rng.uniform(0.15, 0.5)
+            thing += _normal(rng, rng.uniform(2, 8), thing.shape)
+        canvas = np.zeros_like(out)
+        canvas[y0:y0 + bh, x0:x0 + bw] = thing[: h - y0, : w - x0]
+        mm = cv2.GaussianBlur(m, (0, 0), 0.6)[..., None]
+        out = out * (1 - mm) + canvas * mm
+    return out
+
+
 # -- drift (the view itself changed) -----------------------------------------------
 
 
@@ -372,12 +446,17 @@ def _cover_fill(rng: np.random.Generator, x: np.ndarray, kind: str) -> np.ndarra
 
 
 COVER_KINDS = ("dark", "grey", "cloth", "hand", "tape", "paint", "translucent")
+#: With near traffic in the benign views (TRAFFIC > 0), covers also come printed: a box, a
+#: poster or a photo held up in front of the lens has a scene's own texture, and a model
+#: taught that textured things can be traffic must still see those as covers.
+PRINTED_COVER_KINDS = COVER_KINDS + ("print", "print")
 
 
-def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+def cover(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None = None) -> np.ndarray:
     """Something on or near the lens over 25-100% of the view; near the lens means soft edges."""
     h, w = x.shape[:2]
-    kind = COVER_KINDS[int(rng.integers(len(COVER_KINDS)))]
+    kinds = PRINTED_COVER_KINDS if TRAFFIC and donor is not None else COVER_KINDS
+    kind = kinds[int(rng.integers(len(kinds)))]
     frac = 1.0 if rng.random() < 0.3 else rng.uniform(0.25, 1.0)
     if kind == "paint" and rng.random() < 0.6:   # several spray blobs
         m = np.zeros((h, w), np.float32)
@@ -386,7 +465,10 @@ def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     else:
         m = _cover_mask(rng, h, w, frac)
     m = cv2.GaussianBlur(m, (0, 0), rng.uniform(0.5, 0.04 * w + 1))[..., None]
-    if kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
+    if kind == "print":         # another scene's picture, a little soft and dim, as held close
+        fill = cv2.resize(donor, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        fill = cv2.GaussianBlur(fill, (0, 0), rng.uniform(0.3, 2.0)) * rng.uniform(0.5, 1.1)
+    elif kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
         veil = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.03, 0.12) * w)
         a = rng.uniform(0.35, 0.85)
         fill = veil * (1 - a) + a * rng.uniform(60, 230)
@@ -441,6 +523,8 @@ def benign_scene(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | No
         x = shadow(rng, x)
     if rng.random() < passers * p:
         x = passers_by(rng, x, donor)
+    if TRAFFIC and rng.random() < TRAFFIC * p:
+        x = traffic(rng, x, donor)
     if rng.random() < 0.15 * p:
         x = glare(rng, x)
     if rng.random() < 0.1 * p:
@@ -532,7 +616,7 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
     if benign_n:
         n = benign_scene(rng, n, donor, passers=0.2)
     if kind == "covered":
-        n = cover(rng, n)
+        n = cover(rng, n, donor)
     elif kind == "defocus":
         n = defocus(rng, n)
     elif kind == "blinded":

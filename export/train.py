@@ -49,6 +49,7 @@ class Job:
     seed: int
     identities: bool
     shake: str = "tolerant"     # augment.SHAKE_PROFILES key
+    traffic: float = 0.0        # augment.TRAFFIC
 
 
 _JOB: Job | None = None
@@ -58,6 +59,7 @@ def _set_job(job: Job) -> None:
     global _JOB
     _JOB = job
     augment.use_shake_profile(job.shake)
+    augment.use_traffic(job.traffic)
 
 
 # -- rendering batches ---------------------------------------------------------------
@@ -316,6 +318,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated shake profiles (export/augment.py SHAKE_PROFILES), one network "
                         "each, trained one after the other with the same seed; two or more are exported "
                         "as one ONNX ensemble whose cosine is the mean of the members'")
+    p.add_argument("--traffic", type=float, default=0.0,
+                   help="chance of pasting near cars and people into a benign view (export/augment.py traffic; "
+                        "0 = as models up to 1.3.0)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
@@ -372,7 +377,8 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     warm = max(1, min(200, args.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, args.steps)))))
-    job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake)
+    job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake,
+              args.traffic)
     pre = Prefetcher(job, 0, args.steps, args.workers)
     bar = tqdm(range(args.steps), disable=args.no_progress, mininterval=5, file=sys.stderr)
     running = None
@@ -434,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {len(train_scenes)} training scenes, {len(val_scenes)} validation scenes "
           f"({time.time() - t_start:.0f} s to load)", flush=True)
     augment.use_shake_profile("tolerant")       # the validation pairs are the same for every member
+    augment.use_traffic(args.traffic)           # ...and carry near traffic as training does
     val = make_valset(val_scenes, spec, identities)
 
     history: dict = {"step": [], "loss": [], "violating": [], "val_step": [], "val_auc": []}
@@ -471,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                     if s.fixed or identities][:50],
         "val_stills": sum(1 for s in val_scenes if not s.fixed), "validation": metrics,
         "onnx_max_abs_diff": diff, "speed": speed, "input": spec_d, "embedding_dim": dim,
-        "model_name": args.name, "model_version": version, "threads": args.threads,
+        "model_name": args.name, "model_version": version, "threads": args.threads, "traffic": args.traffic,
     }
     (args.out / "history.json").write_text(json.dumps(history))
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))
