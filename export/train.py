@@ -333,6 +333,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 f"known: {', '.join(augment.SHAKE_PROFILES)}")
     if a.init is not None and len(a.members) > 1:
         p.error("--init works with one member only")
+    if not 0.0 <= a.traffic <= 1.0:
+        p.error(f"--traffic {a.traffic}: a chance, so within 0..1")
     for flag in ("footage", "stills", "identities"):
         path = getattr(a, flag)
         if path is not None and not path.is_dir():

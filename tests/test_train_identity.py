@@ -127,3 +127,11 @@ def test_an_unknown_member_profile_is_refused(tmp_path, capsys):
         main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--members", "wobbly"])
     assert exc.value.code == 2 and "unknown shake profile(s) wobbly" in capsys.readouterr().err
 
+
+
+def test_a_traffic_chance_outside_0_to_1_is_refused_in_one_line(tmp_path, capsys):
+    from export.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--traffic", "25"])
+    assert exc.value.code == 2 and "--traffic 25.0: a chance, so within 0..1" in capsys.readouterr().err
