@@ -319,12 +319,20 @@ def passers_by(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None
 TRAFFIC = 0.0
 
 
-def use_traffic(rate: float) -> None:
-    """Set the near-traffic rate for this process (and the render workers it forks)."""
-    global TRAFFIC
+#: With TRAFFIC > 0, this many times TRAFFIC of the triplets pair a near-traffic positive with a
+#: covered negative of the same view (``triplet``); 0 leaves the draws as with ``--traffic`` alone.
+TRAFFIC_COVER_PAIRS = 0.0
+
+
+def use_traffic(rate: float, cover_pairs: float = 0.0) -> None:
+    """Set the near-traffic rate (and TRAFFIC_COVER_PAIRS) for this process and the workers it forks."""
+    global TRAFFIC, TRAFFIC_COVER_PAIRS
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"traffic rate {rate} is not within 0..1")
+    if not 0.0 <= cover_pairs <= 1.0:
+        raise ValueError(f"traffic cover-pair share {cover_pairs} is not within 0..1")
     TRAFFIC = float(rate)
+    TRAFFIC_COVER_PAIRS = float(cover_pairs)
 
 
 def traffic(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None) -> np.ndarray:
@@ -581,8 +589,18 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
         a = benign_scene(rng, a, donor, strength=0.5, passers=0.0)
     a = benign_sensor(rng, a, strength=0.5)
 
+    # With near traffic on, a share of triplets set the two against each other directly: the
+    # positive holds near cars or people, the negative the same view behind a cover, so what
+    # the model learns to forgive is things standing in the scene, not things over the lens.
+    pair_traffic = bool(TRAFFIC and TRAFFIC_COVER_PAIRS and kind is None and rng.random() < TRAFFIC * TRAFFIC_COVER_PAIRS)
+    if pair_traffic:
+        kind = "covered"
+
     # positive: same window, another time, benign changes; or the same moment, shaken
-    if SHAKE_ONLY_POSITIVES and rng.random() < SHAKE_ONLY_POSITIVES:   # no draw at 0: as model 1.2.0
+    if pair_traffic:
+        p = render(f_b, vibrate(rng, win).corners(), size).astype(np.float32)
+        p = benign_sensor(rng, traffic(rng, benign_scene(rng, p, donor, strength=0.5, passers=0.0), donor))
+    elif SHAKE_ONLY_POSITIVES and rng.random() < SHAKE_ONLY_POSITIVES:   # no draw at 0: as model 1.2.0
         p = render(f_a, vibrate(rng, win).corners(), size).astype(np.float32)
         p = benign_sensor(rng, p, strength=0.5)
     else:

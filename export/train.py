@@ -50,6 +50,7 @@ class Job:
     identities: bool
     shake: str = "tolerant"     # augment.SHAKE_PROFILES key
     traffic: float = 0.0        # augment.TRAFFIC
+    traffic_pairs: float = 0.0  # augment.TRAFFIC_COVER_PAIRS
 
 
 _JOB: Job | None = None
@@ -59,7 +60,7 @@ def _set_job(job: Job) -> None:
     global _JOB
     _JOB = job
     augment.use_shake_profile(job.shake)
-    augment.use_traffic(job.traffic)
+    augment.use_traffic(job.traffic, job.traffic_pairs)
 
 
 # -- rendering batches ---------------------------------------------------------------
@@ -321,6 +322,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--traffic", type=float, default=0.0,
                    help="chance of pasting near cars and people into a benign view (export/augment.py traffic; "
                         "0 = as models up to 1.3.0)")
+    p.add_argument("--traffic-pairs", type=float, default=0.0,
+                   help="with --traffic, this many times its chance of triplets pair a near-traffic positive "
+                        "with a covered negative of the same view (0 = as --traffic alone)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
@@ -335,6 +339,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--init works with one member only")
     if not 0.0 <= a.traffic <= 1.0:
         p.error(f"--traffic {a.traffic}: a chance, so within 0..1")
+    if not 0.0 <= a.traffic_pairs <= 1.0:
+        p.error(f"--traffic-pairs {a.traffic_pairs}: a share, so within 0..1")
     for flag in ("footage", "stills", "identities"):
         path = getattr(a, flag)
         if path is not None and not path.is_dir():
@@ -380,7 +386,7 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, args.steps)))))
     job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake,
-              args.traffic)
+              args.traffic, args.traffic_pairs)
     pre = Prefetcher(job, 0, args.steps, args.workers)
     bar = tqdm(range(args.steps), disable=args.no_progress, mininterval=5, file=sys.stderr)
     running = None
@@ -481,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_stills": sum(1 for s in val_scenes if not s.fixed), "validation": metrics,
         "onnx_max_abs_diff": diff, "speed": speed, "input": spec_d, "embedding_dim": dim,
         "model_name": args.name, "model_version": version, "threads": args.threads, "traffic": args.traffic,
+        "traffic_pairs": args.traffic_pairs,
     }
     (args.out / "history.json").write_text(json.dumps(history))
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))

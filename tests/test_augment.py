@@ -22,9 +22,9 @@ def scene() -> np.ndarray:
 
 @pytest.fixture
 def traffic_rate():
-    before = augment.TRAFFIC
+    before = augment.TRAFFIC, augment.TRAFFIC_COVER_PAIRS
     yield augment.use_traffic
-    augment.use_traffic(before)
+    augment.use_traffic(*before)
 
 
 def test_near_traffic_stands_on_the_ground_and_leaves_most_of_the_view(scene):
@@ -57,6 +57,23 @@ def test_traffic_is_off_unless_asked_and_then_pastes(scene, traffic_rate):
 def test_a_traffic_rate_outside_0_to_1_is_refused(traffic_rate):
     with pytest.raises(ValueError, match="traffic rate"):
         traffic_rate(1.5)
+    with pytest.raises(ValueError, match="cover-pair share"):
+        traffic_rate(0.5, -0.1)
+
+
+def test_traffic_cover_pairs_set_near_traffic_against_a_cover_of_the_same_view(scene, traffic_rate):
+    from types import SimpleNamespace
+
+    frames = [np.clip(scene + 5 * k, 0, 255).astype(np.uint8) for k in range(3)]
+    scenes = [SimpleNamespace(frames=frames[:2]), SimpleNamespace(frames=frames[2:])]
+    traffic_rate(0.3)
+    kinds = [augment.triplet(np.random.default_rng(s), scenes, 0)[3] for s in range(60)]
+    assert len(set(kinds)) > 3                      # without pairs the negative's kind is drawn as ever
+    traffic_rate(1.0, 1.0)
+    for seed in range(20):
+        assert augment.triplet(np.random.default_rng(seed), scenes, 0)[3] == "covered", seed
+    traffic_rate(1.0, 1.0)                          # an asked-for kind is never replaced
+    assert augment.triplet(np.random.default_rng(0), scenes, 0, kind="defocus")[3] == "defocus"
 
 
 def test_printed_covers_come_only_with_traffic_and_a_donor(scene, traffic_rate):
