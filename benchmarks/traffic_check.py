@@ -11,8 +11,8 @@ does). The pasted things come from this script's own drawing, not from the
 trainer's ``export/augment.py traffic``, so a model trained with ``--traffic``
 is not judged by the generator it learned from: here a car is a body with a
 cabin, wheels and windows, textured with a patch of a still photograph when
-``--stills`` is given, a person a head and a body; 1-4 of them, 3-12% of the
-view each, at most 30% together, in the lower 70% of the view.
+``--stills`` is given, a person a head and a body; 1-4 of them sharing 8-30%
+of the view, each kept to 3-12% of it, in the lower 70% of the view.
 
     python benchmarks/traffic_check.py /tmp/tr7 /tmp/tr8 --stills ../shared/stills [--model X.onnx]
 
@@ -75,12 +75,10 @@ def near_traffic(rng: np.random.Generator, img: np.ndarray, textures: list[np.nd
     """img (BGR uint8) with 1-4 near cars or people pasted in."""
     h, w = img.shape[:2]
     out = img.astype(np.float32)
-    budget = rng.uniform(0.08, 0.30) * w * h
-    for _ in range(int(rng.integers(1, 5))):
-        area = min(rng.uniform(0.03, 0.12) * w * h, budget)
-        if area < 0.015 * w * h:
-            break
-        budget -= area
+    # a total share of the view split among 1-4 things, each kept to 3-12% of it
+    n = int(rng.integers(1, 5))
+    shares = np.clip(rng.dirichlet(np.full(n, 2.0)) * rng.uniform(0.08, 0.30), 0.03, 0.12)
+    for area in shares * w * h:
         car = rng.random() < 0.6
         aspect = rng.uniform(0.5, 0.8) if car else rng.uniform(2.0, 3.2)        # height / width
         bw = min(w - 2, max(4, int(math.sqrt(area / aspect))))
