@@ -341,6 +341,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--traffic {a.traffic}: a chance, so within 0..1")
     if not 0.0 <= a.traffic_pairs <= 1.0:
         p.error(f"--traffic-pairs {a.traffic_pairs}: a share, so within 0..1")
+    if a.traffic_pairs and not a.traffic:
+        p.error("--traffic-pairs pairs near traffic with covers: give --traffic too")
     for flag in ("footage", "stills", "identities"):
         path = getattr(a, flag)
         if path is not None and not path.is_dir():

@@ -135,3 +135,12 @@ def test_a_traffic_chance_outside_0_to_1_is_refused_in_one_line(tmp_path, capsys
     with pytest.raises(SystemExit) as exc:
         main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--traffic", "25"])
     assert exc.value.code == 2 and "--traffic 25.0: a chance, so within 0..1" in capsys.readouterr().err
+
+
+def test_traffic_pairs_without_traffic_are_refused_in_one_line(tmp_path, capsys):
+    from export.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--traffic-pairs", "1"])
+    assert exc.value.code == 2 and "--traffic-pairs pairs near traffic with covers: give --traffic too" \
+        in capsys.readouterr().err
