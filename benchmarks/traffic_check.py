@@ -114,7 +114,11 @@ def near_traffic(rng: np.random.Generator, img: np.ndarray, textures: list[np.nd
 
 
 def traffic_views(folder: Path, cams: list[dict], emb, textures: list[np.ndarray], per_view: int) -> list[dict]:
-    """The cached cameras with their benign queries replaced by per_view near-traffic variants each."""
+    """The cached cameras with their benign queries replaced by per_view near-traffic variants each.
+
+    Each camera also keeps its first variant under ``"sample"`` for ``--save``, so the
+    views written to look at are ones that were judged.
+    """
     out = []
     for cam in cams:
         cases, imgs = [], []
@@ -128,7 +132,7 @@ def traffic_views(folder: Path, cams: list[dict], emb, textures: list[np.ndarray
                 cases.append(c)
                 imgs.append(near_traffic(rng, base, textures))
         vecs = np.concatenate([emb.embed(imgs[j:j + 32]) for j in range(0, len(imgs), 32)])
-        out.append(dict(cam, cases=cases, vecs=vecs, stats=[view_stats(im) for im in imgs]))
+        out.append(dict(cam, cases=cases, vecs=vecs, stats=[view_stats(im) for im in imgs], sample=imgs[0]))
     return out
 
 
@@ -155,21 +159,17 @@ def main() -> int:
     rows = []
     for folder in a.cases:
         cams = embed_folder(folder, emb)
-        y, d, _, _, kinds, _ = replay(cams, default)
+        y, d, *_ = replay(cams, default)
         tv = traffic_views(folder, cams, emb, textures, a.per_view)
         if a.save:
             a.save.mkdir(parents=True, exist_ok=True)
-            for cam in tv[:4]:
-                rng = np.random.default_rng(len(cam["camera"]))
-                base = read_image(folder / cam["cases"][0].query, cam["camera"])
-                cv2.imwrite(str(a.save / f"{folder.name}-{cam['camera']}.jpg"), near_traffic(rng, base, textures))
-        _, td, _, _, tk, _ = replay(tv, default)
-        rows.append((folder.name, d[y == 0], td, d[y == 1]))
+            for cam in tv:
+                cv2.imwrite(str(a.save / f"{folder.name}-{cam['camera']}.jpg"), cam["sample"])
+        _, td, *_ = replay(tv, default)
+        rows.append((d[y == 0], td, d[y == 1]))
         print(f"{folder.name:<10} benign false alarms {d[y == 0].mean():.4f} ({d[y == 0].sum()}/{(y == 0).sum()})  "
               f"with near traffic {td.mean():.4f} ({td.sum()}/{len(td)})  detection {d[y == 1].mean():.4f}")
-    fa = np.concatenate([r[1] for r in rows])
-    tfa = np.concatenate([r[2] for r in rows])
-    det = np.concatenate([r[3] for r in rows])
+    fa, tfa, det = (np.concatenate(part) for part in zip(*rows))
     print(f"{'pooled':<10} benign false alarms {fa.mean():.4f}  with near traffic {tfa.mean():.4f} "
           f"({tfa.sum()}/{len(tfa)})  detection {det.mean():.4f}")
     return 0
