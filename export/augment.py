@@ -557,8 +557,21 @@ def benign_sensor(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0
 
 NEGATIVE_KINDS = ("moved:shift", "moved:zoom", "moved:rotate", "moved:perspective",
                   "covered", "defocus", "blinded", "redirected")
-NEGATIVE_WEIGHTS = np.array([0.16, 0.12, 0.10, 0.08, 0.22, 0.14, 0.08, 0.10])
-NEGATIVE_WEIGHTS = NEGATIVE_WEIGHTS / NEGATIVE_WEIGHTS.sum()
+#: Relative weights of NEGATIVE_KINDS (before normalising); covered's can be raised with
+#: ``use_cover_weight`` (``--cover-weight``), since near traffic in training costs covers first.
+BASE_NEGATIVE_WEIGHTS = (0.16, 0.12, 0.10, 0.08, 0.22, 0.14, 0.08, 0.10)
+NEGATIVE_WEIGHTS = np.array(BASE_NEGATIVE_WEIGHTS) / np.array(BASE_NEGATIVE_WEIGHTS).sum()
+
+
+def use_cover_weight(weight: float | None) -> None:
+    """Set covered's relative weight among the negatives (None: as models up to 1.3.0)."""
+    global NEGATIVE_WEIGHTS
+    w = np.array(BASE_NEGATIVE_WEIGHTS)
+    if weight is not None:
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"cover weight {weight} is not within 0 (exclusive) ..1")
+        w[NEGATIVE_KINDS.index("covered")] = weight
+    NEGATIVE_WEIGHTS = w / w.sum()
 
 
 def _scene_frames(scene, rng: np.random.Generator, t: int) -> tuple[np.ndarray, np.ndarray]:

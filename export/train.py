@@ -51,6 +51,7 @@ class Job:
     shake: str = "tolerant"     # augment.SHAKE_PROFILES key
     traffic: float = 0.0        # augment.TRAFFIC
     traffic_pairs: float = 0.0  # augment.TRAFFIC_COVER_PAIRS
+    cover_weight: float | None = None   # augment.use_cover_weight
 
 
 _JOB: Job | None = None
@@ -61,6 +62,7 @@ def _set_job(job: Job) -> None:
     _JOB = job
     augment.use_shake_profile(job.shake)
     augment.use_traffic(job.traffic, job.traffic_pairs)
+    augment.use_cover_weight(job.cover_weight)
 
 
 # -- rendering batches ---------------------------------------------------------------
@@ -325,6 +327,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--traffic-pairs", type=float, default=0.0,
                    help="with --traffic, this many times its chance of triplets pair a near-traffic positive "
                         "with a covered negative of the same view (0 = as --traffic alone)")
+    p.add_argument("--cover-weight", type=float, default=None,
+                   help="relative weight of covered negatives (export/augment.py BASE_NEGATIVE_WEIGHTS; "
+                        "default 0.22 of 1.0, as models up to 1.3.0)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
@@ -343,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--traffic-pairs {a.traffic_pairs}: a share, so within 0..1")
     if a.traffic_pairs and not a.traffic:
         p.error("--traffic-pairs pairs near traffic with covers: give --traffic too")
+    if a.cover_weight is not None and not 0.0 < a.cover_weight <= 1.0:
+        p.error(f"--cover-weight {a.cover_weight}: a relative weight, so above 0 and at most 1")
     for flag in ("footage", "stills", "identities"):
         path = getattr(a, flag)
         if path is not None and not path.is_dir():
@@ -388,7 +395,7 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, args.steps)))))
     job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake,
-              args.traffic, args.traffic_pairs)
+              args.traffic, args.traffic_pairs, args.cover_weight)
     pre = Prefetcher(job, 0, args.steps, args.workers)
     bar = tqdm(range(args.steps), disable=args.no_progress, mininterval=5, file=sys.stderr)
     running = None
@@ -489,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_stills": sum(1 for s in val_scenes if not s.fixed), "validation": metrics,
         "onnx_max_abs_diff": diff, "speed": speed, "input": spec_d, "embedding_dim": dim,
         "model_name": args.name, "model_version": version, "threads": args.threads, "traffic": args.traffic,
-        "traffic_pairs": args.traffic_pairs,
+        "traffic_pairs": args.traffic_pairs, "cover_weight": args.cover_weight,
     }
     (args.out / "history.json").write_text(json.dumps(history))
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))

@@ -88,3 +88,22 @@ def test_printed_covers_come_only_with_traffic_and_a_donor(scene, traffic_rate):
         rows = out[40:100, 60:130, 0].mean(axis=1)
         seen_stripes |= bool(np.abs(np.diff(rows)).mean() > 40)
     assert seen_stripes
+
+
+def test_cover_weight_raises_covers_share_and_none_restores_the_old_draws():
+    before = augment.NEGATIVE_WEIGHTS.copy()
+    cov = augment.NEGATIVE_KINDS.index("covered")
+    try:
+        augment.use_cover_weight(0.44)
+        w = augment.NEGATIVE_WEIGHTS
+        assert w.sum() == pytest.approx(1.0)
+        assert w[cov] == pytest.approx(0.44 / 1.22)       # 0.22 of 1.00 became 0.44 of 1.22
+        # the other kinds keep their proportions to one another
+        others = np.delete(w, cov) / np.delete(before, cov)
+        assert np.allclose(others, others[0])
+        with pytest.raises(ValueError, match="cover weight"):
+            augment.use_cover_weight(0.0)
+        augment.use_cover_weight(None)
+        np.testing.assert_array_equal(augment.NEGATIVE_WEIGHTS, before)
+    finally:
+        augment.use_cover_weight(None)
