@@ -8,6 +8,7 @@ decision's false-alarm and detection rates, and every kind's alert rate).
 Dev footage is for this report only: nothing is tuned on it.
 
     python benchmarks/eval_dev.py [--shared ../shared] [--seeds 1,2,3] [--out /tmp/devcases] [--markdown]
+                                  [--methods model,seed-arch,ssim,edges] [--model CANDIDATE.onnx]
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def main() -> int:
     ap.add_argument("--methods", default="model,seed-arch,ssim,edges")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--json", help="also write every seed's figures and the means to this file")
+    ap.add_argument("--model", help="the 'model' method's ONNX file (default: the packaged model); for judging "
+                                    "a candidate once, after it was chosen on train-side cases")
     a = ap.parse_args()
     shared, out = Path(a.shared), Path(a.out)
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -77,7 +80,7 @@ def main() -> int:
         figs = []
         for folder in folders:
             if method in ("model", "seed-arch"):
-                model = str(SEED_ARCH) if method == "seed-arch" else None
+                model = str(SEED_ARCH) if method == "seed-arch" else a.model
                 result, fig = evaluate(folder, "model", model)
             else:
                 result, fig = evaluate(folder, method)

@@ -106,6 +106,9 @@ def main() -> int:
     ap.add_argument("--fa-budget", type=float, default=0.005,
                     help="false alarms allowed in every folder (default 0.5%%: margin under the 1%% target)")
     ap.add_argument("--top", type=int, default=15, help="grid points printed")
+    ap.add_argument("--current-only", action="store_true",
+                    help="print the current constants' figures and stop (no grid, no compare.SCALE fit): "
+                         "what judging a candidate model needs, in a fifth of the time")
     a = ap.parse_args()
     emb = load_embedder(a.model, device="cpu")
     default = float(emb.spec.threshold)
@@ -145,6 +148,8 @@ def main() -> int:
         print(f"  {cam['camera']:<24} t={thr[cam['camera']]:.3f} cal median {np.median(cal):.3f} "
               f"benign min {b.min():.3f} p5 {np.percentile(b, 5):.3f}  missed {len(missed)}: {' '.join(missed[:8])}")
         i += m
+    if a.current_only:
+        return 0
 
     results = []
     grid = itertools.product((1.25, 1.5, 2, 3, 4, 5, 6, 8), (0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0),
