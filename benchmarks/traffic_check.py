@@ -37,11 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from camwatch import decision  # noqa: E402
 from camwatch.embedder import load_embedder  # noqa: E402
 from camwatch.evaluate import read_image  # noqa: E402
 from camwatch.preprocess import view_stats  # noqa: E402
-from tune_decision import embed_folder, replay  # noqa: E402
+from tune_decision import apply_sets, embed_folder, replay  # noqa: E402
 
 
 def load_textures(folder: Path | None, n: int = 64) -> list[np.ndarray]:
@@ -146,11 +145,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0)")
     a = ap.parse_args()
-    for item in a.set:
-        name, _, value = item.partition("=")
-        if not hasattr(decision, name):
-            ap.error(f"--set {item}: decision.py has no constant {name}")
-        setattr(decision, name, type(getattr(decision, name))(value))
+    apply_sets(ap, a.set)
     emb = load_embedder(a.model, device="cpu")
     default = float(emb.spec.threshold)
     textures = load_textures(a.stills)

@@ -67,6 +67,15 @@ def embed_folder(folder: Path, emb) -> list[dict]:
     return cams
 
 
+def apply_sets(ap: argparse.ArgumentParser, items: list[str]) -> None:
+    """--set NAME=VALUE: another value for a decision.py constant, for this run only."""
+    for item in items:
+        name, _, value = item.partition("=")
+        if not hasattr(decision, name):
+            ap.error(f"--set {item}: decision.py has no constant {name}")
+        setattr(decision, name, type(getattr(decision, name))(value))
+
+
 def replay(cams: list[dict], default: float, calibrate: bool = True):
     """evaluate.run_model's decision on cached embeddings with decision's current constants."""
     y, d, s, sims, kinds, thr = [], [], [], [], [], {}
@@ -109,7 +118,10 @@ def main() -> int:
     ap.add_argument("--current-only", action="store_true",
                     help="print the current constants' figures and stop (no grid, no compare.SCALE fit): "
                          "what judging a candidate model needs, in a fifth of the time")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0)")
     a = ap.parse_args()
+    apply_sets(ap, a.set)
     emb = load_embedder(a.model, device="cpu")
     default = float(emb.spec.threshold)
     folders = [(Path(f).name, embed_folder(Path(f), emb)) for f in a.cases]
