@@ -144,3 +144,44 @@ def test_traffic_pairs_without_traffic_are_refused_in_one_line(tmp_path, capsys)
         main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--traffic-pairs", "1"])
     assert exc.value.code == 2 and "--traffic-pairs pairs near traffic with covers: give --traffic too" \
         in capsys.readouterr().err
+
+
+def test_a_soup_of_a_model_with_itself_is_that_model(trained, tmp_path):
+    """export.soup averages weights and sets the threshold as the trainer does: one model twice must give it back."""
+    import shutil
+
+    from export.soup import main
+
+    ids = tmp_path / "ids"       # the identities alone (the fixture's run folder sits among them)
+    shutil.copytree(trained.parent, ids, ignore=lambda d, names: [n for n in names if n == trained.name])
+    part = str(trained / "model.pt")
+    assert main([part, part, "--identities", str(ids), "--arch", "seed", "--seed", "3",
+                 "--out", str(tmp_path / "soup")]) == 0
+    a = ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(tmp_path / "soup" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(0, 1, (4, 3, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(a.run(None, {"image": x})[0], b.run(None, {"image": x})[0], atol=1e-5)
+    ta = float(a.get_modelmeta().custom_metadata_map["camwatch.threshold"])
+    tb = float(b.get_modelmeta().custom_metadata_map["camwatch.threshold"])
+    assert tb == pytest.approx(ta, abs=1e-6)
+
+    # two different parts: every weight is their mean (not their sum, which L2 output could hide)
+    import torch
+
+    base = torch.load(part)
+    moved = {k: v + 0.5 if v.is_floating_point() else v for k, v in base.items()}
+    torch.save(moved, tmp_path / "moved.pt")
+    assert main([part, str(tmp_path / "moved.pt"), "--identities", str(ids), "--arch", "seed", "--seed", "3",
+                 "--out", str(tmp_path / "soup2")]) == 0
+    soup = torch.load(tmp_path / "soup2" / "model.pt")
+    for k, v in base.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(soup[k], v + 0.25, rtol=0, atol=1e-6)
+
+
+def test_a_soup_needs_two_parts_that_exist(tmp_path, capsys):
+    from export.soup import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "o")])
+    assert "not found" in capsys.readouterr().err
