@@ -117,7 +117,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15, help="grid points printed")
     ap.add_argument("--current-only", action="store_true",
                     help="print the current constants' figures and stop (no grid, no compare.SCALE fit): "
-                         "what judging a candidate model needs, in a fifth of the time")
+                         "what judging a candidate model needs, in about a second instead of minutes")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0)")
     a = ap.parse_args()

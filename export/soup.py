@@ -17,9 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from camwatch.preprocess import InputSpec
-
-from . import augment, onnx_export, train
+from . import onnx_export, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,17 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     targs = train.parse_args([x for pair in data for x in pair] + ["--out", str(a.out), "--arch", a.arch,
                                                                "--seed", str(a.seed)])
     identities = a.identities is not None
-    _, val_scenes = train.split(train.load(targs), train.DEFAULT_VAL_CLIPS, identities, targs.seed)
+    val_clips = tuple(v for v in targs.val_clips.split(",") if v)
+    _, val_scenes = train.split(train.load(targs), val_clips, identities, targs.seed)
     model, spec_d = build(a.arch)
     states = [torch.load(p, map_location="cpu") for p in a.parts]
     model.load_state_dict({k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype)
                            for k in states[0]})
     model.eval()
-    spec = InputSpec(spec_d["width"], spec_d["height"], spec_d["channels"], spec_d["scale"],
-                     tuple(spec_d["mean"]), tuple(spec_d["std"]))
-    augment.use_shake_profile("tolerant")
-    augment.use_traffic(0.0)
-    val = train.make_valset(val_scenes, spec, identities)
+    _, val = train.validation_pairs(val_scenes, spec_d, identities)
     metrics = train.evaluate(model, val)
     a.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), a.out / "model.pt")

@@ -428,6 +428,20 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
+def validation_pairs(val_scenes: list[Scene], spec_d: dict, identities: bool) -> tuple[InputSpec, ValSet]:
+    """The model's input spec and the fixed validation pairs the default threshold is set on.
+
+    The pairs are the same for every member, run and soup: the tolerant shake profile
+    and no near traffic, so the default threshold written into a model stays set on the
+    benign changes it always was, whatever the model trained on.
+    """
+    spec = InputSpec(spec_d["width"], spec_d["height"], spec_d["channels"], spec_d["scale"],
+                     tuple(spec_d["mean"]), tuple(spec_d["std"]))
+    augment.use_shake_profile("tolerant")
+    augment.use_traffic(0.0)
+    return spec, make_valset(val_scenes, spec, identities)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -452,13 +466,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(val_scenes)}", file=sys.stderr)
         return 2
     spec_d = build(args.arch)[1]
-    spec = InputSpec(spec_d["width"], spec_d["height"], spec_d["channels"], spec_d["scale"],
-                     tuple(spec_d["mean"]), tuple(spec_d["std"]))
     print(f"data: {len(train_scenes)} training scenes, {len(val_scenes)} validation scenes "
           f"({time.time() - t_start:.0f} s to load)", flush=True)
-    augment.use_shake_profile("tolerant")       # the validation pairs are the same for every member
-    augment.use_traffic(0.0)    # ...and carry no near traffic: the default threshold written into the
-    val = make_valset(val_scenes, spec, identities)   # model stays set on the benign changes it always was
+    spec, val = validation_pairs(val_scenes, spec_d, identities)
 
     history: dict = {"step": [], "loss": [], "violating": [], "val_step": [], "val_auc": []}
     members = []
