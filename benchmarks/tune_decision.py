@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch import decision  # noqa: E402
+from camwatch import decision, structure  # noqa: E402
 from camwatch.embedder import load_embedder  # noqa: E402
 from camwatch.enrol import encode_view  # noqa: E402
 from camwatch.evaluate import _by_camera, calibration_images, read_cases, read_image  # noqa: E402
@@ -68,12 +68,14 @@ def embed_folder(folder: Path, emb) -> list[dict]:
 
 
 def apply_sets(ap: argparse.ArgumentParser, items: list[str]) -> None:
-    """--set NAME=VALUE: another value for a decision.py constant, for this run only."""
+    """--set NAME=VALUE: another value for a decision.py constant (structure.NAME: structure.py's), for this run only."""
     for item in items:
         name, _, value = item.partition("=")
-        if not hasattr(decision, name):
-            ap.error(f"--set {item}: decision.py has no constant {name}")
-        setattr(decision, name, type(getattr(decision, name))(value))
+        module, _, const = name.rpartition(".")
+        target = {"": decision, "structure": structure}.get(module)
+        if target is None or not const.isupper() or not hasattr(target, const):
+            ap.error(f"--set {item}: neither decision.py nor structure.py has a constant {name}")
+        setattr(target, const, type(getattr(target, const))(value))
 
 
 def replay(cams: list[dict], default: float, calibrate: bool = True):
@@ -119,7 +121,7 @@ def main() -> int:
                     help="print the current constants' figures and stop (no grid, no compare.SCALE fit): "
                          "what judging a candidate model needs, in about a second instead of minutes")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0)")
+                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0; structure.POOL_TRIM=0.5 for structure.py's)")
     a = ap.parse_args()
     apply_sets(ap, a.set)
     emb = load_embedder(a.model, device="cpu")

@@ -27,6 +27,12 @@ import numpy as np
 THUMB_WIDTH = 96
 #: Grey standard deviation each thumbnail is scaled to before SSIM, around grey 128.
 _Z_STD = 50.0
+#: Share of the SSIM map's worst pixels left out of its mean (0: the plain mean). Trimming
+#: would forgive a local change (a near car) more than a move, but it also forgives the part
+#: of a rotation or zoom that moves most; tried at 0.2-0.5 on train cases and kept at 0
+#: (docs/evaluation.md, "Structure pooling and scale, session 8"). Benchmarks set it with
+#: ``--set structure.POOL_TRIM=T``.
+POOL_TRIM = 0.0
 
 
 def thumbnail(grey: np.ndarray) -> str:
@@ -62,8 +68,11 @@ def thumb_of(stats: Any) -> np.ndarray | None:
     return _decode(text)
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean structural similarity of two grey float images (Wang et al. 2004, Gaussian window 1.5)."""
+def ssim(a: np.ndarray, b: np.ndarray, trim: float = 0.0) -> float:
+    """Mean structural similarity of two grey float images (Wang et al. 2004, Gaussian window 1.5).
+
+    ``trim``: the share of the map's lowest values left out of the mean.
+    """
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
     def blur(x: np.ndarray) -> np.ndarray:
@@ -75,7 +84,11 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     cov = blur(a * b) - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
-    return float(np.mean(num / den))
+    ssim_map = num / den
+    if trim <= 0:
+        return float(np.mean(ssim_map))
+    values = np.sort(ssim_map, axis=None)
+    return float(np.mean(values[min(int(trim * values.size), values.size - 1):]))
 
 
 def distance(stats: Any, ref_stats: Any) -> float | None:
@@ -89,4 +102,4 @@ def distance(stats: Any, ref_stats: Any) -> float | None:
         return None
     if q.shape != r.shape:
         q = cv2.resize(q, (r.shape[1], r.shape[0]), interpolation=cv2.INTER_AREA)
-    return 1.0 - ssim(r, q)
+    return 1.0 - ssim(r, q, POOL_TRIM)

@@ -230,6 +230,25 @@ def test_structure_distance_sees_a_small_rotation_not_light_or_noise() -> None:
     assert structure.distance(dict(STATS, thumb="4x4:" + "AAAA"), rs) is None
 
 
+def test_trimmed_ssim_leaves_out_a_local_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """POOL_TRIM (a benchmark setting, 0 in the product) drops the map's worst share from the mean."""
+    from camwatch import structure
+
+    ref = view(world(5))
+    patched = ref.copy()
+    h, w = ref.shape[:2]
+    patched[h // 2:, : w // 5] = 128                     # a grey box over a tenth of the view, as a near car
+    rs, ps = view_stats(ref), view_stats(patched)
+    plain = structure.distance(ps, rs)
+    a, b = structure.thumb_of(rs), structure.thumb_of(ps)
+    assert structure.ssim(a, b) == pytest.approx(1.0 - plain)
+    assert structure.ssim(a, b, 0.3) > structure.ssim(a, b) + 0.05   # the box's pixels are the worst
+    assert structure.ssim(a, a, 0.3) == pytest.approx(1.0)
+    monkeypatch.setattr(structure, "POOL_TRIM", 0.3)
+    assert structure.distance(ps, rs) == pytest.approx(1.0 - structure.ssim(a, b, 0.3))
+    assert structure.distance(ps, rs) < plain / 2
+
+
 def test_structure_joins_the_similarity_margin_once_a_scale_is_known() -> None:
     """The same embedding similarity is judged drifted when the layout changed and kept
     when it did not; without a scale (not yet calibrated) only the similarity counts."""
