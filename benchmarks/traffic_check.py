@@ -115,6 +115,14 @@ def near_traffic(rng: np.random.Generator, img: np.ndarray, textures: list[np.nd
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def traffic_variants(folder: Path, query: str, base: np.ndarray, textures: list[np.ndarray],
+                     per_view: int) -> list[np.ndarray]:
+    """The per_view near-traffic variants of one benign query: the same for every model and run."""
+    seed = int.from_bytes(hashlib.sha256(f"{folder.name}/{query}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return [near_traffic(rng, base, textures) for _ in range(per_view)]
+
+
 def traffic_views(folder: Path, cams: list[dict], emb, textures: list[np.ndarray], per_view: int) -> list[dict]:
     """The cached cameras with their benign queries replaced by per_view near-traffic variants each.
 
@@ -127,12 +135,10 @@ def traffic_views(folder: Path, cams: list[dict], emb, textures: list[np.ndarray
         for c in cam["cases"]:
             if c.label != 0:
                 continue
-            seed = int.from_bytes(hashlib.sha256(f"{folder.name}/{c.query}".encode()).digest()[:8], "little")
-            rng = np.random.default_rng(seed)
             base = read_image(folder / c.query, cam["camera"])
-            for _ in range(per_view):
+            for img in traffic_variants(folder, c.query, base, textures, per_view):
                 cases.append(c)
-                imgs.append(near_traffic(rng, base, textures))
+                imgs.append(img)
         vecs = np.concatenate([emb.embed(imgs[j:j + 32]) for j in range(0, len(imgs), 32)])
         out.append(dict(cam, cases=cases, vecs=vecs, stats=[view_stats(im) for im in imgs], sample=imgs[0]))
     return out
@@ -146,7 +152,7 @@ def main() -> int:
     ap.add_argument("--per-view", type=int, default=2, help="near-traffic variants of each benign query")
     ap.add_argument("--save", type=Path, help="write a few traffic views here, to look at")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0)")
+                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0; structure.POOL_TRIM=0.5 for structure.py's)")
     a = ap.parse_args()
     apply_sets(ap, a.set)
     emb = load_embedder(a.model, device="cpu")
