@@ -231,7 +231,7 @@ def test_structure_distance_sees_a_small_rotation_not_light_or_noise() -> None:
 
 
 def test_trimmed_ssim_leaves_out_a_local_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    """POOL_TRIM (a benchmark setting, 0 in the product) drops the map's worst share from the mean."""
+    """POOL_TRIM and POOL_CELLS (benchmark settings, 0 in the product) drop the map's worst share from the mean."""
     from camwatch import structure
 
     ref = view(world(5))
@@ -247,6 +247,10 @@ def test_trimmed_ssim_leaves_out_a_local_change(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(structure, "POOL_TRIM", 0.3)
     assert structure.distance(ps, rs) == pytest.approx(1.0 - structure.ssim(a, b, 0.3))
     assert structure.distance(ps, rs) < plain / 2
+    # By cells (POOL_CELLS): the box touches two of a 3 x 3 grid's cells; leaving those two out
+    # leaves cells the box never touched, while their plain mean is the map's mean.
+    assert structure.ssim(a, b, 0.0, 3) == pytest.approx(structure.ssim(a, b), abs=1e-4)
+    assert structure.ssim(a, b, 2.1 / 9, 3) > 0.99 > structure.ssim(a, b, 1.1 / 9, 3)
 
 
 def test_structure_joins_the_similarity_margin_once_a_scale_is_known() -> None:
