@@ -183,6 +183,50 @@ def triplet_loss(emb, ids, margin: float):
     return loss, float((own > 0).float().mean())
 
 
+class Teachers:
+    """The models a student learns from (``--distill``): ONNX files run by ONNX Runtime.
+
+    Why ONNX: the shipped model exists as ONNX, not as a model.pt, and teachers only run
+    forward. Their embeddings are concatenated, each divided by sqrt(k), so the teachers'
+    cosine similarity is the mean of theirs: the similarity an ensemble of them would give.
+    """
+
+    def __init__(self, paths: list[Path], threads: int, spec: InputSpec):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, threads)
+        so.inter_op_num_threads = 1
+        self.paths = [str(p) for p in paths]
+        self.sessions = [ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]) for p in self.paths]
+        want = [1 if spec.channels == "gray" else 3, spec.height, spec.width]
+        for path, sess in zip(self.paths, self.sessions):
+            shape = sess.get_inputs()[0].shape[1:]
+            if list(shape) != want:
+                raise SystemExit(f"--distill {path}: takes input {shape}, the student {want} (teachers must "
+                                 "see what the student sees)")
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        k = len(self.sessions)
+        outs = []
+        for sess in self.sessions:
+            e = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
+            outs.append(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(outs, 1) / np.sqrt(k)
+
+
+def distill_loss(emb, teacher_emb):
+    """Mean squared difference of the student's and the teachers' cosine similarities.
+
+    Every pair of views in the batch counts (anchors, positives and negatives of all
+    scenes): the decision only ever uses a cosine similarity, so that is what the
+    student is taught to reproduce, not the teachers' vectors (which have another size).
+    """
+    s_student = emb @ emb.T
+    s_teacher = teacher_emb @ teacher_emb.T
+    return ((s_student - s_teacher) ** 2).mean()
+
+
 # -- validation -------------------------------------------------------------------------
 
 
@@ -330,6 +374,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cover-weight", type=float, default=None,
                    help="relative weight of covered negatives (export/augment.py BASE_NEGATIVE_WEIGHTS; "
                         "default 0.22 of 1.0, as models up to 1.3.0)")
+    p.add_argument("--distill", type=lambda v: [Path(x) for x in v.split(",") if x], default=None,
+                   metavar="A.onnx,B.onnx,...",
+                   help="learn from these models instead of from triplets: the loss is the squared difference "
+                        "of the student's cosine similarities and the mean of the teachers' on every pair of "
+                        "the batch (one model that judges like their ensemble, at one model's cost)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
@@ -354,6 +403,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         path = getattr(a, flag)
         if path is not None and not path.is_dir():
             p.error(f"--{flag} {path}: not a folder")
+    for path in a.distill or []:
+        if not path.is_file():
+            p.error(f"--distill {path}: no such model file")
+    if a.distill is not None and (not a.distill or len(a.members) > 1):
+        p.error("--distill: give at least one teacher model, and train one member")
     return a
 
 
@@ -397,6 +451,7 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake,
               args.traffic, args.traffic_pairs, args.cover_weight)
     pre = Prefetcher(job, 0, args.steps, args.workers)
+    teachers = Teachers(args.distill, args.threads, spec) if args.distill else None
     bar = tqdm(range(args.steps), disable=args.no_progress, mininterval=5, file=sys.stderr)
     running = None
     try:
@@ -406,6 +461,9 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
             xt = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
             emb = model(xt)
             loss, viol = triplet_loss(emb, torch.from_numpy(ids).to(device), args.margin)
+            if teachers is not None:
+                # The triplet loss is still computed for the progress bar's violation rate.
+                loss = distill_loss(emb, torch.from_numpy(teachers.embed(x)).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -507,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnx_max_abs_diff": diff, "speed": speed, "input": spec_d, "embedding_dim": dim,
         "model_name": args.name, "model_version": version, "threads": args.threads, "traffic": args.traffic,
         "traffic_pairs": args.traffic_pairs, "cover_weight": args.cover_weight,
+        "distilled_from": [str(p) for p in args.distill] if args.distill else None,
     }
     (args.out / "history.json").write_text(json.dumps(history))
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))

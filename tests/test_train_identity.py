@@ -185,3 +185,63 @@ def test_a_soup_needs_two_parts_that_exist(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "o")])
     assert "not found" in capsys.readouterr().err
+
+
+def _similarities(embed, images: list[np.ndarray]) -> np.ndarray:
+    e = embed(images)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    return e @ e.T
+
+
+def test_a_student_distilled_from_a_model_learns_its_similarities(trained, tmp_path):
+    """--distill: the student's cosine similarities approach the teacher's (not just any training)."""
+    import torch
+
+    from camwatch.preprocess import InputSpec, prepare
+    from export.nets import build
+    from export.train import Teachers, main
+
+    ids = trained.parent
+    teacher_path = trained / "model.onnx"
+    out = tmp_path / "student"
+    assert main(["--identities", str(ids), "--out", str(out), "--arch", "seed", "--steps", "40", "--batch", "12",
+                 "--workers", "0", "--seed", "4", "--val-every", "0", "--skip-speed", "--no-progress",
+                 "--threads", "1", "--lr", "3e-3", "--distill", str(teacher_path)]) == 0
+    info = json.loads((out / "info.json").read_text())
+    assert info["distilled_from"] == [str(teacher_path)]
+    history = json.loads((out / "history.json").read_text())
+    assert np.mean(history["loss"][-10:]) < 0.5 * np.mean(history["loss"][:5])
+
+    spec_d = build("seed")[1]
+    spec = InputSpec(spec_d["width"], spec_d["height"], spec_d["channels"], spec_d["scale"],
+                     tuple(spec_d["mean"]), tuple(spec_d["std"]))
+    images = [identity_image(i, v) for i in range(N_IDS) for v in (7, 8)]     # variants never trained on
+    batch = lambda imgs: np.stack([prepare(im, spec) for im in imgs])         # noqa: E731
+
+    def onnx_embed(path: Path):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda imgs: sess.run(None, {sess.get_inputs()[0].name: batch(imgs)})[0]
+
+    torch.manual_seed(4)                                   # the student before training (train_member's init)
+    start, _ = build("seed")
+    start.eval()
+    with torch.no_grad():
+        s_start = _similarities(lambda imgs: start(torch.from_numpy(batch(imgs))).numpy(), images)
+    s_teacher = _similarities(onnx_embed(teacher_path), images)
+    s_student = _similarities(onnx_embed(out / "model.onnx"), images)
+    before, after = np.abs(s_start - s_teacher).mean(), np.abs(s_student - s_teacher).mean()
+    assert after < 0.5 * before, (before, after)
+
+    # Two teachers: their similarity is the mean of theirs, so a model twice is that model.
+    twice = Teachers([teacher_path, teacher_path], threads=1, spec=spec).embed(batch(images))
+    assert np.allclose(twice @ twice.T, s_teacher, atol=1e-5)
+
+
+def test_distill_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
+    from export.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--identities", str(tmp_path), "--out", str(tmp_path / "o"), "--distill", str(tmp_path / "t.onnx")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--distill" in err and "t.onnx" in err and "no such model file" in err
