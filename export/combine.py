@@ -1,0 +1,88 @@
+"""Several camwatch ONNX models as one ONNX file whose cosine is the mean of theirs (an ensemble).
+
+Why: judging an ensemble of seeds (and the teachers of ``export.train
+--distill``) with the same tools as any model (``camwatch evaluate --model``,
+``benchmarks/traffic_check.py --model``, ``tune_decision.py --model``). The
+members' unit embeddings are set side by side and divided by sqrt(k), so the
+file's cosine similarity is the mean of the members'. Its default threshold is
+the mean of theirs: an approximation (the trainer sets each at 0.5% false
+alarms on its validation pairs; the mean of cosines is not re-measured there),
+written into the metadata so nothing downstream changes. Members must share
+the input contract (size, channels, normalisation).
+
+    python -m export.combine camwatch/models/camwatch-drift.onnx runs/v13s2/model.onnx --out runs/e2.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: Metadata every member must agree on: what the one input means.
+INPUT_KEYS = ("camwatch.input_width", "camwatch.input_height", "camwatch.channels", "camwatch.input_scale",
+              "camwatch.mean", "camwatch.std")
+
+
+def combine(paths: list[Path], out: Path, version: str | None = None) -> float:
+    """Write the ensemble of ``paths`` to ``out``; returns its default threshold."""
+    import numpy as np
+    import onnx
+    from onnx import compose, helper
+
+    models = [onnx.load(str(p)) for p in paths]
+    metas = [{e.key: e.value for e in m.metadata_props} for m in models]
+    for path, meta in zip(paths[1:], metas[1:]):
+        differs = [k for k in INPUT_KEYS if meta.get(k) != metas[0].get(k)]
+        if differs:
+            raise SystemExit(f"{path}: its input differs from {paths[0]}'s ({', '.join(differs)})")
+    k = len(models)
+    nodes, inits, outputs = [], [], []
+    for i, m in enumerate(models):
+        m = compose.add_prefix(m, f"m{i}_")
+        g = m.graph
+        nodes.append(helper.make_node("Identity", ["image"], [g.input[0].name], name=f"m{i}_in"))
+        nodes.extend(g.node)
+        inits.extend(g.initializer)
+        outputs.append(g.output[0].name)
+    inits.append(helper.make_tensor("ensemble_scale", onnx.TensorProto.FLOAT, [], [1.0 / np.sqrt(k)]))
+    nodes.append(helper.make_node("Concat", outputs, ["ensemble_cat"], axis=1, name="ensemble_concat"))
+    nodes.append(helper.make_node("Mul", ["ensemble_cat", "ensemble_scale"], ["embedding"], name="ensemble_mul"))
+    first = models[0].graph
+    dim = sum(int(meta["camwatch.embedding_dim"]) for meta in metas)
+    graph = helper.make_graph(nodes, "camwatch_ensemble", [first.input[0]],
+                              [helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["N", dim])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=list(models[0].opset_import))
+    model.ir_version = models[0].ir_version
+    threshold = float(np.mean([float(meta["camwatch.threshold"]) for meta in metas]))
+    meta = dict(metas[0], **{"camwatch.embedding_dim": str(dim), "camwatch.threshold": f"{threshold:.4f}",
+                             "camwatch.model_name": metas[0]["camwatch.model_name"] + "-ensemble",
+                             "camwatch.model_version": version or "+".join(m["camwatch.model_version"] for m in metas)})
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return threshold
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("members", nargs="+", type=Path, help="camwatch ONNX models with the same input")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--version", default=None)
+    a = ap.parse_args(argv)
+    if len(a.members) < 2:
+        ap.error("give two or more models to combine")
+    missing = [str(p) for p in a.members if not p.is_file()]
+    if missing:
+        ap.error(f"not found: {', '.join(missing)}")
+    threshold = combine(a.members, a.out, a.version)
+    print(f"{a.out}: {len(a.members)} members, default threshold {threshold:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
