@@ -569,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "history.json").write_text(json.dumps(history))
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))
-    card.loss_plot(history, args.out / "loss.png")
+    card.loss_plot(history, args.out / "loss.png",
+                   *(["distillation loss (cosine similarities vs the teachers')"] if args.distill else []))
     card.architecture_plot(members[0], spec_d, args.out / "architecture.png")
     (args.out / "model-card.md").write_text(card.model_card(info))
     print(json.dumps({k: info[k] for k in ("parameters", "seconds_per_step", "train_seconds", "onnx_max_abs_diff")}

@@ -209,6 +209,7 @@ def test_a_student_distilled_from_a_model_learns_its_similarities(trained, tmp_p
                  "--threads", "1", "--lr", "3e-3", "--distill", str(teacher_path)]) == 0
     info = json.loads((out / "info.json").read_text())
     assert info["distilled_from"] == [str(teacher_path)]
+    assert f"Distilled from `{teacher_path}`" in (out / "model-card.md").read_text()
     history = json.loads((out / "history.json").read_text())
     assert np.mean(history["loss"][-10:]) < 0.5 * np.mean(history["loss"][:5])
 
