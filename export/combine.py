@@ -68,17 +68,22 @@ def combine(paths: list[Path], out: Path, version: str | None = None) -> float:
     return threshold
 
 
+def require_files(ap: argparse.ArgumentParser, paths: list[Path], what: str) -> None:
+    """Two or more files, all there, or a one-line usage error (export.combine and export.soup)."""
+    if len(paths) < 2:
+        ap.error(f"give two or more {what}")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        ap.error(f"not found: {', '.join(missing)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("members", nargs="+", type=Path, help="camwatch ONNX models with the same input")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--version", default=None)
     a = ap.parse_args(argv)
-    if len(a.members) < 2:
-        ap.error("give two or more models to combine")
-    missing = [str(p) for p in a.members if not p.is_file()]
-    if missing:
-        ap.error(f"not found: {', '.join(missing)}")
+    require_files(ap, a.members, "models to combine")
     threshold = combine(a.members, a.out, a.version)
     print(f"{a.out}: {len(a.members)} members, default threshold {threshold:.4f}")
     return 0

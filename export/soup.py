@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import onnx_export, train
+from .combine import require_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,11 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="the parts' --seed (it picks the validation split of identities)")
     ap.add_argument("--version", default=None)
     a = ap.parse_args(argv)
-    if len(a.parts) < 2:
-        ap.error("give two or more model.pt files to average")
-    missing = [str(p) for p in a.parts if not p.is_file()]
-    if missing:
-        ap.error(f"not found: {', '.join(missing)}")
+    require_files(ap, a.parts, "model.pt files to average")
     data = [(f"--{k}", str(v)) for k, v in (("footage", a.footage), ("stills", a.stills),
                                             ("identities", a.identities)) if v is not None]
     targs = train.parse_args([x for pair in data for x in pair] + ["--out", str(a.out), "--arch", a.arch,
