@@ -37,13 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=None)
     a = ap.parse_args(argv)
     require_files(ap, a.parts, "model.pt files to average")
-    data = [(f"--{k}", str(v)) for k, v in (("footage", a.footage), ("stills", a.stills),
-                                            ("identities", a.identities)) if v is not None]
-    targs = train.parse_args([x for pair in data for x in pair] + ["--out", str(a.out), "--arch", a.arch,
-                                                               "--seed", str(a.seed)])
     identities = a.identities is not None
-    val_clips = tuple(v for v in targs.val_clips.split(",") if v)
-    _, val_scenes = train.split(train.load(targs), val_clips, identities, targs.seed)
+    val_scenes = train.held_out_scenes(a.footage, a.stills, a.identities, a.seed)
     model, spec_d = build(a.arch)
     states = [torch.load(p, map_location="cpu") for p in a.parts]
     model.load_state_dict({k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype)

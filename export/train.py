@@ -486,6 +486,20 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
+def held_out_scenes(footage: Path | None, stills: Path | None, identities: Path | None,
+                    seed: int) -> list[Scene]:
+    """The validation scenes a training run with these data folders (and --seed) held out.
+
+    For tools that set a model's default threshold after training (export.soup,
+    export.combine) on the same pairs export.train sets it on.
+    """
+    data = [(f"--{k}", str(v)) for k, v in (("footage", footage), ("stills", stills),
+                                            ("identities", identities)) if v is not None]
+    targs = parse_args([x for pair in data for x in pair] + ["--out", "unused", "--seed", str(seed)])
+    val_clips = tuple(v for v in targs.val_clips.split(",") if v)
+    return split(load(targs), val_clips, identities is not None, seed)[1]
+
+
 def validation_pairs(val_scenes: list[Scene], spec_d: dict, identities: bool) -> tuple[InputSpec, ValSet]:
     """The model's input spec and the fixed validation pairs the default threshold is set on.
 

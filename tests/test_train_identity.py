@@ -246,3 +246,26 @@ def test_distill_refuses_a_missing_teacher_in_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--distill" in err and "t.onnx" in err and "no such model file" in err
+
+
+def test_a_combined_model_gets_its_threshold_where_the_trainer_sets_one(trained, tmp_path):
+    """export.combine with the data folders: the threshold export.train would write (a model twice: its own)."""
+    pytest.importorskip("onnx")
+    import shutil
+
+    from export.combine import main
+
+    ids = tmp_path / "ids"       # the identities alone (the fixture's run folder sits among them)
+    shutil.copytree(trained.parent, ids, ignore=lambda d, names: [n for n in names if n == trained.name])
+    own = float(ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
+                .get_modelmeta().custom_metadata_map["camwatch.threshold"])
+    out = tmp_path / "twice.onnx"
+    assert main([str(trained / "model.onnx"), str(trained / "model.onnx"), "--out", str(out),
+                 "--identities", str(ids), "--seed", "3"]) == 0
+    meta = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert float(meta["camwatch.threshold"]) == pytest.approx(own, abs=2e-4)
+    # With another --seed the held-out identities differ, and so (on this small set) does the threshold.
+    assert main([str(trained / "model.onnx"), str(trained / "model.onnx"), "--out", str(out),
+                 "--identities", str(ids), "--seed", "4"]) == 0
+    meta = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert float(meta["camwatch.threshold"]) != pytest.approx(own, abs=2e-4)
