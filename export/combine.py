@@ -31,24 +31,16 @@ INPUT_KEYS = ("camwatch.input_width", "camwatch.input_height", "camwatch.channel
 def validation_threshold(path: Path, footage: Path | None, stills: Path | None, identities: Path | None,
                          seed: int) -> float:
     """The model's similarity at 0.5% false alarms on export.train's benign validation pairs."""
-    import onnxruntime as ort
+    import dataclasses
+
+    from camwatch.embedder import load_embedder
 
     from . import train
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    meta = sess.get_modelmeta().custom_metadata_map
-    spec_d = {"width": int(meta["camwatch.input_width"]), "height": int(meta["camwatch.input_height"]),
-              "channels": meta["camwatch.channels"], "scale": float(meta["camwatch.input_scale"]),
-              "mean": [float(v) for v in meta["camwatch.mean"].split(",")],
-              "std": [float(v) for v in meta["camwatch.std"].split(",")]}
+    emb = load_embedder(path, device="cpu")
     scenes = train.held_out_scenes(footage, stills, identities, seed)
-    _, val = train.validation_pairs(scenes, spec_d, identities is not None)
-
-    def embed(x: np.ndarray) -> np.ndarray:
-        e = np.concatenate([sess.run(None, {"image": x[i:i + 256]})[0] for i in range(0, len(x), 256)])
-        return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-    sim = (embed(val.images_ref) * embed(val.images_query)).sum(1)
+    _, val = train.validation_pairs(scenes, dataclasses.asdict(emb.spec.input), identities is not None)
+    sim = (emb.run_prepared(val.images_ref) * emb.run_prepared(val.images_query)).sum(1)
     return float(np.quantile(sim[val.labels == 0], train.FALSE_ALARM_TARGET))
 
 
