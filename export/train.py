@@ -184,35 +184,30 @@ def triplet_loss(emb, ids, margin: float):
 
 
 class Teachers:
-    """The models a student learns from (``--distill``): ONNX files run by ONNX Runtime.
+    """The models a student learns from (``--distill``): ONNX files, run by camwatch's own embedder.
 
     Why ONNX: the shipped model exists as ONNX, not as a model.pt, and teachers only run
-    forward. Their embeddings are concatenated, each divided by sqrt(k), so the teachers'
-    cosine similarity is the mean of theirs: the similarity an ensemble of them would give.
+    forward. Their unit embeddings are concatenated, each divided by sqrt(k), so the
+    teachers' cosine similarity is the mean of theirs: the similarity an ensemble of them
+    would give.
     """
 
     def __init__(self, paths: list[Path], threads: int, spec: InputSpec):
-        import onnxruntime as ort
+        from camwatch.embedder import load_embedder
+        from camwatch.errors import ModelError
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, threads)
-        so.inter_op_num_threads = 1
-        self.paths = [str(p) for p in paths]
-        self.sessions = [ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]) for p in self.paths]
-        want = [1 if spec.channels == "gray" else 3, spec.height, spec.width]
-        for path, sess in zip(self.paths, self.sessions):
-            shape = sess.get_inputs()[0].shape[1:]
-            if list(shape) != want:
-                raise SystemExit(f"--distill {path}: takes input {shape}, the student {want} (teachers must "
-                                 "see what the student sees)")
+        try:
+            self.models = [load_embedder(p, device="cpu", threads=max(1, threads)) for p in paths]
+        except ModelError as exc:
+            raise SystemExit(f"--distill: {exc}") from None
+        for path, model in zip(paths, self.models):
+            if model.spec.input != spec:
+                raise SystemExit(f"--distill {path}: takes input {model.spec.input}, the student {spec} "
+                                 "(teachers must see what the student sees)")
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        k = len(self.sessions)
-        outs = []
-        for sess in self.sessions:
-            e = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})[0]
-            outs.append(e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
-        return np.concatenate(outs, 1) / np.sqrt(k)
+        x = np.ascontiguousarray(x, np.float32)
+        return np.concatenate([m.run_prepared(x) for m in self.models], 1) / np.sqrt(len(self.models))
 
 
 def distill_loss(emb, teacher_emb):
