@@ -13,11 +13,17 @@ Members must share the input contract (size, channels, normalisation).
 
     python -m export.combine camwatch/models/camwatch-drift.onnx runs/v13s2/model.onnx --out runs/e2.onnx \\
         --footage ../shared/footage/train --stills ../shared/stills
+
+One model with the data folders is copied as it is, with its default threshold
+set on today's validation pairs: how a model trained before session 9 (250
+benign pairs, a threshold that moved by 0.11 from one draw to the next) is
+judged beside one trained now (5,000 pairs; docs/training.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -98,9 +104,9 @@ def combine(paths: list[Path], out: Path, version: str | None = None) -> float:
     return threshold
 
 
-def require_files(ap: argparse.ArgumentParser, paths: list[Path], what: str) -> None:
-    """Two or more files, all there, or a one-line usage error (export.combine and export.soup)."""
-    if len(paths) < 2:
+def require_files(ap: argparse.ArgumentParser, paths: list[Path], what: str, least: int = 2) -> None:
+    """Enough files, all there, or a one-line usage error (export.combine and export.soup)."""
+    if len(paths) < least:
         ap.error(f"give two or more {what}")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -117,14 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--identities", type=Path)
     ap.add_argument("--seed", type=int, default=1, help="as export.train (it picks the held-out identities)")
     a = ap.parse_args(argv)
-    require_files(ap, a.members, "models to combine")
-    threshold = combine(a.members, a.out, a.version)
-    how = "the mean of the members'"
-    if a.footage or a.stills or a.identities:
+    data = bool(a.footage or a.stills or a.identities)
+    require_files(ap, a.members, "models to combine (or one, with --footage/--stills or --identities)",
+                  least=1 if data else 2)
+    if len(a.members) == 1:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(a.members[0], a.out)
+        threshold, how = 0.0, ""
+    else:
+        threshold = combine(a.members, a.out, a.version)
+        how = "the mean of the members'"
+    if data:
         threshold = validation_threshold(a.out, a.footage, a.stills, a.identities, a.seed)
         set_threshold(a.out, threshold)
         how = "set on the validation pairs"
-    print(f"{a.out}: {len(a.members)} members, default threshold {threshold:.4f} ({how})")
+    what = f"{len(a.members)} members" if len(a.members) > 1 else f"a copy of {a.members[0]}"
+    print(f"{a.out}: {what}, default threshold {threshold:.4f} ({how})")
     return 0
 
 

@@ -269,3 +269,30 @@ def test_a_combined_model_gets_its_threshold_where_the_trainer_sets_one(trained,
                  "--identities", str(ids), "--seed", "4"]) == 0
     meta = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     assert float(meta["camwatch.threshold"]) != pytest.approx(own, abs=2e-4)
+
+
+def test_one_model_with_the_data_folders_gets_its_threshold_set_again(trained, tmp_path, capsys):
+    """export.combine with one model: a copy whose threshold is set on today's validation pairs."""
+    pytest.importorskip("onnx")
+    import shutil
+
+    from export.combine import main, set_threshold
+
+    ids = tmp_path / "ids"
+    shutil.copytree(trained.parent, ids, ignore=lambda d, names: [n for n in names if n == trained.name])
+    own = float(ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
+                .get_modelmeta().custom_metadata_map["camwatch.threshold"])
+    stale = tmp_path / "stale.onnx"
+    shutil.copyfile(trained / "model.onnx", stale)
+    set_threshold(stale, 0.9)                  # a threshold from some other draw of pairs
+    out = tmp_path / "again.onnx"
+    assert main([str(stale), "--out", str(out), "--identities", str(ids), "--seed", "3"]) == 0
+    again = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert float(again.get_modelmeta().custom_metadata_map["camwatch.threshold"]) == pytest.approx(own, abs=2e-4)
+    x = np.random.default_rng(0).random((3, *again.get_inputs()[0].shape[1:])).astype(np.float32)
+    before = ort.InferenceSession(str(stale), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(again.run(None, {"image": x})[0], before.run(None, {"image": x})[0])
+    # without the data folders one model is a usage error, in one line
+    with pytest.raises(SystemExit):
+        main([str(stale), "--out", str(tmp_path / "no.onnx")])
+    assert "two or more" in capsys.readouterr().err and not (tmp_path / "no.onnx").exists()
