@@ -126,18 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     data = bool(a.footage or a.stills or a.identities)
     require_files(ap, a.members, "models to combine (or one, with --footage/--stills or --identities)",
                   least=1 if data else 2)
-    if len(a.members) == 1:
+    if len(a.members) == 1:   # only with the data folders (require_files)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(a.members[0], a.out)
-        threshold, how = 0.0, ""
+        what = f"a copy of {a.members[0]}"
     else:
         threshold = combine(a.members, a.out, a.version)
-        how = "the mean of the members'"
+        what, how = f"{len(a.members)} members", "the mean of the members'"
     if data:
         threshold = validation_threshold(a.out, a.footage, a.stills, a.identities, a.seed)
         set_threshold(a.out, threshold)
         how = "set on the validation pairs"
-    what = f"{len(a.members)} members" if len(a.members) > 1 else f"a copy of {a.members[0]}"
     print(f"{a.out}: {what}, default threshold {threshold:.4f} ({how})")
     return 0
 

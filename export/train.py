@@ -41,7 +41,8 @@ FALSE_ALARM_TARGET = 0.005    # default threshold: 0.5% false alarms on benign v
 #: how many benign pairs lie below it. Sessions 1-8 drew 48 and 1 (250 benign pairs: the
 #: threshold sat between the 2nd and 3rd lowest), and five draws of those pairs put 1.3.0's
 #: threshold anywhere in 0.174-0.285; with these 25 pairs lie below it and five draws give
-#: 0.204-0.221 (benchmarks/threshold_spread.py). Costs ~40 s of rendering once per run.
+#: 0.204-0.221 (benchmarks/threshold_spread.py). Costs ~40 s of rendering once per run, and
+#: the 20,000 views stay in memory for every validation (1.3 GB at 128x128 grey, float32).
 VAL_PAIRS_PER_CLIP = 960
 VAL_PAIRS_PER_STILL = 20
 #: Identity sets (--identities) keep the small draw: their pairs come from a few photos each.
