@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,7 +54,7 @@ def main() -> int:
         row = []
         for emb, col in zip(embedders, table):
             sim = (emb.run_prepared(val.images_ref[benign]) * emb.run_prepared(val.images_query[benign])).sum(1)
-            col.append(float(np.quantile(sim, train.FALSE_ALARM_TARGET)))
+            col.append(train.default_threshold(sim))
             row.append(f"{col[-1]:.4f}")
         print(f"draw {vs:>8}: {int(benign.sum())} benign pairs ({rendered:.0f} s to render)  " + "  ".join(row),
               flush=True)

@@ -46,8 +46,9 @@ def validation_threshold(path: Path, footage: Path | None, stills: Path | None, 
     emb = load_embedder(path, device="cpu")
     scenes = train.held_out_scenes(footage, stills, identities, seed)
     _, val = train.validation_pairs(scenes, dataclasses.asdict(emb.spec.input), identities is not None)
-    sim = (emb.run_prepared(val.images_ref) * emb.run_prepared(val.images_query)).sum(1)
-    return float(np.quantile(sim[val.labels == 0], train.FALSE_ALARM_TARGET))
+    benign = val.labels == 0          # only benign pairs set it: the drifted half need not be embedded
+    return train.default_threshold((emb.run_prepared(val.images_ref[benign])
+                                    * emb.run_prepared(val.images_query[benign])).sum(1))
 
 
 def set_threshold(path: Path, threshold: float) -> None:

@@ -299,12 +299,21 @@ def embed_np(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
+def default_threshold(benign_similarity: np.ndarray) -> float:
+    """The similarity at FALSE_ALARM_TARGET false alarms on benign pairs: what a model's file carries.
+
+    One place, so export.combine, export.soup and benchmarks/threshold_spread.py measure
+    exactly what the trainer writes.
+    """
+    return float(np.quantile(benign_similarity, FALSE_ALARM_TARGET))
+
+
 def evaluate(model, val: ValSet) -> dict:
     """AUC, threshold at FALSE_ALARM_TARGET on benign pairs, detection per kind at that threshold."""
     ea, eb = embed_np(model, val.images_ref), embed_np(model, val.images_query)
     sim = (ea * eb).sum(1)
     benign = sim[val.labels == 0]
-    thr = float(np.quantile(benign, FALSE_ALARM_TARGET)) if len(benign) else 0.5
+    thr = default_threshold(benign) if len(benign) else 0.5
     drifted = sim < thr
     kinds = sorted(set(val.kinds))
     per_kind = {k: float(np.mean(drifted[[kk == k for kk in val.kinds]])) for k in kinds}
