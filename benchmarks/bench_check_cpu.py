@@ -32,11 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from soak import (CamwatchProcess, free_port, metric_sum, need_tools, proc_stats, scrape,  # noqa: E402
-                  write_config)
-
 from conftest import RtspServer  # noqa: E402  (soak put tests/ on sys.path)
 from media import Media  # noqa: E402
+from soak import CamwatchProcess, free_port, metric_sum, need_tools, proc_stats, scrape, write_config  # noqa: E402
 
 FLOOR = r"""
 import os, resource, sys, time

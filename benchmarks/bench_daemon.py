@@ -27,8 +27,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from camwatch.daemon import Daemon  # noqa: E402
 from media import scene_image  # noqa: E402
+
+from camwatch.service.daemon import Daemon  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

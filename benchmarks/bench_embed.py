@@ -29,9 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from camwatch.embedder import load_embedder  # noqa: E402
-from camwatch import preprocess  # noqa: E402
 from hd_routes import ROUTES, route_batch  # noqa: E402
+
+from camwatch.vision import preprocess  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
 
 
 def frames_1080p(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -139,7 +140,7 @@ def streams_only(a: argparse.Namespace, routes: list[str]) -> int:
           f"thread, prepare through the route + ONNX Runtime 1 thread; {a.repeats} repeats x {a.seconds:.1f} s, "
           f"routes taken in turn within each repeat; medians")
     for (r, b), v in rates.items():
-        what = (f"floor: one cvtColor pass per frame, nothing else, frames/s" if r == "floor"
+        what = ("floor: one cvtColor pass per frame, nothing else, frames/s" if r == "floor"
                 else f"route {r:<16} batch {b:>2}, end to end views/s")
         base = rates.get(("shipped", b))
         ratio = (f"  x{statistics.median(x / y for x, y in zip(v, base)):.2f} of shipped, repeat by repeat"
@@ -205,7 +206,7 @@ def main() -> int:
     preprocess.PREPARE_WORKERS = 1
     emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
     max_streams = max(int(t) for t in a.threads.split(","))
-    print(f"\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
+    print("\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
     for batch in (int(b) for b in a.batches.split(",")):
         for route in routes:
             rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds, route=route)

@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from soak import CamwatchProcess, free_port, need_tools, write_config
-
 from conftest import RtspServer  # noqa: E402  (soak put tests/ on sys.path)
 from media import Media  # noqa: E402
+from soak import CamwatchProcess, free_port, need_tools, write_config
 
 
 def thread_ns(pid: int) -> dict[str, int]:

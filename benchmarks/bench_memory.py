@@ -26,10 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from soak import (CamwatchProcess, HttpCameras, free_port, metric_sum, need_tools, proc_stats,  # noqa: E402
-                  rtsp_server, scrape, write_config)
-
 from media import scene_image, write_image  # noqa: E402
+from soak import (  # noqa: E402
+    CamwatchProcess,
+    HttpCameras,
+    free_port,
+    metric_sum,
+    need_tools,
+    proc_stats,
+    rtsp_server,
+    scrape,
+    write_config,
+)
 
 
 def cameras_for(mode: str, n: int, folder: Path, http: HttpCameras | None, rtsp) -> list[dict]:

@@ -24,15 +24,15 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.exposition import make_wsgi_app  # noqa: E402
 
-from camwatch.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, Metrics  # noqa: E402
+from camwatch.service.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, Metrics  # noqa: E402
 
 #: What Prometheus 2.42 (Debian 12's, the one tests/test_prometheus.py runs) sends.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from camwatch.events import Backoff, Dispatcher, Event, EventStore, WebhookSink  # noqa: E402
-from camwatch.evidence import write_evidence  # noqa: E402
-from camwatch.metrics import Metrics  # noqa: E402
+from camwatch.service.metrics import Metrics  # noqa: E402
+from camwatch.store.events import Backoff, Dispatcher, Event, EventStore, WebhookSink  # noqa: E402
+from camwatch.store.evidence import write_evidence  # noqa: E402
 
 
 def bench_record(n: int = 200) -> float:

@@ -27,16 +27,24 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from camwatch.preprocess import (  # noqa: E402
-    FAST_MIN_PIXELS, InputSpec, _prepare, _view_stats, apply_regions, prepare, prepare_batch, view_stats)
+from camwatch.vision.preprocess import (  # noqa: E402
+    FAST_MIN_PIXELS,
+    InputSpec,
+    _prepare,
+    _view_stats,
+    apply_regions,
+    prepare,
+    prepare_batch,
+    view_stats,
+)
 
 
 def frame(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -162,7 +170,7 @@ def real_frames(root: Path, stills: Path | None, per_video: int = 8) -> list[tup
 
 
 def compare(root: Path, stills: Path | None, model: str | None) -> None:
-    from camwatch.embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     emb = load_embedder(model, device="cpu", threads=1)
     spec = emb.spec.input

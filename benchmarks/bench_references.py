@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from camwatch.references import ReferenceStore  # noqa: E402
+from camwatch.store.references import ReferenceStore  # noqa: E402
 
 
 def timed(fn, n: int) -> float:

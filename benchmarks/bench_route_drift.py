@@ -39,8 +39,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camwatch.embedder import load_embedder  # noqa: E402
 from hd_routes import ROUTES  # noqa: E402
+
+from camwatch.vision.embedder import load_embedder  # noqa: E402
 
 BENIGN = ("shift 1px", "shift 2px", "noise", "jpeg70", "bright x0.7", "shake")
 DRIFTED = ("rotate 2deg", "zoom 1.1x", "shift 5%")

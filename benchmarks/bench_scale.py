@@ -27,10 +27,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from soak import (CamwatchProcess, HttpCameras, free_port, histogram, metric_sum, need_tools,  # noqa: E402
-                  proc_stats, quantile, rtsp_server, scrape, write_config)
-
 from media import scene_image  # noqa: E402
+from soak import (  # noqa: E402
+    CamwatchProcess,
+    HttpCameras,
+    free_port,
+    histogram,
+    metric_sum,
+    need_tools,
+    proc_stats,
+    quantile,
+    rtsp_server,
+    scrape,
+    write_config,
+)
 
 
 def one_run(folder: Path, kind: str, cameras: int, interval: float, seconds: float, endpoints: int,

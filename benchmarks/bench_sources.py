@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from camwatch.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
-from camwatch.sources import open_source  # noqa: E402
 from conftest import RtspServer, SnapshotServer, _handler, camera_config, gst_rtsp_available  # noqa: E402
 from media import Media, scene_image  # noqa: E402
+
+from camwatch.sources.base import open_source  # noqa: E402
+from camwatch.sources.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
 
 
 def report(name: str, seconds: list[float], unit: str = "ms") -> None:

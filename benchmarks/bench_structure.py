@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from camwatch import structure  # noqa: E402
-from camwatch.preprocess import single_threaded_opencv, view_stats  # noqa: E402
 from modelkit import view, world  # noqa: E402
+
+from camwatch.vision import structure  # noqa: E402
+from camwatch.vision.preprocess import single_threaded_opencv, view_stats  # noqa: E402
 
 
 def main() -> int:

@@ -20,7 +20,6 @@ model trained on the others' frames (not with these changes on these frames).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -31,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch import decision  # noqa: E402
-from camwatch.embedder import load_embedder  # noqa: E402
-from camwatch.enrol import encode_view  # noqa: E402
-from camwatch.preprocess import view_stats  # noqa: E402
+from camwatch.core import decision  # noqa: E402
+from camwatch.service.enrol import encode_view  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
+from camwatch.vision.preprocess import view_stats  # noqa: E402
 from export import augment  # noqa: E402
 from export.data import load_footage  # noqa: E402
 from export.train import DEFAULT_VAL_CLIPS  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch.evaluate import detection_at, evaluate, roc_auc  # noqa: E402
+from camwatch.tools.evaluate import detection_at, evaluate, roc_auc  # noqa: E402
 
 SEED_ARCH = ROOT / "benchmarks" / "baselines" / "seed-arch.onnx"
 

@@ -52,17 +52,16 @@ The daemon's route (model input and view statistics of every check) for the same
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from camwatch import preprocess  # noqa: E402
-from camwatch.preprocess import (  # noqa: E402
-    InputSpec, _check_image, _finish, _halve, _model_halvings, _prepare, prepare)
+from camwatch.vision import preprocess  # noqa: E402
+from camwatch.vision.preprocess import InputSpec, _check_image, _finish, _halve, _model_halvings, _prepare, prepare  # noqa: E402
 
 Route = Callable[[np.ndarray, InputSpec], np.ndarray]
 

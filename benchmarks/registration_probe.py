@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from camwatch import decision  # noqa: E402
-from camwatch.embedder import load_embedder  # noqa: E402
-from camwatch.enrol import encode_view  # noqa: E402
-from camwatch.evaluate import read_image  # noqa: E402
-from camwatch.preprocess import view_stats  # noqa: E402
 from traffic_check import load_textures, traffic_variants  # noqa: E402
 from tune_decision import embed_folder  # noqa: E402
+
+from camwatch.core import decision  # noqa: E402
+from camwatch.service.enrol import encode_view  # noqa: E402
+from camwatch.tools.evaluate import read_image  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
+from camwatch.vision.preprocess import view_stats  # noqa: E402
 
 
 class Registration:

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch.embedder import load_embedder  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
 
 VAL_STILL_EVERY = 12      # as export/train.py holds stills out
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp"}

@@ -22,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch.embedder import load_embedder  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
 from export import train  # noqa: E402
 
 

@@ -40,10 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from camwatch.embedder import load_embedder  # noqa: E402
-from camwatch.evaluate import detection_at, read_image, roc_auc  # noqa: E402
-from camwatch.preprocess import view_stats  # noqa: E402
 from tune_decision import apply_sets, embed_folder, replay  # noqa: E402
+
+from camwatch.tools.evaluate import detection_at, read_image, roc_auc  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
+from camwatch.vision.preprocess import view_stats  # noqa: E402
 
 
 def load_textures(folder: Path | None, n: int = 64) -> list[np.ndarray]:

@@ -37,11 +37,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from camwatch import decision, structure  # noqa: E402
-from camwatch.embedder import load_embedder  # noqa: E402
-from camwatch.enrol import encode_view  # noqa: E402
-from camwatch.evaluate import _by_camera, calibration_images, read_cases, read_image  # noqa: E402
-from camwatch.preprocess import STATS_ROUTE, view_stats  # noqa: E402
+from camwatch.core import decision
+from camwatch.service.enrol import encode_view  # noqa: E402
+from camwatch.tools.evaluate import _by_camera, calibration_images, read_cases, read_image  # noqa: E402
+from camwatch.vision import structure  # noqa: E402
+from camwatch.vision.embedder import load_embedder  # noqa: E402
+from camwatch.vision.preprocess import STATS_ROUTE, view_stats  # noqa: E402
 
 CONSTANTS = ("CALIBRATION_SPREAD_FACTOR", "CALIBRATION_MIN_RATIO", "CALIBRATION_MAX_RATIO")
 

@@ -39,9 +39,8 @@ def validation_threshold(path: Path, footage: Path | None, stills: Path | None, 
     """The model's similarity at 0.5% false alarms on export.train's benign validation pairs."""
     import dataclasses
 
-    from camwatch.embedder import load_embedder
-
-    from . import train
+    from camwatch import train
+    from camwatch.vision.embedder import load_embedder
 
     emb = load_embedder(path, device="cpu")
     scenes = train.held_out_scenes(footage, stills, identities, seed)

@@ -88,7 +88,7 @@ class Ensemble(nn.Module):
     different views, and the mean is steadier than either (docs/training.md).
     """
 
-    def __init__(self, members: "list[nn.Module]"):
+    def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
 

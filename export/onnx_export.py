@@ -75,7 +75,8 @@ def measure_speed(path: Path, frame_bgr: np.ndarray | None = None, runs: int = 5
     """
     import cv2
     import onnxruntime as ort
-    from camwatch.preprocess import InputSpec, prepare, prepare_batch
+
+    from camwatch.vision.preprocess import InputSpec, prepare, prepare_batch
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -17,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import onnx_export, train
+from camwatch import onnx_export, train
+
 from .combine import require_files
 
 

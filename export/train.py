@@ -10,7 +10,7 @@ identity or per view):
 
 Deterministic for a given ``--seed`` (and thread count): batch k is rendered
 from ``numpy.random.default_rng([seed, k])`` whichever process renders it.
-Every view goes through ``camwatch.preprocess.prepare``, the function the
+Every view goes through ``camwatch.vision.preprocess.prepare``, the function the
 daemon uses, so training sees exactly what serving sees.
 """
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from camwatch.preprocess import InputSpec, prepare
+from camwatch import augment
+from camwatch.vision.preprocess import InputSpec, prepare
 
-from . import augment
 from .data import Corpus, Scene, load_footage, load_identities, load_stills
 
 DEFAULT_VAL_CLIPS = ("video02.avi", "worker-zone-detection.gif", "vtest.avi")
@@ -204,8 +204,8 @@ class Teachers:
     """
 
     def __init__(self, paths: list[Path], threads: int, spec: InputSpec):
-        from camwatch.embedder import load_embedder
-        from camwatch.errors import ModelError
+        from camwatch.core.errors import ModelError
+        from camwatch.vision.embedder import load_embedder
 
         try:
             self.models = [load_embedder(p, device="cpu", threads=max(1, threads)) for p in paths]
@@ -442,7 +442,7 @@ def load(args) -> Corpus:
 
 
 def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, shake: str, val: ValSet,
-                 history: dict, offset: int, device) -> "torch.nn.Module":
+                 history: dict, offset: int, device) -> torch.nn.Module:
     """One network trained for ``args.steps`` steps with render workers using ``shake``.
 
     Channels-last tensors: the 2-core CPU runs this net's forward and backward in
@@ -535,7 +535,8 @@ def validation_pairs(val_scenes: list[Scene], spec_d: dict, identities: bool, pe
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from . import card, onnx_export
+    from camwatch import card, onnx_export
+
     from .nets import Ensemble, build
 
     args = parse_args(argv)

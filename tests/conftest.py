@@ -19,10 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -60,7 +61,7 @@ class _SkippingMedia(Media):
 
 def camera_config(url: str, id: str = "cam", timeout: float = 3.0, **kw: Any) -> Any:
     """A real config.CameraConfig for ``url`` (redacted_url filled in as load_config does)."""
-    from camwatch.config import CameraConfig, redact_url
+    from camwatch.config.loader import CameraConfig, redact_url
 
     password = kw.get("password")
     return CameraConfig(id=id, url=str(url), name=kw.pop("name", id), timeout=timeout,

@@ -1,7 +1,7 @@
 """Test media made on the spot: textured frames, images and H.264 clips.
 
 Tests must run on a fresh clone, so nothing here reads /work/shared: frames come
-from camwatch.demo's procedural scenes (real texture, moving people, sensor
+from camwatch.sources.demo's procedural scenes (real texture, moving people, sensor
 noise) and clips are encoded by ffmpeg (libx264, ``-g 15``, yuv420p). A "moved"
 clip is another window of the same world, the way a turned camera sees it.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from camwatch.demo import DemoScene, DemoSpec
+from camwatch.sources.demo import DemoScene, DemoSpec
 
 
 def have_ffmpeg() -> bool:

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from daemon_helpers import camwatch, free_port, write_config
 from media import scene_image, write_image
 from modelkit import grid_model

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from camwatch.compare import confidence
 from modelkit import grid_model, view, world
+
+from camwatch.tools.compare import confidence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ def test_face_crop_matches_the_same_face_in_another_view(files, face_files) -> N
 
 @needs_cascade
 def test_face_crop_takes_the_largest_face_with_a_margin(face_files) -> None:
-    from camwatch.compare import largest_face, read_image
+    from camwatch.tools.compare import largest_face, read_image
 
     image = read_image(str(face_files["two"]))
     detector = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))

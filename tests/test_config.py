@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from camwatch.config import (CameraConfig, Config, load_config, parse_active_hours, parse_duration)
-from camwatch.errors import ConfigError
-from camwatch.logs import scrub
+from camwatch.config.loader import CameraConfig, Config, load_config, parse_active_hours, parse_duration
+from camwatch.core.errors import ConfigError
+from camwatch.core.logs import scrub
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "configs" / "cameras.example.yaml"

@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from camwatch.daemon import Daemon
-from camwatch.events import EventStore
-from camwatch.references import ReferenceStore
 from daemon_helpers import camwatch, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
+
+from camwatch.service.daemon import Daemon
+from camwatch.store.events import EventStore
+from camwatch.store.references import ReferenceStore
 
 
 def wait(what: str, cond, timeout: float = 30.0, step: float = 0.05):
@@ -209,7 +209,7 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
         while True:  # drain READY/STATUS
             try:
                 sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 break
         d.watchdog_tick()
         assert sock.recv(4096) == b"WATCHDOG=1"
@@ -231,7 +231,7 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
         while True:
             try:
                 got.append(sock.recv(4096))
-            except socket.timeout:
+            except TimeoutError:
                 break
         assert b"WATCHDOG=1" in got
     finally:
@@ -269,7 +269,7 @@ def test_drift_stays_open_across_a_restart(folder, running):
     wait("a drifted after restart", lambda: d.runtimes["a"].state == "drifted")
     n = value(d, "camwatch_checks_total", camera="a", result="drifted")
     wait("more drifted checks", lambda: value(d, "camwatch_checks_total", camera="a", result="drifted") >= n + 2)
-    from camwatch.metrics import ALERT_KINDS
+    from camwatch.service.metrics import ALERT_KINDS
     assert sum(value(d, "camwatch_alerts_total", camera="a", kind=k) for k in ALERT_KINDS) == 0  # no new alert
     write_image(folder / "a.png", scene_image(seed=1, scene="street", t=1.0))
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
@@ -281,10 +281,10 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
     """The first ``calibration.checks`` benign checks store similarity AND structure
     distance in the real SQLite file; after them the camera is judged with its own
     threshold and structure scale (decision.calibrate / calibrate_structure)."""
-    from camwatch import decision
-    from camwatch.checks import threshold_for
-    from camwatch.config import load_config
-    from camwatch.embedder import load_embedder
+    from camwatch.config.loader import load_config
+    from camwatch.core import decision
+    from camwatch.service.checks import threshold_for
+    from camwatch.vision.embedder import load_embedder
 
     out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
     assert out.returncode == 0, out.stderr

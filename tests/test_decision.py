@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from camwatch import decision
-from camwatch.decision import Hysteresis, RefView, assess, calibrate
-from camwatch.embedder import load_embedder
-from camwatch.preprocess import view_stats
 from modelkit import grid_model, view, world
+
+from camwatch.core import decision
+from camwatch.core.decision import Hysteresis, RefView, assess, calibrate
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.preprocess import view_stats
 
 
 def unit(v) -> np.ndarray:
@@ -209,7 +209,7 @@ def _rotated(img: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def test_structure_distance_sees_a_small_rotation_not_light_or_noise() -> None:
-    from camwatch import structure
+    from camwatch.vision import structure
 
     w = world(5)
     ref = view(w)
@@ -232,7 +232,7 @@ def test_structure_distance_sees_a_small_rotation_not_light_or_noise() -> None:
 
 def test_trimmed_ssim_leaves_out_a_local_change(monkeypatch: pytest.MonkeyPatch) -> None:
     """POOL_TRIM and POOL_CELLS (benchmark settings, 0 in the product) drop the map's worst share from the mean."""
-    from camwatch import structure
+    from camwatch.vision import structure
 
     ref = view(world(5))
     patched = ref.copy()
@@ -282,7 +282,7 @@ def test_structure_joins_the_similarity_margin_once_a_scale_is_known() -> None:
 
 
 def test_structure_scale_follows_early_views_within_bounds() -> None:
-    from camwatch.decision import calibrate_structure
+    from camwatch.core.decision import calibrate_structure
 
     assert calibrate_structure([]) is None and calibrate_structure([0.1, 0.1]) is None
     assert calibrate_structure([float("nan")] * 5) is None

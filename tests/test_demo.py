@@ -7,11 +7,11 @@ import time
 import cv2
 import numpy as np
 import pytest
-
-from camwatch.demo import DRIFTS, SCENES, DemoScene, DemoSource, parse_demo_url
-from camwatch.errors import SourceError
-from camwatch.sources import open_source
 from test_sources import likeness
+
+from camwatch.core.errors import SourceError
+from camwatch.sources.base import open_source
+from camwatch.sources.demo import DRIFTS, SCENES, DemoScene, DemoSource, parse_demo_url
 
 
 def detail(image: np.ndarray) -> float:
@@ -109,7 +109,7 @@ def test_the_shipped_model_sees_a_demo_view_as_stable_and_a_turn_as_drift():
     """The demo exists to show the daemon working: with the shipped model, frames of one
     view (people, light, noise changing) stay above the model's threshold and far above
     the turned view of the same place."""
-    from camwatch.embedder import load_embedder, shipped_model_path
+    from camwatch.vision.embedder import load_embedder, shipped_model_path
 
     if not shipped_model_path().is_file():
         pytest.skip("no shipped model yet (camwatch/models/camwatch-drift.onnx)")

@@ -15,7 +15,6 @@ import signal
 import time
 
 import pytest
-
 from daemon_helpers import Daemon, camwatch, write_config
 from media import scene_image
 from modelkit import grid_model

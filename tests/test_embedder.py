@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from camwatch.embedder import Embedder, load_embedder, shipped_model_path
-from camwatch.errors import ModelError
 from modelkit import grid_model, view, world
+
+from camwatch.core.errors import ModelError
+from camwatch.vision.embedder import Embedder, load_embedder, shipped_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +30,9 @@ def model(tmp_path: Path) -> Path:
 
 
 def _cuda_usable() -> bool:
-    from camwatch.embedder import _provider_library_problem
     import onnxruntime as ort
+
+    from camwatch.vision.embedder import _provider_library_problem
     return "CUDAExecutionProvider" in ort.get_available_providers() and _provider_library_problem("cuda") is None
 
 
@@ -201,14 +202,14 @@ def test_cuda_and_require_gpu_refused_without_a_gpu(model: Path) -> None:
 
 def test_auto_on_cpu_host_prints_no_ort_noise(model: Path) -> None:
     code = ("import logging,sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-            "from camwatch.embedder import load_embedder\n"
+            "from camwatch.vision.embedder import load_embedder\n"
             f"e = load_embedder({str(model)!r}, device='auto'); print(e.provider)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "CPUExecutionProvider" or _cuda_usable()
     assert "onnxruntime:" not in out.stderr           # ORT's own [E:onnxruntime...] / [W:onnxruntime...] lines
     assert "Failed to load" not in out.stdout + out.stderr.replace("no GPU", "")
-    assert out.stderr.count("INFO camwatch.embedder") + out.stderr.count("INFO:camwatch.embedder") == 1
+    assert out.stderr.count("INFO camwatch.vision.embedder") + out.stderr.count("INFO:camwatch.vision.embedder") == 1
 
 
 def test_shipped_model_loads_through_package_resources() -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from test_references import scene, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +118,7 @@ def test_enroll_image_file_stores_the_view_and_embeds_what_it_stores(site):
     assert stored.shape == (150, 200, 3)
     assert np.abs(stored.astype(int) - cv2.imread(str(other)).astype(int)).mean() < 3  # JPEG q95
 
-    from camwatch.embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
     emb = load_embedder(str(site / "tiny.onnx"), device="cpu").embed([stored])[0]
     np.testing.assert_allclose(np.frombuffer(blob, "<f4"), emb, atol=1e-6)
 

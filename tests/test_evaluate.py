@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from camwatch.evaluate import detection_at, roc_auc
 from modelkit import grid_model, view, world
+
+from camwatch.tools.evaluate import detection_at, roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_PY = Path("/work/shared/drift-bench/score.py")

@@ -25,9 +25,18 @@ from pathlib import Path
 
 import pytest
 
-from camwatch.errors import CamwatchError
-from camwatch.events import (Backoff, DeliveryError, Dispatcher, Event, EventStore, LogSink,
-                             WebhookSink, parse_since, webhook_sink_name)
+from camwatch.core.errors import CamwatchError
+from camwatch.store.events import (
+    Backoff,
+    DeliveryError,
+    Dispatcher,
+    Event,
+    EventStore,
+    LogSink,
+    WebhookSink,
+    parse_since,
+    webhook_sink_name,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,7 +215,7 @@ def test_restart_resumes_pending_deliveries(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from camwatch.events import Backoff, Dispatcher, Event, EventStore, WebhookSink
+    from camwatch.store.events import Backoff, Dispatcher, Event, EventStore, WebhookSink
     state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = EventStore(state)
     d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3), poll=0.2)

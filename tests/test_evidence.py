@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camwatch.errors import StoreError
-from camwatch.evidence import difference_map, evidence_dir, prune, write_evidence
+from camwatch.core.errors import StoreError
+from camwatch.store.evidence import difference_map, evidence_dir, prune, write_evidence
 
 
 def scene(seed: int, h: int = 480, w: int = 640) -> np.ndarray:

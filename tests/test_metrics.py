@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from camwatch.errors import ConfigError
-from camwatch.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, RESULTS, STATES, Metrics
+from camwatch.core.errors import ConfigError
+from camwatch.service.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, RESULTS, STATES, Metrics
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

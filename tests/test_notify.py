@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from camwatch import notify
+from camwatch.service import notify
 
 
 @pytest.fixture

@@ -12,8 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-from camwatch.errors import ModelError
-from camwatch.preprocess import STATS_ROUTE, InputSpec, ViewStats, apply_regions, prepare, prepare_batch, view_stats
+from camwatch.core.errors import ModelError
+from camwatch.vision.preprocess import (
+    STATS_ROUTE,
+    InputSpec,
+    ViewStats,
+    apply_regions,
+    prepare,
+    prepare_batch,
+    view_stats,
+)
 
 
 def scene(h: int = 1080, w: int = 1920, seed: int = 0) -> np.ndarray:
@@ -245,7 +253,7 @@ def test_frames_below_hd_get_exactly_the_pixels_the_model_was_trained_on(h, w):
 
 
 def test_the_exact_route_is_the_old_pyrdown_chain_at_every_size():
-    from camwatch.preprocess import _prepare
+    from camwatch.vision.preprocess import _prepare
 
     for h, w in ((720, 1280), (1080, 1920)):
         img = scene(h, w)
@@ -282,7 +290,7 @@ def test_1080p_model_input_reads_only_every_4th_row(h, w):
 
     Frames under it (720p, odd sides) still read every row: changing any row there does.
     """
-    from camwatch.preprocess import analyse
+    from camwatch.vision.preprocess import analyse
 
     img = scene(h, w, seed=4)
     other = img.copy()
@@ -299,7 +307,7 @@ def test_1080p_model_input_reads_only_every_4th_row(h, w):
 
 
 def test_fast_route_keeps_the_shipped_models_embedding():
-    from camwatch.embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     emb = load_embedder(None, device="cpu", threads=1)
     spec = emb.spec.input
@@ -382,7 +390,7 @@ def test_regions_are_the_old_ones_exactly():
 
 
 def test_prepare_batch_over_workers_equals_one_by_one(monkeypatch):
-    import camwatch.preprocess as pp
+    import camwatch.vision.preprocess as pp
 
     monkeypatch.setattr(pp, "PREPARE_WORKERS", 3)
     frames = [scene(270 + 30 * i, 480, seed=i) for i in range(7)]
@@ -398,7 +406,7 @@ def test_prepare_batch_works_in_a_forked_child(monkeypatch):
     """A child forked after the pool exists must not wait on the parent's (absent) threads."""
     import os
 
-    import camwatch.preprocess as pp
+    import camwatch.vision.preprocess as pp
 
     monkeypatch.setattr(pp, "PREPARE_WORKERS", 2)
     frames = [scene(120, 160, seed=i) for i in range(4)]
@@ -426,7 +434,7 @@ def test_prepare_batch_works_in_a_forked_child(monkeypatch):
                                   (1080, 1440), (576, 1024), (360, 640), (1081, 1921), (50, 600)])
 def test_analyse_is_prepare_and_view_stats_from_one_reduction(h, w):
     """The daemon's shared route must give exactly what enrolment's two calls give."""
-    from camwatch.preprocess import analyse, analyse_batch
+    from camwatch.vision.preprocess import analyse, analyse_batch
 
     img = scene(h, w, seed=h // 7 + w)
     for spec in SPECS + [InputSpec(300, 300)]:

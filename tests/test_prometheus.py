@@ -167,7 +167,7 @@ def active_alerts(prom: Prom) -> set[tuple[str, str]]:
 FIXTURE = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from camwatch.metrics import Metrics
+    from camwatch.service.metrics import Metrics
     m = Metrics()
     m.set_build_info("0.1.0", "camwatch-drift", "1")
     m.set_provider("CPUExecutionProvider", gpu_required=True)
@@ -221,8 +221,8 @@ def test_dashboard_and_rules_against_a_metrics_process(tmp_path):
 
 def _daemon_available() -> str | None:
     try:
-        import camwatch.config  # noqa: F401
-        import camwatch.daemon  # noqa: F401
+        import camwatch.config.loader  # noqa: F401
+        import camwatch.service.daemon  # noqa: F401
     except ImportError as exc:
         return f"the daemon cannot run yet: {exc}"
     return None

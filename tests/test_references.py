@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import pytest
 
-from camwatch.errors import StoreError
-from camwatch.preprocess import view_stats
-from camwatch.references import DB_NAME, SCHEMA_VERSION, ReferenceStore
+from camwatch.core.errors import StoreError
+from camwatch.store.references import DB_NAME, SCHEMA_VERSION, ReferenceStore
+from camwatch.vision.preprocess import view_stats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def test_list_remove_and_metric_helpers(store):
     assert store.ages(now=5000.0) == {"a": 3000.0, "b": 2000.0}
     assert store.camera_ids() == ["a", "b"]
 
-    with pytest.raises(StoreError, match=rf"no reference with id 999.*nothing removed"):
+    with pytest.raises(StoreError, match=r"no reference with id 999.*nothing removed"):
         store.remove([a.id, 999])
     assert store.counts() == {"a": 2, "b": 1}  # all or nothing
     assert store.remove([a.id]) == [a.id]
@@ -202,7 +202,7 @@ def test_calibration_samples_persist_and_are_cleared_when_references_change(tmp_
 
 
 def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_path):
-    from camwatch.embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
     b = load_embedder(str(tiny_model(tmp_path / "b.onnx", seed=2)), device="cpu")
@@ -239,7 +239,7 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
     change); its image stays, and so do calibration samples that carry a structure distance.
     Older samples (none) cannot scale the structure cue: that camera calibrates again,
     other cameras keep theirs."""
-    from camwatch.embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
     data = jpeg(scene(1))
@@ -273,7 +273,7 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
 
 
 def test_reembed_failing_half_way_changes_nothing(tmp_path):
-    from camwatch.embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
     b = load_embedder(str(tiny_model(tmp_path / "b.onnx", seed=2)), device="cpu")
@@ -451,7 +451,7 @@ def test_second_process_sees_commits(tmp_path):
         ref = s.add("cam", "day", jpeg(scene(1)), unit(1), "m")
         code = f"""
 import sys; sys.path.insert(0, {str(REPO)!r})
-from camwatch.references import ReferenceStore
+from camwatch.store.references import ReferenceStore
 import numpy as np
 s = ReferenceStore({str(state)!r})
 print(s.counts()["cam"])
@@ -468,7 +468,7 @@ KILL_CHILD = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, sys.argv[2])
     import numpy as np
-    from camwatch.references import ReferenceStore
+    from camwatch.store.references import ReferenceStore
     store = ReferenceStore(sys.argv[1])
     rng = np.random.default_rng(os.getpid())
     i = 0
@@ -545,7 +545,7 @@ def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tm
         # another process (as `camwatch enroll` and `references remove` are) writes the same file
         code = textwrap.dedent(f"""
             import numpy as np
-            from camwatch.references import ReferenceStore
+            from camwatch.store.references import ReferenceStore
             with ReferenceStore({str(state)!r}) as o:
                 o.remove([r.id for r in o.for_camera("cam") if r.label == "day"])
                 o.add_calibration_sample("cam", "m", 0.8)

@@ -28,7 +28,6 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-
 from daemon_helpers import Daemon, camwatch, free_port
 from media import scene_image
 from modelkit import grid_model

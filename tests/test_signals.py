@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from daemon_helpers import Daemon, SilentServer, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
@@ -41,7 +40,7 @@ class NotifySocket:
         while not self._stop:
             try:
                 data = self.sock.recv(65536).decode()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.messages.append((time.monotonic(),
                                   dict(l.split("=", 1) for l in data.splitlines() if "=" in l)))

@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import gst_rtsp_available
 from media import have_ffmpeg
 

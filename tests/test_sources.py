@@ -11,11 +11,18 @@ import time
 import cv2
 import numpy as np
 import pytest
-
-from camwatch.errors import SourceError
-from camwatch.sources import (DEADLINE_SLACK_S, Backoff, Frame, RtspStreamSource, abandoned_workers,
-                              open_source, rtsp_target)
 from media import scene_frames, scene_image, write_clip, write_image
+
+from camwatch.core.errors import SourceError
+from camwatch.sources.base import (
+    DEADLINE_SLACK_S,
+    Backoff,
+    Frame,
+    RtspStreamSource,
+    abandoned_workers,
+    open_source,
+    rtsp_target,
+)
 
 SLACK = DEADLINE_SLACK_S + 0.7  # scheduling noise on 2 busy cores
 

@@ -76,7 +76,7 @@ def test_training_writes_model_card_plots_and_onnx(trained):
 
 
 def test_same_identity_is_clearly_closer_than_different(trained):
-    from camwatch.preprocess import InputSpec, prepare
+    from camwatch.vision.preprocess import InputSpec, prepare
 
     sess = ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
@@ -197,7 +197,7 @@ def test_a_student_distilled_from_a_model_learns_its_similarities(trained, tmp_p
     """--distill: the student's cosine similarities approach the teacher's (not just any training)."""
     import torch
 
-    from camwatch.preprocess import InputSpec, prepare
+    from camwatch.vision.preprocess import InputSpec, prepare
     from export.nets import build
     from export.train import Teachers, main
 

@@ -7,18 +7,18 @@ no train/serve skew. It needs only numpy and cv2.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from .errors import ModelError
-from .structure import thumbnail
+from camwatch.core.errors import ModelError
+from camwatch.vision.structure import thumbnail
 
 Point = tuple[float, float]
 Polygon = Sequence[Point]
@@ -209,7 +209,7 @@ class ImageFileError(Exception):
         super().__init__(message)
 
 
-def read_image_file(path: "str | os.PathLike[str]") -> np.ndarray:
+def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image file (any format OpenCV reads) to BGR uint8.
 
     Raises ImageFileError: missing file (``missing=True``), unreadable file
@@ -307,7 +307,7 @@ def analyse_batch(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.nda
     return out, stats
 
 
-def _spread(n: int, one: "Callable[[int], None]") -> None:
+def _spread(n: int, one: Callable[[int], None]) -> None:
     """Call ``one(i)`` for i < n, in one contiguous chunk per worker of a shared pool.
 
     OpenCV releases the GIL, and its own threading does little for these small

@@ -17,7 +17,8 @@ store's JSON) as ``"<w>x<h>:<base64 of the grey pixels>"``: 96 x 54 px are
 from __future__ import annotations
 
 import base64
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np

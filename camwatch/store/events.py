@@ -36,13 +36,14 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
-from .errors import CamwatchError, StoreError
-from .logs import register_secret, scrub
+from camwatch.core.errors import CamwatchError, StoreError
+from camwatch.core.logs import register_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ class LogSink:
     name = "log"
 
     def __init__(self, logger: logging.Logger | None = None):
-        self._log = logger or logging.getLogger("camwatch.events")
+        self._log = logger or logging.getLogger("camwatch.store.events")
 
     def send(self, event: Event) -> None:
         level = logging.WARNING if event.type in ("drift_started", "camera_down") else logging.INFO
@@ -399,7 +400,7 @@ class WebhookSink:
                 register_secret(value.split(" ", 1)[1])
 
     @classmethod
-    def from_settings(cls, ws: Any) -> "WebhookSink":
+    def from_settings(cls, ws: Any) -> WebhookSink:
         """Build from a ``config.WebhookSettings`` (url, headers, timeout, verify_tls, format)."""
         return cls(ws.url, getattr(ws, "headers", None) or {}, getattr(ws, "timeout", 10.0),
                    getattr(ws, "verify_tls", True), getattr(ws, "format", "json") or "json")
@@ -615,7 +616,7 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def cli_events(args: Any) -> int:
     """``camwatch events [--camera C] [--since 2h|ISO] [--json] [--limit N]``."""
-    from .config import load_config
+    from camwatch.config.loader import load_config
 
     config = load_config(args.config)
     since = parse_since(args.since) if getattr(args, "since", None) else None

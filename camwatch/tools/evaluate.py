@@ -25,15 +25,16 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import CamwatchError, EnrolmentError
-from .preprocess import ImageFileError, read_image_file
+from camwatch.core.errors import CamwatchError, EnrolmentError
+from camwatch.vision.preprocess import ImageFileError, read_image_file
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +199,10 @@ def _chunks(items: Sequence[int], n: int) -> Iterable[Sequence[int]]:
 
 def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = True) -> Result:
     """Enrol, calibrate and judge every camera's queries as the daemon would."""
-    from . import decision
-    from .enrol import enrol_frame
-    from .preprocess import view_stats
-    from .references import ReferenceStore
+    from camwatch.core import decision
+    from camwatch.service.enrol import enrol_frame
+    from camwatch.store.references import ReferenceStore
+    from camwatch.vision.preprocess import view_stats
 
     scores = np.zeros(len(cases))
     drifted = np.zeros(len(cases), bool)
@@ -244,7 +245,7 @@ def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = 
 
 def run_baseline(folder: Path, cases: list[Case], name: str) -> Result:
     """A classical method in the same harness (no calibration: it has no similarity scale)."""
-    from .baselines import BASELINES
+    from camwatch.tools.baselines import BASELINES
 
     method = BASELINES[name]
     scores = np.zeros(len(cases))
@@ -318,7 +319,7 @@ def format_figures(fig: dict[str, Any], method: str) -> str:
 def evaluate(folder: str | Path, method: str = "model", model: str | None = None,
              calibrate: bool = True, device: str = "auto") -> tuple[Result, dict[str, Any]]:
     """Run one method on a case folder; returns the per-case result and the figures."""
-    from .baselines import BASELINES
+    from camwatch.tools.baselines import BASELINES
 
     folder = Path(folder)
     method = method.lower()
@@ -328,7 +329,7 @@ def evaluate(folder: str | Path, method: str = "model", model: str | None = None
         raise EvaluationError(f"--model applies to --method model, not {method}")
     cases = read_cases(folder)
     if method == "model":
-        from .embedder import load_embedder
+        from camwatch.vision.embedder import load_embedder
         embedder = load_embedder(model, device=device)
         result = run_model(folder, cases, embedder, calibrate)
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import StoreError
+from camwatch.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 

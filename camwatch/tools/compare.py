@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CamwatchError
+from camwatch.core.errors import CamwatchError
 
 #: Logistic scale of the confidence (similarity units); see the module docstring.
 # The logistic's scale as a fraction of the model's default distance
@@ -69,7 +69,7 @@ def confidence(similarity: float, threshold: float, scale: float | None = None) 
 
 
 def read_image(path: str) -> np.ndarray:
-    from .preprocess import ImageFileError, read_image_file
+    from camwatch.vision.preprocess import ImageFileError, read_image_file
 
     try:
         return read_image_file(path)
@@ -150,7 +150,7 @@ def largest_face(image: np.ndarray, where: str) -> np.ndarray:
 def compare(path_a: str, path_b: str, model: str | None = None, crop: str = "none",
             device: str = "auto") -> Comparison:
     """Embed two images with the drift model and compare them."""
-    from .embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     a, b = read_image(path_a), read_image(path_b)
     if crop == "face":

@@ -30,16 +30,17 @@ import signal
 import threading
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import notify
-from .checks import embed_views, judge, threshold_for, view_of
-from .errors import CamwatchError, ConfigError, SourceError
-from .logs import register_secret, scrub
+from camwatch.core.errors import CamwatchError, ConfigError, SourceError
+from camwatch.core.logs import register_secret, scrub
+from camwatch.service import notify
+from camwatch.service.checks import embed_views, judge, threshold_for, view_of
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _make_executor(workers: int, expected: Callable[[str, float], None]) -> Any:
     class DaemonThreadExecutor(BaseExecutor):
         def __init__(self) -> None:
             super().__init__()
-            self._jobs: "queue.Queue[Any]" = queue.Queue()
+            self._jobs: queue.Queue[Any] = queue.Queue()
             self._threads = [threading.Thread(target=self._work, name=f"fetch-{i}", daemon=True)
                              for i in range(max(1, int(workers)))]
             for t in self._threads:
@@ -183,7 +184,7 @@ class Daemon:
         self.scheduler: Any = None
         self.runtimes: dict[str, CameraRuntime] = {}
         self._lock = threading.RLock()
-        self._queue: "queue.Queue[Queued]" = queue.Queue(maxsize=MAX_QUEUED)
+        self._queue: queue.Queue[Queued] = queue.Queue(maxsize=MAX_QUEUED)
         self._stop = threading.Event()
         self._signalled_stop = 0            # the signal number, set by install_signals' handlers
         self._signalled_reload = False
@@ -199,9 +200,9 @@ class Daemon:
     # ---- start-up --------------------------------------------------------------
     def start(self) -> None:
         """Everything up to READY=1: config, model warm, store, events, metrics, schedule."""
-        from .embedder import load_embedder
-        from .metrics import Metrics
-        from .references import ReferenceStore
+        from camwatch.service.metrics import Metrics
+        from camwatch.store.references import ReferenceStore
+        from camwatch.vision.embedder import load_embedder
 
         self.config = load_config_registered(self.config_path)
         s = self.config.settings
@@ -217,7 +218,7 @@ class Daemon:
             log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = Metrics()
         self._start_events()
-        from . import __version__
+        from camwatch import __version__
         self.metrics.set_build_info(__version__, str(spec.name), str(spec.version))
         self.metrics.set_provider(self.embedder.provider, bool(s.require_gpu))
         if s.metrics.enabled:
@@ -233,7 +234,7 @@ class Daemon:
 
     def _start_events(self) -> None:
         """Event store (durable outbox), its dispatcher, and evidence files."""
-        from .events import Dispatcher, EventStore, build_sinks
+        from camwatch.store.events import Dispatcher, EventStore, build_sinks
 
         s = self.config.settings
         self.events = EventStore(s.state_dir)
@@ -278,7 +279,7 @@ class Daemon:
         a changed one starts afresh (its references and calibration live in
         the store and are kept either way).
         """
-        from .decision import Hysteresis
+        from camwatch.core.decision import Hysteresis
 
         wanted = {c.id: c for c in config.cameras}
         with self._lock:
@@ -390,7 +391,7 @@ class Daemon:
                         cid, MAX_QUEUED, extra={"camera": cid})
 
     def _fetch(self, rt: CameraRuntime) -> Any:
-        from .sources import open_source
+        from camwatch.sources.base import open_source
 
         # The source is kept across failures: it knows whether its previous attempt is
         # still hung (and refuses to start another), and a stream source reconnects itself.
@@ -450,7 +451,7 @@ class Daemon:
                     item.runtime.busy = False
 
     def _assess_batch(self, batch: Sequence[Queued]) -> None:
-        from .enrol import enrol_frame
+        from camwatch.service.enrol import enrol_frame
 
         todo: list[tuple[Queued, list, np.ndarray]] = []
         for item in batch:
@@ -582,7 +583,7 @@ class Daemon:
 
         A failure to record is logged loudly but never stops the checks.
         """
-        from .events import Event
+        from camwatch.store.events import Event
 
         if self.dispatcher is None:
             return
@@ -599,7 +600,7 @@ class Daemon:
         """Reference and current view side by side, so a person can see what changed."""
         import cv2
 
-        from .evidence import write_evidence
+        from camwatch.store.evidence import write_evidence
 
         ev = self.config.settings.evidence
         if not getattr(ev, "enabled", True) or verdict.reference_id is None:
@@ -685,7 +686,7 @@ class Daemon:
 
     def _restart_dispatcher(self, config: Any) -> None:
         """New webhooks take effect on reload; undelivered rows stay in the outbox either way."""
-        from .events import Dispatcher, build_sinks
+        from camwatch.store.events import Dispatcher, build_sinks
 
         old = self.dispatcher
         self.dispatcher = Dispatcher(self.events, build_sinks(config.settings.webhooks), metrics=self.metrics)
@@ -793,7 +794,7 @@ class Daemon:
 
 def _backoff_for(cam: Any) -> Any:
     """A dead camera is retried less often (at most every few intervals), never given up on."""
-    from .sources import Backoff
+    from camwatch.sources.base import Backoff
 
     return Backoff(base=BACKOFF_BASE_S, cap=max(BACKOFF_CAP_FLOOR_S, BACKOFF_CAP_INTERVALS * cam.interval))
 
@@ -841,7 +842,7 @@ def _check_reloadable(old: Any, new: Any) -> None:
 
 def load_config_registered(path: str) -> Any:
     """Load the config and register its secrets for scrubbing before anything logs."""
-    from .config import load_config
+    from camwatch.config.loader import load_config
 
     config = load_config(path)
     for secret in getattr(config, "secrets", ()) or ():
@@ -874,7 +875,7 @@ def cli_run(args: argparse.Namespace) -> int:
         code = daemon.run_forever()
     finally:
         daemon.stop()
-    from .cli import _leave
+    from camwatch.cli.main import _leave
 
     _leave(code)
 
@@ -907,7 +908,7 @@ def run_checks(config: Any, cameras: Sequence[Any], embedder: Any, store: Any) -
     The same view, threshold and assessment code as the daemon; no hysteresis
     (a one-shot answer), no calibration samples recorded, no enrolment.
     """
-    from .enrol import fetch_frames
+    from camwatch.service.enrol import fetch_frames
 
     frames = fetch_frames(cameras)
     rows: dict[str, CheckRow] = {}
@@ -952,8 +953,8 @@ def _fmt(x: float | None) -> str:
 
 def cli_check(args: argparse.Namespace) -> int:
     """``camwatch check [CAMERA...] [--json]``: exit 0 all as enrolled, 1 any drifted, 2 any error."""
-    from .embedder import load_embedder
-    from .references import ReferenceStore
+    from camwatch.store.references import ReferenceStore
+    from camwatch.vision.embedder import load_embedder
 
     config = load_config_registered(args.config)
     rows: list[CheckRow] = []

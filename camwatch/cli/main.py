@@ -14,23 +14,24 @@ import logging
 import os
 import sys
 import threading
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from . import __version__
-from .errors import CamwatchError
+from camwatch import __version__
+from camwatch.core.errors import CamwatchError
 
 DEFAULT_CONFIG = os.environ.get("CAMWATCH_CONFIG", "/etc/camwatch/cameras.yaml")
 
 # command name -> "module:function"; each function takes the parsed args, returns an exit code.
 HANDLERS = {
-    "run": "camwatch.daemon:cli_run",
-    "validate": "camwatch.config:cli_validate",
-    "check": "camwatch.daemon:cli_check",
-    "enroll": "camwatch.enrol:cli_enroll",
-    "references": "camwatch.enrol:cli_references",
-    "events": "camwatch.events:cli_events",
-    "evaluate": "camwatch.evaluate:cli_evaluate",
-    "compare": "camwatch.compare:cli_compare",
+    "run": "camwatch.service.daemon:cli_run",
+    "validate": "camwatch.config.loader:cli_validate",
+    "check": "camwatch.service.daemon:cli_check",
+    "enroll": "camwatch.service.enrol:cli_enroll",
+    "references": "camwatch.service.enrol:cli_references",
+    "events": "camwatch.store.events:cli_events",
+    "evaluate": "camwatch.tools.evaluate:cli_evaluate",
+    "compare": "camwatch.tools.compare:cli_compare",
 }
 
 
@@ -119,7 +120,7 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
 
 
 def setup_logging(level: str, fmt: str) -> None:
-    from .logs import configure
+    from camwatch.core.logs import configure
     configure(level, fmt)
 
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
-from .errors import SourceError
+from camwatch.core.errors import SourceError
 
 SCENES = ("street", "shop", "lobby")
 DRIFTS = ("turn", "zoom", "cover", "blur", "black")
@@ -332,8 +332,8 @@ class DemoSource:
         after = self.spec.drift_after
         return after is not None and self._clock() - self.opened_at >= after
 
-    def read(self) -> "Frame":
-        from .sources import Frame
+    def read(self) -> Frame:
+        from camwatch.sources.base import Frame
 
         t = self._clock() - self.opened_at
         image = self.scene.frame(t, drifted=self.drifted)

@@ -23,14 +23,15 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .preprocess import InputSpec, prepare_batch, single_threaded_opencv
+from camwatch.core.errors import ModelError
+from camwatch.vision.preprocess import InputSpec, prepare_batch, single_threaded_opencv
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ daemon's own business; everything here is stateless apart from the store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Judgement:
 
 def view_of(camera: Any, image_bgr: np.ndarray) -> np.ndarray:
     """The camera's view as it is embedded: ROI/mask applied exactly as at enrolment."""
-    from .preprocess import apply_regions
+    from camwatch.vision.preprocess import apply_regions
 
     return apply_regions(image_bgr, camera.roi, camera.mask)
 
@@ -63,7 +64,7 @@ def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Thre
     (decision.calibrate_structure), and the samples live in the store so a
     restart does not forget them.
     """
-    from . import decision
+    from camwatch.core import decision
 
     default = float(embedder.spec.threshold)
     if camera.threshold is not None:
@@ -80,7 +81,7 @@ def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Thre
 
 def judge(embedding: np.ndarray, stats: Any, refs: Sequence[Any], threshold: Threshold) -> Judgement:
     """Nearest-reference assessment of one embedded view (decision.assess does the maths)."""
-    from . import decision
+    from camwatch.core import decision
 
     verdict = decision.assess(embedding, stats, refs, threshold.value, threshold.structure_scale)
     return Judgement(verdict, threshold, stats)
@@ -92,7 +93,7 @@ def embed_views(embedder: Any, views: Sequence[np.ndarray]) -> tuple[np.ndarray,
     Both come from one reduction of each frame (``preprocess.analyse``), the
     largest part of a check's own CPU cost at 720p and 1080p.
     """
-    from .preprocess import analyse_batch
+    from camwatch.vision.preprocess import analyse_batch
 
     if not views:
         return np.zeros((0, 0), np.float32), []

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import structure as _structure
+from camwatch.vision import structure as _structure
 
 #: Kinds a drifted view is named with (metrics.ALERT_KINDS adds ``unknown``/``unavailable``).
 KINDS = ("moved", "covered", "blinded", "defocused")

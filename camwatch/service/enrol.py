@@ -16,14 +16,15 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import CamwatchError, ConfigError, EnrolmentError, SourceError
-from .logs import register_secret, scrub
-from .references import Reference, ReferenceStore
+from camwatch.core.errors import CamwatchError, ConfigError, EnrolmentError, SourceError
+from camwatch.core.logs import register_secret, scrub
+from camwatch.store.references import Reference, ReferenceStore
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def enrol_frame(store: ReferenceStore, embedder: Any, camera: Any, image_bgr: np
     The daemon's ``auto_enroll`` uses this too, so a reference is made the same
     way whoever makes it. Replaces the camera's reference with the same label.
     """
-    from .preprocess import apply_regions, view_stats
+    from camwatch.vision.preprocess import apply_regions, view_stats
 
     where = f"camera {camera.id}"
     check_view(image_bgr, where)
@@ -108,7 +109,8 @@ def enrol_frame(store: ReferenceStore, embedder: Any, camera: Any, image_bgr: np
 
 def read_image_file(path: str) -> np.ndarray:
     """An image file as BGR, or an EnrolmentError naming the file."""
-    from .preprocess import ImageFileError, read_image_file as decode
+    from camwatch.vision.preprocess import ImageFileError
+    from camwatch.vision.preprocess import read_image_file as decode
 
     try:
         return decode(path)
@@ -117,7 +119,7 @@ def read_image_file(path: str) -> np.ndarray:
 
 
 def _fetch(camera: Any, slot: dict) -> None:
-    from .sources import open_source
+    from camwatch.sources.base import open_source
 
     source = None
     try:
@@ -167,7 +169,7 @@ def fetch_frames(cameras: Sequence[Any]) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .config import load_config
+    from camwatch.config.loader import load_config
 
     config = load_config(args.config)
     for secret in getattr(config, "secrets", ()) or ():
@@ -203,7 +205,7 @@ def _open_store(config: Any) -> ReferenceStore:
 
 
 def _load_embedder(config: Any) -> Any:
-    from .embedder import load_embedder
+    from camwatch.vision.embedder import load_embedder
 
     s = config.settings
     return load_embedder(str(s.model) if s.model else None, device=s.device,

@@ -29,13 +29,14 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import StoreError
+from camwatch.core.errors import StoreError
 
 DB_NAME = "camwatch.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -247,7 +248,7 @@ class ReferenceStore:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "ReferenceStore":
+    def __enter__(self) -> ReferenceStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -268,7 +269,7 @@ class ReferenceStore:
     class _Tx:
         """BEGIN IMMEDIATE ... COMMIT under the store lock; errors become StoreError."""
 
-        def __init__(self, store: "ReferenceStore"):
+        def __init__(self, store: ReferenceStore):
             self.store = store
 
         def __enter__(self) -> sqlite3.Connection:
@@ -299,7 +300,7 @@ class ReferenceStore:
             finally:
                 self.store._lock.release()
 
-    def _tx(self) -> "ReferenceStore._Tx":
+    def _tx(self) -> ReferenceStore._Tx:
         return ReferenceStore._Tx(self)
 
     @staticmethod
@@ -478,7 +479,7 @@ class ReferenceStore:
         """
         import cv2  # only here: the store itself needs no image library
 
-        from .preprocess import MODEL_INPUT_ROUTE, STATS_ROUTE, view_stats
+        from camwatch.vision.preprocess import MODEL_INPUT_ROUTE, STATS_ROUTE, view_stats
 
         model_id = embedder.spec.identity
         with self._lock:

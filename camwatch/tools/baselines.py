@@ -15,13 +15,14 @@ both; docs/evaluation.md), never chosen on dev footage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 
-from .structure import ssim
+from camwatch.vision.structure import ssim
 
 #: Both baselines work on a grey view this wide (height keeps the aspect).
 WIDTH = 160

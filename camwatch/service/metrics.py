@@ -32,9 +32,9 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Callable, Iterable, Iterator
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -53,7 +53,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, gzip_accepted
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .errors import ConfigError
+from camwatch.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 STATES = ("ok", "drifted", "unavailable", "no_reference", "disabled")
 #: Outcomes of one scheduled check (``result`` label of camwatch_checks_total).
 RESULTS = ("ok", "drifted", "error", "no_reference", "skipped")
-#: SourceError.reason values (camwatch/errors.py), the ``reason`` label of frame errors.
+#: SourceError.reason values (camwatch/core/errors.py), the ``reason`` label of frame errors.
 FRAME_ERROR_REASONS = ("connect", "timeout", "stalled", "ended", "http_status", "not_image",
                        "too_large", "decode", "auth", "unsupported", "other")
 #: Alert kinds: the drift kinds decision.py names, plus a camera that went down.

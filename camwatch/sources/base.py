@@ -12,7 +12,7 @@ URL forms:
   rtsp://, rtsps://   OpenCV's FFmpeg backend; ``?transport=udp`` (or tcp, the default)
   http://, https://   a JPEG/PNG snapshot URL (basic or digest auth)
   file://..., a path  an image (re-read each time), a folder of images, or a video
-  demo:scene?...      a synthetic scene (camwatch/demo.py)
+  demo:scene?...      a synthetic scene (camwatch/sources/demo.py)
 Error messages name the camera id and its redacted URL, never a password.
 """
 
@@ -24,15 +24,16 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from .errors import SourceError
-from .logs import scrub
+from camwatch.core.errors import SourceError
+from camwatch.core.logs import scrub
 
 T = TypeVar("T")
 
@@ -320,7 +321,7 @@ def rtsp_probe(camera: Any, url: str, deadline: float) -> None:
 
     try:
         sock = socket.create_connection((host, port), timeout=left())
-    except socket.timeout:
+    except TimeoutError:
         raise _error(camera, "timeout", f"no TCP connection to port {port} in time") from None
     except OSError as exc:
         raise _error(camera, "connect", f"cannot connect to port {port} ({exc.strerror or type(exc).__name__})") from None
@@ -340,7 +341,7 @@ def rtsp_probe(camera: Any, url: str, deadline: float) -> None:
                 if not chunk:
                     break
                 reply += chunk
-        except socket.timeout:
+        except TimeoutError:
             raise _error(camera, "timeout", "the RTSP server accepted but did not answer in time") from None
         except OSError as exc:
             raise _error(camera, "connect", f"the RTSP server dropped the connection ({exc.strerror or type(exc).__name__})") from None
@@ -872,7 +873,7 @@ def open_source(camera: Any) -> FrameSource:
     if scheme in ("http", "https"):
         return HttpSnapshotSource(camera)
     if scheme == "demo":
-        from .demo import DemoSource
+        from camwatch.sources.demo import DemoSource
 
         return DemoSource(camera)
     if scheme == "file":

@@ -26,17 +26,18 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from .errors import ConfigError, ModelError
-from .logs import register_secret, scrub
+from camwatch.core.errors import ConfigError, ModelError
+from camwatch.core.logs import register_secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -1107,7 +1108,7 @@ def _deep_problems(config: Config) -> list[str]:
         return f"{config.path}:{line}: {'.'.join(key)}"
 
     try:
-        from .embedder import load_embedder
+        from camwatch.vision.embedder import load_embedder
     except ImportError:
         load_embedder = None  # type: ignore[assignment]
     if load_embedder is not None:
@@ -1117,7 +1118,7 @@ def _deep_problems(config: Config) -> list[str]:
             problems.append(f"{where('settings', 'model')}: {scrub(str(exc))}")
     try:
         import importlib.util
-        has_store = importlib.util.find_spec("camwatch.references") is not None
+        has_store = importlib.util.find_spec("camwatch.store.references") is not None
     except (ImportError, ValueError):
         has_store = False
     if has_store:
