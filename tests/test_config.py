@@ -17,7 +17,7 @@ import pytest
 
 from camwatch.config.loader import CameraConfig, Config, load_config, parse_active_hours, parse_duration
 from camwatch.core.errors import ConfigError
-from camwatch.core.logs import scrub
+from camwatch.core.secrets import scrub
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "configs" / "cameras.example.yaml"

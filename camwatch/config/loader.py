@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from camwatch.core.errors import ConfigError, ModelError
-from camwatch.core.logs import register_secret, scrub
+from camwatch.core.secrets import SECRET_KEY as _SECRET_KEY
+from camwatch.core.secrets import redact_url, register_secret, scrub
+from camwatch.core.secrets import url_secrets as _url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -786,7 +788,6 @@ _SHAPES: dict[LinePath, type[BaseModel]] = {
     ("settings", "webhooks", int): _Webhook, ("cameras", int): _Camera,
 }
 
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred", re.I)
 _PUBLIC_HEADERS = {"content-type", "accept", "user-agent", "accept-language"}
 _TYPE_MESSAGES = {
     "model_type": "expected a mapping (key: value lines)",
@@ -854,45 +855,6 @@ def _unknown_key(key: str, known: tuple[str, ...]) -> str:
 
 
 # -- secrets ----------------------------------------------------------------------------
-
-
-def _url_secrets(url: str, webhook: bool = False) -> set[str]:
-    """Passwords in userinfo, token-like query values; for webhooks also long path segments."""
-    out: set[str] = set()
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return out
-    if parts.password:
-        out.update({parts.password, unquote(parts.password)})
-    for k, v in parse_qsl(parts.query, keep_blank_values=False):
-        if webhook or _SECRET_KEY.search(k):
-            if len(v) >= 6 or not webhook:
-                out.add(v)
-    if webhook:
-        for seg in parts.path.split("/"):
-            if len(seg) >= 16 or (len(seg) >= 8 and re.search(r"\d", seg) and re.search(r"[A-Za-z]", seg)):
-                out.add(seg)
-    return {s for s in out if s}
-
-
-def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
-    """The URL with its password (and any known secret) replaced by ***: the only form to log."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            host = netloc.rsplit("@", 1)[1]
-            netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
-        query = "&".join(f"{k}={'***' if _SECRET_KEY.search(k) else v}" for k, v in
-                         parse_qsl(parts.query, keep_blank_values=True)) if parts.query else ""
-        text = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        text = scrub(url)
-    for s in sorted(set(secrets), key=len, reverse=True):
-        if len(s) >= 3:
-            text = text.replace(s, "***")
-    return text
 
 
 redact = redact_url

@@ -1,35 +1,17 @@
 """Logging set-up: plain text or one JSON object per line, never a secret.
 
-Secrets are registered once (from the config) and scrubbed from every record
-by a filter on the root handler, so a library that logs a URL cannot leak a
-camera password either.
+Every record passes through camwatch.core.secrets.scrub, by a filter on the
+root handler, so a library that logs a URL cannot leak a camera password either.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 
-_SECRETS: set[str] = set()
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a secret so that it is masked wherever it would be logged."""
-    if value and len(value) >= 3:
-        _SECRETS.add(value)
-
-
-def scrub(text: str) -> str:
-    """Mask registered secrets and any user:password@ part of a URL."""
-    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
-    for s in sorted(_SECRETS, key=len, reverse=True):
-        if s in text:
-            text = text.replace(s, "***")
-    return text
+from camwatch.core.secrets import scrub
 
 
 class _ScrubFilter(logging.Filter):

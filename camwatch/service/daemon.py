@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from camwatch.core.errors import CamwatchError, ConfigError, SourceError
-from camwatch.core.logs import register_secret, scrub
+from camwatch.core.secrets import register_secret, scrub
 from camwatch.service import notify
 from camwatch.service.checks import embed_views, judge, threshold_for, view_of
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from camwatch.core.errors import CamwatchError, ConfigError, EnrolmentError, SourceError
-from camwatch.core.logs import register_secret, scrub
+from camwatch.core.secrets import register_secret, scrub
 from camwatch.store.references import Reference, ReferenceStore
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import numpy as np
 
 from camwatch.core.errors import SourceError
-from camwatch.core.logs import scrub
+from camwatch.core.secrets import scrub
 
 T = TypeVar("T")
 

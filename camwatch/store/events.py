@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from camwatch.core.errors import CamwatchError, StoreError
-from camwatch.core.logs import register_secret, scrub
+from camwatch.core.secrets import register_secret, scrub
 
 log = logging.getLogger(__name__)
 
