@@ -17,17 +17,15 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import RtspServer, SnapshotServer, _handler, camera_config, gst_rtsp_available  # noqa: E402
 from media import Media, scene_image  # noqa: E402
+from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available  # noqa: E402
 
 from camwatch.sources.base import open_source  # noqa: E402
 from camwatch.sources.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
@@ -58,11 +56,7 @@ def bench_demo(n: int) -> None:
 
 
 def bench_http(n: int) -> None:
-    ctl = SnapshotServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ctl))
-    httpd.daemon_threads = True
-    ctl.port = httpd.server_address[1]
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    ctl = SnapshotServer().start()
     try:
         for w, h in ((640, 360), (1280, 720)):
             ctl.image(f"/{w}.jpg", scene_image(w, h))
@@ -73,8 +67,7 @@ def bench_http(n: int) -> None:
                                          username="u", password="pw-bench", auth="digest"))
             report(f"http snapshot {w}x{h} (digest auth)", timed(src.read, n))
     finally:
-        ctl.stopping.set()
-        httpd.shutdown()
+        ctl.stop()
 
 
 def bench_rtsp(n: int) -> None:

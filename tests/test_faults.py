@@ -24,10 +24,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import RtspServer, gst_rtsp_available
 from daemon_helpers import REPO, Daemon, SilentServer, camwatch, write_config
 from media import scene_frames, scene_image, write_clip, write_image
 from modelkit import grid_model
+from servers import RtspServer, gst_rtsp_available
 
 # -- helpers ----------------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import gst_rtsp_available
 from media import have_ffmpeg
+from servers import gst_rtsp_available
 
 REPO = Path(__file__).resolve().parent.parent
 

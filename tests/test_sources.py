@@ -4,7 +4,10 @@ every failure must come back within the camera's timeout plus a small slack."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -12,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from media import scene_frames, scene_image, write_clip, write_image
+from servers import SnapshotServer, free_port
 
 from camwatch.core.errors import SourceError
 from camwatch.sources.base import (
@@ -303,8 +307,6 @@ def test_http_drip_and_hang_time_out_within_the_deadline(http_snapshot_server, m
 
 
 def test_http_connection_refused_is_connect(make_camera):
-    from conftest import free_port
-
     src = open_source(make_camera(f"http://127.0.0.1:{free_port()}/x.jpg", timeout=2.0))
     err, _ = read_error(src, 2.0 + SLACK)
     assert err.reason == "connect"
@@ -312,36 +314,24 @@ def test_http_connection_refused_is_connect(make_camera):
 
 def test_https_with_an_untrusted_certificate_is_refused(tmp_path, make_camera):
     """TLS verification stays on: a self-signed camera certificate is a clear connect error."""
-    import shutil
-    import ssl
-    import subprocess
-    from http.server import ThreadingHTTPServer
-
-    from conftest import SnapshotServer, _handler
-
     if not shutil.which("openssl"):
         pytest.skip("openssl command not installed (needed to make a test certificate)")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
-    ctl = SnapshotServer()
-    ctl.image("/snap.jpg")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ctl))
-    httpd.daemon_threads = True
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    ctl = SnapshotServer()
+    ctl.image("/snap.jpg")
+    ctl.start(tls=ctx)
     try:
-        url = f"https://admin:tls-pw@127.0.0.1:{httpd.server_address[1]}/snap.jpg"
+        url = f"https://admin:tls-pw@127.0.0.1:{ctl.port}/snap.jpg"
         err, _ = read_error(open_source(make_camera(url, password="tls-pw", username="admin")), 3.0 + SLACK)
         assert err.reason == "connect" and "TLS" in str(err) and "tls-pw" not in str(err)
         assert ctl.hits.get("/snap.jpg", 0) == 0  # nothing was asked over the untrusted link
     finally:
-        ctl.stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
+        ctl.stop()
 
 
 def test_http_basic_and_digest_auth(http_snapshot_server, make_camera):
