@@ -24,8 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from camwatch.core.backoff import Backoff  # noqa: E402
+from camwatch.service.alerts import Dispatcher, WebhookSink  # noqa: E402
 from camwatch.service.metrics import Metrics  # noqa: E402
-from camwatch.store.events import Backoff, Dispatcher, Event, EventStore, WebhookSink  # noqa: E402
+from camwatch.store.events import Event, EventStore  # noqa: E402
 from camwatch.store.evidence import write_evidence  # noqa: E402
 
 
@@ -59,7 +61,7 @@ def bench_dispatch(n: int = 300) -> float:
         with tempfile.TemporaryDirectory() as d:
             store = EventStore(d)
             sink = WebhookSink(f"http://127.0.0.1:{server.server_address[1]}/hook", timeout=5)
-            disp = Dispatcher(store, [sink], backoff=Backoff(0.05, 0.5), poll=0.1)
+            disp = Dispatcher(store, [sink], backoff=Backoff(0.05, 0.5, jitter=0.2), poll=0.1)
             for i in range(n):  # recorded first, then drained: the delivery rate alone
                 store.record(Event(f"cam{i % 10}", "camera_down"), [sink.name])
             t0 = time.perf_counter()
@@ -108,7 +110,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     med = lambda f: statistics.median(f() for _ in range(args.repeats))  # noqa: E731
-    print(f"record one event (sync=FULL, 2 outbox rows): {med(bench_record) * 1000:.2f} ms (median of {args.repeats} runs)")
+    print(f"record one event (sync=FULL, 2 outbox rows): {med(bench_record) * 1000:.2f} ms "
+          f"(median of {args.repeats} runs)")
     print(f"webhook delivery to a local HTTP server:      {med(bench_dispatch):.0f} events/s")
     print(f"evidence JPEG from two 1280x720 views:        {med(bench_evidence) * 1000:.1f} ms")
     for cams in (100, 1000):

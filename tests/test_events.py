@@ -25,18 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from camwatch.cli.events import parse_since
+from camwatch.core.backoff import Backoff
 from camwatch.core.errors import CamwatchError
-from camwatch.store.events import (
-    Backoff,
-    DeliveryError,
-    Dispatcher,
-    Event,
-    EventStore,
-    LogSink,
-    WebhookSink,
-    parse_since,
-    webhook_sink_name,
-)
+from camwatch.service.alerts import DeliveryError, Dispatcher, LogSink, WebhookSink, webhook_sink_name
+from camwatch.store.events import Event, EventStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +102,7 @@ def wait_for(predicate, timeout: float = 20.0, step: float = 0.05):
     return predicate()
 
 
-FAST = Backoff(base=0.05, cap=0.4)
+FAST = Backoff(base=0.05, cap=0.4, jitter=0.2)
 
 
 def test_record_is_durable_and_idempotent(tmp_path):
@@ -196,7 +189,7 @@ def test_restart_resumes_pending_deliveries(tmp_path):
     rx.stop()  # down while the first process records
     store = EventStore(tmp_path)
     sink = WebhookSink(rx.url, timeout=1)
-    d = Dispatcher(store, [sink], backoff=Backoff(base=30, cap=60), poll=0.2)
+    d = Dispatcher(store, [sink], backoff=Backoff(base=30, cap=60, jitter=0.2), poll=0.2)
     d.start()
     ids = [d.publish(Event("cam", "camera_down")).id for _ in range(3)]
     time.sleep(0.5)
@@ -215,10 +208,12 @@ def test_restart_resumes_pending_deliveries(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from camwatch.store.events import Backoff, Dispatcher, Event, EventStore, WebhookSink
+    from camwatch.core.backoff import Backoff
+    from camwatch.service.alerts import Dispatcher, WebhookSink
+    from camwatch.store.events import Event, EventStore
     state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = EventStore(state)
-    d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3), poll=0.2)
+    d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3, jitter=0.2), poll=0.2)
     d.start()
     for i in range(n):
         d.publish(Event("cam%d" % (i % 3), "drift_started", kind="moved", similarity=0.2, threshold=0.8))

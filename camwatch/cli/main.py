@@ -29,7 +29,7 @@ HANDLERS = {
     "check": "camwatch.service.daemon:cli_check",
     "enroll": "camwatch.service.enrol:cli_enroll",
     "references": "camwatch.service.enrol:cli_references",
-    "events": "camwatch.store.events:cli_events",
+    "events": "camwatch.cli.events:cli_events",
     "evaluate": "camwatch.tools.evaluate:cli_evaluate",
     "compare": "camwatch.tools.compare:cli_compare",
 }

@@ -234,7 +234,8 @@ class Daemon:
 
     def _start_events(self) -> None:
         """Event store (durable outbox), its dispatcher, and evidence files."""
-        from camwatch.store.events import Dispatcher, EventStore, build_sinks
+        from camwatch.service.alerts import Dispatcher, build_sinks
+        from camwatch.store.events import EventStore
 
         s = self.config.settings
         self.events = EventStore(s.state_dir)
@@ -686,7 +687,7 @@ class Daemon:
 
     def _restart_dispatcher(self, config: Any) -> None:
         """New webhooks take effect on reload; undelivered rows stay in the outbox either way."""
-        from camwatch.store.events import Dispatcher, build_sinks
+        from camwatch.service.alerts import Dispatcher, build_sinks
 
         old = self.dispatcher
         self.dispatcher = Dispatcher(self.events, build_sinks(config.settings.webhooks), metrics=self.metrics)
