@@ -1,9 +1,9 @@
-"""Rendering camera views and the changes a camera sees: benign ones and drift.
+"""What changes in a camera's picture, benign or not, and the triplets made of it.
 
-Triplets come from physics, not labels. A camera's view is a window into a
-scene frame. The anchor is the window at time t; the positive is the same
-window at another time with benign change (light, IR night, noise, JPEG, a
-little vibration, weather, glare, shadows, passers-by, near traffic); the negative is the
+Triplets come from physics, not labels. The anchor is a camera's view (a
+window into a scene frame, export/views.py) at time t; the positive is the
+same window at another time with benign change (light, IR night, noise, JPEG,
+a little vibration, weather, glare, shadows, passers-by); the negative is the
 same scene through a moved window, or the view covered, defocused, blinded or
 pointed at another scene. Negatives carry benign changes too, so photometric
 cues cannot give the answer away. Every function takes an explicit
@@ -13,137 +13,16 @@ cues cannot give the answer away. Every function takes an explicit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-RENDER_WIDTH = 192     # views are rendered at most this wide (1.5x the model's 128), then go through preprocess.prepare
+from .views import inside, moved_corners, out_size, render, sample_window, vibrate
 
-# -- geometry -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """A camera view inside a scene frame: centre, size (pixels) and roll (degrees)."""
-
-    cx: float
-    cy: float
-    w: float
-    h: float
-    angle: float = 0.0
-
-    def corners(self) -> np.ndarray:
-        a = math.radians(self.angle)
-        r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * [self.w / 2, self.h / 2]
-        return half @ r.T + [self.cx, self.cy]
-
-
-def sample_window(rng: np.random.Generator, fw: int, fh: int, lo: float = 0.55, hi: float = 0.85) -> Window:
-    """A fixed camera's view: 55-85% of the frame, with the frame's aspect ratio."""
-    s = rng.uniform(lo, hi)
-    w, h = s * fw, s * fh
-    cx = rng.uniform(w / 2, fw - w / 2)
-    cy = rng.uniform(h / 2, fh - h / 2)
-    return Window(cx, cy, w, h, 0.0)
-
-
-def inside(corners: np.ndarray, fw: int, fh: int, slack: float = 0.5) -> bool:
-    return bool(np.all(corners[:, 0] >= -slack) and np.all(corners[:, 0] <= fw + slack)
-                and np.all(corners[:, 1] >= -slack) and np.all(corners[:, 1] <= fh + slack))
-
-
-def out_size(win: Window) -> tuple[int, int]:
-    ow = int(round(min(RENDER_WIDTH, win.w)))
-    oh = max(8, int(round(ow * win.h / win.w)))
-    return max(8, ow), oh
-
-
-def render(frame: np.ndarray, corners: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The pixels of ``frame`` inside the quadrilateral ``corners`` (tl, tr, br, bl) at ``size``."""
-    ow, oh = size
-    dst = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], np.float32)
-    m = cv2.getPerspectiveTransform(dst, corners.astype(np.float32))
-    scale = math.dist(corners[0], corners[1]) / ow
-    src = frame
-    if scale > 1.6:  # pre-blur against aliasing, as a real sensor integrates over its pixels
-        src = cv2.GaussianBlur(frame, (0, 0), 0.45 * scale)
-    return cv2.warpPerspective(src, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT101)
-
-
-#: Benign shake the model learns to ignore: shift (fraction of the view), roll (degrees), scale.
-#: Wider than the "small vibration" operators mean (~1%, ~0.5 degrees), so that the
-#: envelope's edge is not the edge of what the model saw; the smallest move it must
-#: catch (moved:shift, 6% in training) stays four times further.
-VIBRATION_SHIFT, VIBRATION_ROLL, VIBRATION_SCALE = 0.015, 1.0, 0.008
 #: Share of positives that differ from the anchor by shake and sensor alone (same
 #: moment): the hardest case for a position-keeping embedding of a finely textured
 #: scene is a view that only shook, and it must come out nearly identical.
 SHAKE_ONLY_POSITIVES = 0.25
-
-#: Named settings of the four constants above, one per ensemble member (``--members``):
-#: ``tolerant`` is the above (model 1.3.0); ``strict`` is model 1.2.0's narrower shake
-#: (1% / 0.7 degrees / 0.5%) with no shake-only positives, which keeps small moves
-#: further from the reference. Averaging the two members' cosines beat either alone on
-#: train cases (docs/training.md).
-SHAKE_PROFILES = {
-    "tolerant": (0.015, 1.0, 0.008, 0.25),
-    "strict": (0.01, 0.7, 0.005, 0.0),
-}
-
-
-def use_shake_profile(name: str) -> None:
-    """Set the shake constants for this process (and the render workers it forks)."""
-    global VIBRATION_SHIFT, VIBRATION_ROLL, VIBRATION_SCALE, SHAKE_ONLY_POSITIVES
-    if name not in SHAKE_PROFILES:
-        raise ValueError(f"unknown shake profile {name!r} ({', '.join(SHAKE_PROFILES)})")
-    VIBRATION_SHIFT, VIBRATION_ROLL, VIBRATION_SCALE, SHAKE_ONLY_POSITIVES = SHAKE_PROFILES[name]
-
-
-def vibrate(rng: np.random.Generator, win: Window) -> Window:
-    """Benign shake within VIBRATION_SHIFT / VIBRATION_ROLL / VIBRATION_SCALE."""
-    s = 1 + rng.uniform(-VIBRATION_SCALE, VIBRATION_SCALE)
-    d = VIBRATION_SHIFT
-    return Window(win.cx + rng.uniform(-d, d) * win.w, win.cy + rng.uniform(-d, d) * win.h,
-                  win.w * s, win.h * s, win.angle + rng.uniform(-VIBRATION_ROLL, VIBRATION_ROLL))
-
-
-def _sign(rng: np.random.Generator) -> float:
-    return 1.0 if rng.random() < 0.5 else -1.0
-
-
-def moved_corners(rng: np.random.Generator, win: Window, kind: str) -> np.ndarray:
-    """Corners of the window after the camera was moved (shift, zoom, rotate, perspective)."""
-    if kind == "shift":
-        d = rng.uniform(0.06, 0.30)
-        a = rng.uniform(0, 2 * math.pi)
-        w2 = Window(win.cx + d * win.w * math.cos(a), win.cy + d * win.h * math.sin(a), win.w, win.h, win.angle)
-        return w2.corners()
-    if kind == "zoom":
-        z = rng.uniform(0.65, 0.9) if rng.random() < 0.45 else rng.uniform(1.12, 1.6)
-        off = rng.uniform(-0.04, 0.04, 2) * [win.w, win.h]
-        return Window(win.cx + off[0], win.cy + off[1], win.w / z, win.h / z, win.angle).corners()
-    if kind == "rotate":
-        return Window(win.cx, win.cy, win.w, win.h, win.angle + _sign(rng) * rng.uniform(3, 20)).corners()
-    if kind == "perspective":  # pan or tilt: one edge shrinks, the view slides towards it
-        c = win.corners().copy()
-        k = rng.uniform(0.06, 0.18)
-        slide = rng.uniform(0.05, 0.20)
-        if rng.random() < 0.5:   # pan: left/right edges change height
-            side = [0, 3] if rng.random() < 0.5 else [1, 2]
-            c[side[0], 1] += k * win.h
-            c[side[1], 1] -= k * win.h
-            c[:, 0] += _sign(rng) * slide * win.w
-        else:                    # tilt: top/bottom edges change width
-            side = [0, 1] if rng.random() < 0.5 else [3, 2]
-            c[side[0], 0] += k * win.w
-            c[side[1], 0] -= k * win.w
-            c[:, 1] += _sign(rng) * slide * win.h
-        return c
-    raise ValueError(kind)
-
 
 # -- benign changes (float32 BGR 0..255 in, out) ---------------------------------------
 
@@ -183,7 +62,10 @@ def white_balance(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def ir_night(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """IR night mode: grey, different reflectances, hot centre from the IR LEDs, noisy."""
-    g = x.mean(axis=2, keepdims=True) if rng.random() < 0.5 else (0.2 * x[..., :1] + 0.3 * x[..., 1:2] + 0.5 * x[..., 2:])
+    if rng.random() < 0.5:
+        g = x.mean(axis=2, keepdims=True)
+    else:
+        g = 0.2 * x[..., :1] + 0.3 * x[..., 1:2] + 0.5 * x[..., 2:]
     g = _curve(g, rng.uniform(0.6, 1.2), 1.0)
     if g.ndim == 2:
         g = g[..., None]
@@ -277,7 +159,8 @@ def shadow(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     k = int(rng.integers(3, 7))
     cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.15, 0.6) * w
     ang = np.sort(rng.uniform(0, 2 * math.pi, k))
-    pts = np.stack([cx + r * rng.uniform(0.4, 1.2, k) * np.cos(ang), cy + r * rng.uniform(0.4, 1.2, k) * np.sin(ang)], 1)
+    rx, ry = rng.uniform(0.4, 1.2, k), rng.uniform(0.4, 1.2, k)
+    pts = np.stack([cx + r * rx * np.cos(ang), cy + r * ry * np.sin(ang)], 1)
     cv2.fillPoly(m, [pts.astype(np.int32)], 1.0)
     m = cv2.GaussianBlur(m, (0, 0), rng.uniform(1, 0.03 * w + 1.5))
     return x * (1 - rng.uniform(0.2, 0.6) * m[..., None])
@@ -311,88 +194,6 @@ def passers_by(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None
             patch = np.full((h, w, 3), rng.uniform(20, 120) * rng.uniform(0.7, 1.3, 3), np.float32)
             patch *= (0.75 + 0.5 * _noise_field(rng, h, w, 6))[..., None]
         out = out * (1 - m) + patch * m
-    return out
-
-
-#: Chance (times a benign change's strength) that near traffic is pasted into a view; 0 draws
-#: nothing, which keeps the random stream (and so the views) of the models before 1.4.0.
-TRAFFIC = 0.0
-
-
-#: With TRAFFIC > 0, this many times TRAFFIC of the triplets pair a near-traffic positive with a
-#: covered negative of the same view (``triplet``); 0 leaves the draws as with ``--traffic`` alone.
-TRAFFIC_COVER_PAIRS = 0.0
-
-
-def use_traffic(rate: float, cover_pairs: float = 0.0) -> None:
-    """Set the near-traffic rate (and TRAFFIC_COVER_PAIRS) for this process and the workers it forks."""
-    global TRAFFIC, TRAFFIC_COVER_PAIRS
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"traffic rate {rate} is not within 0..1")
-    if not 0.0 <= cover_pairs <= 1.0:
-        raise ValueError(f"traffic cover-pair share {cover_pairs} is not within 0..1")
-    TRAFFIC = float(rate)
-    TRAFFIC_COVER_PAIRS = float(cover_pairs)
-
-
-def traffic(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None) -> np.ndarray:
-    """Vehicles and people close to the camera: 1-5 solid things of 2-9% of the view each.
-
-    passers_by covers the far ones; a camera over a road or a doorway also sees
-    cars and people that fill a large part of the view for a moment, and that
-    must not read as a cover. What tells them apart from something on the lens:
-    they stand on the ground (lower part of the view), are in focus with sharp
-    outlines and their own texture, cast a shadow, and leave most of the scene
-    visible (together at most a quarter of the view; covers in training start at 25%).
-    """
-    h, w = x.shape[:2]
-    out = x.copy()
-    budget = rng.uniform(0.06, 0.25) * w * h
-    for _ in range(int(rng.integers(1, 6))):
-        area = min(rng.uniform(0.02, 0.09) * w * h, budget)
-        if area < 0.01 * w * h:
-            break
-        budget -= area
-        vehicle = rng.random() < 0.65
-        aspect = rng.uniform(0.45, 0.9) if vehicle else rng.uniform(1.8, 3.0)   # height / width
-        bw = max(3, int(math.sqrt(area / aspect)))
-        bh = max(3, int(bw * aspect))
-        bw, bh = min(bw, w - 1), min(bh, h - 1)
-        x0 = int(rng.integers(0, max(1, w - bw)))
-        y0 = int(rng.integers(int(0.3 * h), max(int(0.3 * h) + 1, h - bh // 2)))
-        m = np.zeros((h, w), np.float32)
-        if vehicle:
-            r = max(1, int(min(bw, bh) * rng.uniform(0.1, 0.3)))
-            cv2.rectangle(m, (x0 + r, y0), (x0 + bw - r, y0 + bh), 1.0, -1)
-            cv2.rectangle(m, (x0, y0 + r), (x0 + bw, y0 + bh - r), 1.0, -1)
-            for cx, cy in ((x0 + r, y0 + r), (x0 + bw - r, y0 + r), (x0 + r, y0 + bh - r), (x0 + bw - r, y0 + bh - r)):
-                cv2.circle(m, (cx, cy), r, 1.0, -1)
-        else:
-            cv2.ellipse(m, (x0 + bw // 2, y0 + bh // 2), (max(1, bw // 2), max(1, bh // 2)), 0, 0, 360, 1.0, -1)
-        # the contact shadow first, under where the thing stands
-        sh = np.zeros((h, w), np.float32)
-        cv2.ellipse(sh, (x0 + bw // 2 + int(rng.uniform(-0.2, 0.2) * bw), y0 + bh),
-                    (max(1, int(bw * 0.6)), max(1, int(bh * 0.12))), 0, 0, 360, 1.0, -1)
-        sh = cv2.GaussianBlur(sh, (0, 0), max(0.8, 0.05 * bw))[..., None]
-        out = out * (1 - rng.uniform(0.25, 0.6) * sh)
-        if donor is not None and rng.random() < 0.6:
-            dh, dw = donor.shape[:2]
-            cw, ch = min(dw, max(bw, int(rng.uniform(0.15, 0.5) * dw))), min(dh, max(bh, int(rng.uniform(0.15, 0.5) * dh)))
-            sx, sy = int(rng.integers(0, dw - cw + 1)), int(rng.integers(0, dh - ch + 1))
-            thing = cv2.resize(donor[sy:sy + ch, sx:sx + cw], (bw, bh)).astype(np.float32)
-        else:     # paint with a highlight along the top and dark glass or clothing bands
-            col = rng.uniform(15, 235) * rng.uniform(0.6, 1.4, 3) if rng.random() < 0.7 else np.full(3, rng.uniform(10, 245))
-            thing = np.ones((bh, bw, 3), np.float32) * col.astype(np.float32)
-            ramp = np.linspace(rng.uniform(1.0, 1.35), rng.uniform(0.55, 0.9), bh, dtype=np.float32)
-            thing *= ramp[:, None, None]
-            band = int(rng.uniform(0.15, 0.4) * bh)
-            top = int(rng.uniform(0.05, 0.3) * bh)
-            thing[top:top + band] *= rng.uniform(0.15, 0.5)
-            thing += _normal(rng, rng.uniform(2, 8), thing.shape)
-        canvas = np.zeros_like(out)
-        canvas[y0:y0 + bh, x0:x0 + bw] = thing[: h - y0, : w - x0]
-        mm = cv2.GaussianBlur(m, (0, 0), 0.6)[..., None]
-        out = out * (1 - mm) + canvas * mm
     return out
 
 
@@ -454,17 +255,12 @@ def _cover_fill(rng: np.random.Generator, x: np.ndarray, kind: str) -> np.ndarra
 
 
 COVER_KINDS = ("dark", "grey", "cloth", "hand", "tape", "paint", "translucent")
-#: With near traffic in the benign views (TRAFFIC > 0), covers also come printed: a box, a
-#: poster or a photo held up in front of the lens has a scene's own texture, and a model
-#: taught that textured things can be traffic must still see those as covers.
-PRINTED_COVER_KINDS = COVER_KINDS + ("print", "print")
 
 
-def cover(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None = None) -> np.ndarray:
+def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """Something on or near the lens over 25-100% of the view; near the lens means soft edges."""
     h, w = x.shape[:2]
-    kinds = PRINTED_COVER_KINDS if TRAFFIC and donor is not None else COVER_KINDS
-    kind = kinds[int(rng.integers(len(kinds)))]
+    kind = COVER_KINDS[int(rng.integers(len(COVER_KINDS)))]
     frac = 1.0 if rng.random() < 0.3 else rng.uniform(0.25, 1.0)
     if kind == "paint" and rng.random() < 0.6:   # several spray blobs
         m = np.zeros((h, w), np.float32)
@@ -473,10 +269,7 @@ def cover(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None = No
     else:
         m = _cover_mask(rng, h, w, frac)
     m = cv2.GaussianBlur(m, (0, 0), rng.uniform(0.5, 0.04 * w + 1))[..., None]
-    if kind == "print":         # another scene's picture, a little soft and dim, as held close
-        fill = cv2.resize(donor, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-        fill = cv2.GaussianBlur(fill, (0, 0), rng.uniform(0.3, 2.0)) * rng.uniform(0.5, 1.1)
-    elif kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
+    if kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
         veil = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.03, 0.12) * w)
         a = rng.uniform(0.35, 0.85)
         fill = veil * (1 - a) + a * rng.uniform(60, 230)
@@ -511,7 +304,9 @@ def blind(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     rad = rng.uniform(0.3, 0.9) * w
     d2 = (xx - cx) ** 2 + (yy - cy) ** 2
     bloom = 600 * np.exp(-d2 / (2 * (0.5 * rad) ** 2)) + 150 * np.exp(-d2 / (2 * rad ** 2))
-    return x * rng.uniform(0.05, 0.4) + bloom[..., None] * np.array([rng.uniform(0.7, 1), rng.uniform(0.7, 1), 1], np.float32)
+    dim = rng.uniform(0.05, 0.4)
+    tint = np.array([rng.uniform(0.7, 1), rng.uniform(0.7, 1), 1], np.float32)
+    return x * dim + bloom[..., None] * tint
 
 
 # -- composing -----------------------------------------------------------------------
@@ -531,8 +326,6 @@ def benign_scene(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | No
         x = shadow(rng, x)
     if rng.random() < passers * p:
         x = passers_by(rng, x, donor)
-    if TRAFFIC and rng.random() < TRAFFIC * p:
-        x = traffic(rng, x, donor)
     if rng.random() < 0.15 * p:
         x = glare(rng, x)
     if rng.random() < 0.1 * p:
@@ -557,21 +350,9 @@ def benign_sensor(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0
 
 NEGATIVE_KINDS = ("moved:shift", "moved:zoom", "moved:rotate", "moved:perspective",
                   "covered", "defocus", "blinded", "redirected")
-#: Relative weights of NEGATIVE_KINDS (before normalising); covered's can be raised with
-#: ``use_cover_weight`` (``--cover-weight``), since near traffic in training costs covers first.
-BASE_NEGATIVE_WEIGHTS = (0.16, 0.12, 0.10, 0.08, 0.22, 0.14, 0.08, 0.10)
-NEGATIVE_WEIGHTS = np.array(BASE_NEGATIVE_WEIGHTS) / np.array(BASE_NEGATIVE_WEIGHTS).sum()
-
-
-def use_cover_weight(weight: float | None) -> None:
-    """Set covered's relative weight among the negatives (None: as models up to 1.3.0)."""
-    global NEGATIVE_WEIGHTS
-    w = np.array(BASE_NEGATIVE_WEIGHTS)
-    if weight is not None:
-        if not 0.0 < weight <= 1.0:
-            raise ValueError(f"cover weight {weight} is not within 0 (exclusive) ..1")
-        w[NEGATIVE_KINDS.index("covered")] = weight
-    NEGATIVE_WEIGHTS = w / w.sum()
+#: How often each of NEGATIVE_KINDS is drawn (relative weights, normalised to sum 1).
+NEGATIVE_WEIGHTS = np.array((0.16, 0.12, 0.10, 0.08, 0.22, 0.14, 0.08, 0.10))
+NEGATIVE_WEIGHTS = NEGATIVE_WEIGHTS / NEGATIVE_WEIGHTS.sum()
 
 
 def _scene_frames(scene, rng: np.random.Generator, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -602,18 +383,8 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
         a = benign_scene(rng, a, donor, strength=0.5, passers=0.0)
     a = benign_sensor(rng, a, strength=0.5)
 
-    # With near traffic on, a share of triplets set the two against each other directly: the
-    # positive holds near cars or people, the negative the same view behind a cover, so what
-    # the model learns to forgive is things standing in the scene, not things over the lens.
-    pair_traffic = bool(TRAFFIC and TRAFFIC_COVER_PAIRS and kind is None and rng.random() < TRAFFIC * TRAFFIC_COVER_PAIRS)
-    if pair_traffic:
-        kind = "covered"
-
     # positive: same window, another time, benign changes; or the same moment, shaken
-    if pair_traffic:
-        p = render(f_b, vibrate(rng, win).corners(), size).astype(np.float32)
-        p = benign_sensor(rng, traffic(rng, benign_scene(rng, p, donor, strength=0.5, passers=0.0), donor))
-    elif SHAKE_ONLY_POSITIVES and rng.random() < SHAKE_ONLY_POSITIVES:   # no draw at 0: as model 1.2.0
+    if rng.random() < SHAKE_ONLY_POSITIVES:
         p = render(f_a, vibrate(rng, win).corners(), size).astype(np.float32)
         p = benign_sensor(rng, p, strength=0.5)
     else:
@@ -647,16 +418,10 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
     if benign_n:
         n = benign_scene(rng, n, donor, passers=0.2)
     if kind == "covered":
-        n = cover(rng, n, donor)
+        n = cover(rng, n)
     elif kind == "defocus":
         n = defocus(rng, n)
     elif kind == "blinded":
         n = blind(rng, n)
     n = benign_sensor(rng, n, strength=1.0 if benign_n else 0.5)
     return a.astype(np.uint8) if a.dtype != np.uint8 else a, p, n, kind
-
-
-def benign_pair(rng: np.random.Generator, scenes: list, idx: int) -> tuple[np.ndarray, np.ndarray]:
-    """(reference, benign query) for validation."""
-    a, p, _, _ = triplet(rng, scenes, idx, kind="defocus")
-    return a, p

@@ -79,23 +79,6 @@ class SeedNet(nn.Module):
         return F.normalize(self.head(torch.flatten(self.features(x), 1)), dim=1, eps=1e-6)
 
 
-class Ensemble(nn.Module):
-    """Several nets on the same input; their unit embeddings side by side, over sqrt(n).
-
-    The result is still a unit vector and its cosine with another is the mean of the
-    members' cosines, so the daemon, the threshold and calibration treat it as one
-    model. Members trained with different benign-shake envelopes disagree on
-    different views, and the mean is steadier than either (docs/training.md).
-    """
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m(x) for m in self.members], 1) / float(len(self.members)) ** 0.5
-
-
 def build(arch: str) -> tuple[nn.Module, dict]:
     """The network and its input description (becomes the ONNX metadata)."""
     if arch == "camwatch":

@@ -1,10 +1,10 @@
 """Train camwatch's drift embedding with triplet loss and export it to ONNX.
 
-    python -m export.train --footage /work/shared/footage/train --stills /work/shared/stills \
-        --out runs/main --seed 1 --steps 2000
+    python -m export.train --footage ../shared/footage/train --stills ../shared/stills \
+        --out runs/v13 --seed 1 --steps 2000 --val-every 500 --version 1.3.0
 
-or, for labelled identity folders (``ROOT/<identity>/*.jpg``, one folder per
-identity or per view):
+(the shipped model's recipe: docs/training.md), or, for labelled identity
+folders (``ROOT/<identity>/*.jpg``, one folder per identity or per view):
 
     python -m export.train --identities ROOT --out runs/ids --steps 300
 
@@ -12,6 +12,9 @@ Deterministic for a given ``--seed`` (and thread count): batch k is rendered
 from ``numpy.random.default_rng([seed, k])`` whichever process renders it.
 Every view goes through ``camwatch.vision.preprocess.prepare``, the function the
 daemon uses, so training sees exactly what serving sees.
+
+torch (the 'train' extra) is imported late, inside the functions that train or
+embed: rendering batches and validation pairs, and their tests, run without it.
 """
 
 from __future__ import annotations
@@ -24,25 +27,28 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from camwatch import augment
 from camwatch.vision.preprocess import InputSpec, prepare
 
+from . import augment
 from .data import Corpus, Scene, load_footage, load_identities, load_stills
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_VAL_CLIPS = ("video02.avi", "worker-zone-detection.gif", "vtest.avi")
 VAL_STILL_EVERY = 12          # every 12th still (sorted) is held out
 VAL_SEED = 20240601           # the validation pairs are the same whatever --seed is
 FALSE_ALARM_TARGET = 0.005    # default threshold: 0.5% false alarms on benign validation pairs
 #: Validation pairs (one benign, one drifted) per held-out clip and per held-out still. The
-#: default threshold is a 0.5% quantile of the benign pairs' similarities, so its precision is
-#: how many benign pairs lie below it. Sessions 1-8 drew 48 and 1 (250 benign pairs: the
-#: threshold sat between the 2nd and 3rd lowest), and five draws of those pairs put 1.3.0's
-#: threshold anywhere in 0.174-0.285; with these 25 pairs lie below it and five draws give
-#: 0.204-0.221 (benchmarks/threshold_spread.py). Costs ~40 s of rendering once per run, and
-#: the 20,000 views stay in memory for every validation (1.3 GB at 128x128 grey, float32).
+#: default threshold is a 0.5% quantile of the benign pairs' similarities, so it is only as
+#: steady as the number of benign pairs below it: these give ~5,000 benign pairs, 25 of them
+#: below it (48 and 1, the draw model 1.3.0's threshold was set on, gave 250: the threshold sat
+#: between the 2nd and 3rd lowest). Costs ~40 s of rendering once per run, and the 20,000
+#: views stay in memory for every validation (1.3 GB at 128x128 grey, float32).
 VAL_PAIRS_PER_CLIP = 960
 VAL_PAIRS_PER_STILL = 20
 #: Identity sets (--identities) keep the small draw: their pairs come from a few photos each.
@@ -59,10 +65,6 @@ class Job:
     batch: int
     seed: int
     identities: bool
-    shake: str = "tolerant"     # augment.SHAKE_PROFILES key
-    traffic: float = 0.0        # augment.TRAFFIC
-    traffic_pairs: float = 0.0  # augment.TRAFFIC_COVER_PAIRS
-    cover_weight: float | None = None   # augment.use_cover_weight
 
 
 _JOB: Job | None = None
@@ -71,9 +73,6 @@ _JOB: Job | None = None
 def _set_job(job: Job) -> None:
     global _JOB
     _JOB = job
-    augment.use_shake_profile(job.shake)
-    augment.use_traffic(job.traffic, job.traffic_pairs)
-    augment.use_cover_weight(job.cover_weight)
 
 
 # -- rendering batches ---------------------------------------------------------------
@@ -172,7 +171,7 @@ def triplet_loss(emb, ids, margin: float):
     farther than the positive (semi-hard), else the anchor's own negative.
     Returns (loss, fraction of triplets still violating the margin).
     """
-    import torch
+    import torch  # late: see the module docstring
 
     b = ids.shape[0]
     a, p, n = emb[:b], emb[b:2 * b], emb[2 * b:]
@@ -192,45 +191,6 @@ def triplet_loss(emb, ids, margin: float):
     mined = torch.relu(d_ap - d_mined + margin)
     loss = own.mean() + mined.mean()
     return loss, float((own > 0).float().mean())
-
-
-class Teachers:
-    """The models a student learns from (``--distill``): ONNX files, run by camwatch's own embedder.
-
-    Why ONNX: the shipped model exists as ONNX, not as a model.pt, and teachers only run
-    forward. Their unit embeddings are concatenated, each divided by sqrt(k), so the
-    teachers' cosine similarity is the mean of theirs: the similarity an ensemble of them
-    would give.
-    """
-
-    def __init__(self, paths: list[Path], threads: int, spec: InputSpec):
-        from camwatch.core.errors import ModelError
-        from camwatch.vision.embedder import load_embedder
-
-        try:
-            self.models = [load_embedder(p, device="cpu", threads=max(1, threads)) for p in paths]
-        except ModelError as exc:
-            raise SystemExit(f"--distill: {exc}") from None
-        for path, model in zip(paths, self.models):
-            if model.spec.input != spec:
-                raise SystemExit(f"--distill {path}: takes input {model.spec.input}, the student {spec} "
-                                 "(teachers must see what the student sees)")
-
-    def embed(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, np.float32)
-        return np.concatenate([m.run_prepared(x) for m in self.models], 1) / np.sqrt(len(self.models))
-
-
-def distill_loss(emb, teacher_emb):
-    """Mean squared difference of the student's and the teachers' cosine similarities.
-
-    Every pair of views in the batch counts (anchors, positives and negatives of all
-    scenes): the decision only ever uses a cosine similarity, so that is what the
-    student is taught to reproduce, not the teachers' vectors (which have another size).
-    """
-    s_student = emb @ emb.T
-    s_teacher = teacher_emb @ teacher_emb.T
-    return ((s_student - s_teacher) ** 2).mean()
 
 
 # -- validation -------------------------------------------------------------------------
@@ -288,8 +248,9 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((rp.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def embed_np(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    import torch
+def embed_np(model: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Unit embeddings of prepared views [N, C, H, W], in batches, without gradients."""
+    import torch  # late: see the module docstring
 
     model.eval()
     out = []
@@ -302,8 +263,7 @@ def embed_np(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
 def default_threshold(benign_similarity: np.ndarray) -> float:
     """The similarity at FALSE_ALARM_TARGET false alarms on benign pairs: what a model's file carries.
 
-    One place, so export.combine, export.soup and benchmarks/threshold_spread.py measure
-    exactly what the trainer writes.
+    One place, so every validation and the exported file agree on it.
     """
     return float(np.quantile(benign_similarity, FALSE_ALARM_TARGET))
 
@@ -376,53 +336,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default="camwatch-drift")
     p.add_argument("--version", default=None, help="model version (default: date and seed)")
     p.add_argument("--init", type=Path, help="start from this model.pt (state_dict of the same --arch)")
-    p.add_argument("--members", default="tolerant",
-                   help="comma-separated shake profiles (export/augment.py SHAKE_PROFILES), one network "
-                        "each, trained one after the other with the same seed; two or more are exported "
-                        "as one ONNX ensemble whose cosine is the mean of the members'")
-    p.add_argument("--traffic", type=float, default=0.0,
-                   help="chance of pasting near cars and people into a benign view (export/augment.py traffic; "
-                        "0 = as models up to 1.3.0)")
-    p.add_argument("--traffic-pairs", type=float, default=0.0,
-                   help="with --traffic, this many times its chance of triplets pair a near-traffic positive "
-                        "with a covered negative of the same view (0 = as --traffic alone)")
-    p.add_argument("--cover-weight", type=float, default=None,
-                   help="relative weight of covered negatives (export/augment.py BASE_NEGATIVE_WEIGHTS; "
-                        "default 0.22 of 1.0, as models up to 1.3.0)")
-    p.add_argument("--distill", type=lambda v: [Path(x) for x in v.split(",") if x], default=None,
-                   metavar="A.onnx,B.onnx,...",
-                   help="learn from these models instead of from triplets: the loss is the squared difference "
-                        "of the student's cosine similarities and the mean of the teachers' on every pair of "
-                        "the batch (one model that judges like their ensemble, at one model's cost)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="do not measure ONNX Runtime speed (tests)")
     a = p.parse_args(argv)
     if a.identities is None and a.footage is None and a.stills is None:
         p.error("give --footage and/or --stills, or --identities")
-    a.members = [m.strip() for m in a.members.split(",") if m.strip()]
-    bad = [m for m in a.members if m not in augment.SHAKE_PROFILES]
-    if bad or not a.members:
-        p.error(f"--members: unknown shake profile(s) {', '.join(bad) or '(none)'}; "
-                f"known: {', '.join(augment.SHAKE_PROFILES)}")
-    if a.init is not None and len(a.members) > 1:
-        p.error("--init works with one member only")
-    if not 0.0 <= a.traffic <= 1.0:
-        p.error(f"--traffic {a.traffic}: a chance, so within 0..1")
-    if not 0.0 <= a.traffic_pairs <= 1.0:
-        p.error(f"--traffic-pairs {a.traffic_pairs}: a share, so within 0..1")
-    if a.traffic_pairs and not a.traffic:
-        p.error("--traffic-pairs pairs near traffic with covers: give --traffic too")
-    if a.cover_weight is not None and not 0.0 < a.cover_weight <= 1.0:
-        p.error(f"--cover-weight {a.cover_weight}: a relative weight, so above 0 and at most 1")
     for flag in ("footage", "stills", "identities"):
         path = getattr(a, flag)
         if path is not None and not path.is_dir():
             p.error(f"--{flag} {path}: not a folder")
-    for path in a.distill or []:
-        if not path.is_file():
-            p.error(f"--distill {path}: no such model file")
-    if a.distill is not None and (not a.distill or len(a.members) > 1):
-        p.error("--distill: give at least one teacher model, and train one member")
     return a
 
 
@@ -441,15 +363,15 @@ def load(args) -> Corpus:
     return corpus
 
 
-def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, shake: str, val: ValSet,
-                 history: dict, offset: int, device) -> torch.nn.Module:
-    """One network trained for ``args.steps`` steps with render workers using ``shake``.
+def train_net(args, train_scenes: list[Scene], spec: InputSpec, identities: bool, val: ValSet, history: dict,
+              device: torch.device) -> torch.nn.Module:
+    """The network trained for ``args.steps`` steps on batches rendered ahead by worker processes.
 
     Channels-last tensors: the 2-core CPU runs this net's forward and backward in
     0.26 s per 192-view batch instead of 0.45 s (the same convolutions, laid out so
-    oneDNN need not reorder them), which is what lets two members fit in an hour.
+    oneDNN need not reorder them).
     """
-    import torch
+    import torch  # late: see the module docstring
     from tqdm import tqdm
 
     from .nets import build
@@ -463,10 +385,8 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     warm = max(1, min(200, args.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, args.steps)))))
-    job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities, shake,
-              args.traffic, args.traffic_pairs, args.cover_weight)
+    job = Job(train_scenes, scene_weights(train_scenes), spec, args.batch, args.seed, identities)
     pre = Prefetcher(job, 0, args.steps, args.workers)
-    teachers = Teachers(args.distill, args.threads, spec) if args.distill else None
     bar = tqdm(range(args.steps), disable=args.no_progress, mininterval=5, file=sys.stderr)
     running = None
     try:
@@ -474,24 +394,20 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
             x, ids = pre.get()
             model.train()
             xt = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
-            emb = model(xt)
-            loss, viol = triplet_loss(emb, torch.from_numpy(ids).to(device), args.margin)
-            if teachers is not None:
-                # The triplet loss is still computed for the progress bar's violation rate.
-                loss = distill_loss(emb, torch.from_numpy(teachers.embed(x)).to(device))
+            loss, viol = triplet_loss(model(xt), torch.from_numpy(ids).to(device), args.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             lv = float(loss.detach())
             running = lv if running is None else 0.98 * running + 0.02 * lv
-            history["step"].append(offset + step)
+            history["step"].append(step)
             history["loss"].append(lv)
             history["violating"].append(viol)
             bar.set_postfix(loss=f"{running:.4f}", viol=f"{viol:.2f}", refresh=False)
             if args.val_every and (step + 1) % args.val_every == 0 and step + 1 < args.steps:
                 m = evaluate(model, val)
-                history["val_step"].append(offset + step + 1)
+                history["val_step"].append(step + 1)
                 history["val_auc"].append(m["auc"])
                 tqdm.write(f"step {step + 1}: loss {running:.4f}, validation AUC {m['auc']:.4f}, "
                            f"detection {m['detection_rate']:.3f} at {m['false_alarm_rate']:.3f} false alarms",
@@ -501,43 +417,21 @@ def train_member(args, train_scenes: list, spec: InputSpec, identities: bool, sh
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
-def held_out_scenes(footage: Path | None, stills: Path | None, identities: Path | None,
-                    seed: int) -> list[Scene]:
-    """The validation scenes a training run with these data folders (and --seed) held out.
-
-    For tools that set a model's default threshold after training (export.soup,
-    export.combine) on the same pairs export.train sets it on.
-    """
-    data = [(f"--{k}", str(v)) for k, v in (("footage", footage), ("stills", stills),
-                                            ("identities", identities)) if v is not None]
-    targs = parse_args([x for pair in data for x in pair] + ["--out", "unused", "--seed", str(seed)])
-    val_clips = tuple(v for v in targs.val_clips.split(",") if v)
-    return split(load(targs), val_clips, identities is not None, seed)[1]
-
-
 def validation_pairs(val_scenes: list[Scene], spec_d: dict, identities: bool, per_clip: int | None = None,
                      per_still: int | None = None, seed: int = VAL_SEED) -> tuple[InputSpec, ValSet]:
-    """The model's input spec and the fixed validation pairs the default threshold is set on.
-
-    The pairs are the same for every member, run and soup: the tolerant shake profile
-    and no near traffic, so the default threshold written into a model stays set on the
-    benign changes it always was, whatever the model trained on.
-    """
+    """The model's input spec and the fixed validation pairs the default threshold is set on."""
     spec = InputSpec(spec_d["width"], spec_d["height"], spec_d["channels"], spec_d["scale"],
                      tuple(spec_d["mean"]), tuple(spec_d["std"]))
-    augment.use_shake_profile("tolerant")
-    augment.use_traffic(0.0)
     clip_n, still_n = VAL_PAIRS_IDENTITIES if identities else (VAL_PAIRS_PER_CLIP, VAL_PAIRS_PER_STILL)
     return spec, make_valset(val_scenes, spec, identities, clip_n if per_clip is None else per_clip,
                              still_n if per_still is None else per_still, seed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
+    import torch  # late: see the module docstring
 
-    from camwatch import card, onnx_export
-
-    from .nets import Ensemble, build
+    from . import card, onnx_export
+    from .nets import build
 
     args = parse_args(argv)
     t_start = time.time()
@@ -562,18 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     spec, val = validation_pairs(val_scenes, spec_d, identities)
 
     history: dict = {"step": [], "loss": [], "violating": [], "val_step": [], "val_auc": []}
-    members = []
     t_train = time.time()
-    for k, shake in enumerate(args.members):
-        if len(args.members) > 1:
-            print(f"member {k + 1}/{len(args.members)}: shake profile {shake}", flush=True)
-        members.append(train_member(args, train_scenes, spec, identities, shake, val, history,
-                                    offset=k * args.steps, device=device))
+    model = train_net(args, train_scenes, spec, identities, val, history, device)
     train_s = time.time() - t_train
-    model = members[0] if len(members) == 1 else Ensemble(members)
-    model.eval()
     metrics = evaluate(model, val)
-    history["val_step"].append(len(members) * args.steps)
+    history["val_step"].append(args.steps)
     history["val_auc"].append(metrics["auc"])
 
     torch.save(model.state_dict(), args.out / "model.pt")   # for --init (git-ignored)
@@ -589,22 +476,18 @@ def main(argv: list[str] | None = None) -> int:
         "arch": args.arch, "seed": args.seed, "steps": args.steps, "batch_triplets": args.batch,
         "margin": args.margin, "lr": args.lr,
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "train_seconds": train_s, "seconds_per_step": train_s / max(1, args.steps * len(args.members)),
-        "total_seconds": time.time() - t_start, "members": args.members,
-        "views_rendered": 3 * args.batch * args.steps * len(args.members),
+        "train_seconds": train_s, "seconds_per_step": train_s / max(1, args.steps),
+        "total_seconds": time.time() - t_start, "views_rendered": 3 * args.batch * args.steps,
         "data": corpus.sources, "train_scenes": len(train_scenes), "val_scenes": [s.name for s in val_scenes
                                                                                     if s.fixed or identities][:50],
         "val_stills": sum(1 for s in val_scenes if not s.fixed), "validation": metrics,
         "onnx_max_abs_diff": diff, "speed": speed, "input": spec_d, "embedding_dim": dim,
-        "model_name": args.name, "model_version": version, "threads": args.threads, "traffic": args.traffic,
-        "traffic_pairs": args.traffic_pairs, "cover_weight": args.cover_weight,
-        "distilled_from": [str(p) for p in args.distill] if args.distill else None,
+        "model_name": args.name, "model_version": version, "threads": args.threads,
     }
     (args.out / "history.json").write_text(json.dumps(history))
     (args.out / "info.json").write_text(json.dumps(info, indent=2, default=str))
-    card.loss_plot(history, args.out / "loss.png",
-                   *(["distillation loss (cosine similarities vs the teachers')"] if args.distill else []))
-    card.architecture_plot(members[0], spec_d, args.out / "architecture.png")
+    card.loss_plot(history, args.out / "loss.png")
+    card.architecture_plot(model, spec_d, args.out / "architecture.png")
     (args.out / "model-card.md").write_text(card.model_card(info))
     print(json.dumps({k: info[k] for k in ("parameters", "seconds_per_step", "train_seconds", "onnx_max_abs_diff")}
                      | {"auc": metrics["auc"], "threshold": metrics["threshold"]} | speed), flush=True)

@@ -2,9 +2,8 @@
 
 The threshold is the similarity at 0.5% false alarms on the benign pairs, so
 it is only as steady as the number of benign pairs below it: 250 pairs (the
-draw of sessions 1-8) left it to the 2nd and 3rd lowest and moved it by 0.11
-from one draw to the next (benchmarks/threshold_spread.py). Rendering needs
-only numpy and OpenCV, so these run without torch.
+draw model 1.3.0's threshold was set on) left it between the 2nd and 3rd
+lowest. Rendering needs only numpy and OpenCV, so these run without torch.
 """
 
 from __future__ import annotations
