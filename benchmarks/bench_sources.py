@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from media import Media, scene_image  # noqa: E402
 from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available  # noqa: E402
 
-from camwatch.sources.base import open_source  # noqa: E402
+from camwatch.sources import open_source  # noqa: E402
 from camwatch.sources.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
 
 

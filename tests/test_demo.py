@@ -10,7 +10,7 @@ import pytest
 from test_sources import likeness
 
 from camwatch.core.errors import SourceError
-from camwatch.sources.base import open_source
+from camwatch.sources import open_source
 from camwatch.sources.demo import DRIFTS, SCENES, DemoScene, DemoSource, parse_demo_url
 
 

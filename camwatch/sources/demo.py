@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,7 +24,9 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
+from camwatch.config import CameraConfig
 from camwatch.core.errors import SourceError
+from camwatch.core.types import Frame
 
 SCENES = ("street", "shop", "lobby")
 DRIFTS = ("turn", "zoom", "cover", "blur", "black")
@@ -100,7 +103,7 @@ def fractal_noise(rng: np.random.Generator, height: int, width: int, octaves: in
     return (out - lo) / max(1e-6, hi - lo)
 
 
-def _shade(noise: np.ndarray, colour: tuple[int, int, int], spread: float) -> np.ndarray:
+def _shade(noise: np.ndarray, colour: tuple[int, ...], spread: float) -> np.ndarray:
     """A BGR float image: colour modulated by noise (+-spread)."""
     c = np.array(colour, np.float32)[None, None, :]
     return c * (1.0 - spread + 2 * spread * noise[..., None])
@@ -149,10 +152,11 @@ def _street(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[
         cv2.circle(world, (tx, ty - 20), int(rng.integers(22, 40)), (50, 120, 60), -1)
     movers = []
     for i in range(3):
-        movers.append(dict(kind="car", y=int(h * (0.78 + 0.08 * (i % 2))), speed=float(rng.uniform(60, 140)) * (1 if i % 2 else -1),
+        movers.append(dict(kind="car", y=int(h * (0.78 + 0.08 * (i % 2))),
+                           speed=float(rng.uniform(60, 140)) * (1 if i % 2 else -1),
                            phase=float(rng.uniform(0, w)), size=(int(rng.integers(70, 110)), 34),
                            colour=tuple(int(v) for v in rng.integers(30, 230, 3))))
-    for i in range(4):
+    for _ in range(4):
         movers.append(dict(kind="person", y=int(rng.integers(horizon + 5, kerb - 10)),
                            speed=float(rng.uniform(12, 30)) * (1 if rng.random() < 0.5 else -1),
                            phase=float(rng.uniform(0, w)), size=(12, 40),
@@ -228,7 +232,8 @@ def _lobby(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[d
     for _ in range(int(rng.integers(3, 6))):                                    # pictures and signs
         px, py = int(rng.integers(0, w - 90)), int(rng.integers(int(h * 0.1), max(int(h * 0.11), floor - 120)))
         pw, ph = int(rng.integers(40, 90)), int(rng.integers(30, 70))
-        art = _shade(fractal_noise(rng, ph, pw, octaves=3, base=2), tuple(int(v) for v in rng.integers(30, 230, 3)), 0.5)
+        texture = fractal_noise(rng, ph, pw, octaves=3, base=2)  # before the tint: same draws as always
+        art = _shade(texture, tuple(int(v) for v in rng.integers(30, 230, 3)), 0.5)
         cv2.rectangle(world, (px - 4, py - 4), (px + pw + 4, py + ph + 4), (35, 30, 30), -1)
         _paste(world, px, py, px + pw, py + ph, art)
     dx = int(rng.integers(0, w - w // 4))                                        # reception desk
@@ -283,7 +288,8 @@ class DemoScene:
             if m["kind"] == "car":
                 cv2.rectangle(view, (cx, cy - mh), (cx + mw, cy), m["colour"], -1)
                 cv2.rectangle(view, (cx + mw // 5, cy - mh - 14), (cx + mw * 4 // 5, cy - mh), m["colour"], -1)
-                cv2.rectangle(view, (cx + mw // 5 + 4, cy - mh - 11), (cx + mw * 4 // 5 - 4, cy - mh - 2), (90, 70, 60), -1)
+                cv2.rectangle(view, (cx + mw // 5 + 4, cy - mh - 11), (cx + mw * 4 // 5 - 4, cy - mh - 2),
+                              (90, 70, 60), -1)
                 cv2.circle(view, (cx + mw // 5, cy), 8, (20, 20, 20), -1)
                 cv2.circle(view, (cx + mw * 4 // 5, cy), 8, (20, 20, 20), -1)
             else:
@@ -320,9 +326,8 @@ class DemoScene:
 class DemoSource:
     """FrameSource for ``demo:`` URLs; time starts when the source is opened."""
 
-    def __init__(self, camera: Any, clock: Any = time.monotonic):
-        cid = getattr(camera, "id", "?")
-        self.spec = parse_demo_url(str(camera.url), where=f"camera {cid} ({camera.url})")
+    def __init__(self, camera: CameraConfig, clock: Callable[[], float] = time.monotonic):
+        self.spec = parse_demo_url(str(camera.url), where=f"camera {camera.id} ({camera.url})")
         self.scene = DemoScene(self.spec)
         self._clock = clock
         self.opened_at = clock()
@@ -333,8 +338,6 @@ class DemoSource:
         return after is not None and self._clock() - self.opened_at >= after
 
     def read(self) -> Frame:
-        from camwatch.sources.base import Frame
-
         t = self._clock() - self.opened_at
         image = self.scene.frame(t, drifted=self.drifted)
         return Frame(image=image, captured_at=time.time())
