@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from camwatch.config.loader import load_config  # noqa: E402
+from camwatch.config import load_config  # noqa: E402
 
 
 def make(path: Path, n: int) -> None:

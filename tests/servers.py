@@ -32,7 +32,7 @@ from urllib.parse import quote
 import numpy as np
 from media import encode_jpeg, scene_image
 
-from camwatch.config.loader import CameraConfig, redact_url
+from camwatch.config import CameraConfig, redact_url
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from camwatch.config.loader import CameraConfig, Config, load_config, parse_active_hours, parse_duration
+from camwatch.config import CameraConfig, Config, load_config, parse_active_hours, parse_duration
 from camwatch.core.errors import ConfigError
 from camwatch.core.secrets import scrub
 
@@ -362,8 +362,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
     folder.mkdir(parents=True)
     (folder / "models").mkdir()
     (folder / "models" / "m.onnx").write_bytes(b"x")
-    path = write(folder, "settings:\n  state_dir: ./state\n  model: models/m.onnx\n"
-                         "cameras:\n  - id: cam\n    url: clips/door.mp4\n")
+    write(folder, "settings:\n  state_dir: ./state\n  model: models/m.onnx\n"
+                    "cameras:\n  - id: cam\n    url: clips/door.mp4\n")
     monkeypatch.chdir(tmp_path)  # somewhere else
     config = load_config(Path("etc/camwatch/cameras.yaml"))
     assert config.settings.state_dir == folder / "state"

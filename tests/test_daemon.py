@@ -281,7 +281,7 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
     """The first ``calibration.checks`` benign checks store similarity AND structure
     distance in the real SQLite file; after them the camera is judged with its own
     threshold and structure scale (decision.calibrate / calibrate_structure)."""
-    from camwatch.config.loader import load_config
+    from camwatch.config import load_config
     from camwatch.core import decision
     from camwatch.service.checks import threshold_for
     from camwatch.vision.embedder import load_embedder

@@ -221,7 +221,7 @@ def test_dashboard_and_rules_against_a_metrics_process(tmp_path):
 
 def _daemon_available() -> str | None:
     try:
-        import camwatch.config.loader  # noqa: F401
+        import camwatch.config  # noqa: F401
         import camwatch.service.daemon  # noqa: F401
     except ImportError as exc:
         return f"the daemon cannot run yet: {exc}"

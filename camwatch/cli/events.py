@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from camwatch.config.loader import load_config
+from camwatch.config import load_config
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import scrub
 from camwatch.store.events import DB_NAME, Event, EventStore

@@ -25,7 +25,7 @@ DEFAULT_CONFIG = os.environ.get("CAMWATCH_CONFIG", "/etc/camwatch/cameras.yaml")
 # command name -> "module:function"; each function takes the parsed args, returns an exit code.
 HANDLERS = {
     "run": "camwatch.service.daemon:cli_run",
-    "validate": "camwatch.config.loader:cli_validate",
+    "validate": "camwatch.cli.validate:cli_validate",
     "check": "camwatch.service.daemon:cli_check",
     "enroll": "camwatch.service.enrol:cli_enroll",
     "references": "camwatch.service.enrol:cli_references",

@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from camwatch.config.loader import WebhookSettings
+from camwatch.config import WebhookSettings
 from camwatch.core.backoff import Backoff
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import register_secret, scrub

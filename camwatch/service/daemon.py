@@ -843,7 +843,7 @@ def _check_reloadable(old: Any, new: Any) -> None:
 
 def load_config_registered(path: str) -> Any:
     """Load the config and register its secrets for scrubbing before anything logs."""
-    from camwatch.config.loader import load_config
+    from camwatch.config import load_config
 
     config = load_config(path)
     for secret in getattr(config, "secrets", ()) or ():

@@ -169,7 +169,7 @@ def fetch_frames(cameras: Sequence[Any]) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from camwatch.config.loader import load_config
+    from camwatch.config import load_config
 
     config = load_config(args.config)
     for secret in getattr(config, "secrets", ()) or ():
