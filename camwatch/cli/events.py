@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from datetime import datetime
 from pathlib import Path
 
-from camwatch.config import load_config
+from camwatch.config import load_config, parse_duration
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import scrub
 from camwatch.store.events import DB_NAME, Event, EventStore
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 def parse_since(text: str, now: float | None = None) -> float:
-    """``2h``/``30m``/``3d`` (ago) or an ISO time (naive = local time) -> unix seconds."""
+    """``2h``/``30m``/``3d``/``1h30m`` (ago) or an ISO time (naive = local time) -> unix seconds.
+
+    A bare number is not taken for seconds: ``20240501`` is a date.
+    """
     now = time.time() if now is None else now
-    m = _DURATION.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2).lower()]
+    if not text.strip().replace(".", "", 1).isdigit():
+        try:
+            return now - parse_duration(text)
+        except ValueError:
+            pass  # not a duration: perhaps a time
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
