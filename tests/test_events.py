@@ -29,7 +29,7 @@ from camwatch.cli.events import parse_since
 from camwatch.core.backoff import Backoff
 from camwatch.core.errors import CamwatchError
 from camwatch.service.alerts import DeliveryError, Dispatcher, LogSink, WebhookSink, webhook_sink_name
-from camwatch.store.events import Event, EventStore
+from camwatch.store.events import SCHEMA_VERSION, Event, EventStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,6 +148,46 @@ def test_prune_forgets_old_delivered_events_and_never_a_pending_one(tmp_path):
     assert {e.id for e, _ in again.due("webhook-aaaa0000")} == {old_pending.id, old_half.id}
 
 
+# events.db exactly as camwatch wrote it before the store had versioned migrations: the
+# schema by executescript (CREATE ... IF NOT EXISTS), then user_version set to 1.
+OLD_EVENTS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+    " camera_id TEXT NOT NULL, type TEXT NOT NULL, kind TEXT, similarity REAL, threshold REAL, evidence TEXT,"
+    " message TEXT NOT NULL DEFAULT '', time REAL NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS events_camera_time ON events (camera_id, time);"
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time);"
+    "CREATE TABLE IF NOT EXISTS outbox (event_id TEXT NOT NULL REFERENCES events (id), sink TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0, delivered_at REAL,"
+    " last_error TEXT, PRIMARY KEY (event_id, sink));"
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_attempt);"
+)
+
+
+@pytest.mark.parametrize("old_version", [1, 0])  # 0: killed between creating the tables and the version
+def test_an_events_db_from_before_versioned_migrations_opens_with_its_events(tmp_path, old_version):
+    con = sqlite3.connect(tmp_path / "events.db")
+    con.executescript(OLD_EVENTS_SCHEMA)
+    con.execute(f"PRAGMA user_version = {old_version}")
+    con.execute("INSERT INTO events (id, camera_id, type, kind, time) VALUES ('e-old', 'gate', 'drift_started',"
+                " 'moved', 1700000000.0)")
+    con.execute("INSERT INTO outbox (event_id, sink, attempts, next_attempt, last_error) VALUES"
+                " ('e-old', 'webhook-aaaa0000', 3, 1700000100.0, 'HTTP 500')")
+    con.commit()
+    con.close()
+    store = EventStore(tmp_path)
+    [old] = store.list()
+    assert (old.id, old.camera_id, old.type, old.kind, old.time) == ("e-old", "gate", "drift_started", "moved",
+                                                                     1_700_000_000.0)
+    assert store.deliveries("e-old")[0].attempts == 3 and store.pending_count("webhook-aaaa0000") == 1
+    new = Event("gate", "drift_cleared")
+    store.record(new, ["webhook-aaaa0000"])
+    assert [e.id for e in store.list()] == ["e-old", new.id]
+    store.close()
+    con = sqlite3.connect(tmp_path / "events.db")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
 def test_event_type_is_checked():
     with pytest.raises(ValueError):
         Event("c", "exploded")
@@ -210,7 +250,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from camwatch.core.backoff import Backoff
     from camwatch.service.alerts import Dispatcher, WebhookSink
-    from camwatch.store.events import Event, EventStore
+    from camwatch.store.events import SCHEMA_VERSION, Event, EventStore
     state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = EventStore(state)
     d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3, jitter=0.2), poll=0.2)

@@ -12,10 +12,8 @@ or a secret: sinks are known by name only.
 
 from __future__ import annotations
 
-import logging
+import builtins
 import os
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -24,16 +22,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from camwatch.core.errors import StoreError
 from camwatch.core.secrets import scrub
-
-log = logging.getLogger(__name__)
+from camwatch.store.db import Param, open_database, prepare_state_dir
 
 DB_NAME = "events.db"
-BUSY_TIMEOUT_MS = 10_000
 EVENT_TYPES = ("drift_started", "drift_cleared", "camera_down", "camera_up")
-SCHEMA_VERSION = 1
-SCHEMA = """
+#: What moving a damaged events.db aside costs, named in its error.
+_LOST = "the event history and any undelivered alerts will be gone"
+
+# Forward migrations (``store.db``): MIGRATIONS[i] takes events.db from version i to i + 1.
+# Never edit a released step; append a new one. Step 0 keeps ``IF NOT EXISTS`` because
+# camwatch before versioned migrations created these tables first and set the version after.
+MIGRATIONS: tuple[str, ...] = (
+    """
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT    NOT NULL UNIQUE,          -- uuid4, the idempotency key
@@ -58,7 +59,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (event_id, sink)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_attempt);
-"""
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass
@@ -138,42 +141,24 @@ class Delivery:
 
 
 class EventStore:
-    """Events and their outbox in ``<state_dir>/events.db`` (SQLite, WAL, synchronous=FULL).
+    """Events and their outbox in ``<state_dir>/events.db``, opened by ``store.db`` (WAL,
+    synchronous=FULL, checked, migrated).
 
     Thread-safe: one connection behind a lock; statements are small. Other
     processes (``camwatch events`` while the daemon runs) go through SQLite's
-    locking and the busy timeout.
+    locking and the busy timeout. ``create=False`` opens an existing state
+    directory only (``camwatch events`` reads; it must not make folders).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, create: bool = True):
+    def __init__(self, state_dir: str | os.PathLike[str], *, create: bool = True, verify: bool = True):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_NAME
-        self._lock = threading.RLock()
         if create:
-            try:
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"state dir {self.state_dir}: cannot create: {exc.strerror or exc}") from None
-        if self.state_dir.exists() and not self.state_dir.is_dir():
-            raise StoreError(f"state dir {self.state_dir}: is a file, not a directory")
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                         isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: events schema version {version} is newer than this "
-                                 f"camwatch understands ({SCHEMA_VERSION}); upgrade camwatch")
-            self._conn.executescript(SCHEMA)
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: cannot open the events database: {exc}") from None
+            prepare_state_dir(self.state_dir)
+        self._db = open_database(self.path, MIGRATIONS, lost=_LOST, verify=verify)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     # ---- writing -------------------------------------------------------------------
     def record(self, event: Event, sinks: Iterable[str] = ()) -> None:
@@ -184,65 +169,50 @@ class EventStore:
         """
         row = (event.id, event.camera_id, event.type, event.kind, event.similarity,
                event.threshold, event.evidence, scrub(event.message), event.time)
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                cur = self._conn.execute(
-                    "INSERT OR IGNORE INTO events (id, camera_id, type, kind, similarity, threshold,"
-                    " evidence, message, time) VALUES (?,?,?,?,?,?,?,?,?)", row)
-                if cur.rowcount:
-                    self._conn.executemany(
-                        "INSERT OR IGNORE INTO outbox (event_id, sink, next_attempt) VALUES (?,?,0)",
-                        [(event.id, s) for s in dict.fromkeys(sinks)])
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: cannot record event for camera {event.camera_id}: {exc}") from None
+        with self._db.transaction(f"record event for camera {event.camera_id}") as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO events (id, camera_id, type, kind, similarity, threshold,"
+                " evidence, message, time) VALUES (?,?,?,?,?,?,?,?,?)", row)
+            if cur.rowcount:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO outbox (event_id, sink, next_attempt) VALUES (?,?,0)",
+                    [(event.id, s) for s in dict.fromkeys(sinks)])
 
-    def due(self, sink: str, now: float | None = None, limit: int = 50) -> list[tuple[Event, int]]:
+    def due(self, sink: str, now: float | None = None, limit: int = 50) -> builtins.list[tuple[Event, int]]:
         """Pending deliveries of ``sink`` whose retry time has come, oldest event first."""
         now = time.time() if now is None else now
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
-                " e.message, e.time, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
-                " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
-                " ORDER BY e.seq LIMIT ?", (sink, now, limit)).fetchall()
-        return [(_event(r[:9]), r[9]) for r in rows]
+        rows = self._db.read(
+            "SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
+            " e.message, e.time, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
+            " ORDER BY e.seq LIMIT ?", (sink, now, limit))
+        return [(_event(r[:9]), int(r[9])) for r in rows]
 
     def next_due_time(self, sink: str) -> float | None:
         """When the earliest pending delivery of ``sink`` may be tried, or None."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT MIN(next_attempt) FROM outbox WHERE sink = ? AND delivered_at IS NULL",
-                (sink,)).fetchone()
-        return row[0]
+        rows = self._db.read("SELECT MIN(next_attempt) FROM outbox WHERE sink = ? AND delivered_at IS NULL",
+                             (sink,))
+        return None if rows[0][0] is None else float(rows[0][0])
 
     def mark_delivered(self, event_id: str, sink: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
-                " WHERE event_id = ? AND sink = ?", (time.time(), event_id, sink))
+        self._db.write("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
+                       " WHERE event_id = ? AND sink = ?", (time.time(), event_id, sink),
+                       f"mark event {event_id} delivered to {sink}")
 
     def mark_failed(self, event_id: str, sink: str, error: str, retry_at: float) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ?"
-                " WHERE event_id = ? AND sink = ?", (scrub(error)[:500], retry_at, event_id, sink))
+        self._db.write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ?"
+                       " WHERE event_id = ? AND sink = ?", (scrub(error)[:500], retry_at, event_id, sink),
+                       f"record a failed delivery of event {event_id} to {sink}")
 
     def postpone(self, sink: str, until: float) -> None:
         """Push every pending row of a failing sink to ``until`` (one probe, not a flood)."""
-        with self._lock:
-            self._conn.execute(
-                "UPDATE outbox SET next_attempt = MAX(next_attempt, ?) WHERE sink = ? AND delivered_at IS NULL",
-                (until, sink))
+        self._db.write("UPDATE outbox SET next_attempt = MAX(next_attempt, ?) WHERE sink = ?"
+                       " AND delivered_at IS NULL", (until, sink), f"postpone deliveries to {sink}")
 
     def reschedule_now(self, sink: str) -> None:
         """Make every pending row of ``sink`` due now (at start-up: resume at once)."""
-        with self._lock:
-            self._conn.execute(
-                "UPDATE outbox SET next_attempt = 0 WHERE sink = ? AND delivered_at IS NULL", (sink,))
+        self._db.write("UPDATE outbox SET next_attempt = 0 WHERE sink = ? AND delivered_at IS NULL",
+                       (sink,), f"resume deliveries to {sink}")
 
     def prune(self, before: float) -> int:
         """Forget events older than ``before`` (unix time) that every sink has delivered.
@@ -251,40 +221,30 @@ class EventStore:
         event still waiting for any sink is never removed, however old: nothing
         is lost because a webhook was down. Returns how many events went.
         """
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                old = "SELECT id FROM events e WHERE e.time < ? AND NOT EXISTS (SELECT 1 FROM outbox o" \
-                      " WHERE o.event_id = e.id AND o.delivered_at IS NULL)"
-                self._conn.execute(f"DELETE FROM outbox WHERE event_id IN ({old})", (before,))
-                gone = self._conn.execute(f"DELETE FROM events WHERE id IN ({old})", (before,)).rowcount
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: cannot prune old events: {exc}") from None
+        old = ("SELECT id FROM events e WHERE e.time < ? AND NOT EXISTS (SELECT 1 FROM outbox o"
+               " WHERE o.event_id = e.id AND o.delivered_at IS NULL)")
+        with self._db.transaction("prune old events") as conn:
+            conn.execute(f"DELETE FROM outbox WHERE event_id IN ({old})", (before,))
+            gone = conn.execute(f"DELETE FROM events WHERE id IN ({old})", (before,)).rowcount
         return int(gone)
 
     # ---- reading -------------------------------------------------------------------
     def pending_count(self, sink: str | None = None) -> int:
-        with self._lock:
-            if sink is None:
-                return self._conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
-            return self._conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND sink = ?", (sink,)).fetchone()[0]
+        if sink is None:
+            rows = self._db.read("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+        else:
+            rows = self._db.read("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND sink = ?", (sink,))
+        return int(rows[0][0])
 
     def pending_sinks(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._conn.execute(
-                "SELECT DISTINCT sink FROM outbox WHERE delivered_at IS NULL")}
+        return {str(r[0]) for r in self._db.read("SELECT DISTINCT sink FROM outbox WHERE delivered_at IS NULL")}
 
     def list(self, camera_id: str | None = None, since: float | None = None,
-             limit: int = 200) -> list[Event]:
+             limit: int = 200) -> builtins.list[Event]:
         """Events, newest last (the ``limit`` newest that match)."""
         sql = ("SELECT id, camera_id, type, kind, similarity, threshold, evidence, message, time"
                " FROM events WHERE 1=1")
-        params: list[Any] = []
+        params: builtins.list[Param] = []
         if camera_id is not None:
             sql += " AND camera_id = ?"
             params.append(camera_id)
@@ -293,15 +253,11 @@ class EventStore:
             params.append(since)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(max(0, int(limit)))
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return [_event(r) for r in reversed(rows)]
+        return [_event(r) for r in reversed(self._db.read(sql, params))]
 
-    def deliveries(self, event_id: str) -> list[Delivery]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT sink, attempts, delivered_at, last_error FROM outbox WHERE event_id = ?"
-                " ORDER BY sink", (event_id,)).fetchall()
+    def deliveries(self, event_id: str) -> builtins.list[Delivery]:
+        rows = self._db.read("SELECT sink, attempts, delivered_at, last_error FROM outbox WHERE event_id = ?"
+                             " ORDER BY sink", (event_id,))
         return [Delivery(*r) for r in rows]
 
 
