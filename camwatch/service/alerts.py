@@ -17,14 +17,10 @@ an event; sinks are named ``log`` and ``webhook-<8 hex of sha256(url)>``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import http.client
 import json
 import logging
 import re
-import socket
-import ssl
 import threading
 import time
 import urllib.parse
@@ -36,6 +32,7 @@ from camwatch.core.backoff import Backoff
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import register_secret, scrub
 from camwatch.service.metrics import Metrics
+from camwatch.sources.httpclient import HttpClient, HttpError
 from camwatch.store.events import Event, EventStore
 
 log = logging.getLogger(__name__)
@@ -101,10 +98,7 @@ class WebhookSink:
         self.timeout = float(timeout)
         self.format = format
         self.name = webhook_sink_name(url)
-        self._ssl = ssl.create_default_context()
-        if not verify_tls:
-            self._ssl.check_hostname = False
-            self._ssl.verify_mode = ssl.CERT_NONE
+        self._client = HttpClient(url, self.timeout, auth="basic", verify=verify_tls, name=self.name)
         register_secret(url)
         password = urllib.parse.urlsplit(url).password
         if password:
@@ -130,56 +124,19 @@ class WebhookSink:
     def send(self, event: Event) -> None:
         """POST one event, all of it (connect, request, answer) within ``timeout`` seconds.
 
-        Why not urllib's timeout: it bounds each socket operation, so a receiver that
-        answers a byte every few seconds held the sink (and every later event) for as
-        long as it liked. A timer shuts the socket down at the deadline instead.
+        The shared HttpClient bounds the whole exchange (a receiver that answers a byte
+        every few seconds cannot hold the sink, and every later event, past it), sends the
+        URL's user:password as basic auth unless an Authorization header is configured,
+        and verifies TLS unless the webhook turned it off.
         """
-        headers = {"Content-Type": "application/json", "User-Agent": "camwatch",
-                   "Idempotency-Key": event.id, **self.headers}
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.username is not None:   # https://user:pass@host/...: HTTP basic auth, as curl does
-            cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            headers.setdefault("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
+        headers = {"Content-Type": "application/json", "Idempotency-Key": event.id, **self.headers}
         try:
-            if parts.scheme == "https":
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    parts.hostname or "", parts.port, timeout=self.timeout, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
-        except ValueError as exc:   # a port that is not a number
-            raise DeliveryError(scrub(f"bad webhook URL: {exc}")) from None
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        expired = threading.Event()
-        late = f"no complete answer within {self.timeout:g} s"
-
-        def cut() -> None:
-            expired.set()
-            sock = conn.sock
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)   # wakes a recv or send blocked in another thread
-                except OSError:
-                    pass
-
-        guard = threading.Timer(self.timeout, cut)
-        guard.daemon = True
-        guard.start()
-        try:
-            conn.request("POST", path, body=self.body(event), headers=headers)
-            resp = conn.getresponse()
-            resp.read(65536)
-            status = resp.status
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, bad status line
-            if expired.is_set():
-                raise DeliveryError(late) from None
-            raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}")) from None
-        finally:
-            guard.cancel()
-            conn.close()
-        if expired.is_set():   # the timer fired just as the answer completed
-            raise DeliveryError(late)
-        if not 200 <= status < 300:
-            raise DeliveryError(f"HTTP {status}")
+            resp = self._client.request("POST", body=self.body(event), headers=headers,
+                                        max_bytes=65536, follow_redirects=False)
+        except HttpError as exc:
+            raise DeliveryError(scrub(str(exc))) from None
+        if not 200 <= resp.status < 300:
+            raise DeliveryError(f"HTTP {resp.status}")
 
 
 def build_sinks(webhooks: Iterable[WebhookSettings] = ()) -> list[Sink]:
