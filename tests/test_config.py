@@ -389,6 +389,9 @@ def test_duration_forms() -> None:
     assert parse_duration(30) == 30 and parse_duration(2.5) == 2.5 and parse_duration("45") == 45
     assert parse_duration("30s") == 30 and parse_duration("5m") == 300 and parse_duration("1h") == 3600
     assert parse_duration("1h30m") == 5400 and parse_duration("500ms") == 0.5
+    # what `camwatch events --since` takes as well: one parser for both
+    assert parse_duration("3d") == 3 * 86400 and parse_duration("1w") == 604800
+    assert parse_duration("5min") == 300 and parse_duration("90 sec") == 90 and parse_duration("2H") == 7200
     for bad in ("abc", "0", -1, "-5s", True, None, "5 parsecs", float("nan")):
         with pytest.raises(ValueError):
             parse_duration(bad)
