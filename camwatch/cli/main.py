@@ -31,7 +31,7 @@ HANDLERS = {
     "references": "camwatch.service.enrol:cli_references",
     "events": "camwatch.cli.events:cli_events",
     "evaluate": "camwatch.tools.evaluate:cli_evaluate",
-    "compare": "camwatch.tools.compare:cli_compare",
+    "compare": "camwatch.cli.compare:cli_compare",
 }
 
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_b", metavar="IMAGE_B")
     p.add_argument("--model", help="ONNX model (default: the shipped one)")
     p.add_argument("--crop", choices=["none", "face"], default="none",
-                   help="face: embed only the largest face (OpenCV Haar cascade)")
+                   help="face: embed only the largest face (MTCNN; pip install 'camwatch[face]')")
     p.add_argument("--json", action="store_true")
     return parser
 

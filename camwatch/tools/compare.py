@@ -3,8 +3,10 @@
 The drift model embeds a whole view, position included, so the question it
 answers is "is B the view A shows?" (the same camera view, the same photo
 framing). With ``--crop face`` only the largest face of each image is
-embedded, which makes it a rough "same face crop?" check; the model was not
-trained for face identity, so treat that verdict as a hint (docs/guide-matching.md).
+embedded (found by MTCNN, camwatch/tools/faces.py), which makes it a rough
+"same face crop?" check; the model was not trained for face identity, so
+treat that verdict as a hint (docs/guide-matching.md). The command line
+(printing, exit status) is camwatch/cli/compare.py.
 
 Confidence is a probability of "same" from a logistic on the similarity's
 distance to the model's threshold: ``1 / (1 + exp(-(s - threshold) / scale))``,
@@ -18,16 +20,15 @@ threshold; it is stored here, not refitted at run time.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from camwatch.core.errors import CamwatchError
+from camwatch.tools.faces import find_faces
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.preprocess import ImageFileError, read_image_file
 
 #: Logistic scale of the confidence (similarity units); see the module docstring.
 # The logistic's scale as a fraction of the model's default distance
@@ -38,7 +39,6 @@ from camwatch.core.errors import CamwatchError
 # held out of its training (1.2.0: 0.29 / 0.145). 0.2 is used, so a similarity of 1.0
 # against a 0.8 threshold still reads as >99% "same".
 SCALE_FRACTION = 0.2
-FACE_CASCADE = "haarcascade_frontalface_default.xml"
 
 
 class CompareError(CamwatchError):
@@ -69,89 +69,33 @@ def confidence(similarity: float, threshold: float, scale: float | None = None) 
 
 
 def read_image(path: str) -> np.ndarray:
-    from camwatch.vision.preprocess import ImageFileError, read_image_file
-
     try:
         return read_image_file(path)
     except ImageFileError as exc:
         raise CompareError(f"{path}: {'no such image file' if exc.missing else exc}") from None
 
 
-def _cascade_path() -> Path | None:
-    """Where OpenCV's frontal-face Haar cascade lies, if anywhere.
-
-    opencv-python(-headless) 4.x ships it under ``cv2.data.haarcascades`` (the
-    reason camwatch depends on ``<5``); opencv-python 5.0 has neither the
-    detector nor the file; Debian's opencv-data puts it under
-    /usr/share/opencv4/haarcascades. ``CAMWATCH_FACE_CASCADE`` names a file and,
-    when set, is the only place looked: a typo there must not silently fall
-    back to another cascade.
-    """
-    import cv2
-
-    override = os.environ.get("CAMWATCH_FACE_CASCADE")
-    if override:
-        if not Path(override).is_file():
-            raise CompareError(f"CAMWATCH_FACE_CASCADE={override}: no such file")
-        return Path(override)
-    candidates = []
-    data = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if data:
-        candidates.append(Path(data) / FACE_CASCADE)
-    candidates += [Path(d) / FACE_CASCADE for d in ("/usr/share/opencv4/haarcascades",
-                                                    "/usr/share/opencv/haarcascades")]
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def _load_cascade(path: Path):
-    """A loaded CascadeClassifier, or a CompareError naming the file.
-
-    ``cv2.CascadeClassifier(path)`` on a malformed XML raises a bare
-    SystemError in OpenCV 4.14; ``load()`` on an empty one raises cv2.error,
-    which can be caught and named.
-    """
-    import cv2
-
-    detector = cv2.CascadeClassifier()
-    try:
-        loaded = detector.load(str(path))
-    except cv2.error:
-        loaded = False
-    if not loaded or detector.empty():
-        raise CompareError(f"--crop face: {path} is not a usable Haar cascade file")
-    return detector
-
-
 def largest_face(image: np.ndarray, where: str) -> np.ndarray:
-    """The largest frontal face, with a margin of a quarter of its size, or a CompareError."""
-    import cv2
+    """The largest face as a square with a margin of a quarter of its side, or a CompareError.
 
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise CompareError(f"--crop face needs OpenCV's Haar cascade detector, which OpenCV "
-                           f"{cv2.__version__} does not include (it was removed in 5.0): install "
-                           "opencv-python-headless 4.x to use --crop face")
-    path = _cascade_path()
-    if path is None:
-        raise CompareError("--crop face: OpenCV's haarcascade_frontalface_default.xml was not found "
-                           "(looked in cv2.data.haarcascades and /usr/share/opencv4/haarcascades); "
-                           "set CAMWATCH_FACE_CASCADE to its path")
-    detector = _load_cascade(path)
-    grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-    side = max(24, min(grey.shape) // 20)
-    faces = detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
-    if len(faces) == 0:
-        raise CompareError(f"{where}: no face found (a frontal face at least {side} px wide is needed)")
-    x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    m = w // 4
+    A square crop about the face's centre keeps two crops of one face framed
+    alike whatever the detector's box shape; the margin keeps hair and chin,
+    which the view model sees as part of the face.
+    """
+    smallest = max(24, min(image.shape[:2]) // 20)
+    faces = find_faces(image, smallest)
+    if not faces:
+        raise CompareError(f"{where}: no face found (a frontal face at least {smallest} px wide is needed)")
+    face = max(faces, key=lambda f: f.area)
+    side = round(max(face.x2 - face.x1, face.y2 - face.y1) * 1.5)
+    x1, y1 = round((face.x1 + face.x2 - side) / 2), round((face.y1 + face.y2 - side) / 2)
     H, W = image.shape[:2]
-    return image[max(0, y - m):min(H, y + h + m), max(0, x - m):min(W, x + w + m)].copy()
+    return image[max(0, y1):min(H, y1 + side), max(0, x1):min(W, x1 + side)].copy()
 
 
 def compare(path_a: str, path_b: str, model: str | None = None, crop: str = "none",
             device: str = "auto") -> Comparison:
     """Embed two images with the drift model and compare them."""
-    from camwatch.vision.embedder import load_embedder
-
     a, b = read_image(path_a), read_image(path_b)
     if crop == "face":
         a, b = largest_face(a, path_a), largest_face(b, path_b)
@@ -165,18 +109,3 @@ def compare(path_a: str, path_b: str, model: str | None = None, crop: str = "non
                       distance=float(math.sqrt(max(0.0, 2.0 - 2.0 * sim))),
                       confidence=confidence(sim, t), threshold=t, same=sim >= t, crop=crop,
                       model=f"{embedder.spec.name} {embedder.spec.version}")
-
-
-def cli_compare(args: argparse.Namespace) -> int:
-    """Print similarity, distance, confidence and verdict; exit 0 = same, 1 = different."""
-    c = compare(args.image_a, args.image_b, getattr(args, "model", None), getattr(args, "crop", "none"))
-    if args.json:
-        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(c).items()},
-                         indent=1))
-    else:
-        what = "face crops" if c.crop == "face" else "views"
-        print(f"similarity: {c.similarity:.4f}  (threshold {c.threshold:.4f})")
-        print(f"distance:   {c.distance:.4f}")
-        print(f"confidence: {c.confidence:.1%} that they are the same")
-        print(f"verdict:    {'SAME' if c.same else 'DIFFERENT'} {what}")
-    return 0 if c.same else 1
