@@ -269,7 +269,7 @@ def test_drift_stays_open_across_a_restart(folder, running):
     wait("a drifted after restart", lambda: d.runtimes["a"].state == "drifted")
     n = value(d, "camwatch_checks_total", camera="a", result="drifted")
     wait("more drifted checks", lambda: value(d, "camwatch_checks_total", camera="a", result="drifted") >= n + 2)
-    from camwatch.service.metrics import ALERT_KINDS
+    from camwatch.core.types import ALERT_KINDS
     assert sum(value(d, "camwatch_alerts_total", camera="a", kind=k) for k in ALERT_KINDS) == 0  # no new alert
     write_image(folder / "a.png", scene_image(seed=1, scene="street", t=1.0))
     wait("a ok", lambda: d.runtimes["a"].state == "ok")

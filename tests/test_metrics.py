@@ -15,7 +15,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from camwatch.core.errors import ConfigError
-from camwatch.service.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, RESULTS, STATES, Metrics
+from camwatch.core.types import ALERT_KINDS, RESULTS, STATES
+from camwatch.service.metrics import FRAME_ERROR_REASONS, Metrics
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

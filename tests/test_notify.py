@@ -71,7 +71,7 @@ def test_abstract_socket_name(monkeypatch):
 
 def test_from_a_child_process_like_the_daemon(notify_socket):
     """The daemon is a separate process: the env var alone must be enough."""
-    code = "from camwatch import notify; notify.ready(); notify.watchdog(); notify.stopping()"
+    code = "from camwatch.service import notify; notify.ready(); notify.watchdog(); notify.stopping()"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30, env=os.environ.copy())
     got = [_recv(notify_socket) for _ in range(3)]
     assert got[0]["READY"] == "1"

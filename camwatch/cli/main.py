@@ -1,8 +1,9 @@
 """Command line: argument parsing and dispatch only.
 
-Handlers live in the modules that own the work and are imported lazily, so
-``camwatch --help`` stays fast and a broken optional part cannot stop the
-others. Every ``CamwatchError`` becomes one line on stderr and its exit code;
+Each command's handler is a ``cli_*`` function in its own cli/ module (cli/ is
+the only layer that prints or exits); the handlers are imported lazily, by name
+in ``HANDLERS``, so ``camwatch --help`` stays fast and a broken optional part
+cannot stop the others. Every ``CamwatchError`` becomes one line on stderr and its exit code;
 nothing a user can cause ends in a traceback.
 """
 
@@ -19,18 +20,19 @@ from typing import NoReturn
 
 from camwatch import __version__
 from camwatch.core.errors import CamwatchError
+from camwatch.core.logs import configure
 
 DEFAULT_CONFIG = os.environ.get("CAMWATCH_CONFIG", "/etc/camwatch/cameras.yaml")
 
 # command name -> "module:function"; each function takes the parsed args, returns an exit code.
 HANDLERS = {
-    "run": "camwatch.service.daemon:cli_run",
+    "run": "camwatch.cli.run:cli_run",
     "validate": "camwatch.cli.validate:cli_validate",
-    "check": "camwatch.service.daemon:cli_check",
-    "enroll": "camwatch.service.enrol:cli_enroll",
-    "references": "camwatch.service.enrol:cli_references",
+    "check": "camwatch.cli.check:cli_check",
+    "enroll": "camwatch.cli.enroll:cli_enroll",
+    "references": "camwatch.cli.enroll:cli_references",
     "events": "camwatch.cli.events:cli_events",
-    "evaluate": "camwatch.tools.evaluate:cli_evaluate",
+    "evaluate": "camwatch.cli.evaluate:cli_evaluate",
     "compare": "camwatch.cli.compare:cli_compare",
 }
 
@@ -119,15 +121,10 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), func)
 
 
-def setup_logging(level: str, fmt: str) -> None:
-    from camwatch.core.logs import configure
-    configure(level, fmt)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
-    setup_logging(args.log_level, args.log_format)
+    configure(args.log_level, args.log_format)
     try:
         code = int(_resolve(HANDLERS[command])(args) or 0)
     except CamwatchError as exc:
@@ -137,12 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     if argv is None and threading.active_count() > 1:
-        _leave(code)
+        leave(code)
     return code
 
 
-def _leave(code: int) -> NoReturn:
-    """End the program now (also ``cli_run``'s way out after its orderly stop).
+def leave(code: int) -> NoReturn:
+    """End the program now (also ``cli.run``'s way out after its orderly stop).
 
     A stream camera's reader thread (``enroll``/``check`` on a ``mode: stream``
     RTSP camera) can still sit inside FFmpeg when the command is done; letting

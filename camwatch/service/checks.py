@@ -2,20 +2,26 @@
 
 Both paths must judge a view the same way (regions applied as at enrolment,
 the same threshold rule, the same nearest-reference assessment), or a
-one-shot ``check`` would disagree with the daemon's alerts. Hysteresis is the
-daemon's own business; everything here is stateless apart from the store.
+one-shot ``check`` would disagree with the daemon's alerts. Hysteresis and
+alerts are the monitor's business (core/monitor.py); everything here is
+stateless apart from the store.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from camwatch.config import CameraConfig, Config, Settings
+from camwatch.core import decision
+from camwatch.core.errors import CamwatchError
+from camwatch.core.secrets import scrub
+from camwatch.service.enrol import fetch_frames
+from camwatch.store.references import Reference, ReferenceStore
+from camwatch.vision.embedder import Embedder
+from camwatch.vision.preprocess import ViewStats, analyse_batch, apply_regions
 
 
 @dataclass(frozen=True)
@@ -42,19 +48,17 @@ class Threshold:
 class Judgement:
     """What one assessed view came to, before any hysteresis."""
 
-    verdict: Any          # decision.Verdict
+    verdict: decision.Verdict
     threshold: Threshold
-    stats: Any            # preprocess.ViewStats of the view as embedded
+    stats: ViewStats        # of the view as embedded
 
 
-def view_of(camera: Any, image_bgr: np.ndarray) -> np.ndarray:
+def view_of(camera: CameraConfig, image_bgr: np.ndarray) -> np.ndarray:
     """The camera's view as it is embedded: ROI/mask applied exactly as at enrolment."""
-    from camwatch.vision.preprocess import apply_regions
-
     return apply_regions(image_bgr, camera.roi, camera.mask)
 
 
-def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Threshold:
+def threshold_for(camera: CameraConfig, settings: Settings, embedder: Embedder, store: ReferenceStore) -> Threshold:
     """The threshold a camera's views are judged against now.
 
     A threshold in the config wins (the operator said so). Otherwise the first
@@ -64,8 +68,6 @@ def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Thre
     (decision.calibrate_structure), and the samples live in the store so a
     restart does not forget them.
     """
-    from camwatch.core import decision
-
     default = float(embedder.spec.threshold)
     if camera.threshold is not None:
         return Threshold(float(camera.threshold), "config")
@@ -79,24 +81,85 @@ def threshold_for(camera: Any, settings: Any, embedder: Any, store: Any) -> Thre
     return Threshold(float(decision.calibrate(samples, default)), "calibrated", len(samples), scale)
 
 
-def judge(embedding: np.ndarray, stats: Any, refs: Sequence[Any], threshold: Threshold) -> Judgement:
+def judge(embedding: np.ndarray, stats: ViewStats, refs: Sequence[Reference], threshold: Threshold) -> Judgement:
     """Nearest-reference assessment of one embedded view (decision.assess does the maths)."""
-    from camwatch.core import decision
-
     verdict = decision.assess(embedding, stats, refs, threshold.value, threshold.structure_scale)
     return Judgement(verdict, threshold, stats)
 
 
-def embed_views(embedder: Any, views: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Any]]:
+def embed_views(embedder: Embedder, views: Sequence[np.ndarray]) -> tuple[np.ndarray, list[ViewStats]]:
     """Embed views as one batch: (N, D) float32 unit vectors, and each view's statistics.
 
     Both come from one reduction of each frame (``preprocess.analyse``), the
     largest part of a check's own CPU cost at 720p and 1080p.
     """
-    from camwatch.vision.preprocess import analyse_batch
-
     if not views:
         return np.zeros((0, 0), np.float32), []
     x, stats = analyse_batch(list(views), embedder.spec.input)
     return np.asarray(embedder.run_prepared(x), dtype=np.float32), stats
-    return np.asarray(embedder.embed(list(views)), dtype=np.float32)
+
+
+# -- camwatch check: every camera once, now -------------------------------------------------
+
+
+@dataclass
+class CheckRow:
+    """One camera's line in ``camwatch check``."""
+
+    id: str
+    state: str                   # ok, drifted, unavailable, no_reference, disabled, unknown, error
+    url: str = ""                # redacted
+    similarity: float | None = None
+    threshold: float | None = None
+    threshold_source: str | None = None
+    kind: str | None = None
+    reference_id: int | None = None
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "drifted": 1}.get(self.state, 2)
+
+
+def run_checks(config: Config, cameras: Sequence[CameraConfig], embedder: Embedder,
+               store: ReferenceStore) -> list[CheckRow]:
+    """Check cameras once, now: frames fetched in parallel (bounded), one batch embedded.
+
+    The same view, threshold and assessment code as the daemon; no hysteresis
+    (a one-shot answer), no calibration samples recorded, no enrolment.
+    """
+    frames = fetch_frames(cameras)
+    rows: dict[str, CheckRow] = {}
+    todo: list[tuple[CameraConfig, list[Reference], np.ndarray]] = []
+    for cam in cameras:
+        got = frames[cam.id]
+        row = CheckRow(cam.id, "error", url=scrub(cam.redacted_url))
+        rows[cam.id] = row
+        if isinstance(got, BaseException):
+            row.state = "unavailable"
+            row.error = scrub(str(got).splitlines()[0] if str(got) else type(got).__name__)
+            continue
+        refs = store.for_camera(cam.id, images=False)
+        if not refs:
+            row.state = "no_reference"
+            row.error = f"no reference; enrol it with: camwatch enroll {cam.id}"
+            continue
+        todo.append((cam, refs, view_of(cam, got.image)))
+    if todo:
+        vectors, all_stats = embed_views(embedder, [v for _, _, v in todo])
+        for (cam, refs, _view), vec, stats in zip(todo, vectors, all_stats):
+            row = rows[cam.id]
+            try:
+                threshold = threshold_for(cam, config.settings, embedder, store)
+                j = judge(vec, stats, refs, threshold)
+            except CamwatchError as exc:
+                row.error = scrub(str(exc))
+                continue
+            v = j.verdict
+            row.state = "drifted" if v.drifted else "ok"
+            row.similarity = round(float(v.similarity), 4)
+            row.threshold = round(float(v.threshold), 4)
+            row.threshold_source = threshold.source
+            row.kind = v.kind if v.drifted else None
+            row.reference_id = v.reference_id
+    return [rows[c.id] for c in cameras]
