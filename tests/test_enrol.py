@@ -200,8 +200,8 @@ def test_unreachable_and_hung_cameras_do_not_stop_the_others(site):
     assert SECRET not in out.stdout + out.stderr
     assert out.stdout.splitlines() == ["lobby: label default: reference 1", "yard: label default: reference 2"]
     err = out.stderr.splitlines()
-    gate = [l for l in err if "gate" in l]
-    dock = [l for l in err if "dock" in l]
+    gate = [line for line in err if "gate" in line]
+    dock = [line for line in err if "dock" in line]
     assert len(gate) == 1 and f"http://***@127.0.0.1:{dead_port}/snap.jpg" in gate[0]
     assert len(dock) == 1 and "127.0.0.1" in dock[0]
     assert err[-1] == "camwatch: enrolled 2 of 4 cameras"
@@ -223,7 +223,7 @@ def test_covered_view_is_refused(site):
     no_traceback(out)
     assert out.returncode == 2
     err = out.stderr.splitlines()
-    assert [l.split()[1] for l in err if "almost uniform" in l] == ["lobby", "yard"]
+    assert [line.split()[1] for line in err if "almost uniform" in line] == ["lobby", "yard"]
     assert out.stdout.splitlines() == ["dock: label default: reference 1"]  # unmasked, it has detail
     assert [r["camera"] for r in references(cfg)] == ["dock"]
 

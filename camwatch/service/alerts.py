@@ -65,7 +65,7 @@ class LogSink:
 
     def send(self, event: Event) -> None:
         level = logging.WARNING if event.type in ("drift_started", "camera_down") else logging.INFO
-        extra = {"camera": event.camera_id, "event": event.type}
+        extra: dict[str, object] = {"camera": event.camera_id, "event": event.type}
         if event.kind:
             extra["kind"] = event.kind
         if event.similarity is not None:
