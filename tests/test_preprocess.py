@@ -1,4 +1,4 @@
-"""preprocess: the model input, regions and view statistics, on synthetic frames.
+"""vision: the model input (prepare), regions and view statistics, on synthetic frames.
 
 Real images are made here (textured, blurred, darkened with cv2), so the tests
 need no shared footage.
@@ -13,15 +13,11 @@ import numpy as np
 import pytest
 
 from camwatch.core.errors import ModelError
-from camwatch.vision.preprocess import (
-    STATS_ROUTE,
-    InputSpec,
-    ViewStats,
-    apply_regions,
-    prepare,
-    prepare_batch,
-    view_stats,
-)
+from camwatch.vision import prepare as prepare_module
+from camwatch.vision.analyse import analyse, analyse_batch
+from camwatch.vision.prepare import InputSpec, prepare, prepare_batch, prepare_exact
+from camwatch.vision.regions import apply_regions
+from camwatch.vision.stats import STATS_ROUTE, ViewStats, view_stats
 
 
 def scene(h: int = 1080, w: int = 1920, seed: int = 0) -> np.ndarray:
@@ -145,7 +141,7 @@ def test_view_stats_detail_ignores_global_gain_but_sees_darkness():
 
 # -- the fast route against the code the model was trained with ------------------------
 #
-# A frozen copy of preprocess.py's functions as they were before the speed work
+# A frozen copy of the old preprocess.py's functions as they were before the speed work
 # (commit e67fddb), so "unchanged" is checked against the real earlier code, not
 # against itself.
 
@@ -253,12 +249,10 @@ def test_frames_below_hd_get_exactly_the_pixels_the_model_was_trained_on(h, w):
 
 
 def test_the_exact_route_is_the_old_pyrdown_chain_at_every_size():
-    from camwatch.vision.preprocess import _prepare
-
     for h, w in ((720, 1280), (1080, 1920)):
         img = scene(h, w)
         for spec in SPECS:
-            np.testing.assert_array_equal(_prepare(img, spec, fast=False), _before_prepare(img, spec))
+            np.testing.assert_array_equal(prepare_exact(img, spec), _before_prepare(img, spec))
     odd = scene(1081, 1921)                     # odd sides keep the exact route too
     np.testing.assert_array_equal(prepare(odd, InputSpec()), _before_prepare(odd, InputSpec()))
 
@@ -290,8 +284,6 @@ def test_1080p_model_input_reads_only_every_4th_row(h, w):
 
     Frames under it (720p, odd sides) still read every row: changing any row there does.
     """
-    from camwatch.vision.preprocess import analyse
-
     img = scene(h, w, seed=4)
     other = img.copy()
     other[np.arange(h) % 4 != 0] = 255 - other[np.arange(h) % 4 != 0]
@@ -390,9 +382,7 @@ def test_regions_are_the_old_ones_exactly():
 
 
 def test_prepare_batch_over_workers_equals_one_by_one(monkeypatch):
-    import camwatch.vision.preprocess as pp
-
-    monkeypatch.setattr(pp, "PREPARE_WORKERS", 3)
+    monkeypatch.setattr(prepare_module, "PREPARE_WORKERS", 3)
     frames = [scene(270 + 30 * i, 480, seed=i) for i in range(7)]
     batch = prepare_batch(frames, InputSpec())
     for i, f in enumerate(frames):
@@ -406,9 +396,7 @@ def test_prepare_batch_works_in_a_forked_child(monkeypatch):
     """A child forked after the pool exists must not wait on the parent's (absent) threads."""
     import os
 
-    import camwatch.vision.preprocess as pp
-
-    monkeypatch.setattr(pp, "PREPARE_WORKERS", 2)
+    monkeypatch.setattr(prepare_module, "PREPARE_WORKERS", 2)
     frames = [scene(120, 160, seed=i) for i in range(4)]
     expected = prepare_batch(frames, InputSpec())           # the parent's pool now exists
     pid = os.fork()
@@ -434,8 +422,6 @@ def test_prepare_batch_works_in_a_forked_child(monkeypatch):
                                   (1080, 1440), (576, 1024), (360, 640), (1081, 1921), (50, 600)])
 def test_analyse_is_prepare_and_view_stats_from_one_reduction(h, w):
     """The daemon's shared route must give exactly what enrolment's two calls give."""
-    from camwatch.vision.preprocess import analyse, analyse_batch
-
     img = scene(h, w, seed=h // 7 + w)
     for spec in SPECS + [InputSpec(300, 300)]:
         for frame in (img, img[..., 1], img[..., :1], cv2.GaussianBlur(img, (0, 0), 2)):

@@ -3,7 +3,7 @@
 They are what a camera's own "scene change" feature roughly does: compare the
 current view with the reference pixel-wise. They show what the learned model
 has to beat; camwatch never alerts on them alone (its structure cue,
-structure.py, shares the SSIM formula as one input beside the embedding). numpy + cv2 only.
+core/structure.py, shares the SSIM formula as one input beside the embedding). numpy + cv2 only.
 
 Each method turns a reference into a small state once (``reference``) and
 gives every query a score, higher = more drifted (``score``). Its default
@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from camwatch.vision.structure import ssim
+from camwatch.core.structure import ssim, standardise
 
 #: Both baselines work on a grey view this wide (height keeps the aspect).
 WIDTH = 160
@@ -38,16 +38,14 @@ def _grey(image_bgr: np.ndarray, width: int = WIDTH, height: int | None = None) 
 # -- SSIM -------------------------------------------------------------------------------
 
 
-def _ssim_reference(image_bgr: np.ndarray) -> Any:
+def _ssim_reference(image_bgr: np.ndarray) -> np.ndarray:
     return _grey(image_bgr)
 
 
 def _ssim_score(ref: np.ndarray, image_bgr: np.ndarray) -> float:
     q = _grey(image_bgr, ref.shape[1], ref.shape[0])
-    # Standardise each view first so that a global light change is not a drift.
-    def z(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean()) / (x.std() + 1e-3) * 50.0 + 128.0
-    return 1.0 - ssim(z(ref), z(q))
+    # Standardised as the structure cue's thumbnails are, so that a global light change is not a drift.
+    return 1.0 - ssim(standardise(ref), standardise(q))
 
 
 # -- edges ------------------------------------------------------------------------------
@@ -60,13 +58,17 @@ def _edges(grey: np.ndarray) -> np.ndarray:
     return cv2.Canny(np.clip(g, 0, 255).astype(np.uint8), 40, 80) > 0
 
 
-def _edges_reference(image_bgr: np.ndarray) -> Any:
+#: The edges method's reference: grey size, edge map, edge map dilated by 2 px.
+EdgesReference = tuple[tuple[int, ...], np.ndarray, np.ndarray]
+
+
+def _edges_reference(image_bgr: np.ndarray) -> EdgesReference:
     g = _grey(image_bgr)
     e = _edges(g)
     return g.shape, e, cv2.dilate(e.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
 
 
-def _edges_score(ref: Any, image_bgr: np.ndarray) -> float:
+def _edges_score(ref: EdgesReference, image_bgr: np.ndarray) -> float:
     """1 - F1 of edges matched within 2 px: moved, blurred and covered views lose their edges."""
     shape, ref_edges, ref_near = ref
     q = _edges(_grey(image_bgr, shape[1], shape[0]))
@@ -83,7 +85,10 @@ def _edges_score(ref: Any, image_bgr: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A classical method: reference state, score (higher = more drifted), default threshold."""
+    """A classical method: reference state, score (higher = more drifted), default threshold.
+
+    The reference state is each method's own (an image, edge maps): ``Any`` here.
+    """
 
     name: str
     reference: Callable[[np.ndarray], Any]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from camwatch.core.errors import ModelError
-from camwatch.vision.preprocess import InputSpec, prepare_batch, single_threaded_opencv
+from camwatch.vision.prepare import InputSpec, prepare_batch, single_threaded_opencv
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ModelSpec:
 
 def shipped_model_path() -> Path:
     """Where the packaged model lies (importlib.resources, so it works from a wheel too)."""
-    ref = importlib.resources.files("camwatch").joinpath("models", SHIPPED_MODEL)
+    ref = importlib.resources.files("camwatch") / "models" / SHIPPED_MODEL
     return Path(str(ref))
 
 
@@ -326,7 +326,7 @@ def load_embedder(path: str | os.PathLike[str] | None = None, device: str = "aut
     """
     import onnxruntime as ort
 
-    # Frames are spread over the cores a whole frame per thread (preprocess._spread);
+    # Frames are spread over the cores a whole frame per thread (prepare.spread);
     # OpenCV's own pool would only add spinning threads to every resize.
     single_threaded_opencv()
     if device not in DEVICES:
