@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,9 +67,9 @@ def bench(tmp_path_factory) -> tuple[Path, Path, list]:
     return root / "cases", grid_model(root / "grid.onnx"), rows
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "camwatch", "evaluate", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
@@ -95,10 +96,28 @@ def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
     assert set(doc["per_kind_alert_rate"]) == {"benign:noise", "benign:light", "moved:shift", "defocus", "blinded"}
     assert set(doc["thresholds"]) == {"gate", "yard"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    roc = cv2.imread(str(plot))
+    assert roc.shape == (500, 500, 3)
+    assert (np.abs(roc.astype(int) - (180, 90, 30)).sum(axis=2) < 30).sum() > 200    # the curve is drawn
     if SCORE_PY.exists():   # agree with the benchmark's own scorer where it is available
         ref = subprocess.run([sys.executable, str(SCORE_PY), str(cases / "cases.csv"), str(scores)],
                              capture_output=True, text=True, timeout=60)
         assert json.loads(ref.stdout) == {k: v for k, v in doc.items() if k not in ("method", "thresholds")}
+
+
+def test_plot_works_without_matplotlib(bench, tmp_path: Path) -> None:
+    """--plot on the default install: matplotlib (the train extra) is not needed."""
+    cases, model, _ = bench
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text("raise ImportError('matplotlib is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
+    plot = tmp_path / "roc.png"
+    out = run(str(cases), "--method", "ssim", "--plot", str(plot), env=env)
+    assert out.returncode == 0, out.stderr
+    assert cv2.imread(str(plot)).shape == (500, 500, 3)
+    line = _one_line_error(run(str(cases), "--method", "ssim", "--plot", str(tmp_path / "roc.svg"), env=env))
+    assert "roc.svg" in line and ".png" in line
 
 
 def test_text_output_and_calibration_switch(bench) -> None:

@@ -3,41 +3,42 @@
 Each camera is enrolled from its ``reference.jpg`` exactly as ``camwatch
 enroll`` does it (enrol.enrol_frame into a real, temporary reference store),
 calibrated from its ``calibration/`` frames the way the daemon calibrates in
-its first checks (decision.calibrate on the similarities of the views it did
-not judge drifted), and every query is judged by decision.assess. So the
-figures printed here are figures about the alerts a user would get.
+its first checks (decision.calibrate_from on the views it did not judge
+drifted), and every query is judged by decision.assess (``judge_camera``). So
+the figures are figures about the alerts a user would get.
 
 The figures are computed as the benchmark's score.py computes them (AUC with
 tied ranks averaged; detection at a false-alarm rate = share of drifted
 queries scoring above the highest benign score that keeps false alarms at or
 below it). ``--method ssim|edges`` runs a classical baseline (baselines.py)
-in the same harness.
+in the same harness. Printing is ``cli/evaluate.py``'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import logging
 import math
-import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
+from camwatch.core import decision
+from camwatch.core.decision import SHIPPED, DecisionParams, Reference, Stats, Verdict
 from camwatch.core.errors import CamwatchError, EnrolmentError
-from camwatch.vision.preprocess import ImageFileError, read_image_file
+from camwatch.service.enrol import enrol_frame
+from camwatch.store.references import ReferenceStore
+from camwatch.tools.baselines import BASELINES
+from camwatch.vision.embedder import Embedder, load_embedder
+from camwatch.vision.images import ImageFileError, read_image_file
+from camwatch.vision.stats import view_stats
 
-log = logging.getLogger(__name__)
-
+#: Queries read and embedded at once (bounds memory on large case folders).
 BATCH = 32
 
 
@@ -156,8 +157,19 @@ def detection_at(labels: np.ndarray, scores: np.ndarray, false_alarm_rate: float
     return float((s[y == 1] > cut).mean())
 
 
-def figures(result: Result) -> dict[str, Any]:
-    """The benchmark's figures, keyed as score.py keys them."""
+#: The benchmark's figures, keyed as score.py keys them.
+Figures = TypedDict("Figures", {
+    "cases": int,
+    "auc": float,
+    "tpr_at_fpr_1pct": float,
+    "tpr_at_fpr_0.1pct": float,
+    "default_false_alarm_rate": float,
+    "default_detection_rate": float,
+    "per_kind_alert_rate": dict[str, float],
+})
+
+
+def figures(result: Result) -> Figures:
     y = np.array([c.label for c in result.cases])
     s, d = result.scores, result.drifted.astype(int)
     per_kind: dict[str, list[int]] = defaultdict(list)
@@ -174,18 +186,11 @@ def figures(result: Result) -> dict[str, Any]:
     }
 
 
-def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels) == 1
-    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
-    tp = np.concatenate([[0], np.cumsum(y[order])]) / max(1, y.sum())
-    fp = np.concatenate([[0], np.cumsum(~y[order])]) / max(1, (~y).sum())
-    return fp, tp
-
-
 # -- running a method -------------------------------------------------------------------------
 
 
-def _by_camera(cases: Sequence[Case]) -> dict[str, list[int]]:
+def by_camera(cases: Sequence[Case]) -> dict[str, list[int]]:
+    """Camera -> the indices of its cases, in cases.csv order."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(cases):
         groups[c.camera].append(i)
@@ -197,13 +202,30 @@ def _chunks(items: Sequence[int], n: int) -> Iterable[Sequence[int]]:
         yield items[i:i + n]
 
 
-def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = True) -> Result:
-    """Enrol, calibrate and judge every camera's queries as the daemon would."""
-    from camwatch.core import decision
-    from camwatch.service.enrol import enrol_frame
-    from camwatch.store.references import ReferenceStore
-    from camwatch.vision.preprocess import view_stats
+def judge_camera(refs: Sequence[Reference], calibration: Sequence[tuple[np.ndarray, Stats]],
+                 queries: Iterable[tuple[np.ndarray, Stats]], default: float,
+                 params: DecisionParams = SHIPPED) -> tuple[float, list[Verdict]]:
+    """One camera as the daemon judges it: its threshold, and the verdict on each query.
 
+    ``calibration`` and ``queries``: (embedding, statistics) of each view. The
+    calibration views are judged at the model's ``default`` threshold and those not
+    judged drifted calibrate the camera (the daemon records a sample only for
+    those); no calibration views leave the default. ``benchmarks/tune_decision.py``
+    replays this on cached embeddings with other ``params``.
+    """
+    threshold, scale = default, None
+    if calibration:
+        early = [decision.assess(vec, stats, refs, default, params=params) for vec, stats in calibration]
+        threshold, scale = decision.calibrate_from(early, default, params)
+    return threshold, [decision.assess(vec, stats, refs, threshold, scale, params) for vec, stats in queries]
+
+
+def _embedded(embedder: Embedder, images: list[np.ndarray]) -> list[tuple[np.ndarray, Stats]]:
+    return list(zip(embedder.embed(images), [view_stats(image) for image in images]))
+
+
+def run_model(folder: Path, cases: list[Case], embedder: Embedder, calibrate: bool = True) -> Result:
+    """Enrol, calibrate and judge every camera's queries as the daemon would."""
     scores = np.zeros(len(cases))
     drifted = np.zeros(len(cases), bool)
     kinds: list[str | None] = [None] * len(cases)
@@ -212,7 +234,7 @@ def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = 
     with tempfile.TemporaryDirectory(prefix="camwatch-evaluate-") as state:
         store = ReferenceStore(state)
         try:
-            for camera, idx in _by_camera(cases).items():
+            for camera, idx in by_camera(cases).items():
                 where = f"camera {camera}"
                 ref_path = folder / "cameras" / camera / "reference.jpg"
                 image = read_image(ref_path, where)
@@ -222,22 +244,13 @@ def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = 
                 except EnrolmentError as exc:
                     raise EvaluationError(f"{ref_path}: {exc}") from None
                 refs = store.for_camera(camera, images=False)
-                threshold, scale = default, None
-                if calibrate:
-                    # The daemon records the similarity and structure distance of each early
-                    # check it did not judge drifted.
-                    cal = calibration_images(folder, camera)
-                    if cal:
-                        threshold, scale = decision.calibrate_from(
-                            [decision.assess(vec, view_stats(image_), refs, default)
-                             for image_, vec in zip(cal, embedder.embed(cal))], default)
-                thresholds[camera] = threshold
-                for chunk in _chunks(idx, BATCH):
-                    images = [read_image(folder / cases[i].query, f"camera {camera}") for i in chunk]
-                    vectors = embedder.embed(images)
-                    for i, image_, vec in zip(chunk, images, vectors):
-                        v = decision.assess(vec, view_stats(image_), refs, threshold, scale)
-                        scores[i], drifted[i], kinds[i] = v.score, v.drifted, v.kind
+                cal = calibration_images(folder, camera) if calibrate else []
+                queries = (view for chunk in _chunks(idx, BATCH)
+                           for view in _embedded(embedder, [read_image(folder / cases[i].query, where) for i in chunk]))
+                thresholds[camera], verdicts = judge_camera(refs, _embedded(embedder, cal) if cal else [],
+                                                            queries, default)
+                for i, v in zip(idx, verdicts):
+                    scores[i], drifted[i], kinds[i] = v.score, v.drifted, v.kind
         finally:
             store.close()
     return Result(cases, scores, drifted, thresholds, kinds)
@@ -245,11 +258,9 @@ def run_model(folder: Path, cases: list[Case], embedder: Any, calibrate: bool = 
 
 def run_baseline(folder: Path, cases: list[Case], name: str) -> Result:
     """A classical method in the same harness (no calibration: it has no similarity scale)."""
-    from camwatch.tools.baselines import BASELINES
-
     method = BASELINES[name]
     scores = np.zeros(len(cases))
-    for camera, idx in _by_camera(cases).items():
+    for camera, idx in by_camera(cases).items():
         ref = method.reference(read_image(folder / "cameras" / camera / "reference.jpg", f"camera {camera}"))
         for i in idx:
             scores[i] = method.score(ref, read_image(folder / cases[i].query, f"camera {camera}"))
@@ -270,57 +281,9 @@ def write_scores(path: Path, result: Result) -> None:
         raise EvaluationError(f"--scores {path}: cannot write it: {exc.strerror or exc}") from None
 
 
-def write_plot(path: Path, result: Result, title: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EvaluationError("--plot needs matplotlib, which is in the train extra: "
-                              "pip install 'camwatch[train]' (or pip install matplotlib)") from None
-    y = np.array([c.label for c in result.cases])
-    fp, tp = roc_points(y, result.scores)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fp, tp, lw=1.5, label=f"AUC {roc_auc(y, result.scores):.4f}")
-    d = result.drifted.astype(bool)
-    ax.plot([d[y == 0].mean()], [d[y == 1].mean()], "o", label="default decision")
-    ax.axvline(0.01, color="grey", lw=0.5, ls=":")
-    ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false-alarm rate (benign views)")
-    ax.set_ylabel("detection rate (drifted views)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise EvaluationError(f"--plot {path}: cannot write it: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
-
-
-def format_figures(fig: dict[str, Any], method: str) -> str:
-    lines = [
-        f"method: {method}",
-        f"cases: {fig['cases']}",
-        f"AUC: {fig['auc']:.4f}",
-        f"detection at 1% false alarms: {fig['tpr_at_fpr_1pct']:.4f}",
-        f"detection at 0.1% false alarms: {fig['tpr_at_fpr_0.1pct']:.4f}",
-        f"default decision: false-alarm rate {fig['default_false_alarm_rate']:.4f}, "
-        f"detection rate {fig['default_detection_rate']:.4f}",
-        "alert rate per kind:",
-    ]
-    lines += [f"  {k:<14} {v:.3f}" for k, v in fig["per_kind_alert_rate"].items()]
-    return "\n".join(lines)
-
-
 def evaluate(folder: str | Path, method: str = "model", model: str | None = None,
-             calibrate: bool = True, device: str = "auto") -> tuple[Result, dict[str, Any]]:
+             calibrate: bool = True, device: str = "auto") -> tuple[Result, Figures]:
     """Run one method on a case folder; returns the per-case result and the figures."""
-    from camwatch.tools.baselines import BASELINES
-
     folder = Path(folder)
     method = method.lower()
     if method != "model" and method not in BASELINES:
@@ -329,32 +292,8 @@ def evaluate(folder: str | Path, method: str = "model", model: str | None = None
         raise EvaluationError(f"--model applies to --method model, not {method}")
     cases = read_cases(folder)
     if method == "model":
-        from camwatch.vision.embedder import load_embedder
         embedder = load_embedder(model, device=device)
         result = run_model(folder, cases, embedder, calibrate)
     else:
         result = run_baseline(folder, cases, method)
     return result, figures(result)
-
-
-def cli_evaluate(args: argparse.Namespace) -> int:
-    """Print the benchmark figures for a case folder; optionally write scores and a ROC plot."""
-    started = time.monotonic()
-    method = getattr(args, "method", "model") or "model"
-    result, fig = evaluate(args.cases, method, getattr(args, "model", None),
-                           calibrate=not getattr(args, "no_calibration", False))
-    if args.scores:
-        write_scores(Path(args.scores), result)
-    if args.plot:
-        write_plot(Path(args.plot), result, f"{Path(args.cases).name}: {method}")
-    if args.json:
-        doc = dict(fig, method=method, thresholds={k: round(v, 4) for k, v in result.thresholds.items()})
-        print(json.dumps(doc, indent=1))
-    else:
-        print(format_figures(fig, method))
-        if result.thresholds:
-            t = list(result.thresholds.values())
-            print(f"thresholds: {min(t):.4f}..{max(t):.4f} over {len(t)} cameras")
-        print(f"({time.monotonic() - started:.1f} s)")
-    sys.stdout.flush()
-    return 0

@@ -1,0 +1,51 @@
+"""``camwatch evaluate``: print the benchmark figures of a case folder (the work is tools/evaluate.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from camwatch.tools.evaluate import Figures, evaluate, write_scores
+from camwatch.tools.roc_plot import write_plot
+
+
+def format_figures(fig: Figures, method: str) -> str:
+    """The figures as the text report prints them."""
+    lines = [
+        f"method: {method}",
+        f"cases: {fig['cases']}",
+        f"AUC: {fig['auc']:.4f}",
+        f"detection at 1% false alarms: {fig['tpr_at_fpr_1pct']:.4f}",
+        f"detection at 0.1% false alarms: {fig['tpr_at_fpr_0.1pct']:.4f}",
+        f"default decision: false-alarm rate {fig['default_false_alarm_rate']:.4f}, "
+        f"detection rate {fig['default_detection_rate']:.4f}",
+        "alert rate per kind:",
+    ]
+    lines += [f"  {k:<14} {v:.3f}" for k, v in fig["per_kind_alert_rate"].items()]
+    return "\n".join(lines)
+
+
+def cli_evaluate(args: argparse.Namespace) -> int:
+    """Print the benchmark figures for a case folder; optionally write scores and a ROC plot."""
+    started = time.monotonic()
+    method = getattr(args, "method", "model") or "model"
+    result, fig = evaluate(args.cases, method, getattr(args, "model", None),
+                           calibrate=not getattr(args, "no_calibration", False))
+    if args.scores:
+        write_scores(Path(args.scores), result)
+    if args.plot:
+        write_plot(Path(args.plot), result, f"{Path(args.cases).name}: {method}")
+    if args.json:
+        doc = dict(fig, method=method, thresholds={k: round(v, 4) for k, v in result.thresholds.items()})
+        print(json.dumps(doc, indent=1))
+    else:
+        print(format_figures(fig, method))
+        if result.thresholds:
+            t = list(result.thresholds.values())
+            print(f"thresholds: {min(t):.4f}..{max(t):.4f} over {len(t)} cameras")
+        print(f"({time.monotonic() - started:.1f} s)")
+    sys.stdout.flush()
+    return 0
