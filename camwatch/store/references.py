@@ -181,7 +181,7 @@ class ReferenceStore:
     # -- references --------------------------------------------------------------
 
     def add(self, camera_id: str, label: str, image_jpeg: bytes, embedding: np.ndarray,
-            model_id: str, stats: Any = None, created_at: float | None = None) -> Reference:
+            model_id: str, stats: object = None, created_at: float | None = None) -> Reference:
         """Store a reference; one with the same camera and label is replaced.
 
         Durable when it returns (``synchronous=FULL``). See ``add_replacing``
@@ -191,7 +191,7 @@ class ReferenceStore:
                                   stats, created_at)[0]
 
     def add_replacing(self, camera_id: str, label: str, image_jpeg: bytes, embedding: np.ndarray,
-                      model_id: str, stats: Any = None,
+                      model_id: str, stats: object = None,
                       created_at: float | None = None) -> tuple[Reference, list[int]]:
         """``add``, also returning the ids of the references it replaced (same label)."""
         if not camera_id or not label:
