@@ -4,10 +4,13 @@ every failure must come back within the camera's timeout plus a small slack."""
 
 from __future__ import annotations
 
+import base64
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -21,6 +24,7 @@ from camwatch.core.backoff import Backoff
 from camwatch.core.errors import SourceError
 from camwatch.core.types import Frame
 from camwatch.sources import DEADLINE_SLACK_S, abandoned_workers, open_source
+from camwatch.sources.httpclient import HttpClient
 from camwatch.sources.rtsp import RtspStreamSource, rtsp_target
 
 SLACK = DEADLINE_SLACK_S + 0.7  # scheduling noise on 2 busy cores
@@ -74,6 +78,19 @@ def test_backoff_grows_with_full_jitter_up_to_the_cap_and_resets():
 def test_rtsp_transport_override_is_taken_off_the_url():
     assert rtsp_target("rtsp://h:554/s?transport=udp&x=1") == ("rtsp://h:554/s?x=1", "udp")
     assert rtsp_target("rtsp://u:p@h/s") == ("rtsp://u:p@h/s", "tcp")
+
+
+def test_importing_sources_sets_no_environment_variable_and_opening_a_capture_does():
+    """FFmpeg's settings are set when a capture opens, not when camwatch is imported into a process."""
+    code = ("import os, sys\n"
+            "import camwatch.sources, camwatch.sources.rtsp, camwatch.sources.files\n"
+            "from camwatch.sources.capture import LOGLEVEL_ENV, OPTIONS_ENV, quiet_ffmpeg\n"
+            "assert LOGLEVEL_ENV not in os.environ and OPTIONS_ENV not in os.environ, 'set at import'\n"
+            "quiet_ffmpeg()\n"
+            "assert os.environ[LOGLEVEL_ENV] == '-8'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_unsupported_scheme_is_one_line_naming_camera_without_password(make_camera):
@@ -363,6 +380,26 @@ def test_http_basic_and_digest_auth(http_snapshot_server, make_camera):
         assert "wrong-pw" not in str(err)
 
 
+def test_http_client_sends_a_given_authorization_header_instead_of_the_urls_and_caps_bodies(
+        http_snapshot_server):
+    """The one client webhooks use too: a configured Authorization header wins over the URL's
+    userinfo, and a body over its cap is not held (cut, and marked incomplete)."""
+    srv = http_snapshot_server
+    srv.basic("/b.jpg", "admin", "right-pw")
+    good = "Basic " + base64.b64encode(b"admin:right-pw").decode()
+    client = HttpClient(srv.url("/b.jpg", "admin", "wrong-pw"), 3.0, auth="basic")
+    try:
+        assert client.request(headers={"Authorization": good}, max_bytes=1 << 20).status == 200
+        assert client.request(max_bytes=1 << 20).status == 401  # the URL's (wrong) credentials
+        assert srv.auth_headers[-1].startswith("Basic ") and srv.auth_headers[-1] != good
+        resp = client.request(headers={"Authorization": good}, max_bytes=100)
+        assert resp.status == 200 and not resp.complete and len(resp.body) <= 100
+        full = client.request(headers={"Authorization": good}, max_bytes=1 << 20)
+        assert full.complete and full.body.startswith(b"\xff\xd8") and len(full.body) > 100
+    finally:
+        client.close()
+
+
 def test_one_hung_camera_does_not_delay_the_others(http_snapshot_server, make_camera):
     srv = http_snapshot_server
     srv.hang("/hung.jpg")
@@ -434,8 +471,6 @@ def test_a_call_that_ignores_its_timeouts_is_abandoned_once_and_counted(tmp_path
     """A FIFO as the camera's image file: open() blocks until a writer comes, like a dead
     NFS mount or a library stuck in a syscall. The read must still return in time, the
     stuck thread is counted, and no second thread piles up behind it."""
-    import os
-
     fifo = tmp_path / "cam.png"
     os.mkfifo(fifo)
     baseline = abandoned_workers()
