@@ -11,9 +11,9 @@ frames are cycled so no cache flatters the numbers.
 
     python benchmarks/bench_embed.py                 # the shipped model
     python benchmarks/bench_embed.py --model X.onnx --repeats 7 --seconds 1.5
-    # only the whole-machine figure, for candidate routes (benchmarks/hd_routes.py) against the
-    # shipped one and the one-pass floor, interleaved repeat by repeat so machine load hits all alike
-    python benchmarks/bench_embed.py --streams-only --route shipped,rows4,pair4 --repeats 7
+    # only the whole-machine figure and the one-pass floor, interleaved repeat by repeat
+    # so machine load hits both alike
+    python benchmarks/bench_embed.py --streams-only --repeats 7
 """
 
 from __future__ import annotations
@@ -23,22 +23,19 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
+import cv2
+import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hd_routes import ROUTES, route_batch  # noqa: E402
-
-from camwatch.vision import preprocess  # noqa: E402
-from camwatch.vision.embedder import load_embedder  # noqa: E402
+from camwatch.vision import prepare
+from camwatch.vision.analyse import analyse_batch
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.stats import view_stats
 
 
 def frames_1080p(n: int, seed: int = 0) -> list[np.ndarray]:
     """n different 1920x1080 textured BGR frames (a synthetic street-like texture)."""
-    import cv2
-
     rng = np.random.default_rng(seed)
     base = rng.normal(0, 1, (68, 120)).astype(np.float32)
     base = cv2.resize(base, (1920 + 64, 1080 + 64), interpolation=cv2.INTER_CUBIC) * 40 + 128
@@ -76,14 +73,13 @@ def _run_streams(loop, streams: int, counts: list[int]) -> float:
 
 
 def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, seconds: float,
-                 analyse: bool = False, route: str = "shipped") -> float:
+                 analyse: bool = False) -> float:
     """Views/s of ``streams`` threads that each prepare + embed their own batches at 1 thread.
 
     The whole-machine figure: with 1-thread ONNX Runtime and 1-worker preprocessing
     per stream, each core runs its own preprocess + inference loop (cv2 and ORT
     release the GIL). ``analyse``: the daemon's route (model input and view
-    statistics from one reduction of each frame) instead of ``prepare`` alone; ``route``: the
-    model input through that route of ``hd_routes.ROUTES`` instead of ``prepare``.
+    statistics from one reduction of each frame) instead of ``prepare`` alone.
     """
     spec = emb.spec.input
     stop = time.perf_counter() + seconds
@@ -95,7 +91,7 @@ def streams_rate(emb, frames: list[np.ndarray], batch: int, streams: int, second
         while time.perf_counter() < stop:
             chunk = [frames[(k * 7919 + turn * batch + i) % n] for i in range(batch)]   # a new frame each time
             turn += 1
-            x = preprocess.analyse_batch(chunk, spec)[0] if analyse else route_batch(route, chunk, spec)
+            x = analyse_batch(chunk, spec)[0] if analyse else prepare.prepare_batch(chunk, spec)
             emb.run_prepared(x)
             counts[k] += batch
 
@@ -108,8 +104,6 @@ def passes_rate(frames: list[np.ndarray], streams: int, seconds: float) -> float
     The ceiling for any preprocessing that reads each decoded frame once: a 1080p
     BGR frame is 6.2 MB, so this is mostly the machine's memory bandwidth.
     """
-    import cv2
-
     stop = time.perf_counter() + seconds
     counts = [0] * streams
 
@@ -123,29 +117,26 @@ def passes_rate(frames: list[np.ndarray], streams: int, seconds: float) -> float
     return _run_streams(loop, streams, counts)
 
 
-def streams_only(a: argparse.Namespace, routes: list[str]) -> int:
-    """The whole-machine figure per route and the floor, taken in turn within each repeat."""
+def streams_only(a: argparse.Namespace) -> int:
+    """The whole-machine figure and the floor, taken in turn within each repeat."""
     frames = frames_1080p(64)
-    preprocess.PREPARE_WORKERS = 1
+    prepare.PREPARE_WORKERS = 1
     emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
     streams = max(int(t) for t in a.threads.split(","))
     batches = [int(b) for b in a.batches.split(",")] if a.batches != "1,32" else [32]
-    names = [(r, b) for b in batches for r in routes] + [("floor", 0)]
+    names = [("prepare", b) for b in batches] + [("floor", 0)]
     rates: dict = {n: [] for n in names}
     for _ in range(a.repeats):
         for r, b in names:
             rates[(r, b)].append(passes_rate(frames, streams, a.seconds) if r == "floor"
-                                 else streams_rate(emb1, frames, b, streams, a.seconds, route=r))
+                                 else streams_rate(emb1, frames, b, streams, a.seconds))
     print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled; {streams} parallel streams, each OpenCV 1 "
-          f"thread, prepare through the route + ONNX Runtime 1 thread; {a.repeats} repeats x {a.seconds:.1f} s, "
-          f"routes taken in turn within each repeat; medians")
+          f"thread, prepare + ONNX Runtime 1 thread; {a.repeats} repeats x {a.seconds:.1f} s, "
+          f"taken in turn within each repeat; medians")
     for (r, b), v in rates.items():
         what = ("floor: one cvtColor pass per frame, nothing else, frames/s" if r == "floor"
-                else f"route {r:<16} batch {b:>2}, end to end views/s")
-        base = rates.get(("shipped", b))
-        ratio = (f"  x{statistics.median(x / y for x, y in zip(v, base)):.2f} of shipped, repeat by repeat"
-                 if base and r not in ("floor", "shipped") else "")
-        print(f"  {what:<58} {statistics.median(v):6.0f}{ratio}  (runs: {', '.join(f'{x:.0f}' for x in v)})")
+                else f"batch {b:>2}, end to end views/s")
+        print(f"  {what:<58} {statistics.median(v):6.0f}  (runs: {', '.join(f'{x:.0f}' for x in v)})")
     spec = emb1.spec.input
     print(f"model: {emb1.spec.name} {emb1.spec.version} ({emb1.spec.short_id}), input "
           f"{spec.width}x{spec.height} {spec.channels}, provider {emb1.provider}")
@@ -159,17 +150,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="length of one repeat")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--route", default="shipped",
-                    help=f"model-input routes for the parallel-streams figure, comma-separated: {', '.join(ROUTES)}")
     ap.add_argument("--streams-only", action="store_true",
-                    help="only the parallel-streams figure per route (batch 32 unless --batches) and the floor")
+                    help="only the parallel-streams figure (batch 32 unless --batches) and the floor")
     a = ap.parse_args()
-    routes = a.route.split(",")
-    for r in routes:
-        if r not in ROUTES:
-            ap.error(f"--route: {r!r} is not one of {', '.join(ROUTES)}")
     if a.streams_only:
-        return streams_only(a, routes)
+        return streams_only(a)
 
     frames = frames_1080p(64)
     print(f"frames: 1920x1080 BGR, {len(frames)} different ones cycled (no cache flatters the numbers); "
@@ -183,38 +168,35 @@ def main() -> int:
           f"{'exact route ms/view':>20} {'views/s exact':>13}")
     emb = None
     for threads in (int(t) for t in a.threads.split(",")):
-        preprocess.PREPARE_WORKERS = threads
+        prepare.PREPARE_WORKERS = threads
         emb = load_embedder(a.model, device="cpu", threads=threads)   # sets OpenCV to one thread
         spec = emb.spec.input
         for batch in (int(b) for b in a.batches.split(",")):
             chunks = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
             turn = iter(range(10 ** 9))
-            prepared = preprocess.prepare_batch(chunks[0], spec)
+            prepared = prepare.prepare_batch(chunks[0], spec)
             pre, inf, stats, exact = [], [], [], []
             for _ in range(a.repeats):
-                pre.append(timed(lambda: preprocess.prepare_batch(chunks[next(turn) % len(chunks)], spec),
+                pre.append(timed(lambda: prepare.prepare_batch(chunks[next(turn) % len(chunks)], spec),
                                  a.seconds) / batch)
-                exact.append(timed(lambda: [preprocess._prepare(f, spec, False)
+                exact.append(timed(lambda: [prepare.prepare_exact(f, spec)
                                             for f in chunks[next(turn) % len(chunks)]], a.seconds) / batch)
                 inf.append(timed(lambda: emb.run_prepared(prepared), a.seconds) / batch)
-                stats.append(timed(lambda: [preprocess.view_stats(f) for f in chunks[next(turn) % len(chunks)]],
+                stats.append(timed(lambda: [view_stats(f) for f in chunks[next(turn) % len(chunks)]],
                                    a.seconds / 2) / batch)
             p, i, st = statistics.median(pre), statistics.median(inf), statistics.median(stats)
             ex = statistics.median(exact)
             print(f"{threads:>7} {batch:>5} {p * 1e3:>19.3f} {i * 1e3:>18.3f} {(p + i) * 1e3:>14.3f} "
                   f"{1 / (p + i):>9.0f} {1 / i:>23.0f} {st * 1e3:>19.3f} {ex * 1e3:>20.3f} {1 / (ex + i):>13.0f}")
-    preprocess.PREPARE_WORKERS = 1
+    prepare.PREPARE_WORKERS = 1
     emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
     max_streams = max(int(t) for t in a.threads.split(","))
     print("\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
     for batch in (int(b) for b in a.batches.split(",")):
-        for route in routes:
-            rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds, route=route)
-                     for _ in range(a.repeats)]
-            label = "" if routes == ["shipped"] else f" route {route:<16}"
-            print(f"  {max_streams} streams,{label} batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
-                  f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
-    print("\nthe daemon's route, model input + view statistics from one reduction (preprocess.analyse_batch), "
+        rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds) for _ in range(a.repeats)]
+        print(f"  {max_streams} streams, batch {batch:>2}: {statistics.median(rates):8.0f} views/s "
+              f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+    print("\nthe daemon's route, model input + view statistics from one reduction (analyse.analyse_batch), "
           "+ inference:")
     for batch in (int(b) for b in a.batches.split(",")):
         rates = [streams_rate(emb1, frames, batch, max_streams, a.seconds, analyse=True) for _ in range(a.repeats)]

@@ -3,13 +3,13 @@
 
 Three parts, each figure the median of many timed calls (ms per call):
 
-1. steps: each OpenCV step of ``preprocess.prepare`` / ``view_stats`` on a
+1. steps: each OpenCV step of ``prepare`` / ``view_stats`` on a
    720p and a 1080p BGR frame (cvtColor, pyrDown chain, 2x2 INTER_AREA, final
    INTER_AREA, float conversion, sharpness at 480 px, ROI/mask), at 1 OpenCV
    thread and OpenCV's default;
 2. routes: ``prepare`` / ``view_stats`` / ``prepare_batch(32)`` as shipped
    (fast route for HD frames and up, FAST_MIN_PIXELS) against the exact pyrDown route
-   (``_prepare(..., fast=False)``), for 640x360, 720p and 1080p;
+   (``prepare_exact``, ``view_stats_exact``), for 640x360, 720p and 1080p;
 3. ``--compare DIR``: how different the fast route's model input (``prepare``: every 4th row
    at 1080p, a 2x2 mean first at 720p) is from the
    exact one on real frames (videos and images under DIR, 720p+ natively or
@@ -18,7 +18,7 @@ Three parts, each figure the median of many timed calls (ms per call):
    scale, the cosine of the exact route against the same frame as a quality-90 JPEG.
 
     python benchmarks/bench_preprocess.py
-    python benchmarks/bench_preprocess.py --compare /work/shared/footage/train --stills /work/shared/stills
+    python benchmarks/bench_preprocess.py --compare ../shared/footage/train --stills ../shared/stills
 """
 
 from __future__ import annotations
@@ -31,20 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from camwatch.vision.preprocess import (  # noqa: E402
-    FAST_MIN_PIXELS,
-    InputSpec,
-    _prepare,
-    _view_stats,
-    apply_regions,
-    prepare,
-    prepare_batch,
-    view_stats,
-)
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.prepare import FAST_MIN_PIXELS, InputSpec, prepare, prepare_batch, prepare_exact
+from camwatch.vision.regions import apply_regions
+from camwatch.vision.stats import view_stats, view_stats_exact
 
 
 def frame(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -85,14 +78,17 @@ def steps(calls: int) -> None:
             ("cvtColor BGR->grey, full frame", lambda: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)),
             ("pyrDown grey, full frame", lambda: cv2.pyrDown(grey)),
             ("pyrDown BGR, full frame", lambda: cv2.pyrDown(img)),
-            ("INTER_AREA 2x2 BGR, full frame (fast path)", lambda: cv2.resize(img, (w // 2, h // 2), interpolation=area)),
+            ("INTER_AREA 2x2 BGR, full frame (fast path)",
+             lambda: cv2.resize(img, (w // 2, h // 2), interpolation=area)),
             ("INTER_AREA BGR full -> 480 wide (non-int)", lambda: cv2.resize(img, (480, 270), interpolation=area)),
             ("INTER_AREA grey full -> 128x128 (non-int)", lambda: cv2.resize(grey, (128, 128), interpolation=area)),
             ("cvtColor BGR->grey, half frame", lambda: cv2.cvtColor(half, cv2.COLOR_BGR2GRAY)),
             ("pyrDown grey, half frame", lambda: cv2.pyrDown(half_grey)),
-            (f"INTER_AREA {small.shape[1]}x{small.shape[0]} -> 128x128", lambda: cv2.resize(small, (128, 128), interpolation=area)),
+            (f"INTER_AREA {small.shape[1]}x{small.shape[0]} -> 128x128",
+             lambda: cv2.resize(small, (128, 128), interpolation=area)),
             ("astype float32 128x128", lambda: x128.astype(np.float32)),
-            ("Laplacian energy at 480 px (float32, as before)", lambda: float(np.mean(cv2.Laplacian(stats_grey, cv2.CV_32F, ksize=3) ** 2))),
+            ("Laplacian energy at 480 px (float32, as before)",
+             lambda: float(np.mean(cv2.Laplacian(stats_grey, cv2.CV_32F, ksize=3) ** 2))),
             ("apply_regions ROI + mask, full frame", lambda: apply_regions(img, roi, mask)),
         ]
         for threads in (1, None):
@@ -114,36 +110,17 @@ def routes(calls: int) -> None:
         batch = [frame(h, w, s) for s in range(32)]
         for threads in (1, None):
             cv2.setNumThreads(-1 if threads is None else threads)
-            figures = [ms(lambda: _prepare(img, spec, False), calls), ms(lambda: prepare(img, spec), calls),
-                       ms(lambda: _view_stats(img, False), calls // 2), ms(lambda: view_stats(img), calls // 2),
+            figures = [ms(lambda: prepare_exact(img, spec), calls), ms(lambda: prepare(img, spec), calls),
+                       ms(lambda: view_stats_exact(img), calls // 2), ms(lambda: view_stats(img), calls // 2),
                        ms(lambda: prepare_batch(batch, spec), max(5, calls // 32)) / 32]
             print(f"  {w:>4}x{h:<4} {cv2.getNumThreads():>7} " + " ".join(
                 f"{v:>{n}.3f}" for v, n in zip(figures, (14, 13, 12, 11, 18))))
-            if w == 1920:
-                print(f"  {'':>9} {'':>7} rows/2 route (not used): prepare {ms(lambda: rows_half_route(img, spec), calls):.3f}"
-                      f", batch32/view {ms(lambda: [rows_half_route(f, spec) for f in batch], max(5, calls // 32)) / 32:.3f}")
     cv2.setNumThreads(-1)
 
 
-def rows_half_route(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """NOT SHIPPED, measured for the record: read every other row only.
-
-    Half the memory traffic of the shipped fast route (rows 2k of a 1080p frame,
-    2x2 mean, grey, pyrDown, a horizontal [1 4 6 4 1] halving, final INTER_AREA),
-    but vertical detail near Nyquist aliases instead of being filtered out.
-    Grey specs and 1920x1080-like frames (>= 8x the input) only.
-    """
-    h, w = image.shape[:2]
-    g = cv2.cvtColor(cv2.resize(image[::2], (w // 2, h // 4), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-    g = cv2.pyrDown(g)                                              # x: level 2, y: level 3
-    k = np.array([1, 4, 6, 4, 1], np.float32) / 16
-    g = np.ascontiguousarray(cv2.sepFilter2D(g, -1, k, np.ones(1, np.float32),
-                                             borderType=cv2.BORDER_REFLECT_101)[:, ::2])
-    return cv2.resize(g, (spec.width, spec.height), interpolation=cv2.INTER_AREA).astype(np.float32)[None]
-
-
 def real_frames(root: Path, stills: Path | None, per_video: int = 8) -> list[tuple[str, np.ndarray]]:
-    """(label, BGR frame) pairs with a side > 640 px: native video frames (768-px ones must not change), upscaled stills."""
+    """(label, BGR frame) pairs with a side > 640 px: native video frames (768-px ones must not change),
+    upscaled stills."""
     out: list[tuple[str, np.ndarray]] = []
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
@@ -170,8 +147,6 @@ def real_frames(root: Path, stills: Path | None, per_video: int = 8) -> list[tup
 
 
 def compare(root: Path, stills: Path | None, model: str | None) -> None:
-    from camwatch.vision.embedder import load_embedder
-
     emb = load_embedder(model, device="cpu", threads=1)
     spec = emb.spec.input
     frames = real_frames(root, stills)
@@ -181,30 +156,18 @@ def compare(root: Path, stills: Path | None, model: str | None) -> None:
           f"{'sharpness fast/exact':>21} {'cos JPEG-90':>13}")
     for label in sorted({lab for lab, _ in frames}):
         group = [f for lab, f in frames if lab == label]
-        exact = np.stack([_prepare(f, spec, False) for f in group])
+        exact = np.stack([prepare_exact(f, spec) for f in group])
         fast = np.stack([prepare(f, spec) for f in group])
         cos = np.sum(emb.run_prepared(exact) * emb.run_prepared(fast), axis=1)
         diff = np.abs(exact - fast)
-        sharp = [view_stats(f).sharpness / max(1e-9, _view_stats(f, False).sharpness) for f in group]
+        sharp = [view_stats(f).sharpness / max(1e-9, view_stats_exact(f).sharpness) for f in group]
         # context: the same frame re-encoded as a JPEG at quality 90 (as a snapshot camera sends it)
         jpeg = [cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1], cv2.IMREAD_COLOR)
                 for f in group]
         cos_jpeg = np.sum(emb.run_prepared(exact) * emb.run_prepared(
-            np.stack([_prepare(f, spec, False) for f in jpeg])), axis=1)
+            np.stack([prepare_exact(f, spec) for f in jpeg])), axis=1)
         print(f"  {label:<26} {len(group):>3} {diff.max():>10.1f} {diff.mean():>11.2f} {cos.min():>8.5f} "
               f"{cos.mean():>9.5f} {statistics.median(sharp):>21.3f} {cos_jpeg.min():>13.5f}")
-        if label.startswith("1920x1080"):
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from hd_routes import ROUTES
-
-            before = np.stack([ROUTES["halve2"](f, spec) for f in group])
-            cos_before = np.sum(emb.run_prepared(exact) * emb.run_prepared(before), axis=1)
-            print(f"  {'  2x2-mean route (before)':<26} {len(group):>3} {np.abs(before - exact).max():>10.1f} "
-                  f"{np.abs(before - exact).mean():>11.2f} {cos_before.min():>8.5f} {cos_before.mean():>9.5f}")
-            rows = np.stack([rows_half_route(f, spec) for f in group])
-            cos_rows = np.sum(emb.run_prepared(exact) * emb.run_prepared(rows), axis=1)
-            print(f"  {'  rows/2 route (not used)':<26} {len(group):>3} {np.abs(rows - exact).max():>10.1f} "
-                  f"{np.abs(rows - exact).mean():>11.2f} {cos_rows.min():>8.5f} {cos_rows.mean():>9.5f}")
 
 
 def main() -> int:

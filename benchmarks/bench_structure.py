@@ -14,19 +14,15 @@ import argparse
 import statistics
 import sys
 import timeit
-from pathlib import Path
 
 import cv2
+import harness  # noqa: F401  (puts the repository and tests/ on sys.path)
 import numpy as np
+from modelkit import view, world
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from modelkit import view, world  # noqa: E402
-
-from camwatch.vision import structure  # noqa: E402
-from camwatch.vision.preprocess import single_threaded_opencv, view_stats  # noqa: E402
+from camwatch.core import structure
+from camwatch.vision.prepare import single_threaded_opencv
+from camwatch.vision.stats import view_stats
 
 
 def main() -> int:
@@ -38,7 +34,7 @@ def main() -> int:
     grey = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (480, 360), interpolation=cv2.INTER_AREA)
     ref, query = view_stats(img), view_stats(np.clip(img * 0.8, 0, 255).astype(np.uint8))
     for name, fn in (("thumbnail of a 480-px grey view", lambda: structure.thumbnail(grey)),
-                     ("structure distance (decode both, SSIM)", lambda: structure.distance(query, ref))):
+                     ("structure distance (decode both, SSIM)", lambda: structure.distance(query.thumb, ref.thumb))):
         runs = [t / 200 * 1e3 for t in timeit.repeat(fn, number=200, repeat=a.repeats)]
         print(f"{name:<42} median {statistics.median(runs):.3f} ms  (min {min(runs):.3f}, max {max(runs):.3f})")
     return 0

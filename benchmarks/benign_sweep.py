@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Does the structure cue hold up on benign changes the drift benchmark does not make?
+"""How often the decision alarms on benign changes the drift benchmark does not make.
 
 The drift benchmark's benign kinds are light, night, noise, scene and shake.
 Real cameras also see rain, snow, fog, headlights and lamps, cloud shadows,
 white-balance swings, vignetting and heavy compression. This applies each of
 those (the trainer's own renderings, ``export/augment.py``, one at a time) and
-a few drifts (small rotations and zooms, a shift, a cover, a defocus) to later
-frames of the fixed TRAIN cameras, enrols the first frame through
-``enrol.encode_view``, calibrates on the next eight as the daemon does, and
-counts alerts with and without the structure cue (``decision.assess`` with and
-without the camera's structure scale). Never reads footage/dev.
+a few drifts (small rotations and zooms, a tilt, a shift, a cover, a defocus) to
+later frames of the fixed TRAIN cameras, enrols the first frame through
+``enrol.encode_view``, calibrates on the next eight and judges every view as
+``camwatch evaluate`` does (``evaluate.judge_camera``), and prints each change's
+alert rate. Never reads footage/dev.
 
     python benchmarks/benign_sweep.py [--footage ../shared/footage/train] [--queries 12] [--seed 1]
 
@@ -25,18 +25,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import cv2
+import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from camwatch.core import decision  # noqa: E402
-from camwatch.service.enrol import encode_view  # noqa: E402
-from camwatch.vision.embedder import load_embedder  # noqa: E402
-from camwatch.vision.preprocess import view_stats  # noqa: E402
-from export import augment  # noqa: E402
-from export.data import load_footage  # noqa: E402
-from export.train import DEFAULT_VAL_CLIPS  # noqa: E402
+from camwatch.core.decision import RefView
+from camwatch.service.enrol import encode_view
+from camwatch.tools.evaluate import judge_camera
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.stats import view_stats
+from export import augment
+from export.data import load_footage
+from export.train import DEFAULT_VAL_CLIPS
 
 
 def _warp(img: np.ndarray, angle: float = 0.0, zoom: float = 1.0, dx: float = 0.0) -> np.ndarray:
@@ -90,7 +89,7 @@ DRIFTED = {
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--footage", type=Path, default=ROOT.parent / "shared" / "footage" / "train")
+    ap.add_argument("--footage", type=Path, default=harness.REPO.parent / "shared" / "footage" / "train")
     ap.add_argument("--queries", type=int, default=12, help="later frames per camera")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model")
@@ -99,39 +98,38 @@ def main() -> int:
     default = float(emb.spec.threshold)
     corpus = load_footage(a.footage, max_frames=120)
     rng = np.random.default_rng(a.seed)
-    # counts[group][kind] = [n, alerts without structure, alerts with structure]
-    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    # counts[group][kind] = [views, alerts]
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for scene in corpus.scenes:
         if not scene.fixed or len(scene.frames) < 10 + a.queries:
             continue
         group = "held-out" if scene.name in DEFAULT_VAL_CLIPS else "trained-on"
         _, ref_img = encode_view(scene.frames[0], scene.name)
-        ref = [decision.RefView(emb.embed([ref_img])[0], view_stats(ref_img), id=1)]
+        ref = [RefView(emb.embed([ref_img])[0], view_stats(ref_img), id=1)]
         cal = scene.frames[1:9]
-        t, scale = decision.calibrate_from([decision.assess(e, view_stats(im), ref, default)
-                                            for im, e in zip(cal, emb.embed(cal))], default)
         later = scene.frames[10:]
         picks = [later[int(i)] for i in np.linspace(0, len(later) - 1, a.queries)]
+        kinds, queries = [], []
         for kind, fn in list(BENIGN.items()) + list(DRIFTED.items()):
             views = [fn(rng, f) for f in picks]
-            for img, e in zip(views, emb.embed(views)):
-                st = view_stats(img)
-                c = counts[group][kind]
-                c[0] += 1
-                c[1] += decision.assess(e, st, ref, t).drifted
-                c[2] += decision.assess(e, st, ref, t, scale).drifted
-        print(f"  {scene.name}: threshold {t:.3f}, structure scale {scale}", flush=True)
-    print(f"\nmodel {emb.spec.name} {emb.spec.version}; alert rate without / with the structure cue "
+            kinds += [kind] * len(views)
+            queries += list(zip(emb.embed(views), [view_stats(img) for img in views]))
+        t, verdicts = judge_camera(ref, list(zip(emb.embed(cal), [view_stats(im) for im in cal])), queries, default)
+        for kind, v in zip(kinds, verdicts):
+            counts[group][kind][0] += 1
+            counts[group][kind][1] += v.drifted
+        print(f"  {scene.name}: threshold {t:.3f}", flush=True)
+    print(f"\nmodel {emb.spec.name} {emb.spec.version}; alert rate "
           f"({a.queries} later frames per camera, seed {a.seed})")
     for group in ("held-out", "trained-on"):
         print(f"\n{group} cameras:")
-        print(f"  {'change':<18} {'n':>4}  {'without':>8}  {'with':>8}")
-        for part, kinds in (("benign (alert = false alarm)", BENIGN), ("drifted (alert = detection)", DRIFTED)):
+        print(f"  {'change':<18} {'n':>4}  {'alerts':>8}")
+        for part, kinds_ in (("benign (alert = false alarm)", BENIGN), ("drifted (alert = detection)", DRIFTED)):
             print(f"  -- {part}")
-            for kind in kinds:
-                n, off, on = counts[group][kind]
+            for kind in kinds_:
+                n, alerts = counts[group][kind]
                 if n:
-                    print(f"  {kind:<18} {n:>4}  {off / n:>8.3f}  {on / n:>8.3f}")
+                    print(f"  {kind:<18} {n:>4}  {alerts / n:>8.3f}")
     return 0
 
 

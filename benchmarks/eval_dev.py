@@ -7,7 +7,7 @@ means over the seeds (AUC, detection at 1% and 0.1% false alarms, the default
 decision's false-alarm and detection rates, and every kind's alert rate).
 Dev footage is for this report only: nothing is tuned on it.
 
-    python benchmarks/eval_dev.py [--shared ../shared] [--seeds 1,2,3] [--out /tmp/devcases] [--markdown]
+    python benchmarks/eval_dev.py [--shared ../shared] [--seeds 1,2,3] [--out DIR] [--markdown]
                                   [--methods model,seed-arch,ssim,edges] [--model CANDIDATE.onnx]
 """
 
@@ -18,14 +18,14 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import REPO
 
-from camwatch.tools.evaluate import detection_at, evaluate, roc_auc  # noqa: E402
+from camwatch.tools.evaluate import detection_at, evaluate, roc_auc
 
-SEED_ARCH = ROOT / "benchmarks" / "baselines" / "seed-arch.onnx"
+SEED_ARCH = REPO / "benchmarks" / "baselines" / "seed-arch.onnx"
 
 
 def per_kind_scores(result) -> dict:
@@ -58,9 +58,10 @@ def make_cases(shared: Path, out: Path, seed: int) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--shared", default=str(REPO.parent / "shared"))
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--out", default="/tmp/camwatch-devcases")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "camwatch-devcases"),
+                    help="where the case folders are made (kept: a second run reuses them)")
     ap.add_argument("--methods", default="model,seed-arch,ssim,edges")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--json", help="also write every seed's figures and the means to this file")

@@ -8,9 +8,8 @@ so this check makes one: it pastes near cars and people into the BENIGN
 queries of train-side case folders and replays ``evaluate``'s decision on them
 (the camera calibrated from its calibration frames exactly as the daemon
 does). The pasted things come from this script's own drawing, not from the
-trainer's ``export/augment.py traffic``, so a model trained with ``--traffic``
-is not judged by the generator it learned from: here a car is a body with a
-cabin, wheels and windows, textured with a patch of a still photograph when
+trainer's augmentations, so a model is never judged by a generator it learned
+from: here a car is a body with a cabin, wheels and windows, textured with a patch of a still photograph when
 ``--stills`` is given, a person a head and a body; 1-4 of them sharing 8-30%
 of the view, each kept to 3-12% of it, in the lower 70% of the view.
 
@@ -34,17 +33,13 @@ import sys
 from pathlib import Path
 
 import cv2
+import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
+from tune_decision import embed_folder, replay, with_sets
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tune_decision import apply_sets, embed_folder, replay  # noqa: E402
-
-from camwatch.tools.evaluate import detection_at, read_image, roc_auc  # noqa: E402
-from camwatch.vision.embedder import load_embedder  # noqa: E402
-from camwatch.vision.preprocess import view_stats  # noqa: E402
+from camwatch.tools.evaluate import detection_at, read_image, roc_auc
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.stats import view_stats
 
 
 def load_textures(folder: Path | None, n: int = 64) -> list[np.ndarray]:
@@ -153,9 +148,9 @@ def main() -> int:
     ap.add_argument("--per-view", type=int, default=2, help="near-traffic variants of each benign query")
     ap.add_argument("--save", type=Path, help="write a few traffic views here, to look at")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0; structure.POOL_TRIM=0.5 for structure.py's)")
+                    help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
-    apply_sets(ap, a.set)
+    params = with_sets(ap, a.set)
     emb = load_embedder(a.model, device="cpu")
     default = float(emb.spec.threshold)
     textures = load_textures(a.stills)
@@ -164,13 +159,13 @@ def main() -> int:
     rows = []
     for folder in a.cases:
         cams = embed_folder(folder, emb)
-        y, d, sc, *_ = replay(cams, default)
+        y, d, sc, *_ = replay(cams, default, params)
         tv = traffic_views(folder, cams, emb, textures, a.per_view)
         if a.save:
             a.save.mkdir(parents=True, exist_ok=True)
             for cam in tv:
                 cv2.imwrite(str(a.save / f"{folder.name}-{cam['camera']}.jpg"), cam["sample"])
-        _, td, tsc, *_ = replay(tv, default)
+        _, td, tsc, *_ = replay(tv, default, params)
         rows.append((d[y == 0], td, d[y == 1], tsc, sc[y == 1]))
         print(f"{folder.name:<10} benign false alarms {d[y == 0].mean():.4f} ({d[y == 0].sum()}/{(y == 0).sum()})  "
               f"with near traffic {td.mean():.4f} ({td.sum()}/{len(td)})  detection {d[y == 1].mean():.4f}")
@@ -181,8 +176,9 @@ def main() -> int:
     # compared at equal near-traffic false alarms rather than at their own defaults.
     labels = np.r_[np.zeros(len(t_scores)), np.ones(len(d_scores))]
     scores = np.r_[t_scores, d_scores]
+    at1, at5 = detection_at(labels, scores, 0.01), detection_at(labels, scores, 0.05)
     print(f"{'ranking':<10} near traffic vs drifted: AUC {roc_auc(labels, scores):.4f}, detection at 1% / 5% "
-          f"near-traffic false alarms {detection_at(labels, scores, 0.01):.4f} / {detection_at(labels, scores, 0.05):.4f}")
+          f"near-traffic false alarms {at1:.4f} / {at5:.4f}")
     return 0
 
 

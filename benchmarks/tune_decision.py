@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How decision.py's calibration constants and compare.py's confidence scale are chosen.
+"""How the decision's calibration share and compare.py's confidence scale are chosen.
 
 On cases made from TRAIN footage only (never dev; ``unsteady/`` is left out:
 its clips are hand-held, not fixed cameras):
@@ -12,39 +12,38 @@ its clips are hand-held, not fixed cameras):
 
 Every camera's reference (through the same JPEG round trip as enrolment),
 calibration frames and queries are embedded once (cached next to the case
-folder, keyed by the model's sha256). Then ``evaluate.run_model``'s decision
-is replayed exactly (calibration frames judged at the default threshold, the
-similarities of those not judged drifted go to ``decision.calibrate``, every
-query judged by ``decision.assess``) for a grid of (spread factor, min ratio,
-max ratio), pooled over the folders. Printed: the current constants' figures
-with what limits them, the grid best first by "detection with false alarms at
-most --fa-budget in every folder", and a one-parameter logistic
-P(same) = sigmoid((s - threshold) / scale) for compare.py.
+folder, keyed by the model's sha256). Then ``evaluate.judge_camera`` (what
+``camwatch evaluate`` runs: calibration frames judged at the default threshold,
+those not judged drifted calibrate the camera, every query judged by
+``decision.assess``) is replayed on them for a grid of ``calibration_ratio``
+values, pooled over the folders. Printed: the figures of the parameters in use
+(``decision.SHIPPED``, or it with ``--set name=value``) with what limits them, the grid
+best first by "detection with false alarms at most --fa-budget in every
+folder", and a one-parameter logistic P(same) = sigmoid((s - threshold) / scale)
+for compare.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import dataclasses
 import math
 import pickle
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from camwatch.core.decision import SHIPPED, DecisionParams, RefView
+from camwatch.service.enrol import encode_view
+from camwatch.tools.evaluate import by_camera, calibration_images, judge_camera, read_cases, read_image
+from camwatch.vision.embedder import load_embedder
+from camwatch.vision.stats import STATS_ROUTE, view_stats
 
-from camwatch.core import decision
-from camwatch.service.enrol import encode_view  # noqa: E402
-from camwatch.tools.evaluate import _by_camera, calibration_images, read_cases, read_image  # noqa: E402
-from camwatch.vision import structure  # noqa: E402
-from camwatch.vision.embedder import load_embedder  # noqa: E402
-from camwatch.vision.preprocess import STATS_ROUTE, view_stats  # noqa: E402
-
-CONSTANTS = ("CALIBRATION_SPREAD_FACTOR", "CALIBRATION_MIN_RATIO", "CALIBRATION_MAX_RATIO")
+#: The calibration shares the grid tries.
+RATIOS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.25)
 
 
 def embed_folder(folder: Path, emb) -> list[dict]:
@@ -54,10 +53,10 @@ def embed_folder(folder: Path, emb) -> list[dict]:
         return pickle.loads(cache.read_bytes())
     cases = read_cases(folder)
     cams = []
-    for camera, idx in _by_camera(cases).items():
+    for camera, idx in by_camera(cases).items():
         ref_img = read_image(folder / "cameras" / camera / "reference.jpg", camera)
         _, decoded = encode_view(ref_img, camera)          # as enrol.enrol_frame stores it
-        ref = decision.RefView(emb.embed([decoded])[0], view_stats(decoded), id=1)
+        ref = RefView(emb.embed([decoded])[0], view_stats(decoded), id=1)
         cal = calibration_images(folder, camera)
         cal_vecs = emb.embed(cal) if cal else np.zeros((0, 1), np.float32)
         imgs = [read_image(folder / cases[i].query, camera) for i in idx]
@@ -68,29 +67,30 @@ def embed_folder(folder: Path, emb) -> list[dict]:
     return cams
 
 
-def apply_sets(ap: argparse.ArgumentParser, items: list[str]) -> None:
-    """--set NAME=VALUE: another value for a decision.py constant (structure.NAME: structure.py's), for this run only."""
+def with_sets(ap: argparse.ArgumentParser, items: list[str], params: DecisionParams = SHIPPED) -> DecisionParams:
+    """--set name=value (repeatable): ``params`` with other values of DecisionParams fields, for this run only."""
+    fields = {f.name: f for f in dataclasses.fields(DecisionParams)}
+    changes: dict[str, float | int] = {}
     for item in items:
         name, _, value = item.partition("=")
-        module, _, const = name.rpartition(".")
-        target = {"": decision, "structure": structure}.get(module)
-        if target is None or not const.isupper() or not hasattr(target, const):
-            ap.error(f"--set {item}: neither decision.py nor structure.py has a constant {name}")
-        setattr(target, const, type(getattr(target, const))(value))
+        field = fields.get(name.strip().lower())
+        if field is None:
+            ap.error(f"--set {item}: DecisionParams has no field {name!r} (fields: {', '.join(fields)})")
+        try:
+            changes[field.name] = int(value) if field.type in (int, "int") else float(value)
+        except ValueError:
+            ap.error(f"--set {item}: {value!r} is not a number")
+    return dataclasses.replace(params, **changes)
 
 
-def replay(cams: list[dict], default: float, calibrate: bool = True):
-    """evaluate.run_model's decision on cached embeddings with decision's current constants."""
+def replay(cams: list[dict], default: float, params: DecisionParams = SHIPPED, calibrate: bool = True):
+    """``evaluate.judge_camera`` on cached embeddings, with ``params``."""
     y, d, s, sims, kinds, thr = [], [], [], [], [], {}
     for cam in cams:
-        ref = [cam["ref"]]
-        t, scale = default, None
-        if calibrate and cam["cal"]:
-            t, scale = decision.calibrate_from([decision.assess(vec, st, ref, default) for vec, st in cam["cal"]],
-                                               default)
+        views = list(zip(cam["vecs"], cam["stats"]))
+        t, verdicts = judge_camera([cam["ref"]], cam["cal"] if calibrate else [], views, default, params)
         thr[cam["camera"]] = t
-        for c, vec, st in zip(cam["cases"], cam["vecs"], cam["stats"]):
-            v = decision.assess(vec, st, ref, t, scale)
+        for c, v in zip(cam["cases"], verdicts):
             y.append(c.label)
             d.append(v.drifted)
             s.append(v.score)
@@ -106,11 +106,6 @@ def rates(y, d, kinds) -> tuple[float, float, dict[str, float]]:
     return float(d[y == 0].mean()), float(d[y == 1].mean()), {k: float(np.mean(v)) for k, v in sorted(per.items())}
 
 
-def set_constants(values) -> None:
-    for name, v in zip(CONSTANTS, values):
-        setattr(decision, name, v)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="+", help="train case folders (pooled; the budget holds in each)")
@@ -119,34 +114,35 @@ def main() -> int:
                     help="false alarms allowed in every folder (default 0.5%%: margin under the 1%% target)")
     ap.add_argument("--top", type=int, default=15, help="grid points printed")
     ap.add_argument("--current-only", action="store_true",
-                    help="print the current constants' figures and stop (no grid, no compare.SCALE fit): "
+                    help="print the figures of the parameters in use and stop (no grid, no compare.SCALE fit): "
                          "what judging a candidate model needs, in about a second instead of minutes")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="try another value of a decision.py constant (e.g. STRUCTURE_WEIGHT=0; structure.POOL_TRIM=0.5 for structure.py's)")
+                    help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
-    apply_sets(ap, a.set)
+    params = with_sets(ap, a.set)
     emb = load_embedder(a.model, device="cpu")
     default = float(emb.spec.threshold)
     folders = [(Path(f).name, embed_folder(Path(f), emb)) for f in a.cases]
     n = sum(len(c["cases"]) for _, cams in folders for c in cams)
     print(f"model {emb.spec.name} {emb.spec.version} ({emb.spec.identity[:12]}): default threshold {default}; "
           f"{len(folders)} folders, {n} cases")
+    changed = {k: v for k, v in dataclasses.asdict(params).items() if getattr(SHIPPED, k) != v}
+    print(f"parameters: the shipped ones{', with ' + str(changed) if changed else ''}")
 
-    def run_all(calibrate: bool = True):
-        out = [replay(cams, default, calibrate) for _, cams in folders]
+    def run_all(p: DecisionParams = params, calibrate: bool = True):
+        out = [replay(cams, default, p, calibrate) for _, cams in folders]
         y = np.concatenate([o[0] for o in out])
         d = np.concatenate([o[1] for o in out])
         kinds = [k for o in out for k in o[4]]
         per_folder_fa = [float(o[1][o[0] == 0].mean()) for o in out]
         return y, d, kinds, per_folder_fa, out
 
-    current = tuple(getattr(decision, c) for c in CONSTANTS)
     y, d, kinds, pf, out = run_all(calibrate=False)
     fa, det, _ = rates(y, d, kinds)
     print(f"no calibration: false alarms {fa:.4f}, detection {det:.4f}")
     y, d, kinds, pf, out = run_all()
     fa, det, per = rates(y, d, kinds)
-    print(f"current {dict(zip(CONSTANTS, current))}: false alarms {fa:.4f} (per folder "
+    print(f"calibration_ratio {params.calibration_ratio}: false alarms {fa:.4f} (per folder "
           f"{', '.join(f'{x:.4f}' for x in pf)}), detection {det:.4f}")
     print("  " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()))
 
@@ -167,22 +163,16 @@ def main() -> int:
         return 0
 
     results = []
-    grid = itertools.product((1.25, 1.5, 2, 3, 4, 5, 6, 8), (0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0),
-                             (0.8, 0.9, 1.0, 1.1, 1.25, 1.5))
-    for values in grid:
-        if values[1] > values[2]:
-            continue
-        set_constants(values)
-        y, d, kinds, pf, _ = run_all()
+    for ratio in RATIOS:
+        y, d, kinds, pf, _ = run_all(dataclasses.replace(params, calibration_ratio=ratio))
         fa, det, per = rates(y, d, kinds)
         worst = min(v for k, v in per.items() if not k.startswith("benign"))
-        results.append((max(pf) <= a.fa_budget, det, worst, -fa, values, fa, pf, per))
-    set_constants(current)
+        results.append((max(pf) <= a.fa_budget, det, worst, -fa, ratio, fa, pf, per))
     results.sort(key=lambda r: r[:4], reverse=True)
-    print(f"grid, best first (false alarms <= {a.fa_budget} in every folder, then detection):")
-    print("factor  min    max    false alarms (per folder)      detection  worst kind")
-    for ok, det, worst, _, (f, lo, hi), fa, pf, per in results[:a.top]:
-        print(f"{f:<7} {lo:<6} {hi:<6} {fa:.4f} ({', '.join(f'{x:.4f}' for x in pf)})  {det:.4f}     {worst:.3f}")
+    print(f"calibration_ratio, best first (false alarms <= {a.fa_budget} in every folder, then detection):")
+    print("ratio   false alarms (per folder)      detection  worst kind")
+    for _, det, worst, _, ratio, fa, pf, _ in results[:a.top]:
+        print(f"{ratio:<7} {fa:.4f} ({', '.join(f'{x:.4f}' for x in pf)})  {det:.4f}     {worst:.3f}")
     print("best: " + ", ".join(f"{k} {v:.3f}" for k, v in results[0][7].items()))
 
     # compare.py: logistic scale for P(same | similarity), same = benign query.
