@@ -250,7 +250,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from camwatch.core.backoff import Backoff
     from camwatch.service.alerts import Dispatcher, WebhookSink
-    from camwatch.store.events import SCHEMA_VERSION, Event, EventStore
+    from camwatch.store.events import Event, EventStore
     state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = EventStore(state)
     d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3, jitter=0.2), poll=0.2)
