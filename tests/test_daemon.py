@@ -1,11 +1,18 @@
-"""The daemon's per-camera state machine, in process, on real parts.
+"""The daemon carries out its cameras' state machine, in process, on real parts.
 
 Each test runs a real ``Daemon`` (APScheduler, worker threads, the inference
 thread, a real /metrics port, a real SQLite state dir and events outbox) on
 real file cameras whose image files are swapped under it, with modelkit's
 grid ONNX model. Only ``test_watchdog_starves_when_inference_is_stuck``
-replaces something: the embedder's ``embed`` is made to block, because a
+replaces something: the embedder's ``run_prepared`` is made to block, because a
 hung accelerator cannot be produced on this CPU-only machine.
+
+The state machine's rules themselves (confirm/recover counts, down after N
+failures, open alerts...) are tests/test_monitor.py's, on a fake clock. Here
+the tests that need several checks in a row run them with ``check_now`` (the
+scheduler's own job, called at once) on cameras whose interval is an hour, and
+a daemon's clock is moved instead of sleeping through a backoff or a watchdog
+window; the scheduler itself is exercised by the tests that keep short intervals.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from daemon_helpers import camwatch, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
 
+from camwatch.core.types import ALERT_KINDS
 from camwatch.service.daemon import Daemon
 from camwatch.store.events import EventStore
 from camwatch.store.references import ReferenceStore
@@ -40,6 +48,32 @@ def wait(what: str, cond, timeout: float = 30.0, step: float = 0.05):
 def value(d: Daemon, name: str, **labels: str) -> float:
     v = d.metrics.registry.get_sample_value(name, labels or None)
     return 0.0 if v is None else v
+
+
+#: A camera with this interval is checked once at start, then only by check_now.
+HOUR = 3600
+
+
+def check_now(d: Daemon, cid: str) -> None:
+    """One check of ``cid`` now, as the scheduler runs it (fetch on this thread, judged on the
+    inference thread); returns once it is judged."""
+    rt = d.runtimes[cid]
+    wait(f"{cid} idle", lambda: not rt.busy)
+    d.pipeline.run_check(cid, rt.generation)
+    wait(f"{cid} judged", lambda: not rt.busy)
+
+
+class Clock:
+    """time.monotonic() plus what the test adds: skips a backoff or a watchdog window without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @pytest.fixture
@@ -64,8 +98,8 @@ def cam(folder: Path, cid: str, **kw) -> dict:
 def running():
     started: list[Daemon] = []
 
-    def start(cfg: Path) -> Daemon:
-        d = Daemon(str(cfg))
+    def start(cfg: Path, clock: Clock | None = None) -> Daemon:
+        d = Daemon(str(cfg), clock=clock or time.monotonic)
         started.append(d)
         d.start()
         return d
@@ -76,7 +110,7 @@ def running():
 
 
 def test_auto_enroll_only_when_no_reference_and_never_after_restart(folder, running):
-    cfg = config(folder, [cam(folder, "a", auto_enroll=True)])
+    cfg = config(folder, [cam(folder, "a", auto_enroll=True, interval=HOUR)])
     d = running(cfg)
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     first = ReferenceStore(folder / "state").for_camera("a", images=False)
@@ -86,15 +120,19 @@ def test_auto_enroll_only_when_no_reference_and_never_after_restart(folder, runn
     # The camera is turned while camwatch is down: the restart must not take the new view.
     write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
     d = running(cfg)
-    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    wait("the first check", lambda: value(d, "camwatch_checks_total", camera="a", result="drifted") == 1)
+    check_now(d, "a")                                   # confirm: 2 (daemon_helpers.write_config)
+    assert d.runtimes["a"].state == "drifted"
     again = ReferenceStore(folder / "state").for_camera("a", images=False)
     assert [r.id for r in again] == [r.id for r in first]
 
 
 def test_no_reference_is_logged_once_with_the_hint(folder, running, caplog):
     caplog.set_level(logging.INFO)
-    d = running(config(folder, [cam(folder, "b")]))
-    wait("three checks", lambda: value(d, "camwatch_checks_total", camera="b", result="no_reference") >= 3)
+    d = running(config(folder, [cam(folder, "b", interval=HOUR)]))
+    wait("the first check", lambda: d.runtimes["b"].state == "no_reference")
+    check_now(d, "b"), check_now(d, "b")
+    assert value(d, "camwatch_checks_total", camera="b", result="no_reference") == 3
     assert d.runtimes["b"].state == "no_reference"
     hints = [r for r in caplog.records if "camwatch enroll b" in r.getMessage()]
     assert len(hints) == 1
@@ -104,22 +142,23 @@ def test_no_reference_is_logged_once_with_the_hint(folder, running, caplog):
 def test_drift_confirmed_after_confirm_checks_then_recovers(folder, running):
     out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
     assert out.returncode == 0, out.stderr
-    d = running(config(folder, [cam(folder, "a", confirm=3, recover=2)]))
+    d = running(config(folder, [cam(folder, "a", confirm=3, recover=2, interval=HOUR)]))
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
-    seen_ok_while_drifting = []
-    end = time.monotonic() + 30
-    while d.runtimes["a"].state != "drifted" and time.monotonic() < end:
-        n = value(d, "camwatch_checks_total", camera="a", result="drifted")
-        if 1 <= n < 3 and d.runtimes["a"].state == "ok":
-            seen_ok_while_drifting.append(n)
-        time.sleep(0.05)
-    assert d.runtimes["a"].state == "drifted"
-    assert value(d, "camwatch_checks_total", camera="a", result="drifted") >= 3
-    assert seen_ok_while_drifting, "a single drifted check changed the state (no hysteresis)"
+    for n in (1, 2):
+        check_now(d, "a")
+        assert value(d, "camwatch_checks_total", camera="a", result="drifted") == n
+        assert d.runtimes["a"].state == "ok", "fewer drifted checks than confirm changed the state"
+        assert value(d, "camwatch_camera_drifted", camera="a") == 0
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted" and value(d, "camwatch_camera_drifted", camera="a") == 1
+    assert value(d, "camwatch_alerts_total", camera="a", kind="moved") == 1
 
     write_image(folder / "a.png", scene_image(seed=1, scene="street", t=2.0))
-    wait("a recovered", lambda: d.runtimes["a"].state == "ok")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted"       # recover=2: one good view does not clear
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "ok"
     evs = EventStore(folder / "state").list("a")
     assert [e.type for e in sorted(evs, key=lambda e: e.time)] == ["drift_started", "drift_cleared"]
     assert evs and all(e.similarity is not None for e in evs)
@@ -138,20 +177,21 @@ def test_outside_active_hours_is_skipped_not_fetched(folder, running):
 
 
 def test_camera_down_after_failure_streak_then_up(folder, running):
-    out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
-    assert out.returncode == 0, out.stderr
-    d = running(config(folder, [cam(folder, "a"), cam(folder, "c", auto_enroll=True)]))
+    clock = Clock()
+    d = running(config(folder, [cam(folder, "a", auto_enroll=True), cam(folder, "c", auto_enroll=True)]), clock)
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     saved = (folder / "a.png").read_bytes()
+    n = value(d, "camwatch_checks_total", camera="c", result="ok")
     (folder / "a.png").unlink()
     wait("a unavailable", lambda: d.runtimes["a"].state == "unavailable")
+    clock.advance(10)   # past the first retry delay: the next scheduled check fetches again
     wait("camera_down", lambda: any(e.type == "camera_down" for e in EventStore(folder / "state").list("a")),
          timeout=40)
     assert value(d, "camwatch_camera_up", camera="a") == 0
     # The other camera is not held up by the failing one.
-    n = value(d, "camwatch_checks_total", camera="c", result="ok")
     wait("c still checked", lambda: value(d, "camwatch_checks_total", camera="c", result="ok") >= n + 2)
     (folder / "a.png").write_bytes(saved)
+    clock.advance(10)   # past the longest retry delay of a 1 s camera: its next scheduled check fetches
     wait("a ok again", lambda: d.runtimes["a"].state == "ok", timeout=40)
     types = [e.type for e in sorted(EventStore(folder / "state").list("a"), key=lambda e: e.time)]
     assert types == ["camera_down", "camera_up"]
@@ -176,22 +216,24 @@ def test_frames_due_together_are_embedded_as_one_batch(folder, running):
 def test_reload_keeps_state_of_unchanged_cameras(folder, running):
     out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
     assert out.returncode == 0, out.stderr
-    cfg = config(folder, [cam(folder, "a", confirm=1)])
+    cfg = config(folder, [cam(folder, "a", confirm=1, interval=HOUR)])
     d = running(cfg)
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
-    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted"
     rt = d.runtimes["a"]
-    config(folder, [cam(folder, "a", confirm=1), cam(folder, "c", auto_enroll=True)])
+    config(folder, [cam(folder, "a", confirm=1, interval=HOUR), cam(folder, "c", auto_enroll=True)])
     assert d.reload()
     assert d.runtimes["a"] is rt and rt.state == "drifted"
     wait("c ok", lambda: d.runtimes["c"].state == "ok")
-    time.sleep(1.5)
+    check_now(d, "a")
     starts = [e for e in EventStore(folder / "state").list("a") if e.type == "drift_started"]
     assert len(starts) == 1  # no second alert: the drift was not forgotten
-    # A changed camera starts afresh; a broken config is refused and the old one runs on.
-    config(folder, [cam(folder, "a", confirm=1, interval=2), cam(folder, "c", auto_enroll=True)])
+    # A changed camera starts afresh (still owing the clear); a broken config is refused and the old one runs on.
+    config(folder, [cam(folder, "a", confirm=1, interval=HOUR - 1), cam(folder, "c", auto_enroll=True)])
     assert d.reload() and d.runtimes["a"] is not rt
+    assert d.runtimes["a"].monitor.drift_open
     (folder / "cameras.yaml").write_text("cameras: [{id: 'Bad Id', url: 3}]\n")
     assert not d.reload()
     assert set(d.runtimes) == {"a", "c"}
@@ -203,8 +245,9 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
     sock.bind(str(sock_path))
     sock.settimeout(0.5)
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    clock = Clock()
     try:
-        d = running(config(folder, [cam(folder, "a", auto_enroll=True, timeout=1)]))
+        d = running(config(folder, [cam(folder, "a", auto_enroll=True, timeout=1)]), clock)
         wait("a ok", lambda: d.runtimes["a"].state == "ok")
         while True:  # drain READY/STATUS
             try:
@@ -217,7 +260,8 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
         release = threading.Event()
         real = d.embedder.run_prepared
         monkeypatch.setattr(d.embedder, "run_prepared", lambda batch: (release.wait(60), real(batch))[1])
-        time.sleep(3 * 1 + 1 + 1 + 1.5)  # past the window: 3 intervals + timeout + 1 s
+        wait("a batch stuck in inference", lambda: d.pipeline.batch_started is not None)
+        clock.advance(3 * 1 + 1 + 1 + 0.5)  # past the window: 3 intervals + timeout + 1 s
         d.watchdog_tick()
         with pytest.raises(socket.timeout):
             while True:
@@ -226,6 +270,7 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
         release.set()
         n = value(d, "camwatch_checks_total", camera="a", result="ok")
         wait("checks resume", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") > n)
+        wait("progress noted", lambda: clock() - d.pipeline.last_progress < 3)
         d.watchdog_tick()
         got = []
         while True:
@@ -240,17 +285,18 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
 
 def test_enrolling_anew_while_drifted_clears_the_drift(folder, running):
     """A deliberate move is accepted by enrolling again: the alert clears, no implicit re-baseline."""
-    cfg = config(folder, [cam(folder, "a", confirm=1, recover=1)])
+    cfg = config(folder, [cam(folder, "a", confirm=1, recover=1, interval=HOUR)])
     assert camwatch("enroll", "a", "--config", str(cfg)).returncode == 0
     d = running(cfg)
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
-    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
-    time.sleep(2)
-    assert d.runtimes["a"].state == "drifted"  # stays drifted: the daemon never adopts the view itself
+    for _ in range(3):
+        check_now(d, "a")
+        assert d.runtimes["a"].state == "drifted"  # stays drifted: the daemon never adopts the view itself
     out = camwatch("enroll", "a", "--config", str(cfg))  # another process, same state dir
     assert out.returncode == 0, out.stderr
-    wait("a ok after enrolment", lambda: d.runtimes["a"].state == "ok")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "ok"
     types = [e.type for e in sorted(EventStore(folder / "state").list("a"), key=lambda e: e.time)]
     assert types == ["drift_started", "drift_cleared"]
     assert value(d, "camwatch_camera_references", camera="a") == 1
@@ -258,21 +304,22 @@ def test_enrolling_anew_while_drifted_clears_the_drift(folder, running):
 
 def test_drift_stays_open_across_a_restart(folder, running):
     """Killed or restarted while a camera is drifted: no second alert, and the clear still comes."""
-    cfg = config(folder, [cam(folder, "a", auto_enroll=True, confirm=1, recover=1)])
+    cfg = config(folder, [cam(folder, "a", auto_enroll=True, confirm=1, recover=1, interval=HOUR)])
     d = running(cfg)
     wait("a ok", lambda: d.runtimes["a"].state == "ok")
     write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
-    wait("a drifted", lambda: d.runtimes["a"].state == "drifted")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted"
     d.stop()
 
     d = running(cfg)
     wait("a drifted after restart", lambda: d.runtimes["a"].state == "drifted")
-    n = value(d, "camwatch_checks_total", camera="a", result="drifted")
-    wait("more drifted checks", lambda: value(d, "camwatch_checks_total", camera="a", result="drifted") >= n + 2)
-    from camwatch.core.types import ALERT_KINDS
+    check_now(d, "a"), check_now(d, "a")
+    assert value(d, "camwatch_checks_total", camera="a", result="drifted") == 3
     assert sum(value(d, "camwatch_alerts_total", camera="a", kind=k) for k in ALERT_KINDS) == 0  # no new alert
     write_image(folder / "a.png", scene_image(seed=1, scene="street", t=1.0))
-    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "ok"
     types = [e.type for e in EventStore(folder / "state").list("a")]
     assert types == ["drift_started", "drift_cleared"]
 
@@ -288,9 +335,12 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
 
     out = camwatch("enroll", "a", "--config", str(config(folder, [cam(folder, "a")])))
     assert out.returncode == 0, out.stderr
-    cfg = config(folder, [cam(folder, "a")], calibration={"checks": 3})
+    cfg = config(folder, [cam(folder, "a", interval=HOUR)], calibration={"checks": 3})
     d = running(cfg)
-    wait("three ok checks", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") >= 4)
+    wait("the first check", lambda: d.runtimes["a"].state == "ok")
+    for _ in range(3):
+        check_now(d, "a")
+    assert value(d, "camwatch_checks_total", camera="a", result="ok") == 4
     d.stop()
     emb = load_embedder(str(folder / "grid.onnx"), device="cpu")
     with ReferenceStore(folder / "state") as store:
