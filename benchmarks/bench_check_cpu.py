@@ -28,20 +28,30 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from conftest import RtspServer  # noqa: E402  (soak put tests/ on sys.path)
-from media import Media  # noqa: E402
-from soak import CamwatchProcess, free_port, metric_sum, need_tools, proc_stats, scrape, write_config  # noqa: E402
+from harness import (
+    CamwatchProcess,
+    Media,
+    RtspServer,
+    free_port,
+    metric_sum,
+    need_tools,
+    print_settings,
+    proc_stats,
+    scrape,
+    workdir,
+    write_config,
+)
 
 FLOOR = r"""
 import os, resource, sys, time
 os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp|analyzeduration;0|probesize;32"
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
-url, mode, seconds, timeout_ms, threads = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+url, mode = sys.argv[1], sys.argv[2]
+seconds, timeout_ms, threads = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
 if threads:
     params += [cv2.CAP_PROP_N_THREADS, threads]
@@ -130,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"bench_check_cpu: cannot run: {why}", file=sys.stderr)
         return 3
-    tmp = Path(tempfile.mkdtemp(prefix="camwatch-bench-cpu-"))
+    print_settings("bench_check_cpu", args)
+    tmp = workdir("bench-cpu")
     media = Media(tmp / "media")
     mounts = {}
     for size in args.sizes:

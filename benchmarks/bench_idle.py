@@ -9,9 +9,8 @@ Thread names come from ``py-spy dump`` when py-spy is installed, else "?".
 
 Why it matters: bench_check_cpu.py divides the daemon's whole CPU by its
 checks, so at one check a second every wake-up of a waiting thread is paid by
-a check. Polling loops (a queue read with a 0.5 s timeout, serve_forever's 0.5 s
-poll, the main thread's 0.5 s flag check) cost 1.35 ms/s here before they
-became blocking waits woken on purpose (0.22 ms/s after).
+a check. A polling loop (a queue read or a flag check with a timeout) shows
+here as a thread that burns CPU while nothing happens.
 
     python3 benchmarks/bench_idle.py [--seconds 30] [--runs 3]
 """
@@ -25,13 +24,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from conftest import RtspServer  # noqa: E402  (soak put tests/ on sys.path)
-from media import Media  # noqa: E402
-from soak import CamwatchProcess, free_port, need_tools, write_config
+from harness import CamwatchProcess, Media, RtspServer, free_port, need_tools, print_settings, workdir, write_config
 
 
 def thread_ns(pid: int) -> dict[str, int]:
@@ -61,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"bench_idle: cannot run: {why}", file=sys.stderr)
         return 3
-    tmp = Path(tempfile.mkdtemp(prefix="camwatch-bench-idle-"))
+    print_settings("bench_idle", args)
+    tmp = workdir("bench-idle")
     server = RtspServer({"p720": [Media(tmp / "media").clip("scene", 1280, 720)]})
     server.start()
     totals: list[float] = []

@@ -22,25 +22,28 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from media import scene_image, write_image  # noqa: E402
-from soak import (  # noqa: E402
+from harness import (
     CamwatchProcess,
-    HttpCameras,
+    RtspServer,
+    SnapshotServer,
     free_port,
     metric_sum,
     need_tools,
+    print_settings,
     proc_stats,
     rtsp_server,
+    scene_image,
     scrape,
+    workdir,
     write_config,
+    write_image,
 )
 
 
-def cameras_for(mode: str, n: int, folder: Path, http: HttpCameras | None, rtsp) -> list[dict]:
+def cameras_for(mode: str, n: int, folder: Path, http: SnapshotServer | None, rtsp: RtspServer | None) -> list[dict]:
     cams = []
     for i in range(n):
         cid = f"cam{i:03d}"
@@ -48,8 +51,8 @@ def cameras_for(mode: str, n: int, folder: Path, http: HttpCameras | None, rtsp)
             path = write_image(folder / f"{cid}.jpg", scene_image(640, 360, seed=300 + i))
             url = str(path)
         elif mode == "http":
-            http.ctl.image(f"/{cid}.jpg", scene_image(640, 360, seed=300 + i))
-            url = http.ctl.url(f"/{cid}.jpg")
+            http.image(f"/{cid}.jpg", scene_image(640, 360, seed=300 + i))
+            url = http.url(f"/{cid}.jpg")
         else:
             url = rtsp.url(f"m{i % len(rtsp.mounts)}")
         entry = {"id": cid, "url": url, "auto_enroll": True}
@@ -100,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if need_rtsp and need_tools():
         print(f"bench_memory: cannot run the RTSP modes: {need_tools()}", file=sys.stderr)
         return 3
-    tmp = Path(tempfile.mkdtemp(prefix="camwatch-bench-mem-"))
-    http = HttpCameras() if "http" in args.modes else None
+    print_settings("bench_memory", args)
+    tmp = workdir("bench-mem")
+    http = SnapshotServer().start() if "http" in args.modes else None
     rtsp = rtsp_server(tmp, mounts=2) if need_rtsp else None
     print(f"RSS medians of {args.runs} runs, model: {args.model or 'shipped'}, interval {args.interval:g} s")
     try:
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{statistics.median(per):14.2f}", flush=True)
     finally:
         if http:
-            http.close()
+            http.stop()
         if rtsp:
             rtsp.stop()
     return 0

@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import print_settings, timed
+from prometheus_client import generate_latest
+from prometheus_client.exposition import make_wsgi_app
 
-from prometheus_client import generate_latest  # noqa: E402
-from prometheus_client.exposition import make_wsgi_app  # noqa: E402
-
-from camwatch.service.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, Metrics  # noqa: E402
+from camwatch.service.metrics import ALERT_KINDS, FRAME_ERROR_REASONS, Metrics
 
 #: What Prometheus 2.42 (Debian 12's, the one tests/test_prometheus.py runs) sends.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -76,17 +72,6 @@ def build(cameras: int, seed: int = 0) -> Metrics:
     return m
 
 
-def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
-    """Median CPU and wall seconds of ``fn`` over ``runs`` calls."""
-    cpu, wall = [], []
-    for _ in range(runs):
-        c0, w0 = time.process_time(), time.perf_counter()
-        fn()
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return statistics.median(cpu), statistics.median(wall)
-
-
 def serve_once(app: Callable) -> Callable[[], bytes]:
     """One GET /metrics through a WSGI app, as Prometheus sends it."""
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": "",
@@ -99,6 +84,7 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
+    print_settings("bench_metrics", args)
     m = build(args.cameras)
     text = m.render()
     lines = text.count(b"\n")

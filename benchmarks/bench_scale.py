@@ -23,32 +23,34 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from media import scene_image  # noqa: E402
-from soak import (  # noqa: E402
+from harness import (
     CamwatchProcess,
-    HttpCameras,
+    RtspServer,
+    SnapshotServer,
     free_port,
     histogram,
     metric_sum,
     need_tools,
+    print_settings,
     proc_stats,
     quantile,
     rtsp_server,
+    scene_image,
     scrape,
+    workdir,
     write_config,
 )
 
 
 def one_run(folder: Path, kind: str, cameras: int, interval: float, seconds: float, endpoints: int,
-            model: str | None, http: HttpCameras | None, rtsp) -> dict[str, float]:
+            model: str | None, http: SnapshotServer | None, rtsp: RtspServer | None) -> dict[str, float]:
     cams = []
     for i in range(cameras):
         if kind == "http":
-            url = http.ctl.url(f"/ep{i % endpoints}.jpg") + f"?camera={i}"
+            url = http.url(f"/ep{i % endpoints}.jpg") + f"?camera={i}"
         else:
             url = rtsp.url(f"m{i % endpoints}") + f"?camera={i}"
         cams.append({"id": f"cam{i:04d}", "url": url, "auto_enroll": True})
@@ -111,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_scale: cannot run: {why}", file=sys.stderr)
             return 3
     interval = args.cameras / args.rate
-    tmp = Path(tempfile.mkdtemp(prefix="camwatch-bench-scale-"))
+    print_settings("bench_scale", args)
+    tmp = workdir("bench-scale")
     http = rtsp = None
     if args.kind == "http":
-        http = HttpCameras()
+        http = SnapshotServer().start()
         for i in range(args.endpoints):
-            http.ctl.image(f"/ep{i}.jpg", scene_image(640, 360, seed=200 + i, scene=("street", "shop", "lobby")[i % 3]))
+            http.image(f"/ep{i}.jpg", scene_image(640, 360, seed=200 + i, scene=("street", "shop", "lobby")[i % 3]))
     else:
         rtsp = rtsp_server(tmp, mounts=args.endpoints)
     print(f"{args.cameras} {args.kind} cameras on {args.endpoints} endpoints, interval {interval:.1f} s "
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['rss']:7.0f} {m['errors']:6.0f} {m['skipped']:7.0f} {m['warm']:9.0f}", flush=True)
     finally:
         if http:
-            http.close()
+            http.stop()
         if rtsp:
             rtsp.stop()
     med = {k: statistics.median(m[k] for m in runs) for k in runs[0]}

@@ -18,40 +18,33 @@ stopped checking; exit 3 if a needed tool is missing.
 
     nice -n 10 python3 benchmarks/soak.py --minutes 10 --cameras 20
 
-bench_scale.py and bench_memory.py reuse the helpers here (servers, config,
-/proc sampling).
+The helpers it shares with the other daemon benchmarks are in harness.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from conftest import RtspServer, SnapshotServer, _handler, gst_rtsp_available  # noqa: E402
-from media import Media, have_ffmpeg, scene_image  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-# -- /proc sampling -------------------------------------------------------------------
+from harness import (
+    CamwatchProcess,
+    RtspServer,
+    SnapshotServer,
+    free_port,
+    metric_sum,
+    need_tools,
+    print_settings,
+    proc_stats,
+    rtsp_server,
+    scene_image,
+    scrape,
+    workdir,
+    write_config,
+)
 
 
 @dataclass
@@ -65,150 +58,7 @@ class Sample:
     phase: str
 
 
-def proc_stats(pid: int) -> tuple[float, int, int, float]:
-    """(RSS MB, open fds, threads, CPU seconds) of a live process, from /proc."""
-    with open(f"/proc/{pid}/statm") as f:
-        rss = int(f.read().split()[1]) * PAGE / 1e6
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
-    threads = int(fields[17])
-    return rss, fds, threads, cpu
-
-
-def scrape(port: int, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
-        return r.read().decode()
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include ``labels`` (plain text parsing: fast
-    enough for 1,000 cameras, where prometheus_client's parser is not)."""
-    total = 0.0
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {") and all(w in line for w in want):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def histogram(text: str, name: str) -> dict[float, float]:
-    """Cumulative buckets le -> count of an unlabelled histogram."""
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(name + "_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float(le)] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """Upper bucket bound holding the q-quantile of the observations between two scrapes."""
-    bounds = sorted(after)
-    total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
-    if total <= 0:
-        return float("nan")
-    for b in bounds:
-        if after[b] - before.get(b, 0.0) >= q * total:
-            return b
-    return float("inf")
-
-
-# -- servers, config, daemon -----------------------------------------------------------
-
-
-def need_tools() -> str | None:
-    if not have_ffmpeg():
-        return "ffmpeg is not installed"
-    return gst_rtsp_available()
-
-
-class HttpCameras:
-    """The tests' real HTTP snapshot server, run outside pytest."""
-
-    def __init__(self) -> None:
-        self.ctl = SnapshotServer()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.ctl))
-        self.httpd.daemon_threads = True
-        self.ctl.httpd, self.ctl.port = self.httpd, self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.ctl.stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def rtsp_server(folder: Path, mounts: int = 2, width: int = 640, height: int = 360) -> RtspServer:
-    media = Media(folder / "media")
-    clips = {f"m{i}": [media.clip("scene", width, height, seed=1 + i), media.clip("moved", width, height, seed=1 + i)]
-             for i in range(mounts)}
-    server = RtspServer(clips)
-    server.start()
-    return server
-
-
-def write_config(path: Path, cameras: list[dict], port: int, **settings: Any) -> Path:
-    base = {"state_dir": str(path.parent / "state"), "interval": 2, "timeout": 3, "confirm": 2,
-            "recover": 1, "calibration": {"checks": 0}, "workers": 8,
-            "metrics": {"address": "127.0.0.1", "port": port}}
-    base.update(settings)
-    path.write_text(yaml.safe_dump({"settings": base, "cameras": cameras}, sort_keys=False))
-    os.chmod(path, 0o600)
-    return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class CamwatchProcess:
-    """``python -m camwatch --config F`` with its log in a file next to the config."""
-
-    def __init__(self, config: Path, port: int, log_level: str = "INFO"):
-        self.port = port
-        self.log_path = config.parent / "camwatch.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "camwatch", "--log-level", log_level,
-                                      "--config", str(config)], stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"camwatch exited {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                scrape(self.port, 1)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"camwatch /metrics not up in {timeout} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-
-def site(folder: Path, cameras: int, rtsp: RtspServer, http: HttpCameras, interval: float,
-         model: str | None) -> tuple[list[dict], list[str]]:
+def site(cameras: int, rtsp: RtspServer, http: SnapshotServer) -> tuple[list[dict], list[str]]:
     """Camera entries: half RTSP (alternating snapshot/stream over the mounts), half HTTP."""
     cams, http_paths = [], []
     mounts = list(rtsp.mounts)
@@ -218,9 +68,9 @@ def site(folder: Path, cameras: int, rtsp: RtspServer, http: HttpCameras, interv
                      "mode": "stream" if i % 2 else "snapshot", "auto_enroll": True})
     for i in range(cameras - n_rtsp):
         path = f"/cam{i}.jpg"
-        http.ctl.image(path, scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
+        http.image(path, scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
         http_paths.append(path)
-        cams.append({"id": f"http{i:03d}", "url": http.ctl.url(path), "auto_enroll": True})
+        cams.append({"id": f"http{i:03d}", "url": http.url(path), "auto_enroll": True})
     return cams, http_paths
 
 
@@ -244,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: cannot run: {why}", file=sys.stderr)
         return 3
 
-    tmp = Path(tempfile.mkdtemp(prefix="camwatch-soak-"))
+    print_settings("soak", args)
+    tmp = workdir("soak")
     rtsp = rtsp_server(tmp)
-    http = HttpCameras()
-    cams, http_paths = site(tmp, args.cameras, rtsp, http, args.interval, args.model)
+    http = SnapshotServer().start()
+    cams, http_paths = site(args.cameras, rtsp, http)
     port = free_port()
     cfg = write_config(tmp / "cameras.yaml", cams, port, interval=args.interval,
                        **({"model": args.model} if args.model else {}))
@@ -274,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 rtsp.freeze()
             else:
                 for p in http_paths:
-                    http.ctl.status(p, 500)
+                    http.status(p, 500)
             stop.wait(args.fault_for)
             if kind == "rtsp-down":
                 rtsp.start()
@@ -282,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 rtsp.thaw()
             else:
                 for i, p in enumerate(http_paths):
-                    http.ctl.image(p, scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
+                    http.image(p, scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
             with lock:
                 phase = "recovering"
             stop.wait(min(10.0, args.fault_every - args.fault_for))  # recovery, not yet healthy
@@ -365,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         daemon.stop()
         rtsp.stop()
-        http.close()
+        http.stop()
 
 
 if __name__ == "__main__":
