@@ -23,11 +23,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TypedDict
 
 import numpy as np
 
+from camwatch.config import CameraConfig
 from camwatch.core import decision
 from camwatch.core.decision import SHIPPED, DecisionParams, Reference, Stats, Verdict
 from camwatch.core.errors import CamwatchError, EnrolmentError
@@ -238,7 +238,8 @@ def run_model(folder: Path, cases: list[Case], embedder: Embedder, calibrate: bo
                 where = f"camera {camera}"
                 ref_path = folder / "cameras" / camera / "reference.jpg"
                 image = read_image(ref_path, where)
-                cam = SimpleNamespace(id=camera, roi=(), mask=())
+                # A case folder's camera: no config to validate, the whole view (no regions).
+                cam = CameraConfig.model_construct(id=camera, url="")
                 try:
                     enrol_frame(store, embedder, cam, image, "default")
                 except EnrolmentError as exc:
