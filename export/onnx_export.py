@@ -70,13 +70,13 @@ def max_abs_diff(model: torch.nn.Module, path: Path, inputs: np.ndarray) -> floa
 def measure_speed(path: Path, frame_bgr: np.ndarray | None = None, runs: int = 5, threads: int = 2) -> dict:
     """Views/s of the ONNX model on CPU: model alone at batch 1 and 32, and from a decoded frame.
 
-    Medians of ``runs`` timings. End-to-end = ``preprocess.prepare_batch`` of 32
+    Medians of ``runs`` timings. End-to-end = ``vision.prepare.prepare_batch`` of 32
     1080p BGR frames plus the model at batch 32, in one process, ORT on ``threads`` threads.
     """
     import cv2
     import onnxruntime as ort
 
-    from camwatch.vision.preprocess import InputSpec, prepare, prepare_batch
+    from camwatch.vision.prepare import InputSpec, prepare, prepare_batch
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -10,7 +10,7 @@ folders (``ROOT/<identity>/*.jpg``, one folder per identity or per view):
 
 Deterministic for a given ``--seed`` (and thread count): batch k is rendered
 from ``numpy.random.default_rng([seed, k])`` whichever process renders it.
-Every view goes through ``camwatch.vision.preprocess.prepare``, the function the
+Every view goes through ``camwatch.vision.prepare.prepare``, the function the
 daemon uses, so training sees exactly what serving sees.
 
 torch (the 'train' extra) is imported late, inside the functions that train or
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from camwatch.vision.preprocess import InputSpec, prepare
+from camwatch.vision.prepare import InputSpec, prepare
 
 from . import augment
 from .data import Corpus, Scene, load_footage, load_identities, load_stills

@@ -1,7 +1,7 @@
 """Decision: nearest reference, score/drifted agreement, kinds, calibration, structure; hysteresis.
 
 The end-to-end cases embed real synthetic views with a real ONNX model
-(tests/modelkit.py) and real view statistics, so a change in preprocess or
+(tests/modelkit.py) and real view statistics, so a change in vision or
 decision that breaks them shows here.
 """
 

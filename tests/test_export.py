@@ -63,7 +63,7 @@ def test_shipped_model_tells_a_moved_view_from_a_brighter_one():
     """A behaviour check on the real file: brightening the same view keeps it closer than shifting it."""
     import cv2
 
-    from camwatch.vision.preprocess import InputSpec, prepare
+    from camwatch.vision.prepare import InputSpec, prepare
 
     ref = importlib.resources.files("camwatch") / "models" / "camwatch-drift.onnx"
     with importlib.resources.as_file(ref) as path:

@@ -26,7 +26,7 @@ import pytest
 from camwatch.core.errors import StoreError
 from camwatch.service.enrol import reembed
 from camwatch.store.references import DB_NAME, SCHEMA_VERSION, ReferenceStore
-from camwatch.vision.preprocess import view_stats
+from camwatch.vision.stats import view_stats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,7 +255,7 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
         s.add_calibration_sample("cam2", a.spec.identity, 0.95)
         ref3 = s.add("cam3", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
         s.add_calibration_sample("cam3", a.spec.identity, 0.96, structure=0.05)
-        # Embedded before the model input's route changed (preprocess.MODEL_INPUT_ROUTE): here a
+        # Embedded before the model input's route changed (vision.prepare.MODEL_INPUT_ROUTE): here a
         # stand-in vector, which re-embedding must replace with its image's embedding.
         s.add("cam4", "day", data, a.embed([scene(7)])[0], a.spec.identity, old_stats)
         assert reembed(s, a) == 3

@@ -76,7 +76,7 @@ def test_training_writes_model_card_plots_and_onnx(trained):
 
 
 def test_same_identity_is_clearly_closer_than_different(trained):
-    from camwatch.vision.preprocess import InputSpec, prepare
+    from camwatch.vision.prepare import InputSpec, prepare
 
     sess = ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map

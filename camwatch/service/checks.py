@@ -20,8 +20,10 @@ from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import scrub
 from camwatch.service.enrol import fetch_frames
 from camwatch.store.references import Reference, ReferenceStore
+from camwatch.vision.analyse import analyse_batch
 from camwatch.vision.embedder import Embedder
-from camwatch.vision.preprocess import ViewStats, analyse_batch, apply_regions
+from camwatch.vision.regions import apply_regions
+from camwatch.vision.stats import ViewStats
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def judge(embedding: np.ndarray, stats: ViewStats, refs: Sequence[Reference], th
 def embed_views(embedder: Embedder, views: Sequence[np.ndarray]) -> tuple[np.ndarray, list[ViewStats]]:
     """Embed views as one batch: (N, D) float32 unit vectors, and each view's statistics.
 
-    Both come from one reduction of each frame (``preprocess.analyse``), the
+    Both come from one reduction of each frame (``vision.analyse.analyse``), the
     largest part of a check's own CPU cost at 720p and 1080p.
     """
     if not views:

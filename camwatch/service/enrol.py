@@ -26,14 +26,11 @@ from camwatch.core.types import Frame
 from camwatch.sources import open_source
 from camwatch.store.references import Reference, ReferenceStore, Refresh
 from camwatch.vision.embedder import Embedder
-from camwatch.vision.preprocess import (
-    MODEL_INPUT_ROUTE,
-    STATS_ROUTE,
-    ImageFileError,
-    apply_regions,
-    view_stats,
-)
-from camwatch.vision.preprocess import read_image_file as _decode_image_file
+from camwatch.vision.images import ImageFileError
+from camwatch.vision.images import read_image_file as _decode_image_file
+from camwatch.vision.prepare import MODEL_INPUT_ROUTE
+from camwatch.vision.regions import apply_regions
+from camwatch.vision.stats import STATS_ROUTE, view_stats
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +168,7 @@ def fetch_frames(cameras: Sequence[CameraConfig]) -> dict[str, Frame | BaseExcep
 
 
 def _route(stats: object) -> int:
-    """The ``preprocess.STATS_ROUTE`` stored statistics were measured by (1 when they do not say)."""
+    """The ``vision.stats.STATS_ROUTE`` stored statistics were measured by (1 when they do not say)."""
     try:
         return int(stats.get("route", 1)) if isinstance(stats, dict) else 1
     except (TypeError, ValueError):
@@ -182,7 +179,7 @@ def reembed(store: ReferenceStore, embedder: Embedder, batch: int = 32) -> int:
     """Re-embed, from their stored images, references made with another model or model input route.
 
     Their view statistics are measured again too, as are those of references
-    whose statistics came from another ``preprocess.STATS_ROUTE``: decision
+    whose statistics came from another ``vision.stats.STATS_ROUTE``: decision
     compares a view's statistics with its reference's, so both must be measured
     alike. Everything is computed first and written in one transaction
     (``ReferenceStore.refresh``): a crash or a failing model half-way leaves every

@@ -28,7 +28,7 @@ import numpy as np
 from camwatch.core.errors import CamwatchError
 from camwatch.tools.faces import find_faces
 from camwatch.vision.embedder import load_embedder
-from camwatch.vision.preprocess import ImageFileError, read_image_file
+from camwatch.vision.images import ImageFileError, read_image_file
 
 #: Logistic scale of the confidence (similarity units); see the module docstring.
 # The logistic's scale as a fraction of the model's default distance
