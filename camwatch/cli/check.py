@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from camwatch.config import CameraConfig
+from camwatch.config import CameraConfig, load_config
 from camwatch.core.errors import ConfigError
 from camwatch.core.secrets import scrub
 from camwatch.service.checks import CheckRow, run_checks
-from camwatch.service.daemon import load_config_registered
 from camwatch.store.references import ReferenceStore
 from camwatch.vision.embedder import load_embedder
 
@@ -33,7 +32,7 @@ def _row_line(r: CheckRow) -> str:
 
 def cli_check(args: argparse.Namespace) -> int:
     """Check the named (default: every enabled) camera; print one row each, or one JSON document."""
-    config = load_config_registered(args.config)
+    config = load_config(args.config)
     rows: list[CheckRow] = []
     cameras: list[CameraConfig] = []
     if args.cameras:

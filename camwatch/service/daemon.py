@@ -22,7 +22,7 @@ from camwatch import __version__
 from camwatch.config import CameraConfig, Config, load_config
 from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
-from camwatch.core.secrets import register_secret, scrub
+from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
 from camwatch.service import notify
 from camwatch.service.alerts import Dispatcher, build_sinks
@@ -78,7 +78,7 @@ class Daemon:
     # ---- start-up --------------------------------------------------------------
     def start(self) -> None:
         """Everything up to READY=1: config, model warm, store, events, metrics, schedule."""
-        self.config = config = load_config_registered(self.config_path)
+        self.config = config = load_config(self.config_path)
         s = config.settings
         self.embedder = embedder = load_embedder(str(s.model) if s.model else None, device=s.device,
                                                  require_gpu=s.require_gpu)
@@ -227,7 +227,7 @@ class Daemon:
         assert self.config is not None and self.metrics is not None and self.pipeline is not None
         notify.reloading()
         try:
-            config = load_config_registered(self.config_path)
+            config = load_config(self.config_path)
             _check_reloadable(self.config, config)
         except CamwatchError as exc:
             for line in str(exc).splitlines():
@@ -372,13 +372,3 @@ def _check_reloadable(old: Config, new: Config) -> None:
     if changed:
         raise ConfigError(f"{new.path}: settings.{', settings.'.join(changed)}: "
                           "changed; restart camwatch for this to take effect")
-
-
-def load_config_registered(path: str) -> Config:
-    """Load the config and register its secrets for scrubbing before anything logs."""
-    config = load_config(path)
-    for secret in config.secrets:
-        register_secret(secret)
-    for cam in config.cameras:
-        register_secret(cam.password)
-    return config
