@@ -23,13 +23,9 @@ from pathlib import Path
 
 import cv2
 import yaml
+from harness import scene_image  # first: puts the repository and tests/ on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from media import scene_image  # noqa: E402
-
-from camwatch.service.daemon import Daemon  # noqa: E402
+from camwatch.service.daemon import Daemon
 
 
 def pct(values: list[float], q: float) -> float:
