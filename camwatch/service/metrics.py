@@ -260,7 +260,7 @@ class Metrics:
         self._camera_series.update(camera_id, count=("reconnects", ""))
 
     def alert(self, camera_id: str, kind: str | None) -> None:
-        """Count one alert; drift kinds from decision.py, 'unavailable' for camera_down."""
+        """Count one alert: a drift's kind (core.types.KINDS), 'unavailable' for camera_down."""
         kind = kind if kind in ALERT_KINDS else "unknown"
         self._camera_series.update(camera_id, count=("alerts", kind))
 
