@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs what it needs (Debian
-# packages for the real RTSP server, ffmpeg and Prometheus; the package with
-# its train and test extras), then runs every test. Exit status is pytest's.
+# The whole test command on a fresh machine, the one the README gives and .ci/run calls:
+#   1. the Debian packages the tests need (GStreamer's RTSP server, ffmpeg, Prometheus, systemd);
+#   2. a virtualenv of its own, .venv in the checkout (git-ignored), unless one is active
+#      (VIRTUAL_ENV set): the system Python is never installed into. PYTHON names the
+#      interpreter that makes .venv (default python3);
+#   3. the package with its train and test extras (torch pinned in pyproject), skipped when
+#      pyproject.toml has not changed since the last install into that environment;
+#   4. ruff, mypy (settings in pyproject.toml), then pytest; any failure fails the script.
+# Arguments go to pytest: scripts/test.sh -x tests/test_compare.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +25,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-# torch 2.13.0 is the CPU build this project trains with; pinning it here keeps
-# pip from pulling several GB of CUDA packages on a machine without a GPU.
-$PY -m pip install -q --disable-pip-version-check -e '.[train,test]' 'torch==2.13.0'
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  VENV=$VIRTUAL_ENV
+else
+  VENV=$PWD/.venv
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "making a virtualenv in $VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+  fi
+fi
+PY=$VENV/bin/python
 
-exec $PY -m pytest -q -ra "$@"
+# One line that changes whenever what step 3 installs would change: this checkout and its pyproject.
+stamp="$VENV/.camwatch-test-install"
+want="$PWD $(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing camwatch[train,test] into $VENV"
+  "$PY" -m pip install -q --disable-pip-version-check -e '.[train,test]'
+  echo "$want" > "$stamp"
+fi
+
+echo "ruff check"
+"$PY" -m ruff check camwatch tests benchmarks export
+echo "mypy"
+"$PY" -m mypy
+exec "$PY" -m pytest -q -ra "$@"
