@@ -23,7 +23,7 @@ from modelkit import grid_model, view, world
 from camwatch.tools.evaluate import detection_at, roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORE_PY = Path("/work/shared/drift-bench/score.py")
+SCORE_PY = ROOT.parent / "shared" / "drift-bench" / "score.py"   # the benchmark beside the repository, if any
 
 
 def make_cases(folder: Path) -> list[tuple[str, str, int, str]]:
