@@ -168,7 +168,11 @@ def _provider_library_problem(name: str) -> str | None:
     return None
 
 
-def _providers_for(device: str, trt_cache: Path | None) -> tuple[list[Any], str | None]:
+#: An ONNX Runtime provider: its name, or its name and options.
+Provider = str | tuple[str, dict[str, object]]
+
+
+def _providers_for(device: str, trt_cache: Path | None) -> tuple[list[Provider], str | None]:
     """ORT provider list for a device setting, and why a GPU was not asked for (if so)."""
     import onnxruntime as ort
 
@@ -188,7 +192,7 @@ def _providers_for(device: str, trt_cache: Path | None) -> tuple[list[Any], str 
                    else "this onnxruntime build has no TensorRT provider")
     if trt_problem is not None and cuda_problem is not None:
         return [_CPU], f"neither TensorRT ({trt_problem}) nor CUDA ({cuda_problem}) can be used"
-    providers: list[Any] = []
+    providers: list[Provider] = []
     if trt_problem is None:
         cache = trt_cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camwatch" / "tensorrt"
         with contextlib.suppress(OSError):
