@@ -48,7 +48,8 @@ RATIOS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.25)
 
 def embed_folder(folder: Path, emb) -> list[dict]:
     """Per camera: reference RefView, calibration (vec, stats), queries (case, vec, stats)."""
-    cache = folder / f".tune-{emb.spec.identity[:12]}-route{STATS_ROUTE}.pkl"
+    # v2: pickles vision.stats.ViewStats (v1 caches hold the ViewStats of a module that is gone)
+    cache = folder / f".tune-{emb.spec.identity[:12]}-route{STATS_ROUTE}-v2.pkl"
     if cache.is_file():
         return pickle.loads(cache.read_bytes())
     cases = read_cases(folder)
