@@ -35,7 +35,6 @@ from harness import (
     CamwatchProcess,
     Media,
     RtspServer,
-    free_port,
     metric_sum,
     need_tools,
     print_settings,
@@ -90,20 +89,19 @@ def camwatch_run(folder: Path, url: str, mode: str, cameras: int, interval: floa
                  model: str | None) -> tuple[float, float, float]:
     """(CPU s per check, checks in window, checks/s) of the real daemon."""
     cams = [{"id": f"c{i}", "url": url, "mode": mode, "auto_enroll": True} for i in range(cameras)]
-    port = free_port()
-    cfg = write_config(folder / "cameras.yaml", cams, port, interval=interval, timeout=5,
+    cfg = write_config(folder / "cameras.yaml", cams, interval=interval, timeout=5,
                        **({"model": model} if model else {}))
-    d = CamwatchProcess(cfg, port, log_level="WARNING")
+    d = CamwatchProcess(cfg, log_level="WARNING")
     try:
         d.wait_ready()
         # warm-up: every camera enrolled and checked a few times
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            ok = metric_sum(scrape(port), "camwatch_checks_total", result="ok")
+            ok = metric_sum(scrape(d.port), "camwatch_checks_total", result="ok")
             if ok >= 3 * cameras:
                 break
             time.sleep(0.5)
-        text = scrape(port)
+        text = scrape(d.port)
         n0 = metric_sum(text, "camwatch_checks_total", result="ok") \
             + metric_sum(text, "camwatch_checks_total", result="drifted")
         _, _, _, c0 = proc_stats(d.proc.pid)
@@ -111,7 +109,7 @@ def camwatch_run(folder: Path, url: str, mode: str, cameras: int, interval: floa
         time.sleep(seconds)
         _, _, _, c1 = proc_stats(d.proc.pid)
         wall = time.monotonic() - t0
-        text = scrape(port)
+        text = scrape(d.port)
         n1 = metric_sum(text, "camwatch_checks_total", result="ok") \
             + metric_sum(text, "camwatch_checks_total", result="drifted")
         errors = metric_sum(text, "camwatch_checks_total", result="error")

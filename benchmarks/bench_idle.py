@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import CamwatchProcess, Media, RtspServer, free_port, need_tools, print_settings, workdir, write_config
+from harness import CamwatchProcess, Media, RtspServer, need_tools, print_settings, workdir, write_config
 
 
 def thread_ns(pid: int) -> dict[str, int]:
@@ -64,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     totals: list[float] = []
     try:
         for run in range(args.runs):
-            port = free_port()
             cams = [{"id": "c0", "url": server.url("p720"), "mode": "snapshot", "auto_enroll": True}]
-            d = CamwatchProcess(write_config(tmp / f"cameras{run}.yaml", cams, port, interval=args.interval,
-                                             timeout=5), port, log_level="WARNING")
+            d = CamwatchProcess(write_config(tmp / f"cameras{run}.yaml", cams, interval=args.interval,
+                                             timeout=5), log_level="WARNING")
             try:
                 d.wait_ready()
                 time.sleep(8)                      # enrolled, first check done, only waiting now

@@ -29,7 +29,6 @@ from harness import (
     CamwatchProcess,
     RtspServer,
     SnapshotServer,
-    free_port,
     metric_sum,
     need_tools,
     print_settings,
@@ -64,10 +63,9 @@ def cameras_for(mode: str, n: int, folder: Path, http: SnapshotServer | None, rt
 
 def rss_of(folder: Path, cams: list[dict], interval: float, model: str | None, settle_checks: int = 3) -> float:
     """Median RSS (MB) once every enabled camera has done ``settle_checks`` checks."""
-    port = free_port()
-    cfg = write_config(folder / "cameras.yaml", cams, port, interval=interval, timeout=5,
+    cfg = write_config(folder / "cameras.yaml", cams, interval=interval, timeout=5,
                        **({"model": model} if model else {}))
-    d = CamwatchProcess(cfg, port, log_level="WARNING")
+    d = CamwatchProcess(cfg, log_level="WARNING")
     try:
         d.wait_ready(120)
         enabled = sum(1 for c in cams if c.get("enabled", True))

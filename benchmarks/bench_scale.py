@@ -30,7 +30,6 @@ from harness import (
     CamwatchProcess,
     RtspServer,
     SnapshotServer,
-    free_port,
     histogram,
     metric_sum,
     need_tools,
@@ -54,10 +53,9 @@ def one_run(folder: Path, kind: str, cameras: int, interval: float, seconds: flo
         else:
             url = rtsp.url(f"m{i % endpoints}") + f"?camera={i}"
         cams.append({"id": f"cam{i:04d}", "url": url, "auto_enroll": True})
-    port = free_port()
-    cfg = write_config(folder / "cameras.yaml", cams, port, interval=interval, timeout=5,
+    cfg = write_config(folder / "cameras.yaml", cams, interval=interval, timeout=5,
                        workers=8, **({"model": model} if model else {}))
-    d = CamwatchProcess(cfg, port, log_level="WARNING")
+    d = CamwatchProcess(cfg, log_level="WARNING")
     try:
         d.wait_ready(180)
         t_start = time.monotonic()

@@ -5,8 +5,8 @@ repository and tests/ on ``sys.path``, so a script run as ``python benchmarks/NA
 starts the same servers (tests/servers.py) and makes the same media (tests/media.py)
 as the tests, without pytest.
 
-- ``CamwatchProcess``: ``python -m camwatch --config F`` with its log in a file;
-  ``write_config`` writes the cameras file it reads.
+- ``CamwatchProcess``: the tests' ``camwatch --config F`` process (tests/daemon_helpers.py)
+  that waits for its /metrics; ``write_config`` writes the cameras file it reads.
 - ``proc_stats``: RSS, open files, threads and CPU seconds of a live process.
 - ``scrape``, ``metric_sum``, ``histogram``, ``quantile``: /metrics read as plain text.
 - ``need_tools``, ``rtsp_server``, ``SnapshotServer``, ``Media``, ``workdir``: what a
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,15 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+import daemon_helpers  # noqa: E402
 from media import Media, have_ffmpeg, scene_image, write_image  # noqa: E402
-from servers import RtspServer, SnapshotServer, free_port, gst_rtsp_available  # noqa: E402
+from servers import RtspServer, SnapshotServer, gst_rtsp_available  # noqa: E402
 
-__all__ = ["REPO", "CamwatchProcess", "Media", "RtspServer", "SnapshotServer", "free_port", "histogram",
+__all__ = ["REPO", "CamwatchProcess", "Media", "RtspServer", "SnapshotServer", "histogram",
            "metric_sum", "need_tools", "print_settings", "proc_stats", "quantile", "rtsp_server", "scene_image",
            "scrape", "timed", "workdir", "write_config", "write_image"]
 
@@ -144,29 +141,22 @@ def rtsp_server(folder: Path, mounts: int = 2, width: int = 640, height: int = 3
     return server
 
 
-def write_config(path: Path, cameras: list[dict], port: int, **settings: Any) -> Path:
-    """A cameras file with benchmark defaults (2 s interval, no calibration, metrics on ``port``)."""
-    base = {"state_dir": str(path.parent / "state"), "interval": 2, "timeout": 3, "confirm": 2,
-            "recover": 1, "calibration": {"checks": 0}, "workers": 8,
-            "metrics": {"address": "127.0.0.1", "port": port}}
-    base.update(settings)
-    path.write_text(yaml.safe_dump({"settings": base, "cameras": cameras}, sort_keys=False))
+def write_config(path: Path, cameras: list[dict], **settings: Any) -> Path:
+    """The tests' cameras file (a free metrics port, calibration off) with benchmark defaults:
+    2 s interval, 8 workers; readable by its owner only, as for a file that may hold passwords."""
+    daemon_helpers.write_config(path, cameras, **{"interval": 2, "workers": 8, **settings})
     os.chmod(path, 0o600)
     return path
 
 
-class CamwatchProcess:
-    """``python -m camwatch --config F`` with its log in a file next to the config."""
+class CamwatchProcess(daemon_helpers.Daemon):
+    """``python -m camwatch --config F`` as the tests run it, with its log in a file next to the config."""
 
-    def __init__(self, config: Path, port: int, log_level: str = "INFO"):
-        self.port = port
-        self.log_path = config.parent / "camwatch.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "camwatch", "--log-level", log_level,
-                                      "--config", str(config)], stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
+    def __init__(self, config: Path, log_level: str = "INFO"):
+        super().__init__(config, log_level=log_level)
 
     def wait_ready(self, timeout: float = 120) -> None:
+        """Until /metrics answers; a daemon that exits first is an error with its log's tail."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -179,15 +169,4 @@ class CamwatchProcess:
         raise RuntimeError(f"camwatch /metrics not up in {timeout} s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+        return self.log()[-n:]

@@ -34,7 +34,6 @@ from harness import (
     CamwatchProcess,
     RtspServer,
     SnapshotServer,
-    free_port,
     metric_sum,
     need_tools,
     print_settings,
@@ -99,10 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     rtsp = rtsp_server(tmp)
     http = SnapshotServer().start()
     cams, http_paths = site(args.cameras, rtsp, http)
-    port = free_port()
-    cfg = write_config(tmp / "cameras.yaml", cams, port, interval=args.interval,
+    cfg = write_config(tmp / "cameras.yaml", cams, interval=args.interval,
                        **({"model": args.model} if args.model else {}))
-    daemon = CamwatchProcess(cfg, port)
+    daemon = CamwatchProcess(cfg)
     samples: list[Sample] = []
     faults = ["rtsp-down", "rtsp-freeze", "http-500"]
     phase = "healthy"
@@ -160,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             rss, fds, threads, cpu = proc_stats(daemon.proc.pid)
             try:
-                checks = metric_sum(scrape(port), "camwatch_checks_total")
+                checks = metric_sum(scrape(daemon.port), "camwatch_checks_total")
             except OSError:
                 checks = float("nan")
             with lock:
