@@ -30,20 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from harness import (
-    CamwatchProcess,
-    RtspServer,
-    SnapshotServer,
-    metric_sum,
-    need_tools,
-    print_settings,
-    proc_stats,
-    rtsp_server,
-    scene_image,
-    scrape,
-    workdir,
-    write_config,
-)
+import harness
 
 
 @dataclass
@@ -57,7 +44,7 @@ class Sample:
     phase: str
 
 
-def site(cameras: int, rtsp: RtspServer, http: SnapshotServer) -> tuple[list[dict], list[str]]:
+def site(cameras: int, rtsp: harness.RtspServer, http: harness.SnapshotServer) -> tuple[list[dict], list[str]]:
     """Camera entries: half RTSP (alternating snapshot/stream over the mounts), half HTTP."""
     cams, http_paths = [], []
     mounts = list(rtsp.mounts)
@@ -67,7 +54,7 @@ def site(cameras: int, rtsp: RtspServer, http: SnapshotServer) -> tuple[list[dic
                      "mode": "stream" if i % 2 else "snapshot", "auto_enroll": True})
     for i in range(cameras - n_rtsp):
         path = f"/cam{i}.jpg"
-        http.image(path, scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
+        http.image(path, harness.scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
         http_paths.append(path)
         cams.append({"id": f"http{i:03d}", "url": http.url(path), "auto_enroll": True})
     return cams, http_paths
@@ -88,19 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-growth", type=float, default=10.0, help="percent")
     ap.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     args = ap.parse_args(argv)
-    why = need_tools()
+    why = harness.need_tools()
     if why:
         print(f"soak: cannot run: {why}", file=sys.stderr)
         return 3
 
-    print_settings("soak", args)
-    tmp = workdir("soak")
-    rtsp = rtsp_server(tmp)
-    http = SnapshotServer().start()
+    harness.print_settings("soak", args)
+    tmp = harness.workdir("soak")
+    rtsp = harness.rtsp_server(tmp)
+    http = harness.SnapshotServer().start()
     cams, http_paths = site(args.cameras, rtsp, http)
-    cfg = write_config(tmp / "cameras.yaml", cams, interval=args.interval,
+    cfg = harness.write_config(tmp / "cameras.yaml", cams, interval=args.interval,
                        **({"model": args.model} if args.model else {}))
-    daemon = CamwatchProcess(cfg)
+    daemon = harness.CamwatchProcess(cfg)
     samples: list[Sample] = []
     faults = ["rtsp-down", "rtsp-freeze", "http-500"]
     phase = "healthy"
@@ -131,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 rtsp.thaw()
             else:
                 for i, p in enumerate(http_paths):
-                    http.image(p, scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
+                    http.image(p, harness.scene_image(640, 360, seed=100 + i, scene=("street", "shop", "lobby")[i % 3]))
             with lock:
                 phase = "recovering"
             stop.wait(min(10.0, args.fault_every - args.fault_for))  # recovery, not yet healthy
@@ -156,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             if daemon.proc.poll() is not None:
                 print(f"soak: camwatch exited {daemon.proc.returncode}:\n{daemon.log_tail()}", file=sys.stderr)
                 return 1
-            rss, fds, threads, cpu = proc_stats(daemon.proc.pid)
+            rss, fds, threads, cpu = harness.proc_stats(daemon.proc.pid)
             try:
-                checks = metric_sum(scrape(daemon.port), "camwatch_checks_total")
+                checks = harness.metric_sum(harness.scrape(daemon.port), "camwatch_checks_total")
             except OSError:
                 checks = float("nan")
             with lock:
