@@ -95,7 +95,7 @@ def model_card(info: dict) -> str:
         speed = "\n".join([
             f"- model alone: {s['batch1_views_per_s']:,.0f} views/s at batch 1, "
             f"{s['batch32_views_per_s']:,.0f} at batch 32",
-            f"- `preprocess.prepare` of a 1080p BGR frame: {s['prepare_1080p_views_per_s']:,.0f} views/s",
+            f"- `vision.prepare.prepare` of a 1080p BGR frame: {s['prepare_1080p_views_per_s']:,.0f} views/s",
             "- end to end from a decoded 1080p frame (prepare + model, batch 32): "
             f"{s['end_to_end_1080p_views_per_s']:,.0f} views/s"])
     else:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-RENDER_WIDTH = 192     # views are rendered at most this wide (1.5x the model's 128), then go through preprocess.prepare
+#: Views are rendered at most this wide (1.5x the model's 128), then go through vision.prepare.prepare.
+RENDER_WIDTH = 192
 
 
 @dataclass(frozen=True)
