@@ -105,7 +105,7 @@ class Daemon:
         return None
 
     def cameras(self) -> set[str]:
-        return {dict(l)["camera"] for (n, l), _ in self.samples().items()
+        return {dict(labels)["camera"] for (n, labels), _ in self.samples().items()
                 if n == "camwatch_camera_state"}
 
     # -- waiting ------------------------------------------------------------------

@@ -43,7 +43,7 @@ class NotifySocket:
             except (TimeoutError, OSError):
                 continue
             self.messages.append((time.monotonic(),
-                                  dict(l.split("=", 1) for l in data.splitlines() if "=" in l)))
+                                  dict(line.split("=", 1) for line in data.splitlines() if "=" in line)))
 
     def keys(self) -> list[str]:
         return [k for _, m in self.messages for k in m]
