@@ -30,10 +30,10 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from camwatch.core.backoff import Backoff
-from camwatch.core.types import CameraState
+from camwatch.core.types import CameraState, EventType
 
 #: Consecutive failed fetches before a camera_down event (one failure is a hiccup).
 DOWN_AFTER_FAILURES = 2
@@ -43,7 +43,6 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_INTERVALS = 4
 BACKOFF_CAP_FLOOR_S = 10.0
 
-EventType = Literal["drift_started", "drift_cleared", "camera_down", "camera_up"]
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -45,3 +46,7 @@ ALERT_KINDS: tuple[str, ...] = (*KINDS, "unknown", "unavailable")
 
 #: Results of one scheduled check.
 RESULTS: tuple[str, ...] = ("ok", "drifted", "error", "no_reference", "skipped")
+
+#: What an event says happened (events.db, webhooks, the monitor's Emit actions).
+EventType = Literal["drift_started", "drift_cleared", "camera_down", "camera_up"]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)

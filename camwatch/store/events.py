@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from camwatch.core.secrets import scrub
+from camwatch.core.types import EVENT_TYPES
 from camwatch.store.db import Param, open_database, prepare_state_dir
 
 DB_NAME = "events.db"
-EVENT_TYPES = ("drift_started", "drift_cleared", "camera_down", "camera_up")
 #: What moving a damaged events.db aside costs, named in its error.
 _LOST = "the event history and any undelivered alerts will be gone"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import io
@@ -160,12 +161,32 @@ def _provider_library_problem(name: str) -> str | None:
                 ort.preload_dlls()
     lib = Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{name}.so"
     if not lib.exists():
-        return f"this onnxruntime has no {name} provider (install onnxruntime-gpu)"
+        return f"this onnxruntime has no {name} provider ({_gpu_build_fix()})"
     try:
         ctypes.CDLL(str(lib))
     except OSError as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+def _gpu_build_fix() -> str:
+    """What to run to get ONNX Runtime's CUDA build, for the line that says GPU is not used.
+
+    The CPU and GPU wheels install the same ``onnxruntime`` package; when both are
+    installed, whichever pip wrote last wins, and an upgrade of camwatch can lay the
+    CPU build back over the GPU one (docs/deploy.md).
+    """
+    def installed(dist: str) -> bool:
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+
+    if installed("onnxruntime-gpu"):
+        return ("the CPU build of onnxruntime lies over onnxruntime-gpu: "
+                "pip install --force-reinstall --no-deps onnxruntime-gpu")
+    return "for a GPU: pip install 'camwatch[gpu]', see docs/deploy.md"
 
 
 #: An ONNX Runtime provider: its name, or its name and options.
@@ -180,7 +201,7 @@ def _providers_for(device: str, trt_cache: Path | None) -> tuple[list[Provider],
     if device == "cpu":
         return [_CPU], None
     cuda_problem = (_provider_library_problem("cuda") if _CUDA in available
-                    else "this onnxruntime build has no CUDA provider")
+                    else f"this onnxruntime build has no CUDA provider ({_gpu_build_fix()})")
     if device == "auto":
         return ([_CUDA, _CPU], None) if cuda_problem is None else ([_CPU], cuda_problem)
     if device == "cuda":
