@@ -58,7 +58,12 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
 
 def print_settings(script: str, args: argparse.Namespace) -> None:
     """One line naming every setting a run used, so a printed figure can be rerun as it was."""
-    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+    def text(v: object) -> str:
+        if isinstance(v, list):
+            return " ".join(text(x) for x in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {text(v)}")
                      for k, v in vars(args).items() if v is not None and v is not False)
     print(f"{script}: {flags}", flush=True)
 
