@@ -178,6 +178,7 @@ def test_an_events_db_from_before_versioned_migrations_opens_with_its_events(tmp
     [old] = store.list()
     assert (old.id, old.camera_id, old.type, old.kind, old.time) == ("e-old", "gate", "drift_started", "moved",
                                                                      1_700_000_000.0)
+    assert old.details == {}                       # rows from before the details column have none
     assert store.deliveries("e-old")[0].attempts == 3 and store.pending_count("webhook-aaaa0000") == 1
     new = Event("gate", "drift_cleared")
     store.record(new, ["webhook-aaaa0000"])
@@ -186,6 +187,27 @@ def test_an_events_db_from_before_versioned_migrations_opens_with_its_events(tmp
     con = sqlite3.connect(tmp_path / "events.db")
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
+
+
+def test_details_are_stored_delivered_and_read_back(tmp_path):
+    """The cues behind a decision travel with the event: events.db, the webhook body, a restart."""
+    store = EventStore(tmp_path)
+    e = Event("gate", "drift_started", kind="covered", similarity=0.2, threshold=0.6,
+              details={"structure_distance": 0.91, "structure_scale": 0.33, "cue": "dark",
+                       "sharpness_ratio": float("nan")})
+    store.record(e, ["webhook-aaaa0000"])
+    store.close()
+    again = EventStore(tmp_path)
+    [back] = again.list()
+    assert back.details == {"structure_distance": 0.91, "structure_scale": 0.33, "cue": "dark",
+                            "sharpness_ratio": "nan"}  # JSON has no NaN: kept as its text
+    [(due, _)] = again.due("webhook-aaaa0000")
+    assert due.details == back.details
+    rx = Receiver()
+    WebhookSink(rx.url).send(back)
+    rx.stop()
+    assert rx.accepted[0]["body"]["details"]["structure_distance"] == 0.91
+    assert Event("c", "camera_up").payload()["details"] == {}
 
 
 def test_event_type_is_checked():
@@ -496,7 +518,8 @@ def test_cli_events_lists_filters_and_hides_secrets(tmp_path, cli_config):
     old = Event("yard", "camera_down", time=now - 3 * 3600)
     drift = Event("front-door", "drift_started", kind="moved", similarity=0.41, threshold=0.8,
                   evidence=str(tmp_path / "state/evidence/x.jpg"),
-                  message=f"from rtsp://viewer:{secret}@10.0.0.5/stream1", time=now - 60)
+                  message=f"from rtsp://viewer:{secret}@10.0.0.5/stream1", time=now - 60,
+                  details={"structure_distance": 0.93})
     back = Event("front-door", "drift_cleared", similarity=0.93, threshold=0.8, time=now - 5)
     for e in (old, drift, back):
         store.record(e, ["log"])
@@ -516,6 +539,7 @@ def test_cli_events_lists_filters_and_hides_secrets(tmp_path, cli_config):
     docs = json.loads(r.stdout)["events"]
     assert [d["id"] for d in docs] == [drift.id, back.id]
     assert docs[0]["kind"] == "moved" and docs[0]["deliveries"] == {"log": {"delivered": True}}
+    assert docs[0]["details"] == {"structure_distance": 0.93} and docs[1]["details"] == {}
     assert docs[1]["deliveries"]["log"]["delivered"] is False
     assert secret not in r.stdout
 

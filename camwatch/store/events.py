@@ -13,6 +13,8 @@ or a secret: sinks are known by name only.
 from __future__ import annotations
 
 import builtins
+import json
+import math
 import os
 import time
 import uuid
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_attempt);
 """,
+    # 1 -> 2: the cues behind a decision (structure distance, scale, sharpness ...), a JSON object.
+    "ALTER TABLE events ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -72,7 +76,10 @@ class Event:
     it is the idempotency key receivers deduplicate on. ``evidence`` is the
     path of the evidence JPEG (drift_started) or None. ``time`` is unix
     seconds. ``message`` must not hold a URL or a secret (use
-    ``CameraConfig.redacted_url`` if a URL is needed at all).
+    ``CameraConfig.redacted_url`` if a URL is needed at all). ``details`` holds
+    the cues behind a decision (e.g. structure distance and scale, sharpness
+    ratio), so a person or a script can see why without reading the log at
+    debug level; names and values only, never a URL or a secret.
     """
 
     camera_id: str
@@ -84,6 +91,7 @@ class Event:
     message: str = ""
     time: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    details: dict[str, float | str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
@@ -126,6 +134,7 @@ class Event:
             "message": scrub(self.message),
             "evidence": self.evidence,
             "text": self.text(),
+            "details": dict(self.details),
             "source": "camwatch",
         }
 
@@ -168,11 +177,11 @@ class EventStore:
         event id twice is a no-op (so a retried record cannot duplicate).
         """
         row = (event.id, event.camera_id, event.type, event.kind, event.similarity,
-               event.threshold, event.evidence, scrub(event.message), event.time)
+               event.threshold, event.evidence, scrub(event.message), event.time, _details_json(event.details))
         with self._db.transaction(f"record event for camera {event.camera_id}") as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO events (id, camera_id, type, kind, similarity, threshold,"
-                " evidence, message, time) VALUES (?,?,?,?,?,?,?,?,?)", row)
+                " evidence, message, time, details) VALUES (?,?,?,?,?,?,?,?,?,?)", row)
             if cur.rowcount:
                 conn.executemany(
                     "INSERT OR IGNORE INTO outbox (event_id, sink, next_attempt) VALUES (?,?,0)",
@@ -183,10 +192,10 @@ class EventStore:
         now = time.time() if now is None else now
         rows = self._db.read(
             "SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
-            " e.message, e.time, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
+            " e.message, e.time, e.details, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
             " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
             " ORDER BY e.seq LIMIT ?", (sink, now, limit))
-        return [(_event(r[:9]), int(r[9])) for r in rows]
+        return [(_event(r[:10]), int(r[10])) for r in rows]
 
     def next_due_time(self, sink: str) -> float | None:
         """When the earliest pending delivery of ``sink`` may be tried, or None."""
@@ -242,7 +251,7 @@ class EventStore:
     def list(self, camera_id: str | None = None, since: float | None = None,
              limit: int = 200) -> builtins.list[Event]:
         """Events, newest last (the ``limit`` newest that match)."""
-        sql = ("SELECT id, camera_id, type, kind, similarity, threshold, evidence, message, time"
+        sql = ("SELECT id, camera_id, type, kind, similarity, threshold, evidence, message, time, details"
                " FROM events WHERE 1=1")
         params: builtins.list[Param] = []
         if camera_id is not None:
@@ -261,6 +270,30 @@ class EventStore:
         return [Delivery(*r) for r in rows]
 
 
+def _details_json(details: dict[str, float | str]) -> str:
+    """``details`` as stored: JSON, strings scrubbed, a number JSON cannot hold (nan, inf) as its text."""
+    clean: dict[str, float | str] = {}
+    for key, value in details.items():
+        if isinstance(value, str):
+            clean[str(key)] = scrub(value)
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            clean[str(key)] = float(value)
+        else:
+            clean[str(key)] = str(value)
+    return json.dumps(clean, sort_keys=True)
+
+
+def _details(text: str | None) -> dict[str, float | str]:
+    """The stored JSON back; a row that is not an object of names gives nothing rather than fail a read."""
+    try:
+        doc = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {str(k): v for k, v in doc.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+
+
 def _event(r: Sequence[Any]) -> Event:
     return Event(id=r[0], camera_id=r[1], type=r[2], kind=r[3], similarity=r[4], threshold=r[5],
-                 evidence=r[6], message=r[7] or "", time=r[8])
+                 evidence=r[6], message=r[7] or "", time=r[8], details=_details(r[9]))
