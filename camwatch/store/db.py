@@ -15,6 +15,15 @@ follow the same rules, kept here once:
   transaction, on open. A file newer than this camwatch is refused.
 * Transactions as ``BEGIN IMMEDIATE ... COMMIT`` under a thread lock, with
   every SQLite error turned into one ``StoreError`` line.
+* A write is reported done only once it is in the main file: each commit is
+  followed by a checkpoint. Why: the write-ahead log and its index
+  (``-wal``, ``-shm``) are separate files; deleted under a running process,
+  they took with them writes that had been reported stored (two references
+  ``enroll`` printed vanished, also after a restart). Each access also checks
+  that the log files are still the ones this connection opened (their inodes);
+  if not, the connection is reopened on the new ones (it would otherwise read
+  and write a log no other process sees), and a main file deleted, emptied or
+  replaced under the process is refused rather than written into.
 
 Foreign keys stay off (SQLite's default): no store relies on them; the
 outbox's ``REFERENCES`` documents the link and ``EventStore.prune`` deletes
@@ -23,6 +32,7 @@ in order.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -33,7 +43,11 @@ from typing import Any
 
 from camwatch.core.errors import StoreError
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 10_000
+#: The files SQLite keeps beside a WAL database: the log, and the log's index.
+SIDECARS = ("-wal", "-shm")
 
 #: A value SQLite accepts as a statement parameter.
 Param = str | bytes | int | float | None
@@ -78,13 +92,26 @@ def rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
+FileId = tuple[int, int]
+
+
+def _file_id(path: Path) -> tuple[FileId, int] | None:
+    """(device, inode) and size of a file, or None when it is missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino), st.st_size
+
+
 class Database:
     """One connection to one store file, shared by threads behind a lock.
 
     Why one connection and a lock: each store does a few small statements per
     check or event, so a lock costs nothing and keeps transactions simple.
     Other processes coordinate through SQLite's locking and the busy timeout.
-    ``writes`` counts commits made here (a store caching reads compares it).
+    ``writes`` counts commits made here (a store caching reads compares it);
+    a reopened connection counts as one too.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, lost: str):
@@ -93,6 +120,10 @@ class Database:
         self.lock = threading.RLock()
         self.writes = 0
         self._lost = lost
+        opened = _file_id(path)
+        self._main: FileId | None = opened[0] if opened else None
+        self._sidecars: tuple[FileId, ...] | None = self._sidecar_ids()
+        self._broken: str | None = None
 
     def close(self) -> None:
         with self.lock:
@@ -104,23 +135,108 @@ class Database:
             return StoreError(f"database {self.path}: {f'cannot {doing}: ' if doing else ''}{exc}")
         return corrupt_error(self.path, exc, self._lost)
 
+    # -- the files under the connection ----------------------------------------------
+
+    def _sidecar_ids(self) -> tuple[FileId, ...] | None:
+        """The log and index files' ids, or None while either does not exist (not opened yet)."""
+        ids = []
+        for suffix in SIDECARS:
+            found = _file_id(Path(f"{self.path}{suffix}"))
+            if found is None:
+                return None
+            ids.append(found[0])
+        return tuple(ids)
+
+    def _guard(self) -> None:
+        """Before any access: the files must still be the ones this connection uses (see the module doc)."""
+        if self._broken:
+            raise StoreError(self._broken)
+        main = _file_id(self.path)
+        if main is None or main[0] != self._main or main[1] == 0:
+            what = "deleted" if main is None else "emptied" if main[1] == 0 else "replaced"
+            raise StoreError(f"database {self.path}: {what} while camwatch had it open; nothing more is "
+                             f"written to it: restore it from a backup, then restart camwatch")
+        now = self._sidecar_ids()
+        if self._sidecars is None:
+            self._sidecars = now          # the first access created them
+        elif now != self._sidecars:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """The log or its index was deleted or replaced: move this connection onto the current ones.
+
+        Everything committed here already reached the main file (a checkpoint
+        follows every commit); one more checkpoint through the old log saves
+        anything a failed checkpoint left in it. Closing the old connection
+        while another process is connected neither checkpoints again nor
+        deletes the new files (SQLite does that only as the last connection).
+        """
+        log.warning("database %s: its write-ahead log files were deleted or replaced under camwatch; "
+                    "reopening it (every write reported stored is in the main file)", self.path)
+        self._checkpoint()
+        self.conn.close()
+        self.writes += 1                  # another connection: cached reads are void
+        try:
+            self.conn = _connect(self.path)
+            self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()   # opens the new log
+        except (sqlite3.Error, StoreError) as exc:
+            self._broken = (f"database {self.path}: cannot reopen it after its write-ahead log was "
+                            f"deleted ({exc}); restart camwatch")
+            raise StoreError(self._broken) from None
+        self._sidecars = self._sidecar_ids()
+        if self._sidecars is None:
+            # Another connection in this process still holds the old index (SQLite shares it per
+            # process): this one would write where no other process looks. Stop writing.
+            self._broken = (f"database {self.path}: its write-ahead log files were deleted and another "
+                            f"connection in this process still uses them; restart camwatch")
+            raise StoreError(self._broken)
+
+    def _checkpoint(self) -> bool:
+        """Copy the log into the main file; True when all of it got there.
+
+        FULL waits (busy timeout) for readers of older snapshots. Not getting
+        there is no failure of the write (the log is durable); a full disk
+        only delays it to the next commit's checkpoint.
+        """
+        try:
+            busy, logged, copied = self.conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("database %s: checkpoint failed: %s", self.path, exc)
+            return False
+        return not busy and copied == logged
+
+    def _settle(self) -> None:
+        """After a commit: into the main file, and still in the log every other process reads."""
+        complete = self._checkpoint()
+        if self._sidecar_ids() != self._sidecars:
+            # The log went away during this write: it is stored only if the checkpoint carried it over.
+            self._reopen()
+            if not complete:
+                raise StoreError(f"database {self.path}: its write-ahead log was deleted during this "
+                                 f"write; it may not be stored: try again")
+
+    # -- access ----------------------------------------------------------------------
+
     def read(self, sql: str, params: Sequence[Param] = ()) -> list[tuple[Any, ...]]:
         """Rows as SQLite gives them (its columns are dynamically typed: ``Any`` is the truth)."""
         with self.lock:
+            self._guard()
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc) from None
 
     def write(self, sql: str, params: Sequence[Param] = (), doing: str = "") -> int:
-        """One statement, committed on its own; returns the rows it changed."""
+        """One statement, committed on its own and in the main file when this returns; the rows it changed."""
         with self.lock:
+            self._guard()
             try:
                 changed = self.conn.execute(sql, params).rowcount
             except sqlite3.DatabaseError as exc:
                 raise self.error(exc, doing) from None
             finally:
                 self.writes += 1
+            self._settle()
             return int(changed)
 
     @contextmanager
@@ -128,9 +244,11 @@ class Database:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; rolled back on any error.
 
         SQLite errors inside become StoreError (``doing`` names the work in the
-        message); other exceptions pass through after the rollback.
+        message); other exceptions pass through after the rollback. When it
+        returns, the commit is in the main file (``_settle``).
         """
         with self.lock:
+            self._guard()
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
@@ -150,6 +268,29 @@ class Database:
                 raise self.error(exc, doing) from None
             finally:
                 self.writes += 1      # whatever happened, cached reads are void
+            self._settle()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to ``path`` with camwatch's pragmas (``_pragmas``); sqlite3 errors pass through."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        _pragmas(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _pragmas(conn: sqlite3.Connection, path: Path) -> None:
+    """Busy timeout, WAL and synchronous=FULL (the module doc says why)."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"database {path}: cannot use WAL journal mode (got {mode}); "
+                         f"put settings.state_dir on a local file system")
+    conn.execute("PRAGMA synchronous = FULL")
 
 
 def open_database(path: Path, migrations: Sequence[str], *, lost: str, verify: bool = True) -> Database:
@@ -167,17 +308,14 @@ def open_database(path: Path, migrations: Sequence[str], *, lost: str, verify: b
     except sqlite3.Error as exc:
         raise StoreError(f"database {path}: cannot open it ({exc})") from None
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"database {path}: cannot use WAL journal mode (got {mode}); "
-                             f"put settings.state_dir on a local file system")
-        conn.execute("PRAGMA synchronous = FULL")
+        _pragmas(conn, path)
         if verify:
             bad = [r[0] for r in conn.execute("PRAGMA quick_check")]
             if bad != ["ok"]:
                 raise corrupt_error(path, "; ".join(map(str, bad[:3])), lost)
-        _migrate(conn, path, migrations)
+        if _migrate(conn, path, migrations):
+            conn.execute("PRAGMA wal_checkpoint(FULL)")   # the new schema in the main file, as any write
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the log files exist from here
     except StoreError:
         conn.close()
         raise
@@ -193,14 +331,15 @@ def open_database(path: Path, migrations: Sequence[str], *, lost: str, verify: b
     return Database(path, conn, lost)
 
 
-def _migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[str]) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[str]) -> bool:
+    """Run the steps this file lacks, in one transaction; whether there were any."""
     target = len(migrations)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > target:
         raise StoreError(f"database {path}: schema version {version} is newer than this "
                          f"camwatch knows ({target}); upgrade camwatch")
     if version == target:
-        return
+        return False
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Re-read inside the write lock: another process may have migrated meanwhile.
@@ -214,3 +353,4 @@ def _migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[str]) ->
     except BaseException:
         rollback(conn)
         raise
+    return True
