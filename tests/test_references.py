@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +26,8 @@ import pytest
 
 from camwatch.core.errors import StoreError
 from camwatch.service.enrol import reembed
-from camwatch.store.references import DB_NAME, SCHEMA_VERSION, ReferenceStore
+from camwatch.store.identity import MARKER_NAME
+from camwatch.store.references import DB_NAME, MIGRATIONS, SCHEMA_VERSION, ReferenceStore, check_label
 from camwatch.vision.stats import view_stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -535,3 +537,122 @@ def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tm
         assert s.calibration_samples("cam", "m") == pytest.approx([0.8])
         s.clear_calibration("cam")
         assert s.calibration_samples("cam", "m") == []
+
+
+# -- the store's identity (issue 22 row 5) -----------------------------------------------------
+
+def test_a_new_store_writes_its_identity_beside_it(tmp_path):
+    state = tmp_path / "state"
+    with ReferenceStore(state) as s:
+        first = s.identity
+    assert (state / MARKER_NAME).read_text().strip() == first and len(first) == 32
+    with ReferenceStore(state) as s:
+        assert s.identity == first
+    with ReferenceStore(tmp_path / "other") as other:
+        assert other.identity != first
+
+
+def refused(state: Path, *expected: str) -> str:
+    with pytest.raises(StoreError) as err:
+        ReferenceStore(state)
+    message = str(err.value)
+    assert "\n" not in message
+    for text in (str(state / DB_NAME), str(state / MARKER_NAME), "delete", "backup", *expected):
+        assert text in message, message
+    return message
+
+
+@pytest.mark.parametrize("harm", ["truncated", "deleted", "swapped", "blank"])
+def test_a_store_that_existed_and_is_now_empty_missing_or_foreign_is_refused(tmp_path, harm):
+    state = tmp_path / "state"
+    with ReferenceStore(state) as s:
+        s.add("lobby", "day", jpeg(scene(1)), unit(1), "m")
+    db = state / DB_NAME
+    before = None
+    if harm == "truncated":
+        os.truncate(db, 0)
+        refused(state, "empty (0 bytes)")
+        assert db.stat().st_size == 0                    # left as found
+    elif harm == "deleted":
+        db.unlink()
+        refused(state, "missing")
+        assert not db.exists()                           # not recreated
+    elif harm == "swapped":                              # another installation's store, references and all
+        with ReferenceStore(tmp_path / "elsewhere") as other:
+            other.add("lobby", "day", jpeg(scene(2)), unit(2), "m")
+        shutil.copyfile(tmp_path / "elsewhere" / DB_NAME, db)
+        before = db.read_bytes()
+        refused(state, "another installation")
+        assert db.read_bytes() == before
+    else:                                                # a valid but blank SQLite file put in its place
+        db.unlink()
+        sqlite3.connect(db).close()
+        con = sqlite3.connect(db)
+        con.execute("CREATE TABLE x (y)")
+        con.commit()
+        con.close()
+        refused(state, "has no store id")
+    # Starting afresh is a deliberate act: delete the marker.
+    (state / MARKER_NAME).unlink()
+    with ReferenceStore(state) as s:
+        assert (state / MARKER_NAME).read_text().strip() == s.identity
+        if harm == "swapped":
+            assert [r.camera_id for r in s.list()] == ["lobby"]   # that store, adopted on purpose
+        else:
+            assert s.list() == []
+
+
+def test_a_bad_marker_is_one_line(tmp_path):
+    state = tmp_path / "state"
+    ReferenceStore(state).close()
+    (state / MARKER_NAME).write_text("not an id\n")
+    with pytest.raises(StoreError, match=r"^store marker .*store-id: not a camwatch store id; .*delete it"):
+        ReferenceStore(state)
+
+
+def test_a_store_from_before_identities_is_adopted_and_remembers_who_was_enrolled(tmp_path):
+    """A camwatch.db at schema 2 (no identity, no marker) is an upgrade, not a foreign file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    con = sqlite3.connect(state / DB_NAME)
+    for step in MIGRATIONS[:2]:
+        con.executescript(step)
+    con.execute("PRAGMA user_version = 2")
+    con.execute("INSERT INTO camera_references (camera_id, label, created_at, image_jpeg, embedding, dim, "
+                "model_id) VALUES ('lobby', 'day', 5.0, x'ff', ?, 8, 'm')", (unit(1).tobytes(),))
+    con.commit()
+    con.close()
+    with ReferenceStore(state) as s:
+        assert (state / MARKER_NAME).read_text().strip() == s.identity
+        assert s.ever_enrolled("lobby") and not s.ever_enrolled("yard")
+        assert [r.camera_id for r in s.list()] == ["lobby"]
+
+
+def test_ever_enrolled_survives_removing_references(store):
+    assert not store.ever_enrolled("lobby")
+    ref = store.add("lobby", "day", jpeg(scene(1)), unit(1), "m")
+    assert store.ever_enrolled("lobby")
+    store.remove([ref.id])
+    assert store.for_camera("lobby") == [] and store.ever_enrolled("lobby")
+    store.add("yard", "day", jpeg(scene(2)), unit(2), "m")
+    store.remove_camera("yard")
+    assert store.ever_enrolled("yard")
+
+
+# -- labels at the door (issue 22 row 10) --------------------------------------------------------
+
+@pytest.mark.parametrize("label", ["day\nID  CAMERA  forged", "\x1b[31mred", "tab\there", "bidi\u202eevil",
+                                   "x" * 65, " padded", "nul\x00"])
+def test_labels_with_control_characters_or_absurd_lengths_are_refused(store, label):
+    with pytest.raises(StoreError) as err:
+        store.add("lobby", label, jpeg(scene(1)), unit(1), "m")
+    message = str(err.value)
+    assert "\n" not in message and "\x1b" not in message and "\u202e" not in message
+    assert store.list() == []
+
+
+def test_ordinary_labels_pass(store):
+    for label in ("day", "night shift", "Tür-2", "x" * 64):
+        assert check_label(label) == label
+        store.add("lobby", label, jpeg(scene(1)), unit(1), "m")
+    assert len(store.list()) == 4

@@ -18,7 +18,16 @@ applied (``preprocess.apply_regions``), and ``stats`` are
 what a check of an unchanged view gives.
 
 ``camwatch.db``'s ``PRAGMA user_version`` is this module's schema version
-(``store.db`` opens, checks and migrates the file).
+(``store.db`` opens, checks and migrates the file). The store's identity is
+checked against ``<state_dir>/store-id`` on every open (``store.identity``):
+a store that existed and is now missing, empty or another installation's is
+refused, never taken for a new one. And the store remembers every camera that
+ever had a reference (``ever_enrolled``), even after ``references remove``:
+``auto_enroll`` may only baseline a camera that never had one.
+
+Labels come from people (``enroll --label``) and are printed back in tables:
+``check_label`` keeps control characters (a newline forging a row, an ANSI
+escape) and absurd lengths out at the door.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import json
 import os
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +47,12 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from camwatch.core.errors import StoreError
+from camwatch.store import identity
 from camwatch.store.db import Param, open_database, prepare_state_dir
 
 DB_NAME = "camwatch.db"
+#: The longest label accepted (``check_label``).
+LABEL_MAX = 64
 #: What moving a damaged camwatch.db aside costs, named in its error.
 _LOST = "references will need enrolling again"
 
@@ -71,6 +84,19 @@ MIGRATIONS: tuple[str, ...] = (
     # 1 -> 2: each sample also keeps the view's structure distance (decision.calibrate_structure).
     """
     ALTER TABLE calibration_samples ADD COLUMN structure REAL;
+    """,
+    # 2 -> 3: the store's identity (store.identity), and every camera that ever had a reference
+    # (auto_enroll's "never had one", which removing references must not reset).
+    """
+    CREATE TABLE store_identity (
+        id          TEXT    NOT NULL                    -- 32 hex digits, also in <state_dir>/store-id
+    );
+    CREATE TABLE enrolled_cameras (
+        camera_id   TEXT    PRIMARY KEY,
+        first_at    REAL    NOT NULL                    -- unix seconds of its first reference
+    );
+    INSERT INTO enrolled_cameras (camera_id, first_at)
+        SELECT camera_id, MIN(created_at) FROM camera_references GROUP BY camera_id;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -104,6 +130,25 @@ class CameraSummary:
     count: int
     oldest_at: float
     newest_at: float
+
+
+def check_label(label: str) -> str:
+    """The label, or a StoreError saying why it cannot be one (it is printed back in tables and logs).
+
+    1 to LABEL_MAX characters, no control or format characters (newline, tab,
+    ESC, bidi overrides...), no leading or trailing space.
+    """
+    if not isinstance(label, str) or not label:
+        raise StoreError("a label cannot be empty")
+    shown = ascii(label[:LABEL_MAX + 8])
+    if len(label) > LABEL_MAX:
+        raise StoreError(f"label {shown}: longer than {LABEL_MAX} characters")
+    if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in label):
+        raise StoreError(f"label {shown}: control characters are not allowed (letters, digits, "
+                         f"spaces and punctuation are)")
+    if label != label.strip():
+        raise StoreError(f"label {shown}: leading or trailing spaces are not allowed")
+    return label
 
 
 def _stats_json(stats: object) -> str:
@@ -149,7 +194,15 @@ class ReferenceStore:
         self._cache: dict[tuple[str, ...], object] = {}
         self._cache_version: tuple[int, int] | None = None
         prepare_state_dir(self.state_dir)
+        marker = self.state_dir / identity.MARKER_NAME
+        expected = identity.check_before_open(self.path, marker)
         self._db = open_database(self.path, MIGRATIONS, lost=_LOST, verify=verify)
+        try:
+            #: This store's id (``store.identity``), the same as ``<state_dir>/store-id``'s.
+            self.identity = identity.claim(self._db, marker, expected)
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- plumbing ------------------------------------------------------------
 
@@ -196,6 +249,7 @@ class ReferenceStore:
         """``add``, also returning the ids of the references it replaced (same label)."""
         if not camera_id or not label:
             raise StoreError("a reference needs a camera id and a label")
+        check_label(label)
         if not image_jpeg:
             raise StoreError(f"camera {camera_id}: refusing to store a reference without its image")
         blob, dim = _embedding_blob(embedding)
@@ -212,6 +266,8 @@ class ReferenceStore:
                 "dim, model_id, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (camera_id, label, created, sqlite3.Binary(image_jpeg), blob, dim, model_id, stats_text))
             rid = int(cur.lastrowid or 0)  # every INSERT sets it
+            conn.execute("INSERT OR IGNORE INTO enrolled_cameras (camera_id, first_at) VALUES (?, ?)",
+                         (camera_id, created))
             # The camera's references changed: what calibration learned no longer applies.
             conn.execute("DELETE FROM calibration_samples WHERE camera_id = ?", (camera_id,))
         ref = Reference(id=rid, camera_id=camera_id, label=label, created_at=created,
@@ -264,6 +320,16 @@ class ReferenceStore:
     def get(self, ref_id: int) -> Reference | None:
         found = self._select("WHERE id = ?", (int(ref_id),))
         return found[0] if found else None
+
+    def ever_enrolled(self, camera_id: str) -> bool:
+        """Whether the camera ever had a reference in this store, removed since or not.
+
+        ``auto_enroll`` asks this, not whether references exist now: a camera
+        whose references were removed is enrolled again only on purpose
+        (``camwatch enroll``). Cached until the database changes.
+        """
+        return self._cached(("ever", camera_id), lambda: bool(self._db.read(
+            "SELECT 1 FROM enrolled_cameras WHERE camera_id = ?", (camera_id,))))
 
     def camera_ids(self) -> builtins.list[str]:
         return [r[0] for r in self._db.read(
