@@ -43,7 +43,9 @@ from camwatch.config.types import (
     WebhookFormat,
     WebhookUrl,
     Workers,
+    choice,
     clip,
+    int_in,
     parse_path,
     parse_text,
 )
@@ -134,6 +136,10 @@ class CheckSettings(_Section):
     threshold: Threshold = None
     confirm: AtLeastOne = 3
     recover: AtLeastOne = 2
+    #: The most pixels (width x height) a camera's image may declare in its header: larger ones are
+    #: refused before anything is decoded. 8K, as vision.images.DEFAULT_MAX_PIXELS (config cannot import it).
+    max_pixels: Annotated[int, PlainValidator(int_in(4096, 1 << 30, "a pixel count in 4096..1073741824"))] \
+        = 7680 * 4320
 
 
 #: The keys a camera takes from ``settings`` when it does not set them.
@@ -162,6 +168,10 @@ class CameraConfig(CheckSettings):
     name: Annotated[str, PlainValidator(parse_text)] = ""
     url: CameraUrl = Field(repr=False)
     mode: Mode = "snapshot"
+    #: Where an http(s) snapshot may redirect: same-host (its own scheme and host), none, or any.
+    redirects: Annotated[str, PlainValidator(choice(("same-host", "none", "any")))] = "same-host"
+    #: A file camera may read a FIFO, device or socket (bounded by the byte cap); regular files only if false.
+    allow_special_file: Flag = False
     roi: Polygons = ()
     mask: Polygons = ()
     active_hours: ActiveHours = None
