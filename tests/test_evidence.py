@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import cv2
 import numpy as np
 import pytest
 
 from camwatch.core.errors import StoreError
-from camwatch.store.evidence import difference_map, evidence_dir, prune, write_evidence
+from camwatch.store.evidence import (
+    CAPTION_HEIGHT,
+    PANEL_HEIGHT,
+    caption_band,
+    captions,
+    compose,
+    difference_map,
+    evidence_dir,
+    prune,
+    write_evidence,
+)
 
 
 def scene(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
@@ -49,7 +60,7 @@ def test_three_panels_and_a_difference_where_the_view_changed(tmp_path):
     img = cv2.imread(str(path))
     assert img is not None
     h, w = img.shape[:2]
-    assert h == 360 + 28 and w == 3 * 480 + 8  # three 480x360 panels, captions above, 4px gaps
+    assert h == PANEL_HEIGHT + CAPTION_HEIGHT and w == 3 * 480 + 8  # three 480x360 panels, captions above, 4px gaps
     diff = difference_map(ref, cur).astype(int).sum(axis=2)
     changed = diff[60:240, 410:590].mean()
     unchanged = diff[300:470, 20:380].mean()
@@ -106,3 +117,39 @@ def test_a_file_in_place_of_the_dir_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as err:
         write_evidence(tmp_path, "cam-9", scene(8), scene(9))
     assert "cam-9" in str(err.value)
+
+
+@pytest.fixture
+def zone(monkeypatch):
+    """The process's local time zone set to a fixed one with no daylight saving (TZ, as a host sets it)."""
+    monkeypatch.setenv("TZ", "XYZ-3")
+    time.tzset()
+    yield "XYZ"
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_every_panel_states_its_full_time_in_utc_and_local(zone):
+    enrolled, seen = 1_690_000_000.0, 1_700_000_000.0    # 2023-07-22 04:26:40Z, 2023-11-14 22:13:20Z
+    ref, cur, diff = captions("front-door", seen, 0.41, 0.8, "covered", reference_time=enrolled)
+    assert ref == ("front-door reference, enrolled", "2023-07-22 04:26:40 UTC",
+                   f"local 2023-07-22 07:26:40 {zone} (UTC+0300)")
+    assert cur == ("front-door now", "2023-11-14 22:13:20 UTC", f"local 2023-11-15 01:13:20 {zone} (UTC+0300)")
+    assert diff == ("difference  sim 0.410 < 0.800  covered", *cur[1:])
+    # a reference of unknown age says so instead of showing a time it does not have
+    assert captions("front-door", seen)[0] == ("front-door reference, enrolled", "at an unknown time")
+
+
+def test_the_picture_carries_exactly_those_captions(zone):
+    """The bands above the panels are the captions' own drawing, pixel for pixel (no OCR)."""
+    ref_img, cur_img = scene(10), scene(11)
+    args = ("front-door", 1_700_000_000.0, 0.41, 0.8, "covered", 1_690_000_000.0)
+    image = compose(ref_img, cur_img, *args)
+    x = 0
+    for lines in captions(*args):
+        band = caption_band(lines, 480)
+        assert np.array_equal(image[:CAPTION_HEIGHT, x:x + 480], band)
+        assert band.std() > 5                                    # something is drawn there
+        x += 480 + 4
+    other = compose(ref_img, cur_img, *args[:-1], reference_time=1_600_000_000.0)
+    assert not np.array_equal(other[:CAPTION_HEIGHT, :480], image[:CAPTION_HEIGHT, :480])

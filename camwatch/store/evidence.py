@@ -3,8 +3,11 @@
 A drift alert is only useful if a person can judge it in a second, so each
 drift_started event gets one JPEG: the reference | the current view | a heat
 map of their difference, side by side, each with a small caption (camera id,
-time, similarity, kind). Captions never hold a URL or a secret, and the JPEG
-is encoded by OpenCV from pixels only, so it carries no EXIF or comment.
+similarity, kind) and the full time of what it shows, in UTC and in the
+host's local time: a person comparing it with a recording or a guard's log
+must not have to guess a date or a zone (``captions``). Captions never hold a
+URL or a secret, and the JPEG is encoded by OpenCV from pixels only, so it
+carries no EXIF or comment.
 
 Files live under ``<state_dir>/evidence/``; only the newest ``keep`` are kept
 (``settings.evidence.keep``) so a flapping camera cannot fill the disk.
@@ -28,7 +31,10 @@ from camwatch.core.errors import StoreError
 log = logging.getLogger(__name__)
 
 PANEL_HEIGHT = 360
-CAPTION_HEIGHT = 28
+#: Each caption has up to CAPTION_LINES lines (what, UTC time, local time) of CAPTION_LINE pixels.
+CAPTION_LINES = 3
+CAPTION_LINE = 16
+CAPTION_HEIGHT = CAPTION_LINES * CAPTION_LINE + 8
 JPEG_QUALITY = 85
 # Difference (0..255, after a light blur) that maps to the hottest colour: a fixed
 # scale, so that a tiny difference stays dark instead of being stretched to red.
@@ -67,16 +73,49 @@ def difference_map(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(diff, cv2.COLORMAP_INFERNO)
 
 
-def _caption(panel: np.ndarray, text: str) -> np.ndarray:
-    band = np.full((CAPTION_HEIGHT, panel.shape[1], 3), 32, np.uint8)
-    scale = 0.5
-    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    while tw > panel.shape[1] - 10 and scale > 0.3:
-        scale -= 0.05
+def times(t: float) -> tuple[str, str]:
+    """A moment as two caption lines: UTC, and the host's local time with its zone and offset."""
+    utc = datetime.fromtimestamp(t, timezone.utc)
+    local = utc.astimezone()
+    zone = "".join(c for c in (local.tzname() or "") if c.isascii() and c.isprintable())
+    return (utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "local " + local.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else "")
+            + local.strftime(" (UTC%z)"))
+
+
+def captions(camera_id: str, when: float, similarity: float | None = None, threshold: float | None = None,
+             kind: str | None = None, reference_time: float | None = None
+             ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The lines of each panel's caption (reference, current view, difference), as drawn.
+
+    Every panel states its time in full, UTC and local: the reference when it
+    was enrolled, the current view and the difference when the view was seen.
+    """
+    reference = (f"{camera_id} reference, enrolled",
+                 *(times(reference_time) if reference_time else ("at an unknown time",)))
+    current = (f"{camera_id} now", *times(when))
+    what = "difference"
+    if similarity is not None:
+        what += f"  sim {similarity:.3f}"
+        if threshold is not None:
+            what += f" < {threshold:.3f}" if similarity < threshold else f" / {threshold:.3f}"
+    if kind:
+        what += f"  {kind}"
+    return reference, current, (what, *times(when))
+
+
+def caption_band(lines: tuple[str, ...], width: int) -> np.ndarray:
+    """The caption drawn above a panel ``width`` pixels wide: each line shrunk until it fits."""
+    band = np.full((CAPTION_HEIGHT, width, 3), 32, np.uint8)
+    for i, text in enumerate(lines[:CAPTION_LINES]):
+        scale = 0.45
         (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.putText(band, text, (5, CAPTION_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (235, 235, 235), 1, cv2.LINE_AA)
-    return np.vstack([band, panel])
+        while tw > width - 10 and scale > 0.25:
+            scale -= 0.05
+            (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.putText(band, text, (5, 4 + (i + 1) * CAPTION_LINE - 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (235, 235, 235), 1, cv2.LINE_AA)
+    return band
 
 
 def compose(reference: np.ndarray, current: np.ndarray, camera_id: str, when: float,
@@ -86,21 +125,14 @@ def compose(reference: np.ndarray, current: np.ndarray, camera_id: str, when: fl
     ref = _panel(reference, PANEL_HEIGHT)
     cur = _panel(current, PANEL_HEIGHT)
     diff = difference_map(ref, cur)
-    stamp = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-    ref_caption = f"{camera_id} reference"
-    if reference_time:
-        ref_caption += " " + datetime.fromtimestamp(reference_time, timezone.utc).strftime("%Y-%m-%d")
-    cur_caption = f"{camera_id} now {stamp}"
-    diff_caption = "difference"
-    if similarity is not None:
-        diff_caption += f"  sim {similarity:.3f}"
-        if threshold is not None:
-            diff_caption += f" < {threshold:.3f}" if similarity < threshold else f" / {threshold:.3f}"
-    if kind:
-        diff_caption += f"  {kind}"
+    texts = captions(camera_id, when, similarity, threshold, kind, reference_time)
     gap = np.full((PANEL_HEIGHT + CAPTION_HEIGHT, 4, 3), 255, np.uint8)
-    return np.hstack([_caption(ref, ref_caption), gap, _caption(cur, cur_caption), gap,
-                      _caption(diff, diff_caption)])
+    parts: list[np.ndarray] = []
+    for panel, lines in zip((ref, cur, diff), texts):
+        if parts:
+            parts.append(gap)
+        parts.append(np.vstack([caption_band(lines, panel.shape[1]), panel]))
+    return np.hstack(parts)
 
 
 def write_evidence(state_dir: str | os.PathLike[str], camera_id: str, reference: np.ndarray,
