@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -277,3 +278,65 @@ def test_corrupt_database_is_one_line_naming_the_file(site):
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and str(db) in lines[0] and "corrupt" in lines[0]
     assert db.read_bytes() == b"garbage" * 300
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_enroll_all_keeps_what_was_captured_and_says_so(site, http_snapshot_server):
+    """SIGINT to a real ``enroll --all`` while one camera (a real HTTP server that never answers)
+    holds it up: the two views already captured are enrolled, the line names who was and was not,
+    exit 130, long before the hung camera's timeout."""
+    server = http_snapshot_server
+    server.image("/street.jpg", scene(21, 160, 120))
+    server.hang("/lobby.jpg")
+    write_image(site / "shop.png", scene(22, 160, 120))
+    cams = (f"  - id: street\n    url: {server.url('/street.jpg')}\n"
+            + file_camera("shop", site / "shop.png")
+            + f"  - id: lobby\n    url: {server.url('/lobby.jpg')}\n")
+    cfg = write_config(site, cams, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "camwatch", "enroll", "--config", str(cfg), "--all"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not (server.hits.get("/lobby.jpg") and server.hits.get("/street.jpg")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(1.0)                       # street's answer and shop's file are read by now
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 130, err
+    assert out.splitlines() == ["street: label default: reference 1", "shop: label default: reference 2"]
+    assert err.splitlines()[-1] == "camwatch: interrupted: enrolled street, shop; not lobby"
+    assert took < 15, took                    # not the hung camera's 60 s timeout
+    assert [r["camera"] for r in references(cfg)] == ["shop", "street"]
+
+
+def test_forged_labels_are_refused_and_stored_ones_are_printed_escaped(site):
+    cfg = write_config(site, file_camera("lobby", site / "lobby.png"))
+    for label in ("day\n2  yard  forged", "\x1b[31mred", "x" * 65):
+        out = run("enroll", "--config", str(cfg), "lobby", "--label", label)
+        no_traceback(out)
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("camwatch: enroll --label: label "), lines
+        assert "\x1b" not in out.stderr
+    assert references(cfg) == []
+    # A label already in the database (written by hand, or before labels were checked) is escaped.
+    assert run("enroll", "--config", str(cfg), "lobby").returncode == 0
+    con = sqlite3.connect(site / "state" / "camwatch.db")
+    con.execute("UPDATE camera_references SET label = ?", ("day\n9  lobby  forged\x1b[2J",))
+    con.commit()
+    con.close()
+    out = run("references", "list", "--config", str(cfg))
+    assert out.returncode == 0 and "\x1b" not in out.stdout
+    rows = out.stdout.splitlines()
+    assert len(rows) == 2 and "day\\n9  lobby  forged\\x1b[2J" in rows[1]
+    out = run("references", "remove", "--config", str(cfg), "1")
+    assert out.stdout.splitlines() == ["removed reference 1 (lobby, label day\\n9  lobby  forged\\x1b[2J)"]

@@ -3,6 +3,13 @@
 The work itself is ``camwatch.service.enrol`` (and ``store.references``);
 this module picks cameras from the arguments, reports each camera on one
 line and turns the outcome into an exit code.
+
+Ctrl-C during ``enroll`` stops waiting for cameras that have not answered,
+still enrols the views already captured, says which cameras were and were
+not enrolled, and exits 130 (a second Ctrl-C leaves at once). Text from the
+store is printed escaped: a label or id holding a newline or an ANSI escape
+(written before labels were checked, or by hand) cannot forge a row or
+colour the terminal.
 """
 
 from __future__ import annotations
@@ -10,16 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from camwatch.config import CameraConfig, Config, load_config
-from camwatch.core.errors import CamwatchError, ConfigError, EnrolmentError
+from camwatch.core.errors import CamwatchError, ConfigError, EnrolmentError, StoreError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import Frame
 from camwatch.service.enrol import enrol_frame, fetch_frames, read_image_file
-from camwatch.store.references import Reference, ReferenceStore
+from camwatch.store.references import Reference, ReferenceStore, check_label
 from camwatch.vision.embedder import Embedder, load_embedder
 
 log = logging.getLogger(__name__)
@@ -66,17 +77,46 @@ def _failure_line(camera: CameraConfig, exc: BaseException) -> str:
     return scrub(f"{camera.id} ({camera.redacted_url}): {reason}: {text}")
 
 
+@contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """While inside, the first Ctrl-C (SIGINT) sets the event instead of raising; a second raises.
+
+    The handler only sets the event: nothing in the main thread ever holds its lock.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop      # signals go to the main thread only; nothing to install
+        return
+
+    def on_int(_signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_int)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _label(raw: str | None) -> str:
+    try:
+        return check_label((raw or "").strip())
+    except StoreError as exc:
+        raise EnrolmentError(f"enroll --label: {exc}") from None
+
+
 def cli_enroll(args: argparse.Namespace) -> int:
     """``camwatch enroll CAMERA... | --all [--label L] [--image FILE]``.
 
     Exit 0 when every camera was enrolled, 2 when any failed (each failure
-    is one line naming the camera; the others are still enrolled).
+    is one line naming the camera; the others are still enrolled), 130 when
+    interrupted (what was captured is enrolled; a line names who was and was not).
     """
     config = load_config(args.config)  # registers the file's secrets
     cameras = _pick_cameras(config, args)
-    label = (args.label or "").strip()
-    if not label:
-        raise EnrolmentError("enroll --label: a label cannot be empty")
+    label = _label(args.label)
     image = None
     if args.image:
         if len(cameras) != 1:
@@ -84,34 +124,52 @@ def cli_enroll(args: argparse.Namespace) -> int:
                                  f"name exactly one camera (got {len(cameras)})")
         image = read_image_file(args.image)
 
-    store = _open_store(config)
-    try:
-        embedder = _load_embedder(config)
-        frames: dict[str, Frame | BaseException] = (
-            {cameras[0].id: Frame(image, time.time())} if image is not None else fetch_frames(cameras))
-        failed = 0
-        for cam in cameras:
-            got = frames[cam.id]
-            try:
-                if isinstance(got, BaseException):
-                    raise got
-                done = enrol_frame(store, embedder, cam, got.image, label)
-            except Exception as exc:
-                failed += 1
-                log.debug("enrolling %s failed", cam.id, exc_info=exc)
-                print(f"camwatch: {_failure_line(cam, exc)}", file=sys.stderr)
-                continue
-            line = f"{cam.id}: label {label}: reference {done.reference.id}"
-            if done.replaced:
-                line += (" (replaced reference " + ", ".join(map(str, done.replaced))
-                         + f" with label {label})")
-            print(line, flush=True)
-    finally:
-        store.close()
+    enrolled: list[str] = []
+    failed = 0
+    with _interruptible() as stop:
+        store = _open_store(config)
+        try:
+            embedder = _load_embedder(config)
+            frames: dict[str, Frame | BaseException] = (
+                {cameras[0].id: Frame(image, time.time())} if image is not None
+                else {} if stop.is_set() else fetch_frames(cameras, stop))
+            for cam in cameras:
+                got = frames.get(cam.id)
+                if got is None:
+                    continue        # interrupted before its frame came
+                try:
+                    if isinstance(got, BaseException):
+                        raise got
+                    done = enrol_frame(store, embedder, cam, got.image, label)
+                except Exception as exc:
+                    failed += 1
+                    log.debug("enrolling %s failed", cam.id, exc_info=exc)
+                    print(f"camwatch: {_failure_line(cam, exc)}", file=sys.stderr)
+                    continue
+                enrolled.append(cam.id)
+                line = f"{cam.id}: label {label}: reference {done.reference.id}"
+                if done.replaced:
+                    line += (" (replaced reference " + ", ".join(map(str, done.replaced))
+                             + f" with label {label})")
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            stop.set()              # a second Ctrl-C: what is enrolled stays enrolled; say so
+        finally:
+            store.close()
+    if stop.is_set():
+        left = [c.id for c in cameras if c.id not in enrolled]
+        print(f"camwatch: interrupted: enrolled {', '.join(enrolled) or 'none'}"
+              + (f"; not {', '.join(left)}" if left else ""), file=sys.stderr, flush=True)
+        return 130
     if failed:
         print(f"camwatch: enrolled {len(cameras) - failed} of {len(cameras)} cameras", file=sys.stderr)
         return 2
     return 0
+
+
+def _shown(text: str) -> str:
+    """Text from the store as printed: anything unprintable (newline, ESC, bidi controls) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _fmt_time(t: float) -> str:
@@ -131,8 +189,8 @@ def _known_camera(config: Config, store: ReferenceStore, camera_id: str) -> None
 
 def _table(refs: Sequence[Reference]) -> str:
     rows = [("ID", "CAMERA", "LABEL", "CREATED", "MODEL", "DIMS")]
-    rows += [(str(r.id), r.camera_id, r.label, _fmt_time(r.created_at), r.model_id[:12], str(r.dim))
-             for r in refs]
+    rows += [(str(r.id), _shown(r.camera_id), _shown(r.label), _fmt_time(r.created_at),
+              _shown(r.model_id[:12]), str(r.dim)) for r in refs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -160,7 +218,7 @@ def _list(config: Config, store: ReferenceStore, args: argparse.Namespace) -> in
         print(json.dumps(doc, indent=2))
         return 0
     if not refs:
-        who = f"camera {args.camera}" if args.camera else "any camera"
+        who = f"camera {_shown(args.camera)}" if args.camera else "any camera"
         print(f"no references for {who} in {store.path}; enrol with: camwatch enroll CAMERA")
         return 0
     print(_table(refs))
@@ -178,13 +236,13 @@ def _remove(config: Config, store: ReferenceStore, args: argparse.Namespace) -> 
         _known_camera(config, store, args.camera)
         removed = store.remove_camera(args.camera)
         if not removed:
-            print(f"{args.camera}: no references to remove")
+            print(f"{_shown(args.camera)}: no references to remove")
         else:
-            print(f"{args.camera}: removed {len(removed)} reference(s): "
+            print(f"{_shown(args.camera)}: removed {len(removed)} reference(s): "
                   + ", ".join(map(str, removed)))
         return 0
     before = {r.id: r for r in store.list()}
     for rid in store.remove(ids):
         r = before.get(rid)
-        print(f"removed reference {rid}" + (f" ({r.camera_id}, label {r.label})" if r else ""))
+        print(f"removed reference {rid}" + (f" ({_shown(r.camera_id)}, label {_shown(r.label)})" if r else ""))
     return 0

@@ -42,6 +42,8 @@ MIN_SIDE = 16
 # Extra time given to a source beyond its own timeout before the camera is
 # reported as hung; the source is supposed to bound itself, this is the backstop.
 FETCH_GRACE_S = 5.0
+#: How soon fetch_frames notices its stop event.
+STOP_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -134,12 +136,15 @@ def _fetch(camera: CameraConfig, slot: dict[str, Frame | BaseException]) -> None
                 log.debug("closing %s failed", camera.id, exc_info=True)
 
 
-def fetch_frames(cameras: Sequence[CameraConfig]) -> dict[str, Frame | BaseException]:
+def fetch_frames(cameras: Sequence[CameraConfig],
+                 stop: threading.Event | None = None) -> dict[str, Frame | BaseException]:
     """One live frame per camera, fetched in parallel; camera id -> Frame or exception.
 
     Each fetch runs in its own daemon thread and is waited for at most the
     camera's timeout plus a grace, so one hung camera delays no other and
-    cannot keep the command from exiting.
+    cannot keep the command from exiting. Once ``stop`` is set (Ctrl-C) the
+    waiting ends: the cameras whose fetch had not finished are left out of
+    the answer, so the caller can still enrol what was captured.
     """
     slots: dict[str, dict[str, Frame | BaseException]] = {}
     threads: list[tuple[CameraConfig, threading.Thread]] = []
@@ -153,14 +158,20 @@ def fetch_frames(cameras: Sequence[CameraConfig]) -> dict[str, Frame | BaseExcep
     results: dict[str, Frame | BaseException] = {}
     for cam, t in threads:
         limit = float(cam.timeout or 10.0) + FETCH_GRACE_S
-        t.join(max(0.0, start + limit - time.monotonic()))
+        deadline = start + limit
+        # Short joins, so a set ``stop`` is seen within STOP_POLL_S (a signal does not end a join).
+        while t.is_alive() and not (stop is not None and stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            t.join(min(STOP_POLL_S, left))
         slot = slots[cam.id]
-        if t.is_alive():
-            results[cam.id] = SourceError("timeout", f"no frame within {limit:.0f} s")
-        elif "frame" in slot:
+        if "frame" in slot:
             results[cam.id] = slot["frame"]
-        else:
+        elif not t.is_alive():
             results[cam.id] = slot.get("error") or SourceError("ended", "no frame")
+        elif stop is None or not stop.is_set():
+            results[cam.id] = SourceError("timeout", f"no frame within {limit:.0f} s")
     return results
 
 
