@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from modelkit import grid_model, view, world
 
-from camwatch.tools.evaluate import detection_at, roc_auc
+from camwatch.tools.evaluate import NOT_ALERTED, Case, detection_at, kind_family, kind_table, roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_PY = ROOT.parent / "shared" / "drift-bench" / "score.py"   # the benchmark beside the repository, if any
@@ -102,7 +102,62 @@ def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
     if SCORE_PY.exists():   # agree with the benchmark's own scorer where it is available
         ref = subprocess.run([sys.executable, str(SCORE_PY), str(cases / "cases.csv"), str(scores)],
                              capture_output=True, text=True, timeout=60)
-        assert json.loads(ref.stdout) == {k: v for k, v in doc.items() if k not in ("method", "thresholds")}
+        assert json.loads(ref.stdout) == {k: v for k, v in doc.items() if k not in ("method", "thresholds", "kinds")}
+
+
+def test_kind_table_in_text_and_json(bench) -> None:
+    """The named kind against the true kind, printed and in --json, agrees with the alert rates."""
+    cases, model, rows = bench
+    doc = json.loads(run(str(cases), "--model", str(model), "--json").stdout)
+    table = doc["kinds"]
+    assert table["columns"] == ["moved", "covered", "defocused", "blinded", NOT_ALERTED]
+    assert list(table["rows"]) == ["moved", "defocused", "blinded"]      # the families present, in order
+    drifted = {"moved": "moved:shift", "defocused": "defocus", "blinded": "blinded"}
+    for family, kind in drifted.items():
+        n = sum(1 for r in rows if r[3] == kind)
+        row = table["rows"][family]
+        assert sum(row.values()) == n                                     # every drifted query, once
+        assert row[NOT_ALERTED] == round(n * (1 - doc["per_kind_alert_rate"][kind]))
+        alerted = n - row[NOT_ALERTED]
+        assert table["named_right"][family] == pytest.approx(row[family] / alerted, abs=1e-4)
+    assert table["named_right"]["blinded"] == 1.0                        # a black frame is named blinded
+    out = run(str(cases), "--model", str(model))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("kind named"))
+    assert lines[head + 1].split() == ["true", "kind", "moved", "covered", "defocused", "blinded", "not",
+                                       "alerted", "named", "right"]
+    blinded = lines[head + 4].split()
+    assert blinded[0] == "blinded" and blinded[-1] == "100.0%" and blinded[4] == "2"
+    # the classical baselines name no kind: no table
+    assert "kinds" not in json.loads(run(str(cases), "--method", "ssim", "--json").stdout)
+
+
+def test_kind_table_counts_families() -> None:
+    """drift-bench's kinds fold into the four an operator is told; benign views have no true kind."""
+    assert [kind_family(k) for k in ("moved:shift", "moved:zoom", "moved:rotate", "moved:tilt", "redirected",
+                                     "covered", "covered:partial", "covered:spray", "defocus", "blinded",
+                                     "smoke")] == \
+        ["moved"] * 5 + ["covered"] * 3 + ["defocused", "blinded", "smoke"]
+    cases = [Case("c", f"q{i}", label, kind) for i, (label, kind) in enumerate(
+        [(1, "moved:shift"), (1, "moved:zoom"), (1, "redirected"), (1, "covered"), (1, "covered:partial"),
+         (1, "covered"), (1, "defocus"), (1, "smoke"), (0, "benign:light"), (0, "benign:scene")])]
+    drifted = [True, True, False, True, True, True, True, True, True, False]
+    named = ["moved", "covered", None, "covered", "moved", "defocused", "defocused", "blinded", "moved", None]
+    table = kind_table(cases, drifted, named)
+    assert table is not None
+    assert table["rows"] == {
+        "moved": {"moved": 1, "covered": 1, "defocused": 0, "blinded": 0, NOT_ALERTED: 1},
+        "covered": {"moved": 1, "covered": 1, "defocused": 1, "blinded": 0, NOT_ALERTED: 0},
+        "defocused": {"moved": 0, "covered": 0, "defocused": 1, "blinded": 0, NOT_ALERTED: 0},
+        "smoke": {"moved": 0, "covered": 0, "defocused": 0, "blinded": 1, NOT_ALERTED: 0},
+    }
+    assert table["named_right"] == {"moved": 0.5, "covered": round(1 / 3, 4), "defocused": 1.0, "smoke": 0.0,
+                                    "all": round(3 / 7, 4)}
+    # an alert whose kind was not named shows as its own column, before "not alerted"
+    odd = kind_table(cases[:2], [True, True], ["moved", None])
+    assert odd is not None and odd["columns"][-2:] == ["unknown", NOT_ALERTED]
+    assert kind_table(cases, drifted, [None] * len(cases)) is None       # a method that names no kinds
 
 
 def test_plot_works_without_matplotlib(bench, tmp_path: Path) -> None:

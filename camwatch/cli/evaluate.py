@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from camwatch.tools.evaluate import Figures, evaluate, write_scores
+from camwatch.tools.evaluate import NOT_ALERTED, Figures, KindTable, evaluate, kind_table, write_scores
 from camwatch.tools.roc_plot import write_plot
 
 
@@ -28,6 +28,24 @@ def format_figures(fig: Figures, method: str) -> str:
     return "\n".join(lines)
 
 
+def format_kind_table(table: KindTable) -> str:
+    """The confusion table of named against true kind, as the text report prints it."""
+    columns = [*table["columns"], "named right"]
+    width = max(len(c) for c in columns)
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    lines = ["kind named, drifted queries by true kind (named right: share of the alerted named as their true kind):",
+             "  " + "true kind".ljust(11) + "".join(c.rjust(width + 1) for c in columns)]
+    for family, row in table["rows"].items():
+        cells = [str(row[c]) for c in table["columns"]] + [pct(table["named_right"][family])]
+        lines.append("  " + family.ljust(11) + "".join(v.rjust(width + 1) for v in cells))
+    alerted = sum(n for row in table["rows"].values() for c, n in row.items() if c != NOT_ALERTED)
+    lines.append(f"  all: {pct(table['named_right']['all'])} of {alerted} alerted named right")
+    return "\n".join(lines)
+
+
 def cli_evaluate(args: argparse.Namespace) -> int:
     """Print the benchmark figures for a case folder; optionally write scores and a ROC plot."""
     started = time.monotonic()
@@ -38,11 +56,16 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         write_scores(Path(args.scores), result)
     if args.plot:
         write_plot(Path(args.plot), result, f"{Path(args.cases).name}: {method}")
+    kinds = kind_table(result.cases, result.drifted, result.kinds_named)
     if args.json:
         doc = dict(fig, method=method, thresholds={k: round(v, 4) for k, v in result.thresholds.items()})
+        if kinds is not None:
+            doc["kinds"] = kinds
         print(json.dumps(doc, indent=1))
     else:
         print(format_figures(fig, method))
+        if kinds is not None:
+            print(format_kind_table(kinds))
         if result.thresholds:
             t = list(result.thresholds.values())
             print(f"thresholds: {min(t):.4f}..{max(t):.4f} over {len(t)} cameras")

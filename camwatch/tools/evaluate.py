@@ -31,6 +31,7 @@ from camwatch.config import CameraConfig
 from camwatch.core import decision
 from camwatch.core.decision import SHIPPED, DecisionParams, Reference, Stats, Verdict
 from camwatch.core.errors import CamwatchError, EnrolmentError
+from camwatch.core.types import KINDS
 from camwatch.service.enrol import enrol_frame
 from camwatch.store.references import ReferenceStore
 from camwatch.tools.baselines import BASELINES
@@ -184,6 +185,83 @@ def figures(result: Result) -> Figures:
         "default_detection_rate": round(float(d[y == 1].mean()), 4),
         "per_kind_alert_rate": {k: round(float(np.mean(v)), 3) for k, v in sorted(per_kind.items())},
     }
+
+
+# -- the named kind against the true kind --------------------------------------------------
+
+#: Columns of the kind table: the kinds a drifted view is named (core.types.KINDS), then the
+#: drifted queries the default decision did not alert on.
+NOT_ALERTED = "not alerted"
+#: Rows in this order first (other true kinds follow, sorted): what an operator dispatches on.
+FAMILIES = ("moved", "covered", "defocused", "blinded")
+
+
+def kind_family(kind: str) -> str:
+    """The kind an operator should be told for a benchmark's true kind.
+
+    drift-bench's ``moved:shift/zoom/rotate/tilt`` and ``redirected`` are all a camera
+    pointed elsewhere (moved); ``covered`` and its variants (``covered:partial``,
+    ``covered:spray``) are covered; ``defocus`` is defocused. A kind outside these keeps
+    its own name, so a new kind shows as its own row instead of being counted wrong.
+    """
+    k = kind.strip().lower()
+    if k.startswith("moved") or k == "redirected":
+        return "moved"
+    if k.startswith("covered"):
+        return "covered"
+    if k.startswith("defocus"):
+        return "defocused"
+    if k.startswith("blinded"):
+        return "blinded"
+    return k
+
+
+class KindTable(TypedDict):
+    """Drifted queries by true family (rows) and named kind (columns, ``NOT_ALERTED`` last).
+
+    ``named_right``: per family, the share of its *alerted* queries named as that family
+    (None when none alerted); ``all`` pools the families. Detection is judged elsewhere:
+    this says whether the kind an operator is told is the true one.
+    """
+
+    columns: list[str]
+    rows: dict[str, dict[str, int]]
+    named_right: dict[str, float | None]
+
+
+def kind_table(cases: Sequence[Case], drifted: Sequence[bool] | np.ndarray,
+               named: Sequence[str | None]) -> KindTable | None:
+    """The confusion table of the named kind against the true kind; None when no kind was named.
+
+    ``drifted`` and ``named``: the decision and the named kind of each case, in order
+    (a ``Result``'s, or ``benchmarks/tune_decision.py``'s replay). Only drifted queries
+    (label 1) count: a benign view has no true kind. A method that names no kinds (the
+    classical baselines) gets no table.
+    """
+    if not any(named):
+        return None
+    columns = [*FAMILIES, *(k for k in KINDS if k not in FAMILIES), NOT_ALERTED]
+    rows: dict[str, dict[str, int]] = {}
+    for case, alerted, named_kind in zip(cases, drifted, named):
+        if case.label != 1:
+            continue
+        family = kind_family(case.kind)
+        column = (named_kind or "unknown") if alerted else NOT_ALERTED
+        if column not in columns:
+            columns.insert(len(columns) - 1, column)
+        row = rows.setdefault(family, {})
+        row[column] = row.get(column, 0) + 1
+    order = [f for f in FAMILIES if f in rows] + sorted(f for f in rows if f not in FAMILIES)
+    table = {f: {c: rows[f].get(c, 0) for c in columns} for f in order}
+    right: dict[str, float | None] = {}
+    hits = total = 0
+    for family, row in table.items():
+        alerted = sum(n for c, n in row.items() if c != NOT_ALERTED)
+        right[family] = round(row.get(family, 0) / alerted, 4) if alerted else None
+        hits += row.get(family, 0)
+        total += alerted
+    right["all"] = round(hits / total, 4) if total else None
+    return {"columns": columns, "rows": table, "named_right": right}
 
 
 # -- running a method -------------------------------------------------------------------------
