@@ -220,3 +220,41 @@ def test_shipped_model_loads_through_package_resources() -> None:
     out = emb.embed([view(world(5))])
     assert out.shape == (1, emb.spec.embedding_dim)
     assert 0.0 < emb.spec.threshold < 1.0
+
+
+# -- metadata beyond sane bounds: refused before anything is sized by it ----------------------
+
+
+@pytest.mark.parametrize("meta,expect", [
+    ({"camwatch.input_width": "100000"}, "camwatch.input_width=100000 is over the bound of 1024"),
+    ({"camwatch.input_height": "100000"}, "camwatch.input_height=100000 is over the bound of 1024"),
+    ({"camwatch.embedding_dim": "1000000000"}, "camwatch.embedding_dim=1000000000 is over the bound of 16384"),
+    ({"camwatch.mean": ",".join(["0"] * 5000)}, "camwatch.mean has 5000 values, more than one per channel"),
+    ({"camwatch.std": "inf"}, "camwatch.std='inf' holds a number that is not finite"),
+    ({"camwatch.input_scale": "nan"}, "camwatch.input_scale='nan' holds a number that is not finite"),
+])
+def test_absurd_metadata_is_one_line_naming_the_key_and_bound(tmp_path: Path, meta: dict, expect: str) -> None:
+    """A model asking for a 100000-px input passed validate and made warm-up ask for 27.9 GiB
+    (issue 22 row 7): the metadata is checked against bounds, and the input is left dynamic here
+    so that nothing but the bound stands between the model and the allocation."""
+    p = grid_model(tmp_path / "m.onnx", meta=meta, input_shape=["N", 1, "H", "W"], output_shape=["N", "D"])
+    assert _error(p) == f"{p}: metadata {expect}"
+
+
+def test_validate_and_the_daemon_refuse_absurd_metadata_with_one_line(tmp_path: Path) -> None:
+    """Real processes: ``camwatch validate`` names the model's key and bound and exits 2, and the
+    daemon started on the same config exits 2 with the same line, not a traceback at warm-up."""
+    from daemon_helpers import camwatch, write_config
+    model = grid_model(tmp_path / "huge.onnx", meta={"camwatch.input_width": "100000",
+                                                     "camwatch.input_height": "100000"},
+                       input_shape=["N", 1, "H", "W"])
+    cfg = write_config(tmp_path / "cameras.yaml", [{"id": "lobby", "url": "demo:lobby"}],
+                       model=str(model), device="cpu")
+    expect = "metadata camwatch.input_width=100000 is over the bound of 1024"
+    out = camwatch("validate", "--config", str(cfg), timeout=60)
+    assert out.returncode == 2 and expect in out.stderr, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "OK" not in out.stdout
+    daemon = camwatch("--config", str(cfg), timeout=60)
+    lines = [ln for ln in daemon.stderr.splitlines() if expect in ln]
+    assert daemon.returncode == 2 and len(lines) == 1, daemon.stderr[-2000:]
+    assert lines[0].startswith("camwatch: ") and "Traceback" not in daemon.stderr

@@ -22,6 +22,7 @@ import importlib.resources
 import importlib.util
 import io
 import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -41,6 +42,12 @@ DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 #: Largest batch handed to ONNX Runtime at once; bigger requests are split so
 #: memory stays bounded whatever the number of cameras.
 MAX_BATCH = 64
+#: Bounds on what a model's metadata may ask for, checked before anything is sized by it.
+#: A model whose metadata said input_width/input_height 100000 passed ``validate`` and made
+#: the daemon's warm-up ask for 27.9 GiB and die. 1024 px is 8x the shipped model's side
+#: and still a bounded batch (64 x 3 x 1024 x 1024 float32 = 805 MB).
+MAX_INPUT_SIDE = 1024
+MAX_EMBEDDING_DIM = 16384
 
 _META = "camwatch."
 _REQUIRED = ("format", "input_width", "input_height", "channels", "embedding_dim", "threshold")
@@ -82,12 +89,17 @@ def shipped_model_path() -> Path:
 
 
 def _floats(text: str, key: str, where: str) -> tuple[float, ...]:
+    parts = text.split(",")
+    if len(parts) > 4:  # one per channel at most: a list of thousands is no model's
+        raise ModelError(f"{where}: metadata {_META}{key} has {len(parts)} values, more than one per channel")
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip() != "")
+        values = tuple(float(v) for v in parts if v.strip() != "")
     except ValueError:
-        raise ModelError(f"{where}: metadata {_META}{key}={text!r} is not a comma list of numbers") from None
+        raise ModelError(f"{where}: metadata {_META}{key}={text[:40]!r} is not a comma list of numbers") from None
     if not values:
         raise ModelError(f"{where}: metadata {_META}{key} is empty")
+    if not all(math.isfinite(v) for v in values):
+        raise ModelError(f"{where}: metadata {_META}{key}={text[:40]!r} holds a number that is not finite")
     return values
 
 
@@ -104,14 +116,16 @@ def spec_from_metadata(meta: dict[str, str], path: Path, identity: str) -> Model
         raise ModelError(f"{where}: metadata {_META}format={meta[_META + 'format']!r}: "
                          "this camwatch reads format 1 only")
 
-    def integer(key: str) -> int:
+    def integer(key: str, bound: int) -> int:
         text = meta[_META + key]
         try:
             value = int(text)
         except ValueError:
-            raise ModelError(f"{where}: metadata {_META}{key}={text!r} is not an integer") from None
+            raise ModelError(f"{where}: metadata {_META}{key}={text[:40]!r} is not an integer") from None
         if value < 1:
             raise ModelError(f"{where}: metadata {_META}{key}={text!r} must be positive")
+        if value > bound:
+            raise ModelError(f"{where}: metadata {_META}{key}={value} is over the bound of {bound}")
         return value
 
     def number(key: str, default: str) -> float:
@@ -123,19 +137,17 @@ def spec_from_metadata(meta: dict[str, str], path: Path, identity: str) -> Model
     threshold = number("threshold", "")
     if not -1.0 <= threshold <= 1.0:
         raise ModelError(f"{where}: metadata {_META}threshold={threshold} is not a cosine similarity in -1..1")
-    try:
-        inp = InputSpec(
-            width=integer("input_width"),
-            height=integer("input_height"),
-            channels=meta[_META + "channels"].strip(),
-            scale=number("input_scale", "1"),
-            mean=_floats(meta.get(_META + "mean", "0"), "mean", where),
-            std=_floats(meta.get(_META + "std", "1"), "std", where),
-        )
+    width, height = integer("input_width", MAX_INPUT_SIDE), integer("input_height", MAX_INPUT_SIDE)
+    scale = number("input_scale", "1")
+    mean = _floats(meta.get(_META + "mean", "0"), "mean", where)
+    std = _floats(meta.get(_META + "std", "1"), "std", where)
+    try:  # InputSpec's own checks do not know the file: named here
+        inp = InputSpec(width=width, height=height, channels=meta[_META + "channels"].strip(),
+                        scale=scale, mean=mean, std=std)
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from None
     return ModelSpec(
-        path=path, identity=identity, input=inp, embedding_dim=integer("embedding_dim"),
+        path=path, identity=identity, input=inp, embedding_dim=integer("embedding_dim", MAX_EMBEDDING_DIM),
         threshold=threshold, name=meta.get(_META + "model_name", path.stem),
         version=meta.get(_META + "model_version", "unknown"), metadata=dict(meta),
     )
