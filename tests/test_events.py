@@ -26,9 +26,19 @@ from pathlib import Path
 import pytest
 
 from camwatch.cli.events import parse_since
+from camwatch.config import WebhookSettings
 from camwatch.core.backoff import Backoff
-from camwatch.core.errors import CamwatchError
-from camwatch.service.alerts import DeliveryError, Dispatcher, LogSink, WebhookSink, webhook_sink_name
+from camwatch.core.errors import CamwatchError, ConfigError
+from camwatch.service.alerts import (
+    DeliveryError,
+    Dispatcher,
+    LogSink,
+    WebhookSink,
+    build_sinks,
+    legacy_sink_name,
+    webhook_sink_name,
+)
+from camwatch.service.metrics import Metrics
 from camwatch.store.events import SCHEMA_VERSION, Event, EventStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -412,7 +422,7 @@ def fail_twice_and_read_logs(tmp_path, sink, url: str, caplog) -> str:
         d.stop()
     store.close()
     text = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
-    assert "delivery to webhook-" in text
+    assert f"delivery to {sink.name} failed" in text
     return text
 
 
@@ -475,6 +485,56 @@ def test_unconfigured_sink_rows_are_kept(tmp_path, caplog):
         d.stop()
     assert store.pending_count("webhook-deadbeef") == 1
     assert "webhook-deadbeef" in caplog.text
+
+
+# ---- sinks by name (issue 21 item 7) ------------------------------------------------------------
+def test_webhooks_are_named_by_their_name_or_host_never_by_path_or_query():
+    token = "T000-B000-XXXX"
+    sinks = build_sinks([WebhookSettings(url=f"https://hooks.slack.com/services/{token}?key={token}"),
+                         WebhookSettings(url=f"http://10.0.0.5:8080/hook/{token}", name="pager"),
+                         WebhookSettings(url=f"http://u:{token}@[::1]:9000/h")])
+    assert [s.name for s in sinks] == ["log", "hooks.slack.com", "pager", "[::1]:9000"]
+    assert all(token not in s.name for s in sinks)
+
+
+def test_two_sinks_cannot_share_a_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"settings.webhooks\[1\]: its name 'hooks.example.com' .*name: of its own"):
+        build_sinks([WebhookSettings(url="https://hooks.example.com/a"),
+                     WebhookSettings(url="https://hooks.example.com/b")])
+    with pytest.raises(ConfigError, match="the log sink's name"):
+        build_sinks([WebhookSettings(url="https://hooks.example.com/a", name="log")])
+    build_sinks([WebhookSettings(url="https://hooks.example.com/a"),                 # told apart by a name
+                 WebhookSettings(url="https://hooks.example.com/b", name="second")])
+    bad = tmp_path / "cameras.yaml"
+    bad.write_text("settings:\n  webhooks:\n    - url: https://hooks.example.com/a\n      name: Ops Pager\n"
+                   "cameras:\n  - id: yard\n    url: /nonexistent/yard.jpg\n")
+    r = _cli("--config", str(bad), "validate")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert ":4: settings.webhooks[0].name: 'Ops Pager'" in r.stderr
+
+
+def test_deliveries_pending_under_the_old_hash_name_are_delivered_after_the_upgrade(tmp_path, caplog):
+    rx = Receiver()
+    old = legacy_sink_name(rx.url)
+    assert old.startswith("webhook-") and len(old) == len("webhook-") + 8
+    store = EventStore(tmp_path)                    # as the previous camwatch left it
+    done, waiting = Event("gate", "camera_down"), Event("gate", "drift_started", kind="moved")
+    store.record(done, [old])
+    store.mark_delivered(done.id, old)
+    store.record(waiting, [old, "log"])
+    metrics = Metrics(process=False)
+    d = Dispatcher(store, [LogSink(), WebhookSink(rx.url, name="pager")], backoff=FAST, poll=0.1, metrics=metrics)
+    with caplog.at_level(logging.INFO):
+        d.start()
+        assert wait_for(lambda: store.pending_count() == 0)
+        d.stop()
+    assert [b["body"]["id"] for b in rx.accepted] == [waiting.id]       # the pending one, once
+    assert [x.sink for x in store.deliveries(waiting.id)] == ["log", "pager"]
+    assert [x.sink for x in store.deliveries(done.id)] == ["pager"]     # the history follows the name
+    assert store.pending_count(old) == 0 and "now go to pager" in caplog.text
+    assert metrics.registry.get_sample_value("camwatch_event_deliveries_total",
+                                             {"sink": "pager", "result": "ok"}) == 1
+    rx.stop()
 
 
 def test_parse_since():

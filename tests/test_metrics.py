@@ -142,7 +142,7 @@ def test_labels_are_bounded_and_names_follow_conventions(served):
     m, port = served
     m.camera_added("c")
     s = scrape(port)
-    allowed = {"camera", "state", "result", "reason", "kind", "provider", "sink", "version", "model",
+    allowed = {"camera", "state", "result", "reason", "kind", "provider", "sink", "store", "version", "model",
                "model_version", "le",
                # python_info from prometheus_client's platform collector
                "implementation", "major", "minor", "patchlevel"}

@@ -25,7 +25,7 @@ from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
 from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
 from camwatch.service import notify
-from camwatch.service.alerts import Dispatcher, build_sinks
+from camwatch.service.alerts import Backlog, Dispatcher, Sink, build_sinks
 from camwatch.service.enrol import reembed
 from camwatch.service.metrics import Metrics, MetricsServer
 from camwatch.service.pipeline import CameraRuntime, Pipeline
@@ -60,6 +60,8 @@ class Daemon:
         self.store: ReferenceStore | None = None
         self.events: EventStore | None = None
         self.dispatcher: Dispatcher | None = None
+        # What the events store owes while it fails; outlives a reload's new dispatcher.
+        self.backlog = Backlog(on_change=lambda: notify.status(self.status_line()))
         self.metrics: Metrics | None = None
         self.metrics_server: MetricsServer | None = None
         self.scheduler: Scheduler | None = None
@@ -91,7 +93,7 @@ class Daemon:
             log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = metrics = Metrics()
         self.events = EventStore(s.state_dir)
-        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=metrics)
+        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=metrics, backlog=self.backlog)
         self.dispatcher.start()
         metrics.set_build_info(__version__, str(spec.name), str(spec.version))
         metrics.set_provider(embedder.provider, bool(s.require_gpu))
@@ -189,9 +191,12 @@ class Daemon:
         return out
 
     def status_line(self) -> str:
+        """systemd's STATUS=: the cameras by state, led by a failing events store when there is one."""
         c = self.counts()
         parts = [f"{n} {s.replace('_', ' ')}" for s, n in c.items() if n]
-        return ", ".join(parts) if parts else "no cameras"
+        line = ", ".join(parts) if parts else "no cameras"
+        failing = self.backlog.describe()
+        return f"{failing}; {line}" if failing else line
 
     def watchdog_tick(self) -> None:
         """WATCHDOG=1 only while checks make progress, or when nothing is due.
@@ -201,7 +206,9 @@ class Daemon:
         by systemd killing us). No ping when the inference thread died or has
         been stuck in one batch, or when no check completed for three intervals
         plus a timeout: then systemd's watchdog restarts a daemon that only
-        looks alive.
+        looks alive. A failing events store does not stop the pings: a restart
+        would not free the disk and would lose the events held in memory; it
+        shows in the status line, the log and ``camwatch_store_ok`` instead.
         """
         now = self.clock()
         due = [rt for rt in list(self.runtimes.values()) if rt.camera.enabled]
@@ -229,14 +236,16 @@ class Daemon:
         try:
             config = load_config(self.config_path)
             _check_reloadable(self.config, config)
+            sinks = build_sinks(config.settings.webhooks) if config.settings.webhooks != self.config.settings.webhooks \
+                else None
         except CamwatchError as exc:
             for line in str(exc).splitlines():
                 log.error("reload rejected, the running config stays: %s", line)
             self.metrics.config_reloads.labels("error").inc()
             notify.ready(self.status_line())
             return False
-        if config.settings.webhooks != self.config.settings.webhooks:
-            self._restart_dispatcher(config)
+        if sinks is not None:
+            self._restart_dispatcher(sinks)
         self._apply_cameras(config)
         self.config = config
         self.pipeline.settings = config.settings
@@ -245,11 +254,12 @@ class Daemon:
         notify.ready(self.status_line())
         return True
 
-    def _restart_dispatcher(self, config: Config) -> None:
-        """New webhooks take effect on reload; undelivered rows stay in the outbox either way."""
+    def _restart_dispatcher(self, sinks: list[Sink]) -> None:
+        """New webhooks take effect on reload; undelivered rows stay in the outbox either way, and
+        events the store could not take yet stay in the shared backlog."""
         assert self.events is not None
         old = self.dispatcher
-        self.dispatcher = Dispatcher(self.events, build_sinks(config.settings.webhooks), metrics=self.metrics)
+        self.dispatcher = Dispatcher(self.events, sinks, metrics=self.metrics, backlog=self.backlog)
         if old is not None:
             old.stop(timeout=STOP_BUDGET_S)
         self.dispatcher.start()
@@ -276,6 +286,11 @@ class Daemon:
                 self.dispatcher.stop(timeout=max(0.1, deadline - time.monotonic()))
             except Exception as exc:
                 log.warning("event dispatcher did not stop cleanly: %s", scrub(str(exc)))
+        lost = list(self.backlog.events)
+        if lost:
+            log.error("%d event(s) the events store never took are lost at exit: %s", len(lost),
+                      "; ".join(f"{e.type} of camera {e.camera_id} at {e.iso_time}" for e in lost[:10])
+                      + (" ..." if len(lost) > 10 else ""))
         for rt in list(self.runtimes.values()):
             rt.close_source()
         for closable in (self.events, self.store, self.metrics_server):  # events flushed: synchronous=FULL

@@ -135,6 +135,18 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         # render() joins these around the camera series; a registry from the caller may hold
         # collectors of its own, so render() then asks generate_latest for all of it.
+        self.events_unwritten = Gauge(
+            "camwatch_events_unwritten",
+            "Events held in memory because the events store refused them (disk full, I/O error)",
+            registry=None)
+        self.events_dropped = Counter(
+            "camwatch_events_dropped",
+            "Events lost because the events store failed and the memory hold was full",
+            registry=None)
+        self.store_ok = Gauge(
+            "camwatch_store_ok",
+            "1 while the store takes writes, 0 from a failed write until what it owes is written",
+            ["store"], registry=None)
         self._own_registry = registry is None
         self._head: list[Collector] = []
         if process:
@@ -156,6 +168,7 @@ class Metrics:
         self.scheduler_lag = Histogram(
             "camwatch_scheduler_lag_seconds",
             "How late a check started compared with its scheduled time",
+        self.store_ok.labels("events").set(1)
             buckets=LAG_BUCKETS, registry=None)
         self.provider = Gauge(
             "camwatch_inference_provider_info",
@@ -192,7 +205,8 @@ class Metrics:
         self._tail: list[Collector] = [
             self.fetch_duration, self.inference_duration, self.batch_size, self.scheduler_lag,
             self.provider, self.gpu_required, self.build_info, self.cameras_configured,
-            self.events_pending, self.deliveries, self.config_reloads, self.start_time]
+            self.events_pending, self.events_unwritten, self.events_dropped, self.store_ok,
+            self.deliveries, self.config_reloads, self.start_time]
         for collector in [*self._head, self._camera_series, *self._tail]:
             self.registry.register(collector)
         for result in ("ok", "error"):
@@ -254,6 +268,17 @@ class Metrics:
         if reason not in FRAME_ERROR_REASONS:
             reason = "other"
         self._camera_series.update(camera_id, ("up", "", 0), count=("frame_errors", reason))
+    def set_events_unwritten(self, count: int) -> None:
+        self.events_unwritten.set(count)
+
+    def event_dropped(self) -> None:
+        """Count one event lost to a failing store (the memory hold was full)."""
+        self.events_dropped.inc()
+
+    def set_store_ok(self, store: str, ok: bool) -> None:
+        """Whether ``store`` ('events') takes writes; 0 stays until everything it owes is written."""
+        self.store_ok.labels(store).set(1 if ok else 0)
+
 
     def reconnected(self, camera_id: str) -> None:
         """Count one reopening of the camera's source after a failure."""
@@ -296,7 +321,7 @@ class Metrics:
         self.events_pending.set(count)
 
     def delivery(self, sink: str, ok: bool) -> None:
-        """Count one delivery attempt of an event to a sink ('log', 'webhook1', ...)."""
+        """Count one delivery attempt of an event to a sink ('log', a webhook's name)."""
         self.deliveries.labels(sink, "ok" if ok else "error").inc()
 
     def sinks_added(self, sinks: Iterable[str]) -> None:

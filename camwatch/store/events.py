@@ -223,6 +223,14 @@ class EventStore:
         self._db.write("UPDATE outbox SET next_attempt = 0 WHERE sink = ? AND delivered_at IS NULL",
                        (sink,), f"resume deliveries to {sink}")
 
+    def rename_sink(self, old: str, new: str) -> int:
+        """Give ``old``'s outbox rows to ``new`` (a sink renamed: its pending deliveries follow it).
+
+        A row ``new`` already has for the same event stays as it is. Returns the rows moved.
+        """
+        return self._db.write("UPDATE OR IGNORE outbox SET sink = ? WHERE sink = ?", (new, old),
+                              f"rename deliveries of {old} to {new}")
+
     def prune(self, before: float) -> int:
         """Forget events older than ``before`` (unix time) that every sink has delivered.
 
