@@ -294,6 +294,7 @@ def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     monkeypatch.setenv("FRONT_DOOR_PASSWORD", "p@ss:w/rd-1")
     monkeypatch.setenv("LOADING_BAY_PASSWORD", "bay-pass-42")
+    monkeypatch.setenv("BACK_GATE_PASSWORD", "gate-pass-31")
     monkeypatch.setenv("CAMWATCH_WEBHOOK_TOKEN", "tok-1234567")
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX")
     return creds
@@ -303,7 +304,7 @@ def test_example_config_loads(example_env: Path) -> None:
     config = load_config(EXAMPLE)
     assert isinstance(config, Config)
     ids = [c.id for c in config.cameras]
-    assert ids == ["front-door", "car-park", "loading-bay", "old-lobby", "demo-street"]
+    assert ids == ["front-door", "car-park", "loading-bay", "back-gate", "old-lobby", "demo-street"]
     assert [c.id for c in config.cameras if not c.enabled] == ["old-lobby"]
     front = config.camera("front-door")
     # a password with URL characters is percent-encoded into the RTSP URL, plain in .password
@@ -317,11 +318,15 @@ def test_example_config_loads(example_env: Path) -> None:
     assert park.threshold == 0.82 and park.confirm == 4 and park.timeout == 5
     assert park.active_hours == ((360, 720), (780, 1350))
     assert config.camera("loading-bay").mode == "stream"
+    gate = config.camera("back-gate")
+    assert gate.url.endswith("?loginuse=gateview&loginpas=gate-pass-31&channel=1")  # sent as written
+    assert gate.redacted_url == "http://192.168.1.24/snapshot.cgi?loginuse=***&loginpas=***&channel=1"
     assert config.camera("demo-street").auto_enroll and not front.auto_enroll
     hooks = config.settings.webhooks
     assert hooks[0].headers == {"Authorization": "Bearer tok-1234567"} and hooks[0].timeout == 5
     assert hooks[1].format == "slack" and hooks[1].verify_tls
-    for secret in ("p@ss:w/rd-1", "digest-pass-77", "bay-pass-42", "tok-1234567", "XXXXXXXXXXXXXXXX"):
+    for secret in ("p@ss:w/rd-1", "digest-pass-77", "bay-pass-42", "tok-1234567", "XXXXXXXXXXXXXXXX",
+                   "gate-pass-31", "gateview"):
         assert secret in config.secrets
         assert secret not in repr(config)
         assert secret not in scrub(f"connecting with {secret}")  # registered for log scrubbing
@@ -452,3 +457,93 @@ cameras:
     path.write_text(path.read_text() + "    interval: 8\n")
     with pytest.raises(ConfigError, match=r":8: cameras\[1\]\.interval: duplicate key \(first at line 7\)"):
         load_config(path)
+
+
+# -- issue 22 row 3: query values, ${ENV} by position, fragments, short passwords ------------
+
+
+def test_every_query_value_is_secret_unless_public(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys the old name pattern missed (loginuse, loginpas, psw), an ${ENV} query value, a 2-character
+    password and query value: masked by position in the URL whatever their length; public keys shown."""
+    monkeypatch.setenv("CAM_PSW", "psw-from-env-61")
+    config = load_config(write(tmp_path, """cameras:
+  - id: login
+    url: http://10.0.0.5/snap.cgi?loginuse=operator7&loginpas=lp-secret-44&channel=1&subtype=0
+    public_query: [channel]
+  - id: envq
+    url: rtsp://u:Q7@10.0.0.6:554/s?psw=${CAM_PSW}&k=x9&transport=udp
+  - id: demo
+    url: demo:lobby?seed=3&drift=turn
+"""))
+    login, envq, demo = config.cameras
+    assert login.url == "http://10.0.0.5/snap.cgi?loginuse=operator7&loginpas=lp-secret-44&channel=1&subtype=0"
+    assert login.redacted_url == "http://10.0.0.5/snap.cgi?loginuse=***&loginpas=***&channel=1&subtype=***"
+    assert envq.url == "rtsp://u:Q7@10.0.0.6:554/s?psw=psw-from-env-61&k=x9&transport=udp"
+    assert envq.redacted_url == "rtsp://u:***@10.0.0.6:554/s?psw=***&k=***&transport=udp"
+    assert demo.redacted_url == "demo:lobby?seed=3&drift=turn"  # a synthetic scene's settings, no credential
+    assert {"operator7", "lp-secret-44", "psw-from-env-61"} <= config.secrets
+    # Free text masks what it can by value (3 characters and more) and every URL by position:
+    line = scrub(f"open {envq.url} failed; {login.url}: 401 for operator7")
+    assert line == ("open rtsp://***@10.0.0.6:554/s?psw=***&k=***&transport=udp failed; "
+                    "http://10.0.0.5/snap.cgi?loginuse=***&loginpas=***&channel=1&subtype=***: 401 for ***")
+    # ...but not a 2-character value outside a URL: it would blank every "x9" of every message.
+    assert scrub("code x9") == "code x9"
+
+
+def test_env_values_are_secret_where_a_credential_can_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"CAM_HOST": "10.9.8.7", "CAM_PATH": "stream-tok-88", "CAM_USER": "envuser-3", "IVAL": "300",
+           "WHOLE": "rtsp://who:whole-pw-5@10.1.1.1/live?tk=whole-q-6", "CH": "101"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    config = load_config(write(tmp_path, """\
+settings:
+  interval: ${IVAL}
+cameras:
+  - id: a
+    url: rtsp://${CAM_HOST}/${CAM_PATH}?channel=${CH}
+    public_query: [channel]
+  - id: b
+    url: ${WHOLE}
+  - id: c
+    url: http://10.0.0.9/snap.jpg
+    username: ${CAM_USER}
+    password: pw
+"""))
+    a, b, _ = config.cameras
+    assert config.settings.interval == 300 and "300" not in config.secrets  # a setting: "300" stays readable
+    assert "10.9.8.7" not in config.secrets and "101" not in config.secrets  # a host, a public query value
+    assert {"stream-tok-88", "envuser-3", "whole-pw-5", "whole-q-6"} <= config.secrets
+    assert a.redacted_url == "rtsp://10.9.8.7/***?channel=101"
+    assert b.redacted_url == "rtsp://who:***@10.1.1.1/live?tk=***"  # a whole URL from ${ENV}: by its parts
+
+
+def test_fragments_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    """Never sent (the effective URL has none), never shown (validate names the line, not the text)."""
+    path = write(tmp_path, """settings:
+  webhooks:
+    - url: https://hooks.example/in?t=ab#hookfrag-77
+cameras:
+  - id: cam
+    url: http://10.0.0.5/snap.jpg?channel=2#camfrag-secret-1
+    public_query: [channel, chanel]
+""")
+    config = load_config(path)
+    assert config.cameras[0].url == "http://10.0.0.5/snap.jpg?channel=2"
+    assert config.cameras[0].redacted_url == "http://10.0.0.5/snap.jpg?channel=2"
+    assert config.settings.webhooks[0].url == "https://hooks.example/in?t=ab"
+    assert {"camfrag-secret-1", "hookfrag-77"} <= config.secrets
+    r = validate(path)
+    assert r.returncode == 0, r.stderr
+    assert f"{path}:3: settings.webhooks[0].url: the #fragment is dropped" in r.stderr
+    assert f"{path}:6: cameras[0].url: the #fragment is dropped" in r.stderr
+    assert f"{path}:7: cameras[0].public_query: 'chanel' is not a query key" in r.stderr
+    assert "camfrag" not in r.stdout + r.stderr and "hookfrag" not in r.stdout + r.stderr
+
+
+def test_public_query_refuses_credential_names(tmp_path: Path) -> None:
+    path = write(tmp_path, "cameras:\n  - id: cam\n    url: http://10.0.0.5/s.jpg?pwd=sec-ret-5&ch=1\n"
+                           "    public_query: [ch, pwd]\n")
+    r = validate(path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{path}:4: cameras[0].public_query: 'pwd' is named like a credential" in r.stderr
+    assert "sec-ret-5" not in r.stdout + r.stderr

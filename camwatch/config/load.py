@@ -7,10 +7,18 @@ Why it is built this way:
   is wrong``, sorted by line, never as a traceback; an unknown key gets a
   did-you-mean.
 * Secrets are found here, once, before anything is validated, so no message
-  shows one: values from ``${cred:NAME}``, ``${ENV}`` put in a URL's userinfo or
-  under a secret-looking key, URL passwords, ``password:`` fields, webhook
-  URLs and headers. They end up in ``Config.secrets`` and are registered with
-  ``camwatch.core.secrets`` for scrubbing, so no other layer registers them.
+  shows one: every ``${cred:NAME}`` value; every ``${ENV}`` value that lands
+  where a credential can be (a URL but its host and port, a username, password
+  or header, anything under a webhook or a secret-looking key); URL passwords;
+  EVERY query value of a camera or webhook URL unless the camera lists its key
+  in ``public_query``; fragments; ``password:`` fields; webhook URLs and headers.
+  ``${ENV}`` values of settings (numbers, durations, switches, paths, ids,
+  hosts) are not secrets: nothing there can be a credential, and masking "true"
+  or "300" everywhere would mangle every message and JSON document. They end
+  up in ``Config.secrets`` and are registered with ``camwatch.core.secrets``
+  for scrubbing, so no other layer registers them.
+* A URL's ``#fragment`` is dropped here (a client never sends one, so it only
+  ever served to show a secret), with a warning naming its line.
 * What the schema cannot say key by key is done here: paths relative to the
   config file, credentials given in the URL or beside it (in one place only),
   checks that span keys (auth needs a username), the camera's unset check
@@ -26,21 +34,34 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from camwatch.config.reader import Builder, Problems, Substitution, compose, read_text
 from camwatch.config.schema import INHERITED, TOP_KEYS, CameraConfig, Config, LinePath, Settings, keys_at
-from camwatch.config.types import clip, url_scheme
+from camwatch.config.types import clip, parse_query_names, url_scheme
 from camwatch.core.errors import ConfigError
-from camwatch.core.secrets import SECRET_KEY, mask, redact_url, register_secret, scrub, split_credentials, url_secrets
+from camwatch.core.secrets import (
+    SECRET_KEY,
+    drop_fragment,
+    is_public_query,
+    mask,
+    redact_url,
+    register_public_query,
+    register_secret,
+    scrub,
+    split_credentials,
+    url_secrets,
+)
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", Settings, CameraConfig)
 
 _PUBLIC_HEADERS = {"content-type", "accept", "user-agent", "accept-language"}
+#: Keys whose ${ENV} value is a secret wherever it stands in the file (a URL has its own rule by part).
+_CREDENTIAL_KEYS = ("username", "password", "headers", "webhooks")
 _TYPE_MESSAGES = {
     "model_type": "expected a mapping (key: value lines)",
     "model_attributes_type": "expected a mapping (key: value lines)",
@@ -80,11 +101,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     settings = _settings(data, base, problems, secrets)
     cameras = tuple(_camera(c, i, settings, base, problems, secrets) for i, c in _cameras(data, problems, secrets))
 
+    for s in secrets:
+        register_secret(s)
+    for warning in problems.warning_texts():
+        log.warning("%s", warning)
     if problems.items:
         raise ConfigError(problems.texts())
     config = Config(path=path, settings=settings, cameras=cameras, secrets=frozenset(secrets), lines=lines)
-    for s in config.secrets:
-        register_secret(s)
+    register_public_query(n for c in cameras for n in c.public_query)
     _warn_if_readable(path, text, config.secrets)
     return config
 
@@ -110,6 +134,13 @@ def _settings(data: dict[str, Any], base: Path, problems: Problems, secrets: set
         problems.add(("settings", "require_gpu"), "true contradicts device: cpu")
     if isinstance(raw, dict) and raw.get("state_dir") is not None:
         update["state_dir"] = _resolve(base, s.state_dir)
+    hooks = list(s.webhooks)
+    for n, hook in enumerate(hooks):
+        url, fragment = drop_fragment(hook.url)
+        if fragment:  # its text is a secret already (url_secrets)
+            problems.warn(("settings", "webhooks", n, "url"), _FRAGMENT_DROPPED)
+            hooks[n] = hook.model_copy(update={"url": url})
+            update["webhooks"] = tuple(hooks)
     state_dir = update.get("state_dir", s.state_dir)
     if state_dir.exists() and not state_dir.is_dir():
         problems.add(("settings", "state_dir"), f"{state_dir}: exists and is not a folder")
@@ -157,6 +188,16 @@ def _camera(c: CameraConfig, i: int, s: Settings, base: Path, problems: Problems
     url = c.url
     scheme = url_scheme(url)
     network = scheme in ("rtsp", "rtsps", "http", "https")
+    if network:
+        url, fragment = drop_fragment(url)
+        if fragment:
+            problems.warn(at + ("url",), _FRAGMENT_DROPPED)
+        query = urlsplit(url).query if "?" in url else ""
+        names = {unquote_plus(p.partition("=")[0]) for p in query.split("&")} if query else set()
+        for name in c.public_query:
+            if name not in names:
+                problems.warn(at + ("public_query",), f"'{clip(name, 40)}' is not a query key of this "
+                                                      "camera's url (a typo? its value would stay masked)")
     _, url_user, url_password = split_credentials(url) if network else (url, None, None)
     username, password = c.username, c.password
     if url_user is not None and (username is not None or password is not None):
@@ -184,11 +225,12 @@ def _camera(c: CameraConfig, i: int, s: Settings, base: Path, problems: Problems
         secrets.add(password)
         if network:
             secrets.add(quote(password, safe=""))
-    secrets.update(url_secrets(url))
+    secrets.update(url_secrets(url, public=c.public_query))
     update: dict[str, Any] = {k: getattr(s, k) for k in INHERITED if k not in c.model_fields_set}
     if "name" not in c.model_fields_set:
         update["name"] = c.id
-    update.update(url=url, username=username, password=password, redacted_url=redact_url(url, secrets))
+    update.update(url=url, username=username, password=password,
+                  redacted_url=redact_url(url, secrets, public=c.public_query))
     return c.model_copy(update=update)
 
 
@@ -243,13 +285,42 @@ def _show(value: Any, path: LinePath, secrets: set[str]) -> str:
 # -- secrets --------------------------------------------------------------------------------
 
 
+_FRAGMENT_DROPPED = ("the #fragment is dropped: a URL's fragment is never sent, and may only show a "
+                     "secret (remove it from the file)")
+
+
+def _public_query_raw(data: dict[str, Any], path: LinePath) -> tuple[str, ...]:
+    """The public_query of the camera at ``path`` as written, before validation; () if none or invalid."""
+    if len(path) < 2 or path[0] != "cameras" or not isinstance(path[1], int):
+        return ()
+    cams = data.get("cameras")
+    cam = cams[path[1]] if isinstance(cams, list) and path[1] < len(cams) else None
+    try:
+        return parse_query_names(cam.get("public_query")) if isinstance(cam, dict) else ()
+    except ValueError:
+        return ()  # reported by validation; meanwhile every value stays secret
+
+
+def _sub_is_secret(sub: Substitution, data: dict[str, Any]) -> bool:
+    """Whether a ${...} value is a secret: see the module docstring for the rule and why."""
+    keys = [p for p in sub.path if isinstance(p, str)]
+    last = keys[-1] if keys else ""
+    if sub.secret or any(k in _CREDENTIAL_KEYS for k in keys):
+        return True
+    if last == "url":
+        if sub.part in ("start", "host"):  # a whole URL is taken apart below; a host names the camera
+            return False
+        if sub.part == "query" and sub.query_key is not None:
+            return not is_public_query(sub.query_key, sub.value, _public_query_raw(data, sub.path))
+        return True  # userinfo, path, fragment, a query key's name
+    return bool(SECRET_KEY.search(last)) and last not in ("auth", "auto_enroll")
+
+
 def _collect_secrets(data: dict[str, Any], subs: list[Substitution]) -> set[str]:
     """Every secret the file holds or pulls in, known before validation so no message shows one."""
     secrets: set[str] = set()
     for sub in subs:
-        keys = [p for p in sub.path if isinstance(p, str)]
-        if sub.secret or "webhooks" in keys or "password" in keys or "headers" in keys \
-                or (keys and SECRET_KEY.search(keys[-1]) and keys[-1] not in ("auth", "auto_enroll")):
+        if _sub_is_secret(sub, data):
             secrets.update({sub.value, quote(sub.value, safe="")})
 
     def walk(obj: Any, path: LinePath) -> None:
@@ -269,7 +340,7 @@ def _collect_secrets(data: dict[str, Any], subs: list[Substitution]) -> set[str]
                 if str(obj).lower().startswith(("bearer ", "basic ", "token ")):
                     secrets.add(str(obj).split(None, 1)[1])
             elif last == "url" and isinstance(obj, str):
-                secrets.update(url_secrets(obj, webhook="webhooks" in keys))
+                secrets.update(url_secrets(obj, webhook="webhooks" in keys, public=_public_query_raw(data, path)))
 
     walk(data, ())
     return {s for s in secrets if len(s) >= 3}
@@ -286,4 +357,5 @@ def _warn_if_readable(path: Path, text: str, secrets: Iterable[str]) -> None:
     if any(s in text for s in secrets):
         log.warning("%s holds passwords or tokens in clear and other users can read it: run "
                     "'chmod 600 %s', or move them to ${ENV} variables or systemd LoadCredential= "
-                    "(${cred:NAME})", path, path)
+                    "(${cred:NAME}); a URL's query values count, unless the camera lists their keys "
+                    "in public_query", path, path)

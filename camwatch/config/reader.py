@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 import yaml
 
@@ -39,6 +39,7 @@ class Problems:
         self.file = file
         self.lines = lines
         self.items: list[tuple[int, str]] = []
+        self.warnings: list[tuple[int, str]] = []  # the file works, but should be changed
         self.failed: set[LinePath] = set()  # values whose substitution failed: already reported
 
     def line_of(self, path: LinePath) -> int:
@@ -54,8 +55,16 @@ class Problems:
         where = f" {path_str(path)}:" if path else ""
         self.items.append((line, f"{self.file}:{line}:{where} {message}"))
 
+    def warn(self, path: LinePath, message: str) -> None:
+        line = self.line_of(path)
+        where = f" {path_str(path)}:" if path else ""
+        self.warnings.append((line, f"{self.file}:{line}:{where} {message}"))
+
     def texts(self) -> list[str]:
         return [t for _, t in sorted(self.items, key=lambda it: it[0])]
+
+    def warning_texts(self) -> list[str]:
+        return [t for _, t in sorted(self.warnings, key=lambda it: it[0])]
 
 
 def path_str(path: Iterable[Any]) -> str:
@@ -73,6 +82,11 @@ class Substitution:
     path: LinePath
     value: str
     secret: bool  # from a credential, or a URL password
+    #: Where in a URL it stood: "start" (it holds the scheme), "userinfo", "host" (or port), "path",
+    #: "query", "fragment"; "" outside a url. ``load.py`` decides from this which values are secrets.
+    part: str = ""
+    #: For part "query": the key whose value it is (None when it stands in a key's name).
+    query_key: str | None = None
 
 
 class Builder:
@@ -178,9 +192,10 @@ class Builder:
             if _in_userinfo(path, text, m):
                 # a password such as p@ss:w/rd would break the URL: percent-encode it, and
                 # count it a secret whatever the URL looks like afterwards
-                self.subs.append(Substitution(path, value, True))
+                self.subs.append(Substitution(path, value, True, "userinfo"))
                 return quote(value, safe="")
-            self.subs.append(Substitution(path, value, False))
+            part, key = _url_part(path, text, m, value)
+            self.subs.append(Substitution(path, value, False, part, key))
             return value
 
         out = _SUBST.sub(one, text)
@@ -229,6 +244,24 @@ def _in_userinfo(path: LinePath, text: str, m: re.Match[str]) -> bool:
         return False
     return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*", text[: m.start()])
                 and re.match(r"[^/?#]*@", text[m.end():]))
+
+
+def _url_part(path: LinePath, text: str, m: re.Match[str], value: str) -> tuple[str, str | None]:
+    """Which part of a url value a ${...} stands in, and for a query value its key (see Substitution)."""
+    if not path or path[-1] != "url":
+        return "", None
+    before = text[: m.start()]
+    if not before and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", value):
+        return "start", None
+    if "#" in before:
+        return "fragment", None
+    if "?" in before:
+        piece = before.split("?", 1)[1].rsplit("&", 1)[-1]
+        key, sep, _ = piece.partition("=")
+        return "query", (unquote_plus(key) if sep else None)
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*", before):
+        return ("userinfo" if re.match(r"[^/?#]*@", text[m.end():]) else "host"), None
+    return "path", None
 
 
 def read_text(path: Path) -> str:

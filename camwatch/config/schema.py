@@ -39,6 +39,7 @@ from camwatch.config.types import (
     OptionalText,
     Polygons,
     Port,
+    QueryNames,
     Threshold,
     WebhookFormat,
     WebhookUrl,
@@ -162,7 +163,10 @@ class Settings(CheckSettings):
 
 
 class CameraConfig(CheckSettings):
-    """One camera with effective values. ``url`` may hold a password: log ``redacted_url`` only."""
+    """One camera with effective values. ``url`` may hold a password or tokens: log ``redacted_url`` only.
+
+    ``url`` is what is sent: a ``#fragment`` given in the file is already dropped.
+    """
 
     DERIVED: ClassVar[frozenset[str]] = frozenset({"redacted_url"})
 
@@ -181,9 +185,11 @@ class CameraConfig(CheckSettings):
     username: OptionalText = None
     password: OptionalText = Field(default=None, repr=False)
     auth: Auth = None
+    #: Query keys whose values are shown (``channel``, ``subtype``); every other query value is a secret.
+    public_query: QueryNames = ()
     #: Enrol the first good frame only when the camera has no reference at all (the demo); never replaces one.
     auto_enroll: Flag = False
-    #: The url with any password replaced by ***: the only form to log.
+    #: The url with its password and every non-public query value as ***, no fragment: the only form to log.
     redacted_url: str = ""
 
     def active_at(self, t: datetime) -> bool:

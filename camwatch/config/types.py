@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from pydantic import PlainValidator
 
+from camwatch.core.secrets import SECRET_KEY
+
 T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -244,6 +246,32 @@ def parse_headers(v: Any) -> dict[str, str]:
     return out
 
 
+def parse_query_names(v: Any) -> tuple[str, ...]:
+    """Query keys whose values are not secrets (``[channel, subtype]``); one name alone is a list of one.
+
+    A name that looks like a credential (pass, pwd, psw, token, key, auth, sig...) is
+    refused: marking it public would print a password in every log line.
+    """
+    if v is None:
+        return ()
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)):
+        raise ValueError("expected a list of query parameter names, e.g. [channel, subtype]")
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
+            raise ValueError("expected a list of query parameter names, e.g. [channel, subtype]")
+        name = str(item).strip()
+        if any(c in name for c in "&=?#/ \t\r\n"):
+            raise ValueError(f"'{clip(name, 40)}': a query parameter name, without '&', '=', '?', '#' or spaces")
+        if SECRET_KEY.search(name):
+            raise ValueError(f"'{clip(name, 40)}' is named like a credential: its value stays masked "
+                             "(remove it from public_query)")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
 # -- time of day and view geometry --------------------------------------------------------
 
 
@@ -339,6 +367,7 @@ WebhookUrl = Annotated[str, PlainValidator(parse_webhook_url)]
 Headers = Annotated[dict[str, str], PlainValidator(parse_headers)]
 ActiveHours = Annotated[tuple[HourRange, ...] | None, PlainValidator(parse_active_hours)]
 Polygons = Annotated[tuple[Polygon, ...], PlainValidator(parse_polygons)]
+QueryNames = Annotated[tuple[str, ...], PlainValidator(parse_query_names)]
 Device = Annotated[str, PlainValidator(choice(DEVICES))]
 Mode = Annotated[str, PlainValidator(choice(MODES))]
 Auth = Annotated[str | None, PlainValidator(optional(choice(AUTHS)))]

@@ -1,7 +1,9 @@
 """Logging set-up: plain text or one JSON object per line, never a secret.
 
 Every record passes through camwatch.core.secrets.scrub, by a filter on the
-root handler, so a library that logs a URL cannot leak a camera password either.
+root handler, so a library that logs a URL cannot leak a camera password (or a
+query value, or a fragment) either. The JSON form's extra fields are scrubbed
+too: a ``reason`` or ``camera`` passed as ``extra=`` is text like any other.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class _JsonFormatter(logging.Formatter):
         }
         for key in self._EXTRA:
             if hasattr(record, key):
-                doc[key] = getattr(record, key)
+                value = getattr(record, key)
+                doc[key] = scrub(value) if isinstance(value, str) else value
         return json.dumps(doc, default=str)
 
 
