@@ -135,18 +135,6 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         # render() joins these around the camera series; a registry from the caller may hold
         # collectors of its own, so render() then asks generate_latest for all of it.
-        self.events_unwritten = Gauge(
-            "camwatch_events_unwritten",
-            "Events held in memory because the events store refused them (disk full, I/O error)",
-            registry=None)
-        self.events_dropped = Counter(
-            "camwatch_events_dropped",
-            "Events lost because the events store failed and the memory hold was full",
-            registry=None)
-        self.store_ok = Gauge(
-            "camwatch_store_ok",
-            "1 while the store takes writes, 0 from a failed write until what it owes is written",
-            ["store"], registry=None)
         self._own_registry = registry is None
         self._head: list[Collector] = []
         if process:
@@ -168,7 +156,6 @@ class Metrics:
         self.scheduler_lag = Histogram(
             "camwatch_scheduler_lag_seconds",
             "How late a check started compared with its scheduled time",
-        self.store_ok.labels("events").set(1)
             buckets=LAG_BUCKETS, registry=None)
         self.provider = Gauge(
             "camwatch_inference_provider_info",
@@ -190,6 +177,18 @@ class Metrics:
             "camwatch_events_pending",
             "Event deliveries waiting in the outbox (all sinks)",
             registry=None)
+        self.events_unwritten = Gauge(
+            "camwatch_events_unwritten",
+            "Events held in memory because the events store refused them (disk full, I/O error)",
+            registry=None)
+        self.events_dropped = Counter(
+            "camwatch_events_dropped",
+            "Events lost because the events store failed and the memory hold was full",
+            registry=None)
+        self.store_ok = Gauge(
+            "camwatch_store_ok",
+            "1 while the store takes writes, 0 from a failed write until what it owes is written",
+            ["store"], registry=None)
         self.deliveries = Counter(
             "camwatch_event_deliveries_total",
             "Event delivery attempts by sink and result (ok, error)",
@@ -211,6 +210,7 @@ class Metrics:
             self.registry.register(collector)
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
+        self.store_ok.labels("events").set(1)
         self.start_time.set_to_current_time()
         self._lock = threading.Lock()  # camera count and series change together
 
@@ -268,17 +268,6 @@ class Metrics:
         if reason not in FRAME_ERROR_REASONS:
             reason = "other"
         self._camera_series.update(camera_id, ("up", "", 0), count=("frame_errors", reason))
-    def set_events_unwritten(self, count: int) -> None:
-        self.events_unwritten.set(count)
-
-    def event_dropped(self) -> None:
-        """Count one event lost to a failing store (the memory hold was full)."""
-        self.events_dropped.inc()
-
-    def set_store_ok(self, store: str, ok: bool) -> None:
-        """Whether ``store`` ('events') takes writes; 0 stays until everything it owes is written."""
-        self.store_ok.labels(store).set(1 if ok else 0)
-
 
     def reconnected(self, camera_id: str) -> None:
         """Count one reopening of the camera's source after a failure."""
@@ -319,6 +308,17 @@ class Metrics:
 
     def set_events_pending(self, count: int) -> None:
         self.events_pending.set(count)
+
+    def set_events_unwritten(self, count: int) -> None:
+        self.events_unwritten.set(count)
+
+    def event_dropped(self) -> None:
+        """Count one event lost to a failing store (the memory hold was full)."""
+        self.events_dropped.inc()
+
+    def set_store_ok(self, store: str, ok: bool) -> None:
+        """Whether ``store`` ('events') takes writes; 0 stays until everything it owes is written."""
+        self.store_ok.labels(store).set(1 if ok else 0)
 
     def delivery(self, sink: str, ok: bool) -> None:
         """Count one delivery attempt of an event to a sink ('log', a webhook's name)."""
