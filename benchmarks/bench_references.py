@@ -1,9 +1,12 @@
 """How long the reference store's operations take on this disk.
 
 Prints medians of several runs: a durable add (synchronous=FULL commit with a
-~100 KB JPEG), reading one camera's references with and without images (what
-a check does), a calibration sample (one small durable commit), and opening
-the store with its quick_check at 100 and 1,000 references.
+~100 KB JPEG, then the checkpoint that puts it in the main file, so deleted
+-wal/-shm files cannot take it), reading one camera's references with and
+without images (what a check does; each access also checks the files under
+the connection), a calibration sample (one small durable commit, left in the
+log), and opening the store (quick_check, identity) at 100 and 1,000 references.
+Figures vary with the disk's fsync time; compare runs on one machine.
 
     python3 benchmarks/bench_references.py [--refs 1000] [--repeat 5] [--dir /var/lib/camwatch]
 """

@@ -95,7 +95,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 FileId = tuple[int, int]
 
 
-def _file_id(path: Path) -> tuple[FileId, int] | None:
+def _file_id(path: str) -> tuple[FileId, int] | None:
     """(device, inode) and size of a file, or None when it is missing."""
     try:
         st = os.stat(path)
@@ -120,7 +120,8 @@ class Database:
         self.lock = threading.RLock()
         self.writes = 0
         self._lost = lost
-        opened = _file_id(path)
+        self._files = (str(path), *(f"{path}{suffix}" for suffix in SIDECARS))
+        opened = _file_id(self._files[0])
         self._main: FileId | None = opened[0] if opened else None
         self._sidecars: tuple[FileId, ...] | None = self._sidecar_ids()
         self._broken: str | None = None
@@ -140,8 +141,8 @@ class Database:
     def _sidecar_ids(self) -> tuple[FileId, ...] | None:
         """The log and index files' ids, or None while either does not exist (not opened yet)."""
         ids = []
-        for suffix in SIDECARS:
-            found = _file_id(Path(f"{self.path}{suffix}"))
+        for name in self._files[1:]:
+            found = _file_id(name)
             if found is None:
                 return None
             ids.append(found[0])
@@ -151,7 +152,7 @@ class Database:
         """Before any access: the files must still be the ones this connection uses (see the module doc)."""
         if self._broken:
             raise StoreError(self._broken)
-        main = _file_id(self.path)
+        main = _file_id(self._files[0])
         if main is None or main[0] != self._main or main[1] == 0:
             what = "deleted" if main is None else "emptied" if main[1] == 0 else "replaced"
             raise StoreError(f"database {self.path}: {what} while camwatch had it open; nothing more is "
@@ -205,9 +206,10 @@ class Database:
             return False
         return not busy and copied == logged
 
-    def _settle(self) -> None:
-        """After a commit: into the main file, and still in the log every other process reads."""
-        complete = self._checkpoint()
+    def _settle(self, checkpoint: bool = True) -> None:
+        """After a commit: into the main file (unless ``checkpoint`` is False), and still in the log
+        every other process reads."""
+        complete = self._checkpoint() if checkpoint else False
         if self._sidecar_ids() != self._sidecars:
             # The log went away during this write: it is stored only if the checkpoint carried it over.
             self._reopen()
@@ -240,12 +242,15 @@ class Database:
             return int(changed)
 
     @contextmanager
-    def transaction(self, doing: str = "") -> Iterator[sqlite3.Connection]:
+    def transaction(self, doing: str = "", *, checkpoint: bool = True) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; rolled back on any error.
 
         SQLite errors inside become StoreError (``doing`` names the work in the
         message); other exceptions pass through after the rollback. When it
-        returns, the commit is in the main file (``_settle``).
+        returns, the commit is in the main file (``_settle``). ``checkpoint=False``
+        is for frequent writes a lost log may cost (a calibration sample): they
+        stay in the log, durable, until the next write's checkpoint (about 2 ms
+        per write saved on an SSD).
         """
         with self.lock:
             self._guard()
@@ -268,7 +273,7 @@ class Database:
                 raise self.error(exc, doing) from None
             finally:
                 self.writes += 1      # whatever happened, cached reads are void
-            self._settle()
+            self._settle(checkpoint)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -431,8 +431,13 @@ class ReferenceStore:
 
     def add_calibration_sample(self, camera_id: str, model_id: str, similarity: float,
                                at: float | None = None, structure: float | None = None) -> None:
-        """Remember one post-enrolment similarity (and structure distance) so a restart does not forget calibration."""
-        with self._db.transaction() as conn:
+        """Remember one post-enrolment similarity (and structure distance) so a restart does not forget calibration.
+
+        Written at most checks while a camera calibrates, so not checkpointed
+        on its own (``Database.transaction``): a sample lost with a deleted log
+        only means one more calibration check.
+        """
+        with self._db.transaction(checkpoint=False) as conn:
             conn.execute("INSERT INTO calibration_samples (camera_id, model_id, similarity, created_at, structure) "
                          "VALUES (?, ?, ?, ?, ?)",
                          (camera_id, model_id, float(similarity), time.time() if at is None else at,
