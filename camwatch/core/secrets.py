@@ -129,13 +129,18 @@ def _scrub_bare(m: re.Match[str]) -> str:
 
 
 def scrub(text: str) -> str:
-    """Mask every registered secret, any user:password@ part, query value and fragment of a URL."""
+    """Mask every registered secret, any user:password@ part, query value and fragment of a URL.
+
+    Registered secrets first: one may be a whole URL (a webhook's), which would no
+    longer match once its query had been masked, leaving its path token in clear.
+    """
+    text = mask(text, _SECRETS)
     text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
     if "://" in text:
         text = _URL_TAIL.sub(_scrub_url, text)
     if "?" in text:
         text = _BARE_QUERY.sub(_scrub_bare, text)
-    return mask(text, _SECRETS)
+    return text
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
