@@ -91,8 +91,9 @@ def test_json_has_no_secret(tmp_path, http_snapshot_server):
     grid_model(tmp_path / "grid.onnx")
     http_snapshot_server.basic("/snap.jpg", "admin", SECRET, scene_image(seed=3, scene="shop"))
     dead = free_port()
-    cams = [{"id": "shop", "url": http_snapshot_server.url("/snap.jpg", "admin", SECRET)},
-            {"id": "gone", "url": f"http://admin:{SECRET}@127.0.0.1:{dead}/snap.jpg"},
+    # auth: basic: a Basic challenge over plain HTTP is answered only when the config says so.
+    cams = [{"id": "shop", "url": http_snapshot_server.url("/snap.jpg", "admin", SECRET), "auth": "basic"},
+            {"id": "gone", "url": f"http://admin:{SECRET}@127.0.0.1:{dead}/snap.jpg", "auth": "basic"},
             {"id": "rtsp", "url": f"rtsp://admin:{SECRET}@127.0.0.1:{dead}/live", "timeout": 2}]
     cfg = write_config(tmp_path / "cameras.yaml", cams, model=str(tmp_path / "grid.onnx"), device="cpu")
     out = camwatch("enroll", "shop", "--config", str(cfg))
@@ -107,3 +108,22 @@ def test_json_has_no_secret(tmp_path, http_snapshot_server):
     assert by_id["rtsp"]["state"] == "unavailable"
     assert "***" in by_id["shop"]["url"] and "127.0.0.1" in by_id["shop"]["url"]
     assert doc["exit_code"] == 2
+
+
+def test_validate_warns_when_a_timeout_outlasts_the_interval(tmp_path):
+    """``camwatch validate`` (a real subprocess): a camera whose timeout is longer than its interval
+    is a warning naming the camera and both values, not a failure; others are not named."""
+    grid_model(tmp_path / "grid.onnx")
+    cams = [{"id": "lobby", "url": "demo:lobby", "interval": "10s", "timeout": "30s"},
+            {"id": "yard", "url": "demo:street", "interval": "10s", "timeout": "5s"},
+            {"id": "spare", "url": "demo:street", "interval": "10s", "timeout": "30s", "enabled": False}]
+    cfg = write_config(tmp_path / "cameras.yaml", cams, model=str(tmp_path / "grid.onnx"), device="cpu")
+    out = camwatch("validate", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{cfg}: OK (3 cameras, 2 enabled)"
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("camwatch: warning: ")]
+    assert len(warnings) == 1, out.stderr
+    w = warnings[0]
+    assert w.startswith(f"camwatch: warning: {cfg}:") and "cameras[0].timeout" in w
+    assert "camera lobby: timeout 30 s is longer than its interval 10 s" in w
+    assert "yard" not in out.stderr and "spare" not in out.stderr

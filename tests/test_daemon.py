@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from daemon_helpers import camwatch, write_config
+from daemon_helpers import SilentServer, camwatch, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
 
@@ -353,3 +353,106 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
     assert t.source == "calibrated" and t.samples == 3
     assert t.structure_scale == pytest.approx(decision.calibrate_structure(structures))
     assert t.value == pytest.approx(decision.calibrate(sims, emb.spec.threshold))
+
+
+def test_offline_keeps_the_drift_until_good_checks_clear_it(folder, running):
+    """A drifted camera that goes offline: unavailable AND still drifted on /metrics, no
+    drift_cleared; back with its enrolled view, ``recover`` good checks clear it. After a restart
+    the open drift shows from the start, even before (here: without) any check."""
+    cfg = config(folder, [cam(folder, "a", confirm=1, recover=2, interval=HOUR)])
+    assert camwatch("enroll", "a", "--config", str(cfg)).returncode == 0
+    clock = Clock()
+    d = running(cfg, clock)
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    saved = (folder / "a.png").read_bytes()
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted" and value(d, "camwatch_camera_drifted", camera="a") == 1
+    (folder / "a.png").unlink()
+    for _ in range(3):
+        clock.advance(30)                       # past the retry delay
+        check_now(d, "a")
+    assert value(d, "camwatch_camera_state", camera="a", state="unavailable") == 1
+    assert value(d, "camwatch_camera_up", camera="a") == 0
+    assert value(d, "camwatch_camera_drifted", camera="a") == 1          # the drift was not confirmed gone
+    types = [e.type for e in EventStore(folder / "state").list("a")]
+    assert types == ["drift_started", "camera_down"]
+    d.stop()
+
+    # Restarted while down and drifted, on a camera checked only outside these hours: nothing is
+    # checked, the open drift still shows.
+    now = datetime.now()
+    later = f"{(now + timedelta(hours=2)).strftime('%H:%M')}-{(now + timedelta(hours=3)).strftime('%H:%M')}"
+    d = running(config(folder, [cam(folder, "a", confirm=1, recover=2, interval=HOUR, active_hours=later)]))
+    assert value(d, "camwatch_camera_drifted", camera="a") == 1
+    d.stop()
+
+    (folder / "a.png").write_bytes(saved)
+    d = running(config(folder, [cam(folder, "a", confirm=1, recover=2, interval=HOUR)]))
+    wait("a checked", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") == 1)
+    assert d.runtimes["a"].state == "drifted" and value(d, "camwatch_camera_drifted", camera="a") == 1
+    check_now(d, "a")                            # the second good check: recover=2
+    assert d.runtimes["a"].state == "ok" and value(d, "camwatch_camera_drifted", camera="a") == 0
+    types = [e.type for e in EventStore(folder / "state").list("a")]
+    assert types == ["drift_started", "camera_down", "camera_up", "drift_cleared"]
+
+
+def test_the_drift_line_names_the_view_the_numbers_and_the_evidence(folder, running, caplog):
+    """The operator's line, the metric and the event all show the camera's own threshold, the
+    one calibration gave it, while the structure cue moves the bar each view is held to; the
+    cues are in the event's details."""
+    from camwatch.config import load_config
+    from camwatch.service.checks import threshold_for
+
+    caplog.set_level(logging.DEBUG)
+    cfg = config(folder, [cam(folder, "a", interval=HOUR, confirm=2)], calibration={"checks": 3})
+    assert camwatch("enroll", "a", "--config", str(cfg)).returncode == 0
+    d = running(cfg)
+    wait("a ok", lambda: d.runtimes["a"].state == "ok")
+    for _ in range(3):
+        check_now(d, "a")
+    c = load_config(str(cfg))
+    t = threshold_for(c.camera("a"), c.settings, d.embedder, d.store)
+    assert t.source == "calibrated" and t.structure_scale
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    for _ in range(2):
+        check_now(d, "a")
+        assert value(d, "camwatch_camera_threshold", camera="a") == pytest.approx(t.value)
+    assert d.runtimes["a"].state == "drifted"
+    (e,) = [e for e in EventStore(folder / "state").list("a") if e.type == "drift_started"]
+    assert e.threshold == pytest.approx(t.value) and e.evidence and Path(e.evidence).is_file()
+    assert e.details["camera_threshold"] == pytest.approx(t.value, abs=1e-4)
+    assert e.details["threshold_source"] == "calibrated" and "structure_distance" in e.details
+    assert e.details["structure_scale"] == pytest.approx(t.structure_scale, abs=1e-4)
+    assert e.details["adjusted_threshold"] != pytest.approx(t.value, abs=1e-4)    # the cue moved it
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("camera a: view "))
+    sim = f"{e.similarity:.2f}"
+    assert line == (f"camera a: view {e.kind.upper()} (match {sim}, needs {t.value:.2f}"
+                    + (", but the layout changed" if e.similarity >= t.value else "")
+                    + f"; evidence {e.evidence})"), line
+    debug = [r.getMessage() for r in caplog.records if r.getMessage().startswith("camera a: match ")]
+    assert len(debug) == 6 and all(f"needs {t.value:.3f} (calibrated)" in m for m in debug[-2:]), debug
+    assert "puts the bar at" in debug[-1]
+
+
+def test_a_camera_slower_than_its_interval_is_skipped_counted_and_said_once(folder, running, caplog):
+    """timeout 3 s, interval 1 s, a camera that accepts and never answers: the runs that find the
+    previous check still going are counted as skipped and said once with the cause, never as
+    APScheduler's "maximum number of running instances reached" warning."""
+    caplog.set_level(logging.INFO)
+    silent = SilentServer()
+    try:
+        d = running(config(folder, [{"id": "slow", "url": f"http://127.0.0.1:{silent.port}/snap.jpg",
+                                     "interval": 1, "timeout": 3}]))
+        wait("runs skipped", lambda: value(d, "camwatch_checks_total", camera="slow", result="skipped") >= 4,
+             timeout=40)
+        wait("a failed fetch", lambda: value(d, "camwatch_checks_total", camera="slow", result="error") >= 2,
+             timeout=40)
+    finally:
+        silent.close()
+    said = [r.getMessage() for r in caplog.records if "checks skipped" in r.getMessage()]
+    assert said == ['camera slow: checks skipped: the previous check is still running; its timeout (3 s) is '
+                    'longer than its interval (1 s), so a camera that does not answer holds it past the next '
+                    'run (shorten the timeout or lengthen the interval); counted in camwatch_checks_total'
+                    '{result="skipped"}; said again only if it recurs after checks run on time'], said
+    assert not [r for r in caplog.records if "maximum number of running instances" in r.getMessage()]

@@ -27,7 +27,7 @@ def _row_line(r: CheckRow) -> str:
     if r.error:
         return f"{r.id}  {r.state}  {r.error}"
     return (f"{r.id}  {r.state}  similarity {_fmt(r.similarity)}  threshold {_fmt(r.threshold)}"
-            + (f"  kind {r.kind}" if r.kind else ""))
+            + (f"  kind {r.kind}" if r.kind else "") + (f"  ({r.why})" if r.why else ""))
 
 
 def cli_check(args: argparse.Namespace) -> int:

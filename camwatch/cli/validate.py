@@ -1,5 +1,8 @@
 """``camwatch validate``: the config file, then what the daemon will need from the machine.
 
+Settings that work but may surprise (``config_warnings``) are printed as
+warnings on stderr; they do not fail the command.
+
 Why here and not in camwatch/config/: loading the model and probing the state
 folder reach into other layers (vision) and the file system; the config layer
 only reads the file. Problems come out in the loader's form
@@ -10,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from camwatch.config import Config, load_config
+from camwatch.config.reader import path_str
 from camwatch.core.errors import ConfigError, ModelError
 from camwatch.core.secrets import scrub
 from camwatch.vision.embedder import load_embedder
@@ -37,6 +42,28 @@ def machine_problems(config: Config) -> list[str]:
     return problems
 
 
+def config_warnings(config: Config) -> list[str]:
+    """What works but not as a user may expect, one line each in the loader's form.
+
+    A camera whose timeout is longer than its interval: while it does not
+    answer, each check runs past the next one's time, and those runs are
+    skipped (counted, and logged once by the daemon). Not an error: a slow
+    camera on a short interval is a choice, but it should be a known one.
+    """
+    out: list[str] = []
+    for i, cam in enumerate(config.cameras):
+        if not cam.enabled or cam.timeout <= cam.interval:
+            continue
+        key = next((k for k in (("cameras", i, "timeout"), ("cameras", i, "interval"), ("settings", "timeout"))
+                    if k in config.lines), ("cameras", i))
+        line = config.lines.get(key) or 1
+        where = path_str(key)
+        out.append(f"{config.path}:{line}: {where}: camera {cam.id}: timeout {cam.timeout:g} s is longer than "
+                   f"its interval {cam.interval:g} s; while it does not answer, its next checks are skipped "
+                   '(camwatch_checks_total{result="skipped"}): shorten the timeout or lengthen the interval')
+    return out
+
+
 def state_dir_problem(state_dir: Path) -> str | None:
     """Why the state folder could not be created or written, without creating anything."""
     probe = state_dir
@@ -58,6 +85,8 @@ def cli_validate(args: argparse.Namespace) -> int:
     problems = machine_problems(config)
     if problems:
         raise ConfigError(problems)
+    for warning in config_warnings(config):
+        print(f"camwatch: warning: {scrub(warning)}", file=sys.stderr)
     enabled = len(config.enabled_cameras)
     n = len(config.cameras)
     print(f"{args.config}: OK ({n} camera{'s' if n != 1 else ''}, {enabled} enabled)")

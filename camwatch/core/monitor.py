@@ -5,11 +5,11 @@ unavailable...) and which alerts it owes are the daemon's most consequential
 decisions, and they used to be spread over the scheduler, the inference
 thread and twenty mutable fields, testable only through a running daemon on
 the wall clock. Here each observation of a check (a fetch that failed, a
-frame, no reference, a verdict) goes in with ``now``, and what the service must
-do comes out as plain ``Action`` values: events to record, the state to show,
-checks to count, lines to log. Nothing here touches a socket, a file, a
-metric or the clock, so tests/test_monitor.py drives it with a fake clock in
-milliseconds.
+frame, no reference, a verdict, a skipped run) goes in with ``now``, and what
+the service must do comes out as plain ``Action`` values: events to record,
+the state to show, checks to count, lines to log. Nothing here touches a
+socket, a file, a metric or the clock, so tests/test_monitor.py drives it with
+a fake clock in milliseconds.
 
 The rules, in one place:
 
@@ -18,21 +18,49 @@ The rules, in one place:
 * ``down_after`` failed fetches in a row send camera_down; the next frame sends
   camera_up. A failing camera is retried after a growing delay (``Backoff``,
   full jitter), never given up on.
-* A drift stays open while the camera is unavailable (and across a restart,
-  see ``open_alerts``): its clearing event is still owed, and no second alert.
+* A drift stays open while the camera is unavailable or has no reference (and
+  across a restart, see ``open_alerts``): its clearing event is still owed, no
+  second alert, and ``SetState.drift_open`` keeps saying so (the
+  ``camwatch_camera_drifted`` gauge stays 1 beside ``state="unavailable"``).
+  Only ``recover`` good checks clear it: an outage confirms nothing.
+* An open alert keeps its kind. The kind it opens with is the one named most
+  often over the checks that confirmed it; a different kind named on ``confirm``
+  drifted checks in a row is a real change, told as a NEW drift_started with
+  the new kind (message ``kind changed from X to Y``), not a flip of the open
+  one. Not a drift_cleared + drift_started pair: a clear tells receivers the
+  view is back to normal, which it is not; and not a new event type, which
+  every receiver would have to learn. One drift_cleared closes the alert
+  whatever kinds it went through (``open_alerts`` already reads it so).
 * New references (a deliberate re-enrolment) start the hysteresis afresh:
   the camera is judged as ok again until ``confirm`` verdicts say otherwise.
+* One threshold per camera is shown to people (log lines, metrics, events):
+  the camera's own (``Assessed.camera_threshold``: configured, calibrated or
+  the model's). The threshold a view was actually held to moves from check to
+  check with the structure cue; it goes to DEBUG lines and the event's details.
+* A skipped run of a camera's check is counted every time; a skip that says
+  something is wrong (the previous check still running, inference behind) is
+  logged once, and again only after the checks ran on time and it recurs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from camwatch.core.backoff import Backoff
+from camwatch.core.lines import (
+    VerdictFields,
+    cue_details,
+    cue_text,
+    explanation,
+    match,
+    plural,
+    without_camera,
+)
 from camwatch.core.types import CameraState, EventType
 
 #: Consecutive failed fetches before a camera_down event (one failure is a hiccup).
@@ -43,6 +71,12 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_INTERVALS = 4
 BACKOFF_CAP_FLOOR_S = 10.0
 
+#: Why a scheduled check did not run (the argument of ``Monitor.skipped``): the previous
+#: check of the camera is still running (``busy``), too many frames wait for inference
+#: (``overload``), a failing camera waits for its retry (``backoff``).
+SKIP_REASONS = ("busy", "overload", "backoff")
+#: Skips worth a log line (once per episode): they mean checks come less often than configured.
+_SKIPS_SAID = ("busy", "overload")
 
 
 @dataclass
@@ -95,23 +129,6 @@ class Policy:
     down_after: int = DOWN_AFTER_FAILURES
 
 
-class VerdictFields(Protocol):
-    """What the monitor reads of a check's verdict (core.decision.Verdict has these)."""
-
-    @property
-    def similarity(self) -> float: ...
-    @property
-    def threshold(self) -> float: ...
-    @property
-    def drifted(self) -> bool: ...
-    @property
-    def kind(self) -> str | None: ...
-    @property
-    def reference_id(self) -> int | None: ...
-    @property
-    def structure(self) -> float | None: ...
-
-
 @dataclass(frozen=True)
 class Assessed:
     """A check that judged a view against the camera's references.
@@ -130,19 +147,31 @@ class Assessed:
     structure_scale: float | None = None
 
 
+class RecordedEvent(Protocol):
+    """What ``open_alerts`` reads of a recorded event (store.events.Event has these)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def kind(self) -> str | None: ...
+
+
 # -- what comes out -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SetState:
-    """The camera's state changed (metrics label, systemd status line)."""
+    """The camera's state changed (metrics label, systemd status line). ``drift_open``: a
+    drift alert is open (sent, not cleared), whatever the state: camwatch_camera_drifted."""
 
     state: CameraState
+    drift_open: bool = False
 
 
 @dataclass(frozen=True)
 class CountCheck:
-    """One scheduled check's result (core.types.RESULTS), and what it measured."""
+    """One scheduled check's result (core.types.RESULTS), and what it measured. ``threshold``
+    is the camera's own, the same from check to check."""
 
     result: str
     similarity: float | None = None
@@ -152,8 +181,14 @@ class CountCheck:
 
 @dataclass(frozen=True)
 class Emit:
-    """An event to record durably. ``alert``: the kind counted as an alert (None for a clearing
-    event); ``evidence_reference``: the reference to put beside the view in an evidence picture."""
+    """An event to record durably, and the line an operator reads about it.
+
+    ``alert``: the kind counted as an alert (None for a clearing event);
+    ``evidence_reference``: the reference to put beside the view in an evidence
+    picture (its path then goes into ``line`` through ``with_evidence``);
+    ``threshold``: the camera's own; ``details``: the cues behind the verdict
+    (the event JSON's ``details``); ``line``/``level``: the log line.
+    """
 
     type: EventType
     message: str = ""
@@ -162,6 +197,9 @@ class Emit:
     threshold: float | None = None
     alert: str | None = None
     evidence_reference: int | None = None
+    details: Mapping[str, float | str] = field(default_factory=dict)
+    line: str = ""
+    level: int = logging.INFO
 
 
 @dataclass(frozen=True)
@@ -204,26 +242,30 @@ Action = SetState | CountCheck | Emit | RecordCalibration | ReferencesChanged | 
 
 @dataclass(frozen=True)
 class OpenAlerts:
-    """Alerts a camera still owes a clearing event for."""
+    """Alerts a camera still owes a clearing event for; ``kind``: the open drift's latest kind."""
 
     drift: bool = False
     down: bool = False
+    kind: str | None = None
 
 
-def open_alerts(event_types: Iterable[str]) -> OpenAlerts:
-    """What a camera's recorded events (oldest first) leave open.
+def open_alerts(events: Iterable[RecordedEvent | str]) -> OpenAlerts:
+    """What a camera's recorded events (oldest first; events or their type names) leave open.
 
     The monitor lives in memory only; without this a restart after a drift
-    (or a kill -9) would never send drift_cleared, and would alert the same
-    drift twice.
+    (or a kill -9) would never send drift_cleared, would alert the same drift
+    twice, and would not know the kind the open alert was told with.
     """
     drift = down = False
-    for t in event_types:
+    kind: str | None = None
+    for e in events:
+        t, k = (e, None) if isinstance(e, str) else (e.type, e.kind)
         if t in ("drift_started", "drift_cleared"):
             drift = t == "drift_started"
+            kind = k if drift else None
         elif t in ("camera_down", "camera_up"):
             down = t == "camera_down"
-    return OpenAlerts(drift, down)
+    return OpenAlerts(drift, down, kind)
 
 
 def _backoff(policy: Policy) -> Backoff:
@@ -231,14 +273,11 @@ def _backoff(policy: Policy) -> Backoff:
     return Backoff(base=BACKOFF_BASE_S, cap=max(BACKOFF_CAP_FLOOR_S, BACKOFF_CAP_INTERVALS * policy.interval))
 
 
-def _structure_note(a: Assessed) -> str:
-    """Why a view's threshold differs from the camera's, for the alert line; "" when it does not."""
-    v, base = a.verdict, a.camera_threshold
-    if v.structure is None or a.structure_scale is None or abs(v.threshold - base) < 1e-3:
-        return ""
-    way = "raised" if v.threshold > base else "lowered"
-    return (f" (the camera's {base:.3f}, {way} by the view's structure: distance {v.structure:.3f} "
-            f"against its scale {a.structure_scale:.3f})")
+def _majority(kinds: list[str]) -> str:
+    """The kind named most often; on a tie, the one named last (the freshest look)."""
+    counts = Counter(kinds)
+    best = max(counts.values())
+    return next(k for k in reversed(kinds) if counts[k] == best)
 
 
 # -- the state machine ---------------------------------------------------------------------
@@ -249,7 +288,7 @@ class Monitor:
     """One camera's state and the alerts it owes; each observation returns the actions to carry out.
 
     ``state`` is None until the first check (``pending`` in the status line).
-    Not thread-safe: the service lets one check of a camera run at a time.
+    Not thread-safe: the service serialises the calls for one camera.
     """
 
     camera_id: str
@@ -263,11 +302,17 @@ class Monitor:
     reference_ids: frozenset[int] = frozenset()
     hysteresis: Hysteresis = field(init=False)
     drift_open: bool = field(init=False)  # drift_started sent, drift_cleared not yet
+    alert_kind: str | None = field(init=False)  # the kind the open drift was last told with
     down: bool = field(init=False)        # camera_down sent, camera_up not yet
     backoff: Backoff = field(init=False)  # a test may swap it for one without jitter
+    skips_said: set[str] = field(default_factory=set, init=False)   # skip reasons logged this episode
+    _skipped_since_run: bool = field(default=False, init=False, repr=False)
+    _run_kinds: list[str] = field(default_factory=list, init=False, repr=False)  # kinds of the drifted run
+    _change: tuple[str | None, int] = field(default=(None, 0), init=False, repr=False)  # another kind, run
 
     def __post_init__(self) -> None:
         self.drift_open, self.down = self.opened.drift, self.opened.down
+        self.alert_kind = self.opened.kind if self.opened.drift else None
         self.hysteresis = Hysteresis(self.policy.confirm, self.policy.recover, drifted=self.drift_open)
         self.backoff = _backoff(self.policy)
         if not self.enabled:
@@ -275,7 +320,7 @@ class Monitor:
 
     def carried_over(self, policy: Policy, enabled: bool = True) -> Monitor:
         """A fresh monitor for this camera's changed settings, still owing what this one owes."""
-        return Monitor(self.camera_id, policy, enabled, OpenAlerts(self.drift_open, self.down))
+        return Monitor(self.camera_id, policy, enabled, OpenAlerts(self.drift_open, self.down, self.alert_kind))
 
     def due(self, now: float) -> bool:
         """False while a failing camera waits for its next retry."""
@@ -286,36 +331,72 @@ class Monitor:
         """A check fell outside the camera's active hours: counted, nothing fetched."""
         return [CountCheck("skipped"), Progress(now)]
 
+    def skipped(self, now: float, reason: str, why: str = "") -> list[Action]:
+        """A scheduled check did not run (``reason``: one of SKIP_REASONS; ``why``: the words
+        for the log line, from the service that knows the camera's settings).
+
+        Counted every time; ``busy`` and ``overload`` logged once per episode: the
+        library's own warning every interval was noise nobody acted on, one line with
+        the cause is the signal.
+        """
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; expected one of {', '.join(SKIP_REASONS)}")
+        out: list[Action] = [CountCheck("skipped")]
+        if reason in _SKIPS_SAID:
+            self._skipped_since_run = True
+            if reason not in self.skips_said:
+                self.skips_said.add(reason)
+                out.append(Note(logging.WARNING, f"camera {self.camera_id}: checks skipped"
+                                + (f": {why}" if why else "") + "; counted in camwatch_checks_total"
+                                '{result="skipped"}; said again only if it recurs after checks run on time',
+                                {"reason": reason}))
+        return out
+
+    def _ran(self) -> None:
+        """A check ran; two in a row with no skip between end a skip episode."""
+        if not self._skipped_since_run:
+            self.skips_said.clear()
+        self._skipped_since_run = False
+
     def fetch_failed(self, now: float, reason: str, message: str) -> list[Action]:
         """No frame (``message``: already scrubbed of secrets)."""
+        self._ran()
         self.failures += 1
         delay = self.backoff.next_delay()
         self.retry_at = now + delay
+        cid = self.camera_id
+        detail = without_camera(message, cid)
         out: list[Action] = [CountCheck("error")]
         if self.state != CameraState.UNAVAILABLE:
-            out.append(Note(logging.WARNING, f"camera {self.camera_id} unavailable: {message} "
-                                             f"(retrying in {delay:.1f} s)", {"reason": reason}))
+            owed = "; its drift alert stays open" if self.drift_open else ""
+            out.append(Note(logging.WARNING, f"camera {cid}: unavailable: {detail} "
+                                             f"(retrying in {delay:.1f} s{owed})", {"reason": reason}))
         else:
-            out.append(Note(logging.DEBUG, f"camera {self.camera_id} still unavailable: {message}"))
+            out.append(Note(logging.DEBUG, f"camera {cid}: still unavailable: {detail}"))
         out += self._become(CameraState.UNAVAILABLE)
         if self.failures >= self.policy.down_after and not self.down:
             self.down = True
-            out.append(Emit("camera_down", f"{self.failures} failed fetches: {message}", alert="unavailable"))
+            fails = plural(self.failures, "failed fetch", "failed fetches")
+            out.append(Emit("camera_down", f"{fails}: {detail}", alert="unavailable",
+                            line=f"camera {cid}: DOWN after {fails} ({detail})", level=logging.WARNING))
         out.append(Progress(now))
         return out
 
     def fetched(self, now: float) -> list[Action]:
         """A frame arrived (it is judged next: ``no_reference`` or ``assessed``)."""
+        self._ran()
         self.backoff.reset()
         self.retry_at = 0.0
         out: list[Action] = []
+        after = f" after {plural(self.failures, 'failed fetch', 'failed fetches')}" if self.failures else ""
         if self.failures:
-            out += [Note(logging.INFO, f"camera {self.camera_id} reachable again after "
-                                       f"{self.failures} failed fetch(es)"), Reconnected()]
-        self.failures = 0
+            out.append(Reconnected())
         if self.down:
             self.down = False
-            out.append(Emit("camera_up"))
+            out.append(Emit("camera_up", line=f"camera {self.camera_id}: UP again{after}"))
+        elif self.failures:
+            out.append(Note(logging.INFO, f"camera {self.camera_id}: reachable again{after}"))
+        self.failures = 0
         return out
 
     def no_reference(self, now: float, at: float | None, enrol_refused: bool = False) -> list[Action]:
@@ -325,15 +406,16 @@ class Monitor:
             return [CountCheck("no_reference", at=at), *self._become(CameraState.NO_REFERENCE)]
         out: list[Action] = [CountCheck("no_reference", at=at)]
         if not self.hint_logged:
-            out.append(Note(logging.WARNING, f"camera {self.camera_id} has no reference; enrol it with: "
+            out.append(Note(logging.WARNING, f"camera {self.camera_id}: no reference; enrol it with: "
                                              f"camwatch enroll {self.camera_id}"))
             self.hint_logged = True
         return out + self._become(CameraState.NO_REFERENCE) + [Progress(now)]
 
     def assessed(self, now: float, a: Assessed) -> list[Action]:
-        """A verdict: hysteresis, then the state change's events."""
+        """A verdict: hysteresis, then the state change's events (and a kind's change)."""
         v = a.verdict
         cid = self.camera_id
+        base = a.camera_threshold
         self.hint_logged = False
         out: list[Action] = []
         if self.reference_ids and a.reference_ids != self.reference_ids:
@@ -341,34 +423,72 @@ class Monitor:
             out += [Note(logging.INFO, f"camera {cid}: references changed; hysteresis starts afresh"),
                     ReferencesChanged()]
             self.hysteresis.reset()
+            self._run_kinds.clear()
         self.reference_ids = a.reference_ids
         if a.calibrating and not v.drifted:
             out.append(RecordCalibration(v.similarity, v.structure))
         confirmed = self.hysteresis.update(bool(v.drifted))
-        out.append(CountCheck("drifted" if v.drifted else "ok", v.similarity, v.threshold, a.at))
-        extra = {"similarity": round(float(v.similarity), 4), "threshold": round(v.threshold, 4),
+        kind = (v.kind or "unknown") if v.drifted else None
+        self._run_kinds = (self._run_kinds + [kind])[-self.hysteresis.confirm:] if kind else []
+        out.append(CountCheck("drifted" if v.drifted else "ok", v.similarity, base, a.at))
+        details = cue_details(v, base, a.threshold_source, a.structure_scale)
+        extra = {"similarity": round(float(v.similarity), 4), "threshold": round(float(base), 4),
                  "kind": v.kind, "structure": None if v.structure is None else round(float(v.structure), 4)}
-        out.append(Note(logging.DEBUG, f"camera {cid}: similarity {v.similarity:.3f} threshold {v.threshold:.3f} "
-                                       f"({a.threshold_source})" + (f" looks {v.kind}" if v.drifted else ""), extra))
+        cues = cue_text(v, base, a.structure_scale) + (f"; looks {kind}" if kind else "")
+        out.append(Note(logging.DEBUG, f"camera {cid}: match {v.similarity:.3f}, needs {base:.3f} "
+                                       f"({a.threshold_source}){cues}",
+                        {**extra, **details}))
+        said = match(v.similarity, base, explanation(bool(v.drifted), v.similarity, base, v.reason,
+                                                     v.sharpness_ratio))
         new_state = CameraState.DRIFTED if confirmed else CameraState.OK
         if confirmed and not self.drift_open:
-            self.drift_open = True
-            out += [Note(logging.WARNING, f"camera {cid} DRIFTED ({v.kind}): similarity {v.similarity:.3f} "
-                                          f"below threshold {v.threshold:.3f}{_structure_note(a)}", extra),
-                    Emit("drift_started", f"reference {v.reference_id}", kind=v.kind, similarity=v.similarity,
-                         threshold=v.threshold, alert=v.kind, evidence_reference=v.reference_id)]
+            self.drift_open, self.alert_kind, self._change = True, _majority(self._run_kinds or ["unknown"]), (None, 0)
+            out.append(self._started(a, self.alert_kind, f"reference {v.reference_id}",
+                                     f"camera {cid}: view {self.alert_kind.upper()} ({said})", details, extra))
+        elif confirmed and self.drift_open and kind is not None:
+            old = self.alert_kind
+            changed = self._kind_change(kind)
+            if changed:
+                out.append(self._started(a, changed, f"kind changed from {old} to {changed}; reference "
+                                         f"{v.reference_id}", f"camera {cid}: view now {changed.upper()}, "
+                                         f"was {old} ({said})", {**details, "previous_kind": str(old)}, extra))
         elif not confirmed and self.drift_open:
-            self.drift_open = False
-            out += [Note(logging.INFO, f"camera {cid} back to its enrolled view: similarity {v.similarity:.3f} "
-                                       f"(threshold {v.threshold:.3f})", extra),
-                    Emit("drift_cleared", similarity=v.similarity, threshold=v.threshold)]
+            self.drift_open, self.alert_kind, self._change = False, None, (None, 0)
+            out.append(Emit("drift_cleared", similarity=v.similarity, threshold=base, details=details,
+                            line=f"camera {cid}: view back to normal ({said})"))
         elif self.state in (None, CameraState.UNAVAILABLE, CameraState.NO_REFERENCE) and new_state == CameraState.OK:
-            out.append(Note(logging.INFO, f"camera {cid} ok: similarity {v.similarity:.3f} "
-                                          f"(threshold {v.threshold:.3f})", extra))
+            out.append(Note(logging.INFO, f"camera {cid}: ok ({said})", extra))
+        if not kind:
+            self._change = (None, 0)
         return out + self._become(new_state) + [Progress(now)]
+
+    def _started(self, a: Assessed, kind: str, message: str, line: str, details: Mapping[str, float | str],
+                 extra: Mapping[str, object]) -> Emit:
+        v = a.verdict
+        return Emit("drift_started", message, kind=kind, similarity=v.similarity, threshold=a.camera_threshold,
+                    alert=kind, evidence_reference=v.reference_id, details=dict(details), line=line,
+                    level=logging.WARNING)
+
+    def _kind_change(self, kind: str) -> str | None:
+        """The new kind once another than the open alert's was named on ``confirm`` drifted checks
+        in a row, else None. An unknown open kind (a restart over events without one) adopts the
+        first kind named, without an event: nothing was told that could have changed."""
+        if self.alert_kind is None or self.alert_kind == "unknown":
+            self.alert_kind = kind
+            return None
+        if kind == self.alert_kind:
+            self._change = (None, 0)
+            return None
+        seen, n = self._change
+        n = n + 1 if seen == kind else 1
+        if n >= self.hysteresis.confirm:
+            self._change, self.alert_kind = (None, 0), kind
+            return kind
+        self._change = (kind, n)
+        return None
 
     def _become(self, state: CameraState) -> list[Action]:
         if self.state == state:
             return []
         self.state = state
-        return [SetState(state)]
+        return [SetState(state, self.drift_open)]

@@ -68,11 +68,12 @@ _FAMILIES = (
             "Cosine similarity of the latest view to the camera's nearest reference (NaN before the first check)",
             initial=math.nan),
     _Family("threshold", "camwatch_camera_threshold", "gauge",
-            "Similarity below which the camera's latest view counts as drifted (calibrated per camera, "
-            "moved by the structure cue)",
+            "The camera's similarity threshold (configured, calibrated or the model's); the structure cue "
+            "moves the one each view is held to, shown in DEBUG lines and event details",
             initial=math.nan),
     _Family("drifted", "camwatch_camera_drifted", "gauge",
-            "1 while the camera's view is confirmed drifted (after hysteresis), else 0"),
+            "1 while a drift alert of the camera is open (confirmed drifted, not yet cleared by good checks), "
+            "also while the camera is unavailable; else 0"),
     _Family("state", "camwatch_camera_state", "gauge",
             "1 for the camera's current state, 0 for the others", "state", STATES),
     _Family("up", "camwatch_camera_up", "gauge", "1 if the latest frame fetch succeeded, else 0"),
@@ -241,11 +242,20 @@ class CameraCollector(Collector):
             yield family
 
 
-def state_updates(state: str) -> list[tuple[str, str, float]]:
-    """The series that say a camera is in ``state``: its state gauges and drifted."""
+def state_updates(state: str, drifted: bool | None = None) -> list[tuple[str, str, float]]:
+    """The series that say a camera is in ``state``: its state gauges, and drifted.
+
+    ``drifted`` is whether a drift alert is open (core.monitor's ``drift_open``),
+    which a camera that went unavailable or lost its references still owes: it
+    is not the state. When it is not given, only the states that settle it set
+    it (drifted: 1; ok and disabled: 0); unavailable and no_reference leave it.
+    """
     if state not in STATES:
         raise ValueError(f"unknown camera state {state!r}; expected one of {', '.join(STATES)}")
-    return [("drifted", "", float(state == "drifted"))] + [("state", s, float(s == state)) for s in STATES]
+    if drifted is None and state in ("drifted", "ok", "disabled"):
+        drifted = state == "drifted"
+    flag = [] if drifted is None else [("drifted", "", float(drifted))]
+    return flag + [("state", s, float(s == state)) for s in STATES]
 
 
 def _metric_family(f: _Family) -> GaugeMetricFamily | CounterMetricFamily:

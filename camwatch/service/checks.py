@@ -10,13 +10,14 @@ stateless apart from the store.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from camwatch.config import CameraConfig, Config, Settings
 from camwatch.core import decision
 from camwatch.core.errors import CamwatchError
+from camwatch.core.lines import cue_details, explanation
 from camwatch.core.secrets import scrub
 from camwatch.service.enrol import fetch_frames
 from camwatch.store.references import Reference, ReferenceStore
@@ -106,7 +107,13 @@ def embed_views(embedder: Embedder, views: Sequence[np.ndarray]) -> tuple[np.nda
 
 @dataclass
 class CheckRow:
-    """One camera's line in ``camwatch check``."""
+    """One camera's line in ``camwatch check``.
+
+    ``threshold`` is the camera's own, the one the daemon's log, metrics and
+    events show; ``why`` says which cue decided when the similarity alone says
+    otherwise; ``details`` holds the cues (the threshold the view was held to,
+    structure, sharpness), as in a drift event's details.
+    """
 
     id: str
     state: str                   # ok, drifted, unavailable, no_reference, disabled, unknown, error
@@ -117,6 +124,8 @@ class CheckRow:
     kind: str | None = None
     reference_id: int | None = None
     error: str | None = None
+    why: str | None = None
+    details: dict[str, float | str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -160,8 +169,10 @@ def run_checks(config: Config, cameras: Sequence[CameraConfig], embedder: Embedd
             v = j.verdict
             row.state = "drifted" if v.drifted else "ok"
             row.similarity = round(float(v.similarity), 4)
-            row.threshold = round(float(v.threshold), 4)
+            row.threshold = round(float(threshold.value), 4)
             row.threshold_source = threshold.source
             row.kind = v.kind if v.drifted else None
             row.reference_id = v.reference_id
+            row.why = explanation(v.drifted, v.similarity, threshold.value, v.reason, v.sharpness_ratio) or None
+            row.details = cue_details(v, threshold.value, threshold.source, threshold.structure_scale)
     return [rows[c.id] for c in cameras]

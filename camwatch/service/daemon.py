@@ -101,7 +101,7 @@ class Daemon:
             self.metrics_server = metrics.serve(s.metrics.address, s.metrics.port)
         self.pipeline = Pipeline(s, embedder, self.store, metrics, self.runtimes, self._publish,
                                  on_state=lambda: notify.status(self.status_line()), clock=self.clock)
-        self.scheduler = Scheduler(s.workers, self.pipeline.run_check, self._note_expected)
+        self.scheduler = Scheduler(s.workers, self.pipeline.run_check, self._note_expected, self.pipeline.run_skipped)
         self.scheduler.start()
         self._apply_cameras(config, first=True)
         self.pipeline.start()
@@ -166,7 +166,7 @@ class Daemon:
                 refs = self.store.summary().get(cid)
                 shown = (CameraState.DISABLED if not cam.enabled else
                          CameraState.NO_REFERENCE if refs is None and not cam.auto_enroll else CameraState.UNAVAILABLE)
-                self.metrics.camera_added(cid, shown.value)
+                self.metrics.camera_added(cid, shown.value, drifted=monitor.drift_open and cam.enabled)
                 self.metrics.set_references(cid, refs.count if refs else 0, refs.newest_at if refs else None)
                 if not cam.enabled:
                     continue
@@ -374,7 +374,7 @@ def _open_alerts(events: EventStore | None, cid: str) -> OpenAlerts:
     except Exception as exc:  # the check loop matters more than this lookup
         log.warning("camera %s: could not read its past events: %s", cid, scrub(str(exc)))
         return OpenAlerts()
-    return open_alerts(e.type for e in recorded)
+    return open_alerts(recorded)
 
 
 def _check_reloadable(old: Config, new: Config) -> None:

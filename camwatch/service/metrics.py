@@ -215,13 +215,13 @@ class Metrics:
         self._lock = threading.Lock()  # camera count and series change together
 
     # ---- cameras -------------------------------------------------------------------
-    def camera_added(self, camera_id: str, state: str = "unavailable") -> None:
+    def camera_added(self, camera_id: str, state: str = "unavailable", drifted: bool = False) -> None:
         """Create every per-camera series now, so each exists from the first scrape.
 
         A camera added again (changed by a reload) gets its gauges back to a new
         camera's values; its counters keep counting.
         """
-        updates = state_updates(state)
+        updates = state_updates(state, drifted)
         with self._lock:
             self.cameras_configured.set(self._camera_series.add(camera_id, *updates))
 
@@ -234,12 +234,13 @@ class Metrics:
         """Camera ids that currently have series."""
         return self._camera_series.camera_ids()
 
-    def set_state(self, camera_id: str, state: str) -> None:
+    def set_state(self, camera_id: str, state: str, drifted: bool | None = None) -> None:
         """Mark ``state`` as the camera's current one (1) and every other state 0.
 
-        ``camwatch_camera_drifted`` follows: 1 exactly when the state is drifted.
+        ``camwatch_camera_drifted``: ``drifted`` (a drift alert is open, whatever the
+        state); not given, as camera_series.state_updates settles it.
         """
-        self._camera_series.update(camera_id, *state_updates(state))
+        self._camera_series.update(camera_id, *state_updates(state, drifted))
 
     def check_done(self, camera_id: str, result: str, similarity: float | None = None,
                    threshold: float | None = None, at: float | None = None) -> None:

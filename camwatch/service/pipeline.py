@@ -8,7 +8,13 @@ Shape of the work, and why:
   embedded together and the model is never used from two threads at once.
 - Each camera's ``Monitor`` (core/monitor.py) turns what a check saw into
   actions; ``carry_out`` performs them: metrics, durable events, evidence
-  pictures, log lines. Nothing else changes a camera's state.
+  pictures, log lines. Nothing else changes a camera's state. The calls into
+  one camera's monitor come from several threads (a fetch worker, the
+  inference thread, the scheduler's thread telling of a skipped run), so they
+  are made under the camera's lock; carrying the actions out is not.
+- A run that cannot start (the previous check still running, inference
+  behind, a failing camera's backoff) is told to the monitor, which counts it
+  and says it once (``Monitor.skipped``).
 - References are only ever made on purpose: ``auto_enroll`` enrols the first
   good frame of a camera that has no reference at all, never otherwise.
 """
@@ -20,14 +26,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Concatenate, ParamSpec
 
 import cv2
 import numpy as np
 
 from camwatch.config import CameraConfig, Settings
 from camwatch.core.errors import CamwatchError, SourceError, StoreError
+from camwatch.core.lines import with_evidence
 from camwatch.core.monitor import (
     Action,
     Assessed,
@@ -54,6 +62,7 @@ from camwatch.store.references import Reference, ReferenceStore
 from camwatch.vision.embedder import Embedder
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 #: Seconds the inference thread waits for more frames before embedding a batch.
 BATCH_GATHER_S = 0.02
@@ -75,6 +84,14 @@ class CameraRuntime:
     source: FrameSource | None = None
     busy: bool = False               # a fetch or an assessment is in flight
     expected_at: float | None = None  # unix time this run was scheduled for
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # the monitor's
+
+    def observe(self, call: Callable[Concatenate[Monitor, P], list[Action]], *args: P.args,
+                **kwargs: P.kwargs) -> list[Action]:
+        """``call(monitor, ...)``: one observation of the camera's monitor, serialised with the others
+        of this camera, e.g. ``rt.observe(Monitor.fetched, now)``."""
+        with self.lock:
+            return call(self.monitor, *args, **kwargs)
 
     @property
     def state(self) -> CameraState | None:
@@ -155,10 +172,13 @@ class Pipeline:
             self.metrics.observe_lag(started - rt.expected_at)
         cam = rt.camera
         if cam.active_hours is not None and not cam.active_at(datetime.now()):
-            self.carry_out(rt, rt.monitor.outside_hours(self.clock()))
+            self.carry_out(rt, rt.observe(Monitor.outside_hours, self.clock()))
             return
-        if rt.busy or not rt.monitor.due(self.clock()):
-            self.metrics.check_done(cid, "skipped")
+        if rt.busy:
+            self.run_skipped(cid)
+            return
+        if not rt.monitor.due(self.clock()):
+            self.carry_out(rt, rt.observe(Monitor.skipped, self.clock(), "backoff"))
             return
         rt.busy = True
         try:
@@ -177,9 +197,23 @@ class Pipeline:
                             timeout=max(1.0, float(cam.timeout)))
         except queue.Full:
             rt.busy = False
-            self.metrics.check_done(cid, "skipped")
-            log.warning("camera %s: check skipped, %d frames already wait for inference",
-                        cid, MAX_QUEUED, extra={"camera": cid})
+            why = f"{MAX_QUEUED} frames already wait for inference (the model is slower than the cameras' checks)"
+            self.carry_out(rt, rt.observe(Monitor.skipped, self.clock(), "overload", why))
+
+    def run_skipped(self, cid: str) -> None:
+        """A run of ``cid``'s check did not start: its previous check is still running (called
+        by the scheduler for a run it did not start, and by ``run_check``)."""
+        rt = self.runtimes.get(cid)
+        if rt is None:
+            return
+        cam = rt.camera
+        if cam.timeout > cam.interval:
+            why = (f"the previous check is still running; its timeout ({cam.timeout:g} s) is longer than "
+                   f"its interval ({cam.interval:g} s), so a camera that does not answer holds it past "
+                   "the next run (shorten the timeout or lengthen the interval)")
+        else:
+            why = "the previous check is still running (fetching, or waiting for inference)"
+        self.carry_out(rt, rt.observe(Monitor.skipped, self.clock(), "busy", why))
 
     def _fetch(self, rt: CameraRuntime) -> Frame:
         # The source is kept across failures: it knows whether its previous attempt is
@@ -191,7 +225,8 @@ class Pipeline:
     def _fetch_failed(self, rt: CameraRuntime, exc: SourceError) -> None:
         try:
             self.metrics.frame_error(rt.camera.id, exc.reason)
-            self.carry_out(rt, rt.monitor.fetch_failed(self.clock(), exc.reason, scrub(str(exc))))
+            message = scrub(str(exc))
+            self.carry_out(rt, rt.observe(Monitor.fetch_failed, self.clock(), exc.reason, message))
         finally:
             rt.busy = False
 
@@ -233,7 +268,7 @@ class Pipeline:
             if self.runtimes.get(rt.camera.id) is not rt or rt.generation != item.generation:
                 continue  # removed or changed by a reload while fetching
             self.metrics.set_up(rt.camera.id, True)
-            self.carry_out(rt, rt.monitor.fetched(self.clock()))
+            self.carry_out(rt, rt.observe(Monitor.fetched, self.clock()))
             refs = self._references(rt, item)
             if refs:
                 todo.append((item, refs, view_of(rt.camera, item.image)))
@@ -250,7 +285,7 @@ class Pipeline:
                 j = judge(vec, stats, refs, threshold)
                 seen = Assessed(j.verdict, frozenset(r.id for r in refs), item.captured_at, threshold.value,
                                 threshold.source, threshold.calibrating, threshold.structure_scale)
-                self.carry_out(rt, rt.monitor.assessed(self.clock(), seen), view, item.captured_at)
+                self.carry_out(rt, rt.observe(Monitor.assessed, self.clock(), seen), view, item.captured_at)
             except Exception as exc:
                 log.error("camera %s: assessment failed: %s", rt.camera.id,
                           scrub(f"{type(exc).__name__}: {exc}"), exc_info=True)
@@ -260,20 +295,20 @@ class Pipeline:
         monitor told) when there is none."""
         cam = rt.camera
         refs = self.store.for_camera(cam.id, images=False)
-        if not refs and cam.auto_enroll and not self.store.ever_enrolled(cam.id):
-            # Only a camera that never had a reference in this store: never a re-baseline.
+        if not refs and cam.auto_enroll:
+            # Only a camera with no reference at all: never a re-baseline.
             try:
                 done = enrol_frame(self.store, self.embedder, cam, item.image, "default")
             except CamwatchError as exc:
                 log.warning("camera %s: auto_enroll refused this frame: %s", cam.id, scrub(str(exc)))
-                self.carry_out(rt, rt.monitor.no_reference(self.clock(), None, enrol_refused=True))
+                self.carry_out(rt, rt.observe(Monitor.no_reference, self.clock(), None, enrol_refused=True))
                 return []
             log.info("camera %s: no reference yet; enrolled this view as reference %d (auto_enroll)",
                      cam.id, done.reference.id, extra={"camera": cam.id})
             self.refresh_reference_metrics(cam.id)
             refs = self.store.for_camera(cam.id, images=False)
         if not refs:
-            self.carry_out(rt, rt.monitor.no_reference(self.clock(), item.captured_at))
+            self.carry_out(rt, rt.observe(Monitor.no_reference, self.clock(), item.captured_at))
         return refs
 
     # ---- the monitor's actions ------------------------------------------------------------
@@ -285,7 +320,7 @@ class Pipeline:
             if isinstance(a, CountCheck):
                 self.metrics.check_done(cid, a.result, a.similarity, a.threshold, at=a.at)
             elif isinstance(a, SetState):
-                self.metrics.set_state(cid, a.state.value)
+                self.metrics.set_state(cid, a.state.value, drifted=a.drift_open)
                 self.on_state()
             elif isinstance(a, Note):
                 log.log(a.level, "%s", a.text, extra={"camera": cid, **a.extra})
@@ -295,6 +330,10 @@ class Pipeline:
                     evidence = self._write_evidence(rt.camera, a, view, at)
                 if a.alert is not None:
                     self.metrics.alert(cid, a.alert)
+                if a.line:
+                    log.log(a.level, "%s", with_evidence(a.line, evidence),
+                            extra={"camera": cid, "event": a.type, "kind": a.kind, "similarity": a.similarity,
+                                   "threshold": a.threshold})
                 self._emit(cid, a, evidence)
             elif isinstance(a, RecordCalibration):
                 self.store.add_calibration_sample(cid, self.embedder.spec.identity, a.similarity,
@@ -319,7 +358,7 @@ class Pipeline:
             self.publish(Event(camera_id=cid, type=e.type, kind=e.kind,
                                similarity=None if e.similarity is None else float(e.similarity),
                                threshold=None if e.threshold is None else float(e.threshold),
-                               evidence=evidence, message=scrub(e.message)))
+                               evidence=evidence, message=scrub(e.message), details=dict(e.details)))
         except Exception as exc:
             log.error("camera %s: could not record %s event: %s", cid, e.type, scrub(str(exc)))
 

@@ -6,6 +6,11 @@ Why it is shaped so:
   inside a library holds at most one worker and can never keep the process
   from exiting (concurrent.futures' pool joins its threads at exit).
 - ``coalesce`` and ``max_instances=1``: a slow camera never piles up runs.
+  A run that finds its camera's previous one still going (a camera whose
+  timeout is longer than its interval and that does not answer) is not
+  started, and the executor says so to ``skipped`` instead of APScheduler
+  logging "maximum number of running instances reached" every interval: the
+  pipeline counts it and its camera's monitor logs it once, with the cause.
 - Every camera's first check comes at the same moment, so the first frames are
   embedded as one batch; from the second on each camera keeps its own phase in
   its interval, so 1,000 cameras are not all due within the same few seconds.
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError, run_job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -40,12 +45,15 @@ class DaemonThreadExecutor(BaseExecutor):
     """An APScheduler executor whose threads are daemon threads, bounded in number.
 
     It also hands each job the time it was scheduled for (``expected``), so the
-    scheduler's lag can be measured.
+    scheduler's lag can be measured, and tells ``skipped`` (the job id) of a run
+    it did not start because the job's previous run is still going.
     """
 
-    def __init__(self, workers: int, expected: Callable[[str, float], None] | None = None) -> None:
+    def __init__(self, workers: int, expected: Callable[[str, float], None] | None = None,
+                 skipped: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self._expected = expected
+        self._skipped = skipped
         self._jobs: queue.Queue[tuple[Any, list[datetime]] | None] = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-{i}", daemon=True)
                          for i in range(max(1, int(workers)))]
@@ -67,6 +75,16 @@ class DaemonThreadExecutor(BaseExecutor):
             else:
                 self._run_job_success(job.id, events)
 
+    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        """As BaseExecutor's, but a run refused for ``max_instances`` goes to ``skipped`` rather than
+        back to the scheduler as MaxInstancesReachedError, which it logs as a WARNING each time."""
+        try:
+            super().submit_job(job, run_times)
+        except MaxInstancesReachedError:
+            if self._skipped is None:
+                raise
+            self._skipped(job.id)
+
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         self._jobs.put((job, run_times))
 
@@ -79,14 +97,17 @@ class Scheduler:
     """The camera jobs and the daemon's own periodic jobs.
 
     ``check(camera_id, generation)`` is run for every due check;
-    ``expected(camera_id, unix_time)`` learns when that run was due.
+    ``expected(camera_id, unix_time)`` learns when that run was due;
+    ``skipped(camera_id)`` learns of a run not started because the camera's
+    previous check is still running.
     """
 
     def __init__(self, workers: int, check: Callable[[str, int], None],
-                 expected: Callable[[str, float], None]) -> None:
+                 expected: Callable[[str, float], None], skipped: Callable[[str], None] | None = None) -> None:
         self._check = check
         self._expected = expected
-        executor = DaemonThreadExecutor(workers, self._note_expected)
+        self._skipped = skipped
+        executor = DaemonThreadExecutor(workers, self._note_expected, self._note_skipped)
         control = DaemonThreadExecutor(1)
         self._scheduler = BackgroundScheduler(executors={"default": executor, "control": control},
                                               job_defaults={"coalesce": True, "max_instances": 1,
@@ -101,6 +122,10 @@ class Scheduler:
 
     def _note_expected(self, job_id: str, scheduled: float) -> None:
         self._expected(job_id.split(":", 1)[-1], scheduled)
+
+    def _note_skipped(self, job_id: str) -> None:
+        if self._skipped is not None:
+            self._skipped(job_id.split(":", 1)[-1])
 
     def add_camera(self, camera: CameraConfig, generation: int) -> float:
         """Schedule a camera's checks; returns the unix time its first check is due."""
