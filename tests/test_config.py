@@ -547,3 +547,14 @@ def test_public_query_refuses_credential_names(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{path}:4: cameras[0].public_query: 'pwd' is named like a credential" in r.stderr
     assert "sec-ret-5" not in r.stdout + r.stderr
+
+
+def test_a_yaml_alias_bomb_is_one_line_not_a_billion_values(tmp_path: Path) -> None:
+    """"Billion laughs": 9 levels of 10 aliases would expand to 10^9 values; the reader stops counting at
+    its bound and says so in one line, in seconds, without the memory."""
+    levels = ["x-l0: &l0 [a, a, a, a, a, a, a, a, a, a]"]
+    levels += [f"x-l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 10)]
+    path = write(tmp_path, "\n".join(levels) + "\ncameras:\n" + GOOD_CAMERA)
+    r = validate(path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{path}: too large (more than" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
