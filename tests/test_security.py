@@ -111,6 +111,22 @@ def listening_address(port: int) -> str:
     raise AssertionError(f"nothing listens on port {port}")
 
 
+def daemon_settings(tmp_path: Path, port: int) -> str:
+    """The ``settings:`` lines the daemon runs here share: the grid model, a check a second, no calibration."""
+    return f"""\
+settings:
+  model: {tmp_path / 'grid.onnx'}
+  device: cpu
+  state_dir: {tmp_path / 'state'}
+  metrics: {{port: {port}}}     # no address: the default must be loopback
+  interval: 1
+  timeout: 3
+  confirm: 2
+  recover: 1
+  calibration: {{checks: 0}}
+"""
+
+
 @pytest.fixture
 def site(tmp_path, rtsp_server, http_snapshot_server):
     """A config whose every secret comes from ${ENV}, ${cred:NAME} or the webhook settings."""
@@ -123,17 +139,7 @@ def site(tmp_path, rtsp_server, http_snapshot_server):
     http_snapshot_server.digest("/cred.jpg", "viewer", CRED_PASS, scene_image(320, 180, seed=7, scene="lobby"))
     hook = Receiver()
     port = free_port()
-    text = f"""\
-settings:
-  model: {tmp_path / 'grid.onnx'}
-  device: cpu
-  state_dir: {tmp_path / 'state'}
-  metrics: {{port: {port}}}     # no address: the default must be loopback
-  interval: 1
-  timeout: 3
-  confirm: 2
-  recover: 1
-  calibration: {{checks: 0}}
+    text = daemon_settings(tmp_path, port) + f"""\
   webhooks:
     - url: http://127.0.0.1:{hook.port}/hook/${{HOOK_TOKEN}}
       headers: {{Authorization: "Bearer ${{AUTH_TOKEN}}"}}
@@ -359,17 +365,7 @@ def test_query_secrets_fragments_and_short_passwords_never_shown(tmp_path, rtsp_
     hook = Receiver()
     port, closed = free_port(), free_port()
     cfg = tmp_path / "cameras.yaml"
-    cfg.write_text(f"""\
-settings:
-  model: {tmp_path / 'grid.onnx'}
-  device: cpu
-  state_dir: {tmp_path / 'state'}
-  metrics: {{port: {port}}}
-  interval: 1
-  timeout: 3
-  confirm: 2
-  recover: 1
-  calibration: {{checks: 0}}
+    cfg.write_text(daemon_settings(tmp_path, port) + f"""\
   webhooks:
     - url: http://127.0.0.1:{hook.port}/hook?hq=${{HOOK_Q}}&w=ab#{HOOK_FRAG}
       timeout: 5
