@@ -53,6 +53,9 @@ class _Worker:
             with self._lock:
                 self.done.set()
                 if self.abandoned:
+                    # Nobody will read what a call given up on made: let it go now. Kept, a
+                    # frame decoded past the deadline stayed alive until the owner's next call.
+                    self.result = self.error = None
                     with _abandoned_lock:
                         _abandoned -= 1
 

@@ -6,7 +6,13 @@ cameras):
 
 - auth, basic or digest (requests': hand-written digest is a classic source of
   bugs), with credentials given or taken from the URL's userinfo, which
-  ``core.secrets.split_credentials`` takes apart;
+  ``core.secrets.split_credentials`` takes apart, and sent only with the scheme
+  the caller names, or digest when the server's challenge offers it: a server
+  that asks for Basic over plain HTTP gets no password unless Basic was named
+  (anyone on the path could read it);
+- redirects followed only within the URL's own scheme and host by default: an
+  answer that points elsewhere (a link-local metadata address) is refused, not
+  fetched on the camera's behalf, and credentials never follow to another host;
 - TLS verified unless the caller turns it off;
 - a byte cap: a body is read in chunks and never held past its cap;
 - a hard overall deadline. Socket timeouts bound each operation, so a server
@@ -25,8 +31,10 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -37,9 +45,17 @@ from camwatch.core.secrets import split_credentials
 from camwatch.sources.bounded import DEADLINE_SLACK_S, Bounded
 
 #: The reasons an HttpError can carry (bounded: they become metrics labels via sources).
-REASONS = ("connect", "timeout", "tls")
+REASONS = ("connect", "timeout", "tls", "auth", "redirect")
+#: Redirect policies: none, within the URL's scheme and host (the default), or anywhere.
+REDIRECTS = ("none", "same-host", "any")
+#: Redirects followed in one request at most.
+MAX_REDIRECTS = 5
 
 _CHUNK = 65536
+#: An auth scheme in a WWW-Authenticate value: a token followed by a parameter, or alone.
+_SCHEME = re.compile(r"(?:^|,)\s*([A-Za-z][A-Za-z0-9_-]*)(?=\s+[A-Za-z0-9_-]+\s*=|\s*(?:,|$))")
+
+T = TypeVar("T")
 
 
 class HttpError(CamwatchError):
@@ -98,14 +114,15 @@ class HttpClient:
     """Requests to one URL over a keep-alive session, each within ``timeout`` seconds.
 
     Credentials: ``username``/``password`` if given, else the URL's userinfo.
-    ``auth`` is basic, digest, or None to follow the server's challenge (and
-    remember what worked). A request that carries its own Authorization header
-    is sent without the client's. At most one request is in flight; one given
-    up on (hung in a library) refuses the next until it has ended.
+    ``auth`` is basic, digest, or None to follow the server's challenge (digest
+    when offered; Basic only over HTTPS) and remember what worked. A request
+    that carries its own Authorization header is sent without the client's.
+    ``redirects`` is one of REDIRECTS. At most one request is in flight; one
+    given up on (hung in a library) refuses the next until it has ended.
     """
 
     def __init__(self, url: str, timeout: float, *, username: str | None = None, password: str | None = None,
-                 auth: str | None = None, verify: bool = True, name: str = "http"):
+                 auth: str | None = None, verify: bool = True, name: str = "http", redirects: str = "same-host"):
         self.url, url_user, url_password = split_credentials(url)
         if username:
             self._user: str | None = username
@@ -115,6 +132,9 @@ class HttpClient:
         self.auth_kind = auth
         self.timeout = float(timeout)
         self.verify = verify
+        if redirects not in REDIRECTS:
+            raise ValueError(f"redirects must be one of {', '.join(REDIRECTS)}, not {redirects!r}")
+        self.redirects = redirects
         if not verify:
             _quiet_insecure_warnings()
         self._session: requests.Session | None = None
@@ -128,9 +148,26 @@ class HttpClient:
 
         ``max_bytes`` caps the body; ``text_max_bytes`` caps a text/JSON/XML body lower
         (enough to tell an error page from an image without downloading a large one).
+        ``follow_redirects=False`` returns a redirect as it is, whatever the client's policy.
         """
-        def exchange() -> HttpResponse:
-            return self._exchange(method, body, dict(headers or {}), max_bytes, text_max_bytes, follow_redirects)
+        return self.request_then(_answer, method, body=body, headers=headers, max_bytes=max_bytes,
+                                 text_max_bytes=text_max_bytes, follow_redirects=follow_redirects)
+
+    def request_then(self, then: Callable[[HttpResponse], T], method: str = "GET", *, body: bytes | None = None,
+                     headers: Mapping[str, str] | None = None, max_bytes: int, text_max_bytes: int | None = None,
+                     follow_redirects: bool = True) -> T:
+        """``request``, then ``then(answer)`` in the same bounded worker, within the same deadline.
+
+        For work on the answer that must not outlive the deadline either (decoding a
+        snapshot): if the caller stops waiting, what ``then`` made is dropped with the
+        worker, never kept alive behind a timed-out call.
+        """
+        def exchange() -> T:
+            answer, deadline = self._exchange(method, body, dict(headers or {}), max_bytes, text_max_bytes,
+                                              follow_redirects)
+            if time.monotonic() > deadline:
+                raise HttpError("timeout", f"no complete answer within {self.timeout:g} s")
+            return then(answer)
 
         return self._bounded.call(exchange, self.timeout + DEADLINE_SLACK_S,
                                   late=f"no complete answer within {self.timeout:g} s")
@@ -162,8 +199,51 @@ class HttpClient:
                 self._auths[kind] = HTTPBasicAuth(self._user, self._password)
         return self._auths[kind]
 
+    def _answer_to(self, challenge: str, url: str) -> str | None:
+        """The auth kind to answer a 401 challenge with when none was configured.
+
+        Digest whenever it is offered; Basic only over HTTPS (over plain HTTP it is
+        the password in clear: HttpError, unless the config names ``auth: basic``);
+        None for a scheme we do not speak (the 401 stands).
+        """
+        offered = {m.lower() for m in _SCHEME.findall(challenge)}
+        if "digest" in offered:
+            return "digest"
+        if "basic" in offered:
+            if urlsplit(url).scheme == "https":
+                return "basic"
+            raise HttpError("auth", "HTTP 401: the server asks for Basic auth over plain HTTP; the password "
+                                    "was not sent (set auth: basic to send it anyway)")
+        return None
+
+    def _redirect_to(self, status: int, current: str, location: str) -> str:
+        """The absolute URL a redirect leads to, or HttpError("redirect") if the policy forbids it.
+
+        The refusal names only the target's scheme and host: its path or query may
+        hold anything, and the message goes to logs and events.
+        """
+        target = urljoin(current, location)
+        parts, home = urlsplit(target), urlsplit(self.url)
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        shown = f"{parts.scheme}://{parts.hostname or ''}{port}"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise HttpError("redirect", f"HTTP {status} redirect to a non-HTTP URL ({parts.scheme or 'none'}:) "
+                                        "not followed")
+        if self.redirects == "none":
+            raise HttpError("redirect", f"HTTP {status} redirect to {shown} not followed (redirects: none)")
+        if self.redirects == "same-host":
+            other = ("another scheme" if parts.scheme != home.scheme
+                     else "another host" if parts.hostname != home.hostname else None)
+            if other:
+                raise HttpError("redirect", f"HTTP {status} redirect to {shown} not followed: {other} "
+                                            "(redirects: same-host; set redirects: any to follow it)")
+        return target
+
     def _exchange(self, method: str, body: bytes | None, headers: dict[str, str], max_bytes: int,
-                  text_max_bytes: int | None, follow_redirects: bool) -> HttpResponse:
+                  text_max_bytes: int | None, follow_redirects: bool) -> tuple[HttpResponse, float]:
         deadline = time.monotonic() + self.timeout
         if self._session is None:
             self._session = requests.Session()
@@ -173,23 +253,42 @@ class HttpClient:
         session = self._session
         own_auth = not any(k.lower() == "authorization" for k in headers)
         kind = self.auth_kind if own_auth else None
+        home = urlsplit(self.url).hostname
+        url = self.url
 
         def send(kind: str | None) -> requests.Response:
-            return session.request(method, self.url, data=body, headers=headers, auth=self._auth(kind),
+            # Credentials (ours or the caller's header) go to the URL's own host only.
+            here = urlsplit(url).hostname == home
+            sent = headers if here else {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            return session.request(method, url, data=body, headers=sent, auth=self._auth(kind) if here else None,
                                    stream=True, verify=self.verify, timeout=(self.timeout, self.timeout),
-                                   allow_redirects=follow_redirects)
+                                   allow_redirects=False)
 
         try:
-            resp = send(kind)
-            if resp.status_code == 401 and own_auth and self._user and kind is None:
-                challenge = resp.headers.get("WWW-Authenticate", "").lower()
-                resp.close()
-                kind = "digest" if challenge.startswith("digest") else "basic"
+            for _ in range(MAX_REDIRECTS + 1):
                 resp = send(kind)
-                if resp.status_code != 401:
-                    self.auth_kind = kind  # remember what worked
-            with resp:
-                return self._read(resp, deadline, max_bytes, text_max_bytes)
+                if resp.status_code == 401 and own_auth and self._user and kind is None:
+                    try:
+                        answer_kind = self._answer_to(resp.headers.get("WWW-Authenticate", ""), url)
+                    except HttpError:
+                        resp.close()
+                        raise
+                    if answer_kind is not None:  # else the 401 is the answer
+                        resp.close()
+                        kind = answer_kind
+                        resp = send(kind)
+                        if resp.status_code != 401:
+                            self.auth_kind = kind  # remember what worked
+                if follow_redirects and resp.is_redirect:
+                    status, location = resp.status_code, resp.headers.get("Location", "")
+                    resp.close()
+                    url = self._redirect_to(status, url, location)
+                    if status == 303 or (status in (301, 302) and method == "POST"):
+                        method, body = "GET", None
+                    continue
+                with resp:
+                    return self._read(resp, deadline, max_bytes, text_max_bytes), deadline
+            raise HttpError("redirect", f"more than {MAX_REDIRECTS} redirects; not followed further")
         except requests.exceptions.SSLError as exc:
             raise HttpError("tls", _tls_failure(exc)) from None
         except requests.exceptions.ConnectTimeout:
@@ -229,6 +328,10 @@ class HttpClient:
             if size > cap:
                 return HttpResponse(resp.status_code, resp.headers, b"".join(chunks)[:cap], False)
         return HttpResponse(resp.status_code, resp.headers, b"".join(chunks), True)
+
+
+def _answer(response: HttpResponse) -> HttpResponse:
+    return response
 
 
 def _tls_failure(exc: BaseException) -> str:
