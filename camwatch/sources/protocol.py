@@ -1,9 +1,11 @@
 """What every frame source promises, and how a source says that it failed.
 
 A source's ``read()`` gives a *fresh* frame or raises ``SourceError`` with a
-bounded ``reason`` (a metrics label). Its message names the camera id and its
-redacted URL, never a password: the message goes to logs, events and the CLI,
-where a user needs to know which camera failed without seeing its secret.
+bounded ``reason`` (a metrics label). Its message is one line: the camera's
+redacted URL and what went wrong, never a password. It does not name the
+camera's id: everyone who shows it does (the daemon's ``camera X unavailable:
+...``, ``check``'s row, ``enroll``'s line), and lines that named it twice were
+hard to read.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ def camera_timeout(camera: CameraConfig) -> float:
 
 
 def source_error(camera: CameraConfig, reason: str, what: str) -> SourceError:
-    """A one-line SourceError naming the camera and its redacted URL, scrubbed once more."""
+    """A one-line SourceError: the camera's redacted URL, then ``what``; masked and scrubbed once more."""
     password = [camera.password] if camera.password else []
     shown = camera.redacted_url or redact_url(str(camera.url), password)
-    text = mask(f"camera {camera.id} ({shown}): {what}", password)
-    return SourceError(reason, scrub(text))
+    text = mask(f"{shown}: {what}", password)
+    return SourceError(reason, scrub(" ".join(text.split())))
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

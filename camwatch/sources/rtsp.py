@@ -9,6 +9,10 @@ timeout (plus slack), however FFmpeg behaves.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+import secrets
 import socket
 import threading
 import time
@@ -21,6 +25,7 @@ import cv2
 from camwatch.config import CameraConfig
 from camwatch.core.backoff import Backoff
 from camwatch.core.errors import SourceError
+from camwatch.core.secrets import split_credentials
 from camwatch.core.types import Frame
 from camwatch.sources.bounded import DEADLINE_SLACK_S, Bounded
 from camwatch.sources.capture import capture_options, quiet_ffmpeg
@@ -42,6 +47,96 @@ def rtsp_target(url: str) -> tuple[str, str]:
     return clean, transport
 
 
+#: Bytes of an RTSP answer read at most (headers and an SDP body).
+_MAX_ANSWER = 65536
+
+
+class _Rtsp:
+    """One bounded RTSP/1.0 conversation over a TCP connection, for the probe and its diagnosis.
+
+    Every wait is cut at ``deadline`` (time.monotonic), with the camera's SourceError.
+    """
+
+    def __init__(self, camera: CameraConfig, url: str, deadline: float):
+        self.camera, self.deadline = camera, deadline
+        parts = urlsplit(url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or ""
+        try:
+            self.port = parts.port or (322 if parts.scheme == "rtsps" else 554)
+        except ValueError:
+            raise source_error(camera, "connect", "the URL's port is not a number") from None
+        if not self.host:
+            raise source_error(camera, "connect", "the URL has no host")
+        netloc = self.host if ":" not in self.host else f"[{self.host}]"
+        self.path = parts.path or "/"
+        #: The request URI: no credentials, nothing FFmpeg would not send.
+        self.target = urlunsplit(("rtsp", f"{netloc}:{self.port}", self.path, parts.query, ""))
+        self.cseq = 0
+        self.sock = self._connect()
+
+    def left(self) -> float:
+        rest = self.deadline - time.monotonic()
+        if rest <= 0:
+            raise source_error(self.camera, "timeout", "the RTSP server did not answer in time")
+        return rest
+
+    def _connect(self) -> socket.socket:
+        try:
+            return socket.create_connection((self.host, self.port), timeout=self.left())
+        except TimeoutError:
+            raise source_error(self.camera, "timeout", f"no TCP connection to port {self.port} in time") from None
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise source_error(self.camera, "connect", f"cannot connect to port {self.port} ({why})") from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def ask(self, method: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; (status, headers with lower-case names, body), or the camera's SourceError
+        when the peer does not answer in RTSP."""
+        self.cseq += 1
+        lines = [f"{method} {self.target} RTSP/1.0", f"CSeq: {self.cseq}", "User-Agent: camwatch"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        reply = b""
+        try:
+            self.sock.settimeout(self.left())
+            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            while b"\r\n\r\n" not in reply and len(reply) < _MAX_ANSWER:
+                self.sock.settimeout(self.left())
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            if not reply.startswith(b"RTSP/"):
+                what = "closed the connection" if not reply else "answered, but not in RTSP (another service?)"
+                raise source_error(self.camera, "connect", f"port {self.port} {what}")
+            head, _, body = reply.partition(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            fields = status_line.split(" ", 2)
+            status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+            found: dict[str, str] = {}
+            for line in header_lines:
+                name, sep, value = line.partition(":")
+                if sep:
+                    key = name.strip().lower()
+                    found[key] = f"{found[key]}, {value.strip()}" if key in found else value.strip()
+            length = int(found["content-length"]) if found.get("content-length", "").isdigit() else 0
+            while len(body) < min(length, _MAX_ANSWER):
+                self.sock.settimeout(self.left())
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                body += chunk
+        except TimeoutError:
+            raise source_error(self.camera, "timeout", "the RTSP server accepted but did not answer in time") from None
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise source_error(self.camera, "connect", f"the RTSP server dropped the connection ({why})") from None
+        return status, found, body[:length]
+
+
 def rtsp_probe(camera: CameraConfig, url: str, deadline: float) -> None:
     """Check, in Python and bounded, that an RTSP server answers before OpenCV opens it.
 
@@ -51,53 +146,94 @@ def rtsp_probe(camera: CameraConfig, url: str, deadline: float) -> None:
     would so delay every other RTSP camera's open. This probe (TCP connect, then
     OPTIONS for rtsp://; TCP connect only for rtsps://) takes no lock, so such a
     camera fails here on its own, and only servers that answer reach OpenCV.
+    Connection refused and a peer that does not speak RTSP are told apart here.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    rtsp = _Rtsp(camera, url, deadline)
     try:
-        port = parts.port or (322 if parts.scheme == "rtsps" else 554)
-    except ValueError:
-        raise source_error(camera, "connect", "the URL's port is not a number") from None
-    if not host:
-        raise source_error(camera, "connect", "the URL has no host")
+        if rtsp.scheme == "rtsp":
+            rtsp.ask("OPTIONS")
+    finally:
+        rtsp.close()
 
-    def left() -> float:
-        rest = deadline - time.monotonic()
-        if rest <= 0:
-            raise source_error(camera, "timeout", "the RTSP server did not answer in time")
-        return rest
 
+def _digest(challenge: str, user: str, password: str, method: str, uri: str) -> str | None:
+    """An Authorization value answering a Digest challenge (RFC 2617, MD5; qop=auth if offered)."""
+    fields = dict(re.findall(r'(\w+)\s*=\s*"?([^",]*)"?', challenge))
+    realm, nonce = fields.get("realm"), fields.get("nonce")
+    if realm is None or nonce is None or fields.get("algorithm", "MD5").upper() not in ("MD5", ""):
+        return None
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+    ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"{method}:{uri}")
+    value = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}"'
+    if "auth" in [q.strip() for q in fields.get("qop", "").split(",")]:
+        cnonce = secrets.token_hex(8)
+        response = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
+        return value + f', qop=auth, nc=00000001, cnonce="{cnonce}", response="{response}"'
+    return value + f', response="{md5(f"{ha1}:{nonce}:{ha2}")}"'
+
+
+def _credentials(camera: CameraConfig, url: str) -> tuple[str | None, str]:
+    _, user, password = split_credentials(url)
+    if camera.username:
+        return camera.username, camera.password or ""
+    return user, password or ""
+
+
+def rtsp_diagnose(camera: CameraConfig, url: str, transport: str, deadline: float) -> SourceError:
+    """Why FFmpeg could not open a stream whose server answers: DESCRIBE asked in Python.
+
+    FFmpeg's open says only that it failed; an operator needs to know which
+    mistake it was: the path (404), the credentials (401, told apart from none
+    configured), or a stream the server describes but FFmpeg cannot take.
+    Credentials go as Digest when the server asks for it, as Basic only when it
+    offers nothing else (FFmpeg itself would send them so).
+    """
+    generic = source_error(camera, "connect", f"cannot open the stream over {transport} "
+                                              "(the server answers, but FFmpeg could not open it)")
+    if urlsplit(url).scheme != "rtsp" or deadline - time.monotonic() < 0.1:
+        return generic
     try:
-        sock = socket.create_connection((host, port), timeout=left())
-    except TimeoutError:
-        raise source_error(camera, "timeout", f"no TCP connection to port {port} in time") from None
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise source_error(camera, "connect", f"cannot connect to port {port} ({why})") from None
-    with sock:
-        if parts.scheme != "rtsp":
-            return
-        netloc = host if ":" not in host else f"[{host}]"
-        target = urlunsplit(("rtsp", f"{netloc}:{port}", parts.path or "/", parts.query, ""))
-        request = f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: camwatch\r\n\r\n"
-        reply = b""
-        try:
-            sock.settimeout(left())
-            sock.sendall(request.encode())
-            while b"\r\n\r\n" not in reply and len(reply) < 8192:
-                sock.settimeout(left())
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-        except TimeoutError:
-            raise source_error(camera, "timeout", "the RTSP server accepted but did not answer in time") from None
-        except OSError as exc:
-            why = exc.strerror or type(exc).__name__
-            raise source_error(camera, "connect", f"the RTSP server dropped the connection ({why})") from None
-        if not reply.startswith(b"RTSP/"):
-            what = "closed the connection" if not reply else "answered, but not in RTSP"
-            raise source_error(camera, "connect", f"port {port} {what}")
+        rtsp = _Rtsp(camera, url, deadline)
+    except SourceError as exc:
+        return exc
+    try:
+        accept = {"Accept": "application/sdp"}
+        status, headers, body = rtsp.ask("DESCRIBE", accept)
+        if status == 401:
+            user, password = _credentials(camera, url)
+            if not user:
+                return source_error(camera, "auth", "RTSP 401: the camera wants credentials and none are "
+                                                    "configured (user:password@ in the URL, or username/password)")
+            challenge = headers.get("www-authenticate", "")
+            answer = _digest(challenge, user, password, "DESCRIBE", rtsp.target) \
+                if "digest" in challenge.lower() else None
+            if answer is None and "basic" in challenge.lower():
+                answer = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            if answer is None:
+                return source_error(camera, "auth", "RTSP 401: the camera asks for an auth scheme camwatch "
+                                                    "does not speak")
+            status, headers, body = rtsp.ask("DESCRIBE", {**accept, "Authorization": answer})
+            if status == 401:
+                return source_error(camera, "auth", "RTSP 401: the camera refused the credentials")
+    except SourceError as exc:
+        return exc
+    finally:
+        rtsp.close()
+    if status == 404:
+        return source_error(camera, "http_status", f"RTSP 404: no stream at {rtsp.path} (wrong path?)")
+    if status == 403:
+        return source_error(camera, "auth", "RTSP 403: the camera refuses this user the stream")
+    if status != 200:
+        return source_error(camera, "http_status", f"RTSP {status} to DESCRIBE")
+    codecs = sorted(set(re.findall(rb"a=rtpmap:\d+ ([A-Za-z0-9-]+)/", body)))
+    if b"m=video" not in body:
+        return source_error(camera, "unsupported", "the stream has no video")
+    shown = ", ".join(c.decode("latin-1") for c in codecs) or "unnamed codec"
+    return source_error(camera, "connect", f"cannot open the stream over {transport} (the server describes "
+                                           f"its video as {shown}, but FFmpeg could not open it)")
 
 
 def open_capture(camera: CameraConfig, url: str, transport: str, timeout_s: float,
@@ -129,8 +265,7 @@ def open_capture(camera: CameraConfig, url: str, transport: str, timeout_s: floa
         cap.release()
         if time.monotonic() - started >= open_s * 0.95:
             raise source_error(camera, "timeout", f"no answer within {timeout_s:.1f} s")
-        raise source_error(camera, "connect", f"cannot open the stream over {transport} "
-                     "(refused, unreachable, wrong path or credentials, or not H.264/H.265)")
+        raise rtsp_diagnose(camera, url, transport, deadline)
     return cap
 
 
