@@ -6,7 +6,9 @@ Put ``tests/`` on ``sys.path`` and ``import servers``.
 
 - ``RtspServer``: tests/rtsp_server.py run by Debian's python3 (its ``gi`` bindings).
 - ``SnapshotServer``: a threaded HTTP server on loopback whose answer per path the caller
-  sets (image, HTML, huge body, drip, hang, status, basic/digest auth); ``start()``/``stop()``.
+  sets (image, HTML, huge body, drip, hang, status, basic/digest auth, redirect); ``start()``/``stop()``.
+- ``RtspStub``: a tiny RTSP/1.0 server over a plain socket that answers DESCRIBE per path
+  (a stream it describes but never serves, 404, digest or basic auth) and records what it got.
 - ``camera_config``: a real CameraConfig without writing a YAML file.
 """
 
@@ -204,6 +206,7 @@ class Route:
     auth: str | None = None      # None | basic | digest
     user: str = ""
     password: str = ""
+    location: str = ""           # redirect: where to
 
 
 class SnapshotServer:
@@ -211,24 +214,31 @@ class SnapshotServer:
 
     ``.image(path, img_or_bytes)`` (call again to swap), ``.html(path)``, ``.big(path, size=100 MB,
     send_length=True)``, ``.drip(path)`` (1 byte/s), ``.hang(path)``, ``.status(path, 500)``,
-    ``.basic(path, user, pw)``, ``.digest(path, user, pw)``. ``.url(path, user=None, password=None)``
-    builds the URL; ``.hits[path]`` counts requests and ``.auth_headers`` keeps the Authorization
-    headers received. ``start()`` then ``stop()``."""
+    ``.basic(path, user, pw)``, ``.digest(path, user, pw)``, ``.redirect(path, location, 302)``.
+    ``.url(path, user=None, password=None)`` builds the URL; ``.hits[path]`` counts requests and
+    ``.auth_headers`` keeps the Authorization headers received (``""`` for none) on auth routes,
+    ``.all_auth_headers`` on every route. ``start(host="127.0.0.1")`` then ``stop()``."""
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
         self.auth_headers: list[str] = []
+        self.all_auth_headers: list[str] = []
+        #: Digest routes' 401 also offers Basic (listed first), as many cameras' do.
+        self.also_basic = False
+        self.host = "127.0.0.1"
         self.stopping = threading.Event()
         self.nonce = secrets.token_hex(8)
         self.httpd: ThreadingHTTPServer | None = None
         self.port = 0
         self._thread: threading.Thread | None = None
 
-    def start(self, tls: ssl.SSLContext | None = None) -> SnapshotServer:
-        """Listen on a free loopback port (keep-alive, TCP_NODELAY, one write per response);
-        ``tls`` serves HTTPS with that server context. Returns self."""
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), snapshot_handler(self))
+    def start(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> SnapshotServer:
+        """Listen on a free port of ``host`` (keep-alive, TCP_NODELAY, one write per response);
+        ``tls`` serves HTTPS with that server context. 127.0.0.2 is another host on loopback.
+        Returns self."""
+        self.host = host
+        httpd = ThreadingHTTPServer((host, 0), snapshot_handler(self))
         httpd.daemon_threads = True
         if tls is not None:
             httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
@@ -248,7 +258,7 @@ class SnapshotServer:
 
     def url(self, path: str = "/snap.jpg", user: str | None = None, password: str | None = None) -> str:
         userinfo = f"{quote(user, safe='')}:{quote(password or '', safe='')}@" if user else ""
-        return f"http://{userinfo}127.0.0.1:{self.port}{path}"
+        return f"http://{userinfo}{self.host}:{self.port}{path}"
 
     def image(self, path: str, image: np.ndarray | bytes | None = None,
               content_type: str = "image/jpeg", **auth: Any) -> None:
@@ -287,15 +297,20 @@ class SnapshotServer:
         """An image behind HTTP digest auth (qop=auth, MD5)."""
         self.image(path, image, auth="digest", user=user, password=password)
 
+    def redirect(self, path: str, location: str, status: int = 302) -> None:
+        """Answer ``status`` with ``Location: location`` (absolute or relative)."""
+        self.routes[path] = Route("redirect", status=status, location=location, content_type="text/plain",
+                                  body=b"moved\n")
 
-def _digest_ok(header: str, route: Route, method: str, nonce: str) -> bool:
+
+def _digest_ok(header: str, route: Route, method: str, nonce: str, realm: str = "camwatch-test") -> bool:
     if not header.lower().startswith("digest "):
         return False
     fields = urllib.request.parse_keqv_list(urllib.request.parse_http_list(header[7:]))
     md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731
     if fields.get("username") != route.user or fields.get("nonce") != nonce:
         return False
-    ha1 = md5(f"{route.user}:camwatch-test:{route.password}")
+    ha1 = md5(f"{route.user}:{realm}:{route.password}")
     ha2 = md5(f"{method}:{fields.get('uri', '')}")
     if fields.get("qop"):
         expect = md5(f"{ha1}:{nonce}:{fields.get('nc')}:{fields.get('cnonce')}:{fields.get('qop')}:{ha2}")
@@ -313,16 +328,18 @@ def snapshot_handler(ctl: SnapshotServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def _send(self, status: int, ctype: str, body: bytes, extra: dict | None = None) -> None:
+        def _send(self, status: int, ctype: str, body: bytes, extra: dict | list | None = None) -> None:
             head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
                     f"Content-Type: {ctype}", f"Content-Length: {len(body)}"]
-            head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+            pairs = list(extra.items()) if isinstance(extra, dict) else list(extra or [])
+            head += [f"{k}: {v}" for k, v in pairs]
             self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)  # one write
 
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
             ctl.hits[path] = ctl.hits.get(path, 0) + 1
             route = ctl.routes.get(path)
+            ctl.all_auth_headers.append(self.headers.get("Authorization", ""))
             if route is None:
                 self._send(404, "text/plain", b"not found\n")
                 return
@@ -336,10 +353,15 @@ def snapshot_handler(ctl: SnapshotServer) -> type[BaseHTTPRequestHandler]:
                     ok = _digest_ok(header, route, "GET", ctl.nonce)
                     challenge = f'Digest realm="camwatch-test", qop="auth", nonce="{ctl.nonce}", algorithm=MD5'
                 if not ok:
-                    self._send(401, "text/html", b"<html>401</html>", {"WWW-Authenticate": challenge})
+                    offers = [("WWW-Authenticate", challenge)]
+                    if route.auth == "digest" and ctl.also_basic:
+                        offers.insert(0, ("WWW-Authenticate", 'Basic realm="camwatch-test"'))
+                    self._send(401, "text/html", b"<html>401</html>", offers)
                     return
             if route.kind in ("image", "html", "status"):
                 self._send(route.status, route.content_type, route.body)
+            elif route.kind == "redirect":
+                self._send(route.status, route.content_type, route.body, {"Location": route.location})
             elif route.kind == "hang":
                 ctl.stopping.wait(120)
                 self.close_connection = True
@@ -376,3 +398,119 @@ def snapshot_handler(ctl: SnapshotServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+
+
+# -- a tiny RTSP server ------------------------------------------------------------
+
+
+class RtspStub:
+    """An RTSP/1.0 server on a plain socket: enough of the protocol to answer a client's
+    OPTIONS and DESCRIBE the way a camera does, per path. It serves no media (SETUP gets
+    461), so a client that gets past DESCRIBE still fails to open, as with a codec it
+    cannot take.
+
+    ``.stream(path)`` describes an H.264 stream; ``.digest(path, user, pw)`` and
+    ``.basic(path, user, pw)`` require credentials for DESCRIBE; any other path is 404.
+    ``not_rtsp=True`` answers every request in HTTP instead. ``.requests`` keeps
+    (method, path, Authorization) of every request. ``start()`` then ``stop()``."""
+
+    SDP = ("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=stub\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
+           "a=rtpmap:96 H264/90000\r\na=control:track1\r\n")
+
+    def __init__(self, not_rtsp: bool = False) -> None:
+        self.not_rtsp = not_rtsp
+        self.paths: dict[str, tuple[str, str, str]] = {}
+        self.requests: list[tuple[str, str, str]] = []
+        self.nonce = secrets.token_hex(8)
+        self.port = 0
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+
+    def stream(self, path: str) -> None:
+        self.paths[path] = ("open", "", "")
+
+    def digest(self, path: str, user: str, password: str) -> None:
+        self.paths[path] = ("digest", user, password)
+
+    def basic(self, path: str, user: str, password: str) -> None:
+        self.paths[path] = ("basic", user, password)
+
+    def url(self, path: str, userinfo: str = "") -> str:
+        return f"rtsp://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}{path}"
+
+    def start(self) -> RtspStub:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.settimeout(0.2)
+        self._sock, self.port = sock, sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()  # type: ignore[union-attr]
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        buf = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\r\n\r\n" in buf:
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    try:
+                        conn.sendall(self._answer(head.decode("latin-1")))
+                    except OSError:
+                        return
+
+    def _answer(self, head: str) -> bytes:
+        first, *lines = head.split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+        method, uri = (first.split(" ") + ["", ""])[:2]
+        path = "/" + uri.split("://", 1)[-1].split("/", 1)[-1].split("?")[0] if "://" in uri else uri
+        auth = headers.get("authorization", "")
+        self.requests.append((method, path, auth))
+        if self.not_rtsp:
+            return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        cseq = headers.get("cseq", "0")
+
+        def reply(status: str, extra: dict[str, str] | None = None, body: str = "") -> bytes:
+            out = [f"RTSP/1.0 {status}", f"CSeq: {cseq}"] + [f"{k}: {v}" for k, v in (extra or {}).items()]
+            out.append(f"Content-Length: {len(body)}")
+            return ("\r\n".join(out) + "\r\n\r\n" + body).encode()
+
+        if method == "OPTIONS":
+            return reply("200 OK", {"Public": "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN"})
+        if method != "DESCRIBE":
+            return reply("461 Unsupported Transport")
+        kind, user, password = self.paths.get(path, ("missing", "", ""))
+        if kind == "missing":
+            return reply("404 Not Found")
+        if kind == "basic":
+            good = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            if auth != good:
+                return reply("401 Unauthorized", {"WWW-Authenticate": 'Basic realm="stub"'})
+        elif kind == "digest":
+            route = Route(auth="digest", user=user, password=password)
+            if not _digest_ok(auth, route, "DESCRIBE", self.nonce, realm="stub"):
+                return reply("401 Unauthorized", {"WWW-Authenticate": f'Digest realm="stub", nonce="{self.nonce}"'})
+        return reply("200 OK", {"Content-Type": "application/sdp", "Content-Base": uri + "/"}, self.SDP)
