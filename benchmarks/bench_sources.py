@@ -1,6 +1,8 @@
 """What a frame costs from each kind of source, on loopback servers made here.
 
 Prints medians (and 90th percentiles) over several runs of:
+  - images: reading a JPEG's declared size from its header (done before every decode),
+    decode_image against a bare cv2.imdecode, and refusing a 30000x30000 PNG bomb
   - demo: rendering one 640x360 frame of each scene (the demo's CPU cost per check)
   - HTTP snapshot: one fetch + decode over keep-alive, 640x360 and 1280x720 JPEGs
   - RTSP snapshot: open + first frame + release (the per-check cost of snapshot mode)
@@ -15,10 +17,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import struct
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,6 +36,7 @@ from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_availabl
 
 from camwatch.sources import open_source  # noqa: E402
 from camwatch.sources.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
+from camwatch.vision.images import ImageFileError, decode_image, image_size  # noqa: E402
 
 
 def report(name: str, seconds: list[float], unit: str = "ms") -> None:
@@ -46,6 +54,37 @@ def timed(fn, n: int, warm: int = 2) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
+
+
+def png_bomb(side: int) -> bytes:
+    """A valid grey PNG of side x side zero pixels (tests/test_hostile_sources.py makes the same)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(side + 1)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def bench_images(n: int) -> None:
+    jpeg = cv2.imencode(".jpg", scene_image(1920, 1080))[1].tobytes()
+    report("header size of a 1920x1080 JPEG", [t * 1000 for t in timed(lambda: image_size(jpeg), n * 50)],
+           unit="us")
+    report("cv2.imdecode 1920x1080 JPEG", timed(lambda: cv2.imdecode(np.frombuffer(jpeg, np.uint8),
+                                                                      cv2.IMREAD_COLOR), n))
+    report("decode_image 1920x1080 JPEG (header checked)", timed(lambda: decode_image(jpeg), n))
+    bomb = png_bomb(30000)
+
+    def refuse() -> None:
+        try:
+            decode_image(bomb)
+        except ImageFileError:
+            return
+        raise AssertionError("the bomb was decoded")
+
+    report(f"refuse a 30000x30000 PNG ({len(bomb) // 1024} KB)", [t * 1000 for t in timed(refuse, n)], unit="us")
 
 
 def bench_demo(n: int) -> None:
@@ -108,6 +147,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
+    bench_images(args.repeat)
     bench_demo(args.repeat)
     bench_http(args.repeat)
     bench_rtsp(args.repeat)
