@@ -436,3 +436,11 @@ def test_a_changed_camera_keeps_what_it_owes(drifted):
     out = check(new, clock, GOOD)
     assert emitted(out) == (["camera_up", "drift_cleared"] if drifted else ["camera_up"])
     assert new.carried_over(new.policy, enabled=False).state == CameraState.DISABLED
+
+
+def test_a_drift_no_kind_was_named_for_is_told_as_such():
+    clock, m = Clock(), Monitor("gate", Policy(confirm=1))
+    out = check(m, clock, V(True, 0.41, kind=None, reason="similarity"))
+    e = started(out)
+    assert (e.kind, e.alert) == (None, "unknown")        # the event's kind stays null, the metric says unknown
+    assert lines(out, logging.WARNING) == ["camera gate: view DRIFTED (match 0.41, needs 0.80)"]

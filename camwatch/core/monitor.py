@@ -273,6 +273,11 @@ def _backoff(policy: Policy) -> Backoff:
     return Backoff(base=BACKOFF_BASE_S, cap=max(BACKOFF_CAP_FLOOR_S, BACKOFF_CAP_INTERVALS * policy.interval))
 
 
+def _shown(kind: str) -> str:
+    """A kind as an alert line shouts it; a drift no kind was named for is DRIFTED."""
+    return "DRIFTED" if kind == "unknown" else kind.upper()
+
+
 def _majority(kinds: list[str]) -> str:
     """The kind named most often; on a tie, the one named last (the freshest look)."""
     counts = Counter(kinds)
@@ -444,14 +449,14 @@ class Monitor:
         if confirmed and not self.drift_open:
             self.drift_open, self.alert_kind, self._change = True, _majority(self._run_kinds or ["unknown"]), (None, 0)
             out.append(self._started(a, self.alert_kind, f"reference {v.reference_id}",
-                                     f"camera {cid}: view {self.alert_kind.upper()} ({said})", details, extra))
+                                     f"camera {cid}: view {_shown(self.alert_kind)} ({said})", details))
         elif confirmed and self.drift_open and kind is not None:
             old = self.alert_kind
             changed = self._kind_change(kind)
             if changed:
                 out.append(self._started(a, changed, f"kind changed from {old} to {changed}; reference "
-                                         f"{v.reference_id}", f"camera {cid}: view now {changed.upper()}, "
-                                         f"was {old} ({said})", {**details, "previous_kind": str(old)}, extra))
+                                         f"{v.reference_id}", f"camera {cid}: view now {_shown(changed)}, "
+                                         f"was {old} ({said})", {**details, "previous_kind": str(old)}))
         elif not confirmed and self.drift_open:
             self.drift_open, self.alert_kind, self._change = False, None, (None, 0)
             out.append(Emit("drift_cleared", similarity=v.similarity, threshold=base, details=details,
@@ -462,12 +467,12 @@ class Monitor:
             self._change = (None, 0)
         return out + self._become(new_state) + [Progress(now)]
 
-    def _started(self, a: Assessed, kind: str, message: str, line: str, details: Mapping[str, float | str],
-                 extra: Mapping[str, object]) -> Emit:
+    def _started(self, a: Assessed, kind: str, message: str, line: str, details: Mapping[str, float | str]) -> Emit:
+        """A drift_started of ``kind`` ("unknown": no kind was named; the event's kind is then null)."""
         v = a.verdict
-        return Emit("drift_started", message, kind=kind, similarity=v.similarity, threshold=a.camera_threshold,
-                    alert=kind, evidence_reference=v.reference_id, details=dict(details), line=line,
-                    level=logging.WARNING)
+        return Emit("drift_started", message, kind=None if kind == "unknown" else kind, similarity=v.similarity,
+                    threshold=a.camera_threshold, alert=kind, evidence_reference=v.reference_id,
+                    details=dict(details), line=line, level=logging.WARNING)
 
     def _kind_change(self, kind: str) -> str | None:
         """The new kind once another than the open alert's was named on ``confirm`` drifted checks
