@@ -21,6 +21,7 @@ from typing import NoReturn
 from camwatch import __version__
 from camwatch.core.errors import CamwatchError
 from camwatch.core.logs import configure
+from camwatch.core.secrets import scrub
 
 DEFAULT_CONFIG = os.environ.get("CAMWATCH_CONFIG", "/etc/camwatch/cameras.yaml")
 
@@ -129,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(_resolve(HANDLERS[command])(args) or 0)
     except CamwatchError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"camwatch: {line}", file=sys.stderr)
+            # Errors already name secrets only masked; scrubbing again is the last line of defence.
+            print(f"camwatch: {scrub(line)}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130
