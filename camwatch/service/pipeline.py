@@ -295,8 +295,8 @@ class Pipeline:
         monitor told) when there is none."""
         cam = rt.camera
         refs = self.store.for_camera(cam.id, images=False)
-        if not refs and cam.auto_enroll:
-            # Only a camera with no reference at all: never a re-baseline.
+        if not refs and cam.auto_enroll and not self.store.ever_enrolled(cam.id):
+            # Only a camera that never had a reference in this store: never a re-baseline.
             try:
                 done = enrol_frame(self.store, self.embedder, cam, item.image, "default")
             except CamwatchError as exc:
