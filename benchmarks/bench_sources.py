@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import struct
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -32,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from media import Media, scene_image  # noqa: E402
-from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available  # noqa: E402
+from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available, png_bomb  # noqa: E402
 
 from camwatch.sources import open_source  # noqa: E402
 from camwatch.sources.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402
@@ -54,18 +52,6 @@ def timed(fn, n: int, warm: int = 2) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
-
-
-def png_bomb(side: int) -> bytes:
-    """A valid grey PNG of side x side zero pixels (tests/test_hostile_sources.py makes the same)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z = zlib.compressobj(9)
-    row = bytes(side + 1)
-    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def bench_images(n: int) -> None:

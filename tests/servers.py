@@ -10,6 +10,8 @@ Put ``tests/`` on ``sys.path`` and ``import servers``.
 - ``RtspStub``: a tiny RTSP/1.0 server over a plain socket that answers DESCRIBE per path
   (a stream it describes but never serves, 404, digest or basic auth) and records what it got.
 - ``camera_config``: a real CameraConfig without writing a YAML file.
+- ``self_signed_context``: a TLS server context with a fresh self-signed certificate (openssl).
+- ``png_bomb``, ``jpeg_bomb``: real images whose header declares a huge size (hostile answers).
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ import base64
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import cv2
 import numpy as np
 from media import encode_jpeg, scene_image
 
@@ -57,6 +63,45 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+def self_signed_context(folder: Path) -> ssl.SSLContext | None:
+    """A TLS server context for 127.0.0.1 with a self-signed certificate written into
+    ``folder``; None if the openssl command is not installed."""
+    if not shutil.which("openssl"):
+        return None
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+# -- image bombs ----------------------------------------------------------------
+
+
+def png_bomb(side: int = 30000) -> bytes:
+    """A valid 8-bit grey PNG of side x side zero pixels: ~0.9 MB at 30000 that decodes to side^2
+    bytes (2.7 GB as a BGR frame)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte 0, then the row's pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def jpeg_bomb(side: int = 30000) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is rewritten to say side x side: libjpeg
+    believes it, and fills what the data does not cover."""
+    data = bytearray(cv2.imencode(".jpg", scene_image(320, 180))[1].tobytes())
+    at = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, at + 5, side, side)
+    return bytes(data)
 
 
 # -- RTSP -----------------------------------------------------------------------

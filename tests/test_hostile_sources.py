@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
-import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
 import weakref
-import zlib
 from pathlib import Path
 
 import cv2
@@ -28,7 +25,7 @@ import pytest
 from daemon_helpers import REPO, Daemon, camwatch, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
-from servers import RtspStub, SnapshotServer, free_port
+from servers import RtspStub, SnapshotServer, free_port, jpeg_bomb, png_bomb, self_signed_context
 
 from camwatch.core.errors import SourceError
 from camwatch.sources import DEADLINE_SLACK_S, abandoned_workers, open_source
@@ -43,30 +40,9 @@ SIDE = 30000                     # 30000 x 30000: 2.7 GB as a BGR frame
 # -- image bombs --------------------------------------------------------------------------
 
 
-def png_bomb(side: int = SIDE) -> bytes:
-    """A valid 8-bit grey PNG of side x side zero pixels: ~0.9 MB that decodes to side^2 bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z = zlib.compressobj(9)
-    row = bytes(side + 1)  # filter byte 0, then the row's pixels
-    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-def jpeg_bomb(side: int = SIDE) -> bytes:
-    """A small real JPEG whose frame header (SOF0) is rewritten to say side x side: libjpeg
-    believes it, and fills what the data does not cover."""
-    data = bytearray(cv2.imencode(".jpg", scene_image(320, 180))[1].tobytes())
-    at = data.index(b"\xff\xc0")
-    struct.pack_into(">HH", data, at + 5, side, side)
-    return bytes(data)
-
-
 @pytest.fixture(scope="module")
 def bombs() -> dict[str, bytes]:
-    return {"png": png_bomb(), "jpeg": jpeg_bomb()}
+    return {"png": png_bomb(SIDE), "jpeg": jpeg_bomb(SIDE)}
 
 
 def test_the_header_says_each_formats_size_without_decoding():
@@ -364,14 +340,9 @@ def test_digest_is_chosen_when_a_challenge_offers_both(http_snapshot_server, mak
 def test_basic_is_answered_over_https_when_not_named(tmp_path):
     """Over TLS a Basic answer is not in clear: a challenge gets it without auth: basic.
     (verify=False: the test's certificate is self-signed; the camera path keeps verification.)"""
-    if not shutil.which("openssl"):
+    ctx = self_signed_context(tmp_path)
+    if ctx is None:
         pytest.skip("openssl command not installed (needed to make a test certificate)")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
     ctl = SnapshotServer()
     ctl.basic("/b.jpg", "admin", "tls-basic-3")
     ctl.start(tls=ctx)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -18,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from media import scene_frames, scene_image, write_clip, write_image
-from servers import SnapshotServer, free_port
+from servers import SnapshotServer, free_port, self_signed_context
 
 from camwatch.core.backoff import Backoff
 from camwatch.core.errors import SourceError
@@ -331,14 +329,9 @@ def test_http_connection_refused_is_connect(make_camera):
 
 def test_https_with_an_untrusted_certificate_is_refused(tmp_path, make_camera):
     """TLS verification stays on: a self-signed camera certificate is a clear connect error."""
-    if not shutil.which("openssl"):
+    ctx = self_signed_context(tmp_path)
+    if ctx is None:
         pytest.skip("openssl command not installed (needed to make a test certificate)")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
     ctl = SnapshotServer()
     ctl.image("/snap.jpg")
     ctl.start(tls=ctx)
