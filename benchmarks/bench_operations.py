@@ -6,17 +6,21 @@ Prints medians over --repeats runs of:
 - recording one event durably (SQLite WAL, synchronous=FULL, event + 2 outbox rows);
 - delivering events through the Dispatcher to a real local HTTP webhook (events/s);
 - writing one evidence JPEG from two 1280x720 views (compose + encode + fsync + retention);
-- rendering /metrics for 100 and 1,000 cameras (what one Prometheus scrape costs), and its size.
+- rendering /metrics for 100 and 1,000 cameras (what one Prometheus scrape costs), and its size;
+- one gzipped scrape of 1,000 cameras over HTTP, alone and with 1,000 idle connections held open
+  against the listener, and the listener's thread count then (a fixed pool: it must not grow).
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -38,7 +42,7 @@ def bench_record(n: int = 200) -> float:
         for i in range(n):
             e = Event(f"cam{i % 10}", "drift_started", kind="moved", similarity=0.4, threshold=0.8)
             t0 = time.perf_counter()
-            store.record(e, ["log", "webhook-00000000"])
+            store.record(e, ["log", "pager"])
             times.append(time.perf_counter() - t0)
         store.close()
     return statistics.median(times)
@@ -105,6 +109,34 @@ def bench_render(cameras: int, n: int = 5) -> tuple[float, int]:
     return statistics.median(times), size
 
 
+def _scrape(port: int) -> float:
+    t0 = time.perf_counter()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+    return time.perf_counter() - t0
+
+
+def bench_listener(cameras: int = 1000, idle: int = 1000, n: int = 5) -> tuple[float, float, int]:
+    """Median scrape alone, median scrape with ``idle`` open idle connections, listener threads then."""
+    m = Metrics()
+    for i in range(cameras):
+        m.camera_added(f"camera-{i:04d}")
+    server = m.serve("127.0.0.1", 0)
+    conns: list[socket.socket] = []
+    try:
+        alone = statistics.median(_scrape(server.port) for _ in range(n))
+        conns = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(idle)]
+        time.sleep(0.5)
+        crowded = statistics.median(_scrape(server.port) for _ in range(n))
+        threads = sum(1 for t in threading.enumerate() if t.name.startswith("metrics-http"))
+    finally:
+        for c in conns:
+            c.close()
+        server.close()
+    return alone, crowded, threads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -118,6 +150,9 @@ def main() -> None:
         results = [bench_render(cams) for _ in range(args.repeats)]
         t = statistics.median(r[0] for r in results)
         print(f"/metrics render, {cams:>4} cameras:             {t * 1000:.1f} ms, {results[0][1] / 1024:.0f} KiB")
+    alone, crowded, threads = bench_listener()
+    print(f"/metrics scrape, 1000 cameras, gzip:          {alone * 1000:.0f} ms alone, {crowded * 1000:.0f} ms "
+          f"beside 1000 idle connections ({threads} listener threads)")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def run(*cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_promtool_check_rules():
     r = run(promtool, "check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 8 rules found" in r.stdout
+    assert "SUCCESS: 9 rules found" in r.stdout
 
 
 @needs_promtool

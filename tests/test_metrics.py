@@ -8,14 +8,19 @@ import math
 import random
 import socket
 import threading
+import time
 import urllib.request
 
 import pytest
+from daemon_helpers import Daemon, write_config
+from media import scene_image, write_image
+from modelkit import grid_model
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from camwatch.core.errors import ConfigError
 from camwatch.core.types import ALERT_KINDS, RESULTS, STATES
+from camwatch.service import listener
 from camwatch.service.metrics import FRAME_ERROR_REASONS, Metrics
 
 
@@ -324,3 +329,120 @@ def test_served_as_prometheus_asks_text_format_gzipped(served):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?name[]=camwatch_camera_up", timeout=5) as resp:
         names = {fam.name for fam in text_string_to_metric_families(resp.read().decode())}
     assert names == {"camwatch_camera_up"}
+
+
+# ---- the listener: a fixed pool, bounded connections (issue 22 row 8) --------------------------
+def _threads(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def _idle_and_dripping(port: int, idle: int, dripping: int) -> tuple[list[socket.socket], threading.Event]:
+    """``idle`` connections that send nothing and ``dripping`` ones sending a request a byte a second."""
+    conns = []
+    for _ in range(idle + dripping):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conns.append(s)
+    stop = threading.Event()
+
+    def drip() -> None:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        for i in range(len(request)):
+            for s in conns[idle:]:
+                try:
+                    s.send(request[i:i + 1])
+                except OSError:
+                    pass
+            if stop.wait(1.0):
+                return
+
+    threading.Thread(target=drip, daemon=True).start()
+    return conns, stop
+
+
+def _timed_scrape(port: int) -> float:
+    t0 = time.monotonic()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and b"camwatch_" in gzip.decompress(resp.read())
+    return time.monotonic() - t0
+
+
+def test_idle_and_dripping_connections_hold_no_thread_and_are_closed_at_their_deadline(monkeypatch):
+    monkeypatch.setattr(listener, "HEAD_TIMEOUT_S", 1.5)
+    m = Metrics()
+    server = m.serve("127.0.0.1", 0)
+
+    def serving() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith("metrics-http"))
+
+    try:
+        before = serving()
+        assert before == listener.WORKERS + 1
+        conns, stop = _idle_and_dripping(server.port, idle=300, dripping=50)   # past MAX_OPEN (256)
+        time.sleep(0.5)
+        assert serving() == before                            # no thread per connection
+        assert _timed_scrape(server.port) < 3                 # an honest scrape is still answered
+        time.sleep(2.5)                                       # past the head deadline: all closed
+        stop.set()
+        closed = 0
+        for s in conns:
+            s.settimeout(2)
+            try:
+                closed += s.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:
+                pass
+            s.close()
+        assert closed == len(conns)
+        assert serving() == before
+    finally:
+        server.close()
+
+
+def test_metrics_listener_backlog_and_threads_are_fixed():
+    m = Metrics()
+    server = m.serve("127.0.0.1", 0)
+    try:
+        assert server._httpd.request_queue_size == listener.BACKLOG >= 128
+        names = [t.name for t in threading.enumerate() if t.name.startswith("metrics-http")]
+        assert len(names) == listener.WORKERS + 1
+        # answers keep working one after another and side by side
+        results: list[float] = []
+        threads = [threading.Thread(target=lambda: results.append(_timed_scrape(server.port))) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(results) == 20
+    finally:
+        server.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("metrics-http")]
+
+
+def test_a_real_daemon_keeps_its_threads_under_a_thousand_idle_connections(tmp_path):
+    grid_model(tmp_path / "grid.onnx")
+    write_image(tmp_path / "gate.png", scene_image(seed=1, scene="street"))
+    cfg = write_config(tmp_path / "cameras.yaml", [{"id": "gate", "url": str(tmp_path / "gate.png"),
+                                                    "auto_enroll": True}],
+                       model=str(tmp_path / "grid.onnx"), device="cpu")
+    d = Daemon(cfg, log_level="INFO")
+    conns: list[socket.socket] = []
+    try:
+        d.wait_state("gate", "ok", timeout=60)
+        before = _threads(d.proc.pid)
+        conns, stop = _idle_and_dripping(d.port, idle=950, dripping=50)
+        time.sleep(2)
+        during = _threads(d.proc.pid)
+        took = _timed_scrape(d.port)
+        assert during <= before + 2, (before, during)          # was 19 -> 166 with a thread each
+        assert took < 3, took
+        assert d.value("camwatch_checks_total", camera="gate", result="ok") >= 2   # checks go on
+        stop.set()
+    finally:
+        for s in conns:
+            s.close()
+        d.stop()

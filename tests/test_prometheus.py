@@ -175,8 +175,10 @@ FIXTURE = textwrap.dedent("""
                "spare": "disabled", "attic": "ok"}}
     for cam, state in states.items():
         m.camera_added(cam, state)
+        m.set_state(cam, state)  # as the daemon's first check does (settles camwatch_camera_drifted)
     m.set_references("gate", 1, time.time() - 3600)
-    m.sinks_added(["log", "webhook-0123abcd"])
+    m.sinks_added(["log", "pager"])
+    m.set_store_ok("events", False); m.set_events_unwritten(3)  # a full disk: events held in memory
     server = m.serve("127.0.0.1", int(sys.argv[1]))
     print("serving", flush=True)
     while True:
@@ -187,7 +189,7 @@ FIXTURE = textwrap.dedent("""
         m.frame_error("dock", "timeout"); m.check_done("dock", "error"); m.reconnected("dock")
         m.check_done("lobby", "no_reference", at=now)
         m.observe_fetch(0.05); m.observe_inference(0.004, 3); m.observe_lag(0.02)
-        m.set_events_pending(2); m.delivery("webhook-0123abcd", False); m.delivery("log", True)
+        m.set_events_pending(2); m.delivery("pager", False); m.delivery("log", True)
         time.sleep(0.25)
 """)
 
@@ -206,7 +208,7 @@ def test_dashboard_and_rules_against_a_metrics_process(tmp_path):
         want = {("CamwatchViewDrifted", "yard"), ("CamwatchCameraDown", "dock"),
                 ("CamwatchCameraNotChecked", "attic"), ("CamwatchInferenceOnCPU", ""),
                 ("CamwatchDaemonDown", ""), ("CamwatchEventsUndelivered", ""),
-                ("CamwatchNoReference", "lobby")}
+                ("CamwatchNoReference", "lobby"), ("CamwatchEventsStoreFailing", "")}
         prom.wait(lambda: want <= active_alerts(prom), 30, f"alerts {want} pending")
         got = active_alerts(prom)
         assert ("CamwatchViewDrifted", "gate") not in got

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
-import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import cast
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,6 +41,7 @@ from prometheus_client.registry import Collector
 from camwatch.core.errors import ConfigError
 from camwatch.core.types import ALERT_KINDS, RESULTS
 from camwatch.service.camera_series import FRAME_ERROR_REASONS, CameraCollector, state_updates
+from camwatch.service.listener import PooledServer, QuietHandler
 
 log = logging.getLogger(__name__)
 
@@ -68,53 +66,13 @@ class _Group(Collector):
             yield from collector.collect()
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    _wake: tuple[int, int] | None = None
-    _closing = False
-
-    def serve_until_closed(self) -> None:
-        """serve_forever without its 0.5 s poll: sleeps in select() until a request or close.
-
-        Why: the poll woke the thread twice a second for nothing, ~0.3 ms CPU/s, which
-        at one check a second is 1% of a check (benchmarks/bench_idle.py).
-        """
-        assert self._wake is not None, "open_wake() first"
-        with selectors.DefaultSelector() as sel:
-            sel.register(self, selectors.EVENT_READ)
-            sel.register(self._wake[0], selectors.EVENT_READ)
-            while not self._closing:
-                for key, _ in sel.select():
-                    if key.fileobj is self and not self._closing:
-                        self._handle_request_noblock()  # type: ignore[attr-defined]  # socketserver's own, untyped
-
-    def open_wake(self) -> None:
-        """The pipe close_loop writes to; made before the thread starts, so no close is missed."""
-        self._wake = os.pipe()
-
-    def close_loop(self, thread: threading.Thread, timeout: float) -> None:
-        self._closing = True
-        if self._wake is not None:
-            os.write(self._wake[1], b"\0")
-        thread.join(timeout)
-        if self._wake is not None and not thread.is_alive():
-            for fd in self._wake:
-                os.close(fd)
-            self._wake = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
-        """No log line per scrape."""
-
-
 @dataclass
 class MetricsServer:
     """A running /metrics endpoint; ``port`` is the bound one (useful with port 0)."""
 
     address: str
     port: int
-    _httpd: _ThreadingServer
+    _httpd: PooledServer
     _thread: threading.Thread
 
     def close(self) -> None:
@@ -370,7 +328,7 @@ class Metrics:
         return app
 
     def serve(self, address: str = "127.0.0.1", port: int = 9808) -> MetricsServer:
-        """Serve /metrics on ``address:port`` from a daemon thread.
+        """Serve /metrics on ``address:port``: one accept thread and a fixed pool (service/listener.py).
 
         Loopback by default: metrics name cameras, which is not for everyone.
         A port in use (or an address not on this host) raises ConfigError
@@ -379,9 +337,9 @@ class Metrics:
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(
                 address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-            server_class = type("_Server", (_ThreadingServer,), {"address_family": family})
-            httpd = cast(_ThreadingServer, make_server(str(sockaddr[0]), port, self.wsgi_app(), server_class,
-                                                       handler_class=_QuietHandler))
+            server_class = type("_Server", (PooledServer,), {"address_family": family})
+            httpd = cast(PooledServer, make_server(str(sockaddr[0]), port, self.wsgi_app(), server_class,
+                                                   handler_class=QuietHandler))
         except OSError as exc:
             reason = exc.strerror or str(exc)
             hint = " (another camwatch running?)" if exc.errno == 98 else ""
