@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from camwatch.config import CameraConfig, Config, load_config
-from camwatch.core.errors import CamwatchError, ConfigError, EnrolmentError, StoreError
+from camwatch.core.errors import CamwatchError, ConfigError, EnrolmentError, SourceError, StoreError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import Frame
 from camwatch.service.enrol import enrol_frame, fetch_frames, read_image_file
@@ -74,7 +74,9 @@ def _failure_line(camera: CameraConfig, exc: BaseException) -> str:
     if reason is None:
         reason = "error" if isinstance(exc, CamwatchError) else f"unexpected {type(exc).__name__}"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return scrub(f"{camera.id} ({camera.redacted_url}): {reason}: {text}")
+    # A source's error already starts with the camera's (redacted) URL: name the camera once.
+    where = camera.id if isinstance(exc, SourceError) else f"{camera.id} ({camera.redacted_url})"
+    return scrub(f"{where}: {reason}: {text}")
 
 
 @contextmanager
