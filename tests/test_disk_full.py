@@ -243,6 +243,32 @@ def test_past_the_bound_the_newest_are_dropped_and_counted(small_fs):
     store.close()
 
 
+def test_held_events_outlive_a_reload_that_replaces_the_dispatcher(small_fs):
+    """A reload (new webhooks) builds a new Dispatcher; what the old one held is the daemon's Backlog."""
+    rx = Receiver()
+    store = store_with_an_empty_log(small_fs)
+    backlog = Backlog()
+    old = Dispatcher(store, [LogSink()], backlog=backlog, retry=0.1)
+    old.start()
+    filler = Filler(small_fs)
+    filler.fill()
+    try:
+        held = old.publish(Event("a", "drift_started", kind="moved"))
+        old.stop(flush=False)                                            # as Daemon._restart_dispatcher
+        assert [e.id for e in backlog.events] == [held.id]
+        new = Dispatcher(store, [LogSink(), WebhookSink(rx.url, name="pager")], backlog=backlog, retry=0.1)
+        new.start()
+        later = new.publish(Event("a", "drift_cleared"))                # queued behind the held one
+        assert [e.id for e in backlog.events] == [held.id, later.id]
+    finally:
+        filler.free()
+    wait_for("both delivered by the new dispatcher", lambda: len(rx.got()) == 2)
+    new.stop()
+    assert [x[2] for x in rx.got()] == [held.id, later.id] == [x[2] for x in stored(small_fs)]
+    store.close()
+    rx.close()
+
+
 # ---- the real daemon -----------------------------------------------------------------------------
 class NotifySocket:
     """A bound datagram socket collecting sd_notify messages, as systemd would."""

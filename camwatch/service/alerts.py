@@ -261,6 +261,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = {s.name: threading.Event() for s in self.sinks}
         self._not_before: dict[str, float] = {}      # sink -> retry time the store could not record
+        self._read_error = ""                         # the last read failure logged (not again each poll)
         self._threads: list[threading.Thread] = []
         if metrics is not None:
             metrics.sinks_added(s.name for s in self.sinks)
@@ -314,16 +315,19 @@ class Dispatcher:
             w.set()
         return event
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, flush: bool = True) -> None:
+        """Stop the workers; ``flush``: one last try to write held events (not when a reload's new
+        dispatcher takes over the backlog: it writes them with its own sinks)."""
         self._stop.set()
         for w in self._wake.values():
             w.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        with self.backlog.lock:
-            if self.backlog.events:
-                self._write_held()                    # a last try: what is left is lost at exit
+        if flush:
+            with self.backlog.lock:
+                if self.backlog.events:
+                    self._write_held()                # a last try: what is left is lost at exit
 
     # ---- the store's health ----------------------------------------------------------
     def _write_held(self) -> bool:
@@ -414,8 +418,12 @@ class Dispatcher:
                     self._deliver_due(sink)
                 due = self.store.next_due_time(sink.name)
                 nxt = not_before if due is None else max(due, not_before)
-            except StoreError as exc:
-                self._store_failed(exc)
+                self._read_error = ""
+            except StoreError as exc:   # a read (writes are handled where they fail): say it, retry
+                if str(exc) != self._read_error:
+                    self._read_error = str(exc)
+                    log.warning("event delivery to %s: cannot read the events store: %s; retrying",
+                                sink.name, scrub(str(exc)))
             except Exception:
                 log.exception("event delivery to %s failed unexpectedly; retrying", sink.name)
             wait = self.poll if nxt is None else min(self.poll, max(0.0, nxt - time.time()))
@@ -430,7 +438,11 @@ class Dispatcher:
         with self.backlog.lock:
             pending = sorted(self.backlog.marks.get(sink, ()))
         for event_id in pending:
-            self.store.mark_delivered(event_id, sink)
+            try:
+                self.store.mark_delivered(event_id, sink)
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
             with self.backlog.lock:
                 self.backlog.marks[sink].discard(event_id)
         if pending:

@@ -261,7 +261,7 @@ class Daemon:
         old = self.dispatcher
         self.dispatcher = Dispatcher(self.events, sinks, metrics=self.metrics, backlog=self.backlog)
         if old is not None:
-            old.stop(timeout=STOP_BUDGET_S)
+            old.stop(timeout=STOP_BUDGET_S, flush=False)
         self.dispatcher.start()
         log.info("event sinks now: %s", ", ".join(self.dispatcher.sink_names) or "none")
 
