@@ -16,7 +16,6 @@ import errno
 import json
 import logging
 import os
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -28,6 +27,8 @@ import pytest
 from daemon_helpers import Daemon, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
+from test_daemon import wait
+from test_signals import NotifySocket
 
 from camwatch.core.backoff import Backoff
 from camwatch.service.alerts import Backlog, Dispatcher, LogSink, WebhookSink
@@ -128,16 +129,6 @@ class Receiver:
         self.server.server_close()
 
 
-def wait_for(what: str, cond, timeout: float = 30.0, step: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def store_with_an_empty_log(folder: Path) -> EventStore:
     """events.db reopened as after a restart: its write-ahead log starts empty, so the next commit
     must grow it, which a full disk refuses. (A daemon that ran for a while reaches the same point
@@ -179,7 +170,7 @@ def test_events_refused_by_a_full_disk_are_held_in_order_then_written_and_delive
         assert len(d.backlog.events) == 3 and stored(small_fs) == [] and rx.got() == []
     finally:
         filler.free()
-    wait_for("the held events delivered", lambda: len(rx.got()) == 3)
+    wait("the held events delivered", lambda: len(rx.got()) == 3)
     time.sleep(0.3)
     d.stop()
     want = [(e.camera_id, e.type, e.id) for e in held]
@@ -209,14 +200,14 @@ def test_a_delivery_the_full_disk_could_not_mark_is_not_sent_again(small_fs):
     d = Dispatcher(store, [WebhookSink(rx.url, name="pager")], backoff=FAST, poll=0.1, retry=0.1)
     try:
         d.start()
-        wait_for("the delivery", lambda: rx.got())
-        wait_for("its mark held in memory", lambda: d.backlog.marks.get("pager") == {e.id})
+        wait("the delivery", lambda: rx.got())
+        wait("its mark held in memory", lambda: d.backlog.marks.get("pager") == {e.id})
         time.sleep(0.6)                                          # several retries while still full
         assert rx.got() == [("a", "drift_started", e.id)] and not d.backlog.ok
         assert store.pending_count("pager") == 1                # the store could not record it yet
     finally:
         filler.free()
-    wait_for("the mark written", lambda: store.pending_count("pager") == 0)
+    wait("the mark written", lambda: store.pending_count("pager") == 0)
     d.stop()
     assert rx.got() == [("a", "drift_started", e.id)] and d.backlog.ok
     store.close()
@@ -262,7 +253,7 @@ def test_held_events_outlive_a_reload_that_replaces_the_dispatcher(small_fs):
         assert [e.id for e in backlog.events] == [held.id, later.id]
     finally:
         filler.free()
-    wait_for("both delivered by the new dispatcher", lambda: len(rx.got()) == 2)
+    wait("both delivered by the new dispatcher", lambda: len(rx.got()) == 2)
     new.stop()
     assert [x[2] for x in rx.got()] == [held.id, later.id] == [x[2] for x in stored(small_fs)]
     store.close()
@@ -270,36 +261,6 @@ def test_held_events_outlive_a_reload_that_replaces_the_dispatcher(small_fs):
 
 
 # ---- the real daemon -----------------------------------------------------------------------------
-class NotifySocket:
-    """A bound datagram socket collecting sd_notify messages, as systemd would."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = False
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        while not self._stop:
-            try:
-                self.messages.append((time.monotonic(), self.sock.recv(65536).decode()))
-            except (TimeoutError, OSError):
-                continue
-
-    def since(self, t: float, key: str) -> list[str]:
-        return [line.split("=", 1)[1] for at, m in list(self.messages) if at >= t
-                for line in m.splitlines() if line.startswith(key + "=")]
-
-    def close(self) -> None:
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
-
-
 def test_daemon_on_a_full_disk_keeps_drift_started_and_delivers_it_once_in_order(tmp_path, small_fs):
     grid_model(tmp_path / "grid.onnx")
     image = write_image(tmp_path / "gate.png", scene_image(seed=1, scene="street"))
@@ -329,11 +290,12 @@ def test_daemon_on_a_full_disk_keeps_drift_started_and_delivers_it_once_in_order
         d.wait("drift_started held in memory", lambda: d.value("camwatch_events_unwritten") == 1)
         assert d.value("camwatch_store_ok", store="events") == 0
         d.wait("the status line to say so",
-               lambda: any("EVENTS STORE FAILING" in s for s in ns.since(full_at, "STATUS")), timeout=15)
+               lambda: any("EVENTS STORE FAILING" in m.get("STATUS", "") for t, m in ns.messages if t >= full_at),
+               timeout=15)
         time.sleep(3)                                    # retried meanwhile; nothing written nor sent
         assert [t for _, t, _ in rx.got()] == [] and [t for _, t, _ in stored(state)] == []
         assert d.value("camwatch_events_unwritten") == 1
-        pings = ns.since(full_at, "WATCHDOG")
+        pings = [m for t, m in ns.messages if t >= full_at and "WATCHDOG" in m]
         assert len(pings) >= 2, "a full disk must not starve the watchdog (a restart frees nothing)"
         log = d.log()
         assert log.count("events store failing") == 1 and "database or disk is full" in log
