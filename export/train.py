@@ -101,6 +101,7 @@ def identity_triplet(rng: np.random.Generator, scenes: list[Scene], idx: int):
 def render_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
     """Batch ``step``: images [3B, C, H, W] (anchors, positives, negatives) and scene ids [B]."""
     job = _JOB
+    assert job is not None, "render_batch runs where _set_job has set the job (Prefetcher does)"
     rng = np.random.default_rng([job.seed, step])
     replace = len(job.scenes) < job.batch
     ids = rng.choice(len(job.scenes), size=job.batch, replace=replace, p=job.weights)
