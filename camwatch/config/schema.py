@@ -120,9 +120,9 @@ class WebhookSettings(_Section):
     timeout: Duration = 10.0
     verify_tls: Flag = True
     format: WebhookFormat = "json"
-
     #: Its name in metrics, logs and ``camwatch events``; default: the URL's host[:port] (never path or query).
     name: Annotated[str | None, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")] = None
+
     @property
     def redacted_url(self) -> str:
         """Scheme and host only: a webhook's path is often its token (Slack's /services/...)."""
