@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import pickle
 import sys
@@ -36,9 +37,18 @@ from pathlib import Path
 import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-from camwatch.core.decision import SHIPPED, DecisionParams, RefView
+from camwatch.cli.evaluate import format_kind_table
+from camwatch.core.decision import SHIPPED, DecisionParams, RefView, name_from_cues, view_cues
 from camwatch.service.enrol import encode_view
-from camwatch.tools.evaluate import by_camera, calibration_images, judge_camera, read_cases, read_image
+from camwatch.tools.evaluate import (
+    KindTable,
+    by_camera,
+    calibration_images,
+    judge_camera,
+    kind_table,
+    read_cases,
+    read_image,
+)
 from camwatch.vision.embedder import load_embedder
 from camwatch.vision.stats import STATS_ROUTE, view_stats
 
@@ -48,7 +58,8 @@ RATIOS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.25)
 
 def embed_folder(folder: Path, emb) -> list[dict]:
     """Per camera: reference RefView, calibration (vec, stats), queries (case, vec, stats)."""
-    # v2: pickles vision.stats.ViewStats (v1 caches hold the ViewStats of a module that is gone)
+    # v2: pickles vision.stats.ViewStats (v1 caches hold the ViewStats of a module that is gone);
+    # the route in the name: statistics of another route are measured again
     cache = folder / f".tune-{emb.spec.identity[:12]}-route{STATS_ROUTE}-v2.pkl"
     if cache.is_file():
         return pickle.loads(cache.read_bytes())
@@ -107,6 +118,65 @@ def rates(y, d, kinds) -> tuple[float, float, dict[str, float]]:
     return float(d[y == 0].mean()), float(d[y == 1].mean()), {k: float(np.mean(v)) for k, v in sorted(per.items())}
 
 
+#: The naming constants' grid (``--kinds``): each is a DecisionParams field.
+KIND_GRID = {
+    "moved_found": (0.75, 0.8, 0.85, 0.9),
+    "moved_found_gain": (0.02, 0.05),
+    "defocus_kept": (0.1, 0.2, 0.3),
+    "cover_kept": (0.02, 0.05),
+    "cover_lost": (0.15, 0.2, 0.25),
+    "cover_faded": (0.4, 0.5, 0.6),
+    "glare_gain": (0.03, 1.01),
+}
+
+
+def drifted_views(cams: list[dict], default: float, params: DecisionParams) -> list[tuple]:
+    """(case, verdict, stats, reference stats, cues) of every query the decision alerted on."""
+    out = []
+    for cam in cams:
+        _, verdicts = judge_camera([cam["ref"]], cam["cal"], list(zip(cam["vecs"], cam["stats"])), default, params)
+        for c, v, st in zip(cam["cases"], verdicts, cam["stats"]):
+            if v.drifted:
+                out.append((c, v, st, cam["ref"].stats, view_cues(st, cam["ref"].stats)))
+    return out
+
+
+def named_right(views: list[tuple], p: DecisionParams) -> KindTable | None:
+    named = [name_from_cues(cues, st, ref, v.reason, v.sharpness_ratio, p) for _, v, st, ref, cues in views]
+    return kind_table([c for c, *_ in views], [True] * len(views), named)
+
+
+def tune_kinds(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams, top: int) -> None:
+    """The kind tables of ``params`` per folder, then the naming constants' grid, best first.
+
+    Naming never changes which views alerted, so the cues of every alerted view are
+    measured once and each grid point only re-applies the rule. Ranked by the lowest
+    named-right share of any family in any folder, then their mean.
+    """
+    views = {name: drifted_views(cams, default, params) for name, cams in folders}
+    for name, vs in views.items():
+        table = named_right(vs, params)
+        if table:
+            print(f"{name}: " + format_kind_table(table))
+    results = []
+    names = list(KIND_GRID)
+    for values in itertools.product(*KIND_GRID.values()):
+        p = dataclasses.replace(params, **dict(zip(names, values)))
+        tables = [named_right(vs, p) for vs in views.values()]
+        shares = [v for t in tables if t for f, v in t["named_right"].items() if f != "all" and v is not None]
+        results.append((min(shares), float(np.mean(shares)), values))
+    results.sort(reverse=True)
+    print("naming constants, best first (lowest named-right of a family in any folder, then the mean):")
+    print("  " + " ".join(f"{n:>16}" for n in names) + "   lowest    mean")
+    for low, mean, values in results[:top]:
+        print("  " + " ".join(f"{v:>16g}" for v in values) + f"   {low:.3f}   {mean:.3f}")
+    shipped = tuple(getattr(params, n) for n in names)
+    rank = next((i for i, r in enumerate(results) if r[2] == shipped), None)
+    if rank is not None:
+        print(f"the parameters in use rank {rank + 1} of {len(results)}: lowest {results[rank][0]:.3f}, "
+              f"mean {results[rank][1]:.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="+", help="train case folders (pooled; the budget holds in each)")
@@ -117,6 +187,9 @@ def main() -> int:
     ap.add_argument("--current-only", action="store_true",
                     help="print the figures of the parameters in use and stop (no grid, no compare.SCALE fit): "
                          "what judging a candidate model needs, in about a second instead of minutes")
+    ap.add_argument("--kinds", action="store_true",
+                    help="print the kind tables (named kind against true kind) of the parameters in use and "
+                         "the naming constants' grid, and stop")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
@@ -129,6 +202,9 @@ def main() -> int:
           f"{len(folders)} folders, {n} cases")
     changed = {k: v for k, v in dataclasses.asdict(params).items() if getattr(SHIPPED, k) != v}
     print(f"parameters: the shipped ones{', with ' + str(changed) if changed else ''}")
+    if a.kinds:
+        tune_kinds(folders, default, params, a.top)
+        return 0
 
     def run_all(p: DecisionParams = params, calibrate: bool = True):
         out = [replay(cams, default, p, calibrate) for _, cams in folders]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from modelkit import grid_model, view, world
 
-from camwatch.core import decision, structure
+from camwatch.core import decision, kinds, structure
 from camwatch.core.decision import SHIPPED, RefView, assess, calibrate
 from camwatch.core.monitor import Hysteresis
 from camwatch.core.types import KINDS
@@ -143,6 +143,118 @@ def test_real_views_moved_defocused_blinded_and_benign(tmp_path: Path) -> None:
     covered[60:420, 80:560] = (70, 120, 190)   # a hand-coloured patch over ~57% of the view
     c = judge(covered)
     assert c.drifted and c.kind == "covered"
+
+
+# -- naming the kind ------------------------------------------------------------------------
+# The cases the textureless-share rule named wrong on real footage (issue 21): each view below
+# is named by real view statistics of real pixels, and each asserts what the old rule said.
+
+
+def _named(img: np.ndarray, ref_img: np.ndarray, reason: str = "similarity") -> str:
+    s, r = view_stats(img), view_stats(ref_img)
+    return decision.name_kind(s, r, reason, decision.sharpness_ratio(s, r))
+
+
+def _flat_gain(img: np.ndarray, ref_img: np.ndarray) -> float:
+    return view_stats(img).flat_fraction - view_stats(ref_img).flat_fraction
+
+
+def test_a_textured_cover_is_covered_not_moved() -> None:
+    """Something held near the lens (out of focus, but not flat: bubble wrap, a hand-held
+    cloth with a pattern) over most of the view: the rest is still in place and the fine
+    detail is gone where it lies. The textureless share did not grow, so it was "moved"."""
+    ref = view(world(3))
+    other = cv2.GaussianBlur(view(world(8), x=100, y=100), (0, 0), 6)
+    covered = ref.copy()
+    covered[40:440, 60:600] = other[40:440, 60:600]
+    assert _flat_gain(covered, ref) < SHIPPED.cover_flat_gain          # the old rule: moved
+    assert _named(covered, ref) == "covered"
+    cues = decision.view_cues(view_stats(covered), view_stats(ref))
+    assert cues is not None and cues.kept >= SHIPPED.cover_kept and cues.lost >= SHIPPED.cover_lost
+
+
+def test_a_move_that_shows_more_sky_is_moved_not_covered() -> None:
+    """Tilted up to show a plain sky: the textureless share grew (the old rule's "covered"),
+    but the reference's content is found again, displaced."""
+    w = world(3)
+    w[:300] = 200                                                      # a plain sky above y=300
+    ref, moved = view(w, y=260), view(w, y=120)
+    assert _flat_gain(moved, ref) >= SHIPPED.cover_flat_gain            # the old rule: covered
+    assert _named(moved, ref) == "moved"
+    cues = decision.view_cues(view_stats(moved), view_stats(ref))
+    assert cues is not None and cues.found >= SHIPPED.moved_found > cues.in_place
+
+
+def _ceiling(seed: int, lamp: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:480, 0:640].astype(np.float32)
+    v = rng.uniform(150, 200) + rng.uniform(-30, 30) * xs / 640 + rng.uniform(-30, 30) * ys / 480
+    if lamp:
+        v = v + 255 * np.exp(-((xs - rng.uniform(150, 500)) ** 2 + (ys - rng.uniform(80, 300)) ** 2)
+                             / (2 * rng.uniform(40, 80) ** 2))
+    return np.clip(np.dstack([v, v, v]) + rng.normal(0, 2, (480, 640, 3)), 0, 255).astype(np.uint8)
+
+
+def test_a_camera_twisted_to_a_glaring_ceiling_is_moved_every_time() -> None:
+    """The issue's ceiling flipped between "defocused" and "covered" across cycles: a plain
+    view with a blown-out lamp and nothing of the reference in place is pointed at a light
+    (a cover takes light away), whatever its sharpness reads."""
+    ref = view(world(4))
+    for seed in range(6):
+        ceiling = _ceiling(seed)
+        assert _flat_gain(ceiling, ref) >= SHIPPED.cover_flat_gain     # the old rule: covered...
+        assert _named(ceiling, ref) == "moved", seed
+        assert _named(ceiling, ref, "sharpness") == "moved", seed      # ...or defocused
+    # The same plain surface without a light in it is a cover held in front of the lens.
+    assert _named(_ceiling(0, lamp=False), ref) == "covered"
+
+
+def test_defocus_needs_the_layout_in_place() -> None:
+    """A blurred view is defocused while its layout is where it was. Blurred with nothing of
+    the layout in place, it is something out of focus in front of the lens: covered (the old
+    rule named any view with that little detail defocused)."""
+    w = world(5)
+    ref = view(w)
+    assert _named(cv2.GaussianBlur(ref, (0, 0), 5), ref, "sharpness") == "defocused"
+    elsewhere = cv2.GaussianBlur(view(world(9), x=300, y=250), (0, 0), 5)
+    assert _named(elsewhere, ref, "sharpness") == "covered"
+
+
+def test_naming_never_changes_the_decision() -> None:
+    """Only the kind's name comes from the cues: score, drifted and reason are the same with
+    any naming constants."""
+    rng = np.random.default_rng(2)
+    ref_img = view(world(7))
+    ref = RefView(unit([1, 0, 0]), view_stats(ref_img), id=1)
+    odd = dataclasses.replace(SHIPPED, moved_found=0.0, cover_lost=1.1, cover_faded=1.1, defocus_kept=1.1)
+    for img in (view(world(7), x=260), cv2.GaussianBlur(ref_img, (0, 0), 4), _ceiling(1)):
+        e = unit(rng.normal(size=3))
+        a, b = assess(e, view_stats(img), [ref], 0.9), assess(e, view_stats(img), [ref], 0.9, params=odd)
+        assert (a.score, a.drifted, a.reason, a.threshold) == (b.score, b.drifted, b.reason, b.threshold)
+
+
+def test_kind_cues_measure_displacement_presence_and_lost_detail() -> None:
+    w = world(6)
+    ref = view_stats(view(w))
+    same = decision.view_cues(ref, ref)
+    assert same is not None
+    assert same.found == pytest.approx(1.0, abs=1e-3) and same.in_place == pytest.approx(1.0, abs=1e-3)
+    assert same.kept == 1.0 and same.faded == 0.0 and same.lost == 0.0
+    shifted = decision.view_cues(view_stats(view(w, x=300, y=190)), ref)
+    assert shifted is not None and shifted.found > 0.9 and shifted.in_place < 0.5 and shifted.lost == 0.0
+    half = view(w).copy()
+    half[:, 320:] = 128                                              # the right half painted over
+    painted = decision.view_cues(view_stats(half), ref)
+    assert painted is not None
+    assert 0.3 < painted.kept < 0.7 and 0.3 < painted.faded < 0.7 and 0.3 < painted.lost < 0.7
+    # Statistics stored before thumbnails (route 4) or detail grids (route 5).
+    assert decision.view_cues(dict(STATS), ref) is None
+    old = dict(dataclasses.asdict(ref), detail_grid=[])
+    cues = decision.view_cues(old, ref)
+    assert cues is not None and cues.lost is None
+    assert kinds.cues(ref.thumb, ref.thumb, [1.0] * 3, list(ref.detail_grid)) is not None
+    assert kinds.cues(ref.thumb, ref.thumb, [1.0] * 3, list(ref.detail_grid)).lost is None   # type: ignore[union-attr]
+    assert kinds.cues("96x54:not base64!", ref.thumb) is None
 
 
 # -- calibration ----------------------------------------------------------------------------

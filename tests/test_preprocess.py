@@ -17,7 +17,7 @@ from camwatch.vision import prepare as prepare_module
 from camwatch.vision.analyse import analyse, analyse_batch
 from camwatch.vision.prepare import InputSpec, prepare, prepare_batch, prepare_exact
 from camwatch.vision.regions import apply_regions
-from camwatch.vision.stats import STATS_ROUTE, ViewStats, view_stats
+from camwatch.vision.stats import DETAIL_GRID, STATS_ROUTE, ViewStats, view_stats
 
 
 def scene(h: int = 1080, w: int = 1920, seed: int = 0) -> np.ndarray:
@@ -324,7 +324,7 @@ def test_view_stats_of_hd_frames_stay_close_to_the_old_ones():
     for h, w in ((720, 1280), (1080, 1920)):
         img = scene(h, w, seed=5)
         new, old = view_stats(img), _before_view_stats(img)
-        assert new.width == old.width == 480 and new.route == STATS_ROUTE == 4
+        assert new.width == old.width == 480 and new.route == STATS_ROUTE == 5
         assert new.brightness == pytest.approx(old.brightness, abs=1.0)
         assert new.contrast == pytest.approx(old.contrast, rel=0.02)
         assert new.colourfulness == pytest.approx(old.colourfulness, rel=0.05)
@@ -364,6 +364,31 @@ def test_flat_fraction_counts_textureless_cells():
     stats = view_stats(img)
     assert stats.flat_fraction == _before_view_stats(img).flat_fraction
     assert 0.45 <= stats.flat_fraction <= 0.6
+
+
+def test_detail_grid_shows_where_the_fine_detail_went():
+    """Route 5: per cell of an 8x6 grid, the mean squared Laplacian at half the statistics width.
+    A cover near the lens (out of focus) takes the detail out of its cells only; a darker view
+    keeps far more than the 0.2 share under which core.kinds counts a cell's detail as lost."""
+    gx, gy = DETAIL_GRID
+    img = scene(480, 640, seed=4)
+    ref = np.asarray(view_stats(img).detail_grid).reshape(gy, gx)
+    assert ref.size == 48 and (ref > 20).all()
+    half = img.copy()
+    half[:, 320:] = cv2.GaussianBlur(img, (0, 0), 6)[:, 320:]      # the right half out of focus
+    ratio = np.asarray(view_stats(half).detail_grid).reshape(gy, gx) / ref
+    assert (ratio[:, 5:] < 0.2).all()                               # clear of the seam: detail gone
+    assert (np.abs(ratio[:, :3] - 1) < 0.05).all()                  # the left half: untouched
+    darker = np.asarray(view_stats(np.clip(img * 0.6 + 10, 0, 255).astype(np.uint8)).detail_grid)
+    assert (darker.reshape(gy, gx) / ref > 0.25).all()
+    # exactly: the grey at 480 px, pyrDown, 3x3 Laplacian, each cell's mean (to 0.1)
+    grey = cv2.cvtColor(cv2.resize(img, (480, 360), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    lap = cv2.Laplacian(cv2.pyrDown(grey), cv2.CV_64F, ksize=3) ** 2
+    h, w = lap.shape
+    want = [lap[h * j // gy:h * (j + 1) // gy, w * i // gx:w * (i + 1) // gx].mean()
+            for j in range(gy) for i in range(gx)]
+    np.testing.assert_allclose(view_stats(img).detail_grid, want, rtol=1e-4, atol=0.06)
+    assert view_stats(np.full((8, 8, 3), 50, np.uint8)).detail_grid == ()   # smaller than the grid
 
 
 def test_regions_are_the_old_ones_exactly():
