@@ -160,6 +160,48 @@ def test_kind_table_counts_families() -> None:
     assert kind_table(cases, drifted, [None] * len(cases)) is None       # a method that names no kinds
 
 
+def test_tamper_clip_becomes_a_case_folder(tmp_path: Path) -> None:
+    """benchmarks/tamper_cases.py: a real clip (written here) and its TIMELINE make a drift-bench
+    case folder that ``camwatch evaluate`` scores and names kinds on."""
+    w = world(3)
+    rng = np.random.default_rng(1)
+    frames: list[tuple[np.ndarray, int, str]] = []
+    for i in range(44):
+        img = np.clip(view(w, x=200 + i % 2) + rng.normal(0, 3, (480, 640, 3)), 0, 255).astype(np.uint8)
+        if 18 <= i <= 29:
+            img[40:440, 40:600] = (60, 90, 130)                       # a cloth held over the lens
+        elif 32 <= i <= 43:
+            img = cv2.GaussianBlur(img, (0, 0), 6)                     # the view comes back soft
+        frames.append((img, 0, "benign"))
+    clip = tmp_path / "tamper" / "corridor.avi"
+    clip.parent.mkdir()
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for img, _, _ in frames:
+        out.write(img)
+    out.release()
+    (clip.parent / "TIMELINE.csv").write_text(
+        "clip,first_frame,last_frame,label,kind,note\n"
+        "corridor.avi,0,15,0,benign,normal view\n"
+        "corridor.avi,18,29,1,covered,cloth\n"
+        "corridor.avi,32,43,1,defocus,soft\n")
+    cases = tmp_path / "cases"
+    made = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tamper_cases.py"), str(clip.parent),
+                           "--out", str(cases), "--calibration", "4"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert "35 cases" in made.stdout                  # 16 benign frames - reference - 4 calibration, 12, 12
+    rows = list(csv.DictReader(open(cases / "cases.csv")))
+    assert [r["kind"] for r in rows] == ["benign:scene"] * 11 + ["covered"] * 12 + ["defocus"] * 12
+    assert {r["camera"] for r in rows} == {"corridor"} and all(r["label"] == "1" for r in rows[11:])
+    assert (cases / "cameras" / "corridor" / "reference.jpg").is_file()
+    assert len(list((cases / "cameras" / "corridor" / "calibration").iterdir())) == 4
+    doc = json.loads(run(str(cases), "--model", str(grid_model(tmp_path / "grid.onnx")), "--json").stdout)
+    assert list(doc["kinds"]["rows"]) == ["covered", "defocused"]
+    assert doc["kinds"]["named_right"] == {"covered": 1.0, "defocused": 1.0, "all": 1.0}
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tamper_cases.py"), str(clip.parent),
+                            "--out", str(cases)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "already a case folder" in again.stderr
+
+
 def test_plot_works_without_matplotlib(bench, tmp_path: Path) -> None:
     """--plot on the default install: matplotlib (the train extra) is not needed."""
     cases, model, _ = bench
