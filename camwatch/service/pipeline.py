@@ -314,36 +314,48 @@ class Pipeline:
     # ---- the monitor's actions ------------------------------------------------------------
     def carry_out(self, rt: CameraRuntime, actions: Sequence[Action], view: np.ndarray | None = None,
                   at: float | None = None) -> None:
-        """Do what the monitor asked, in its order. ``view``/``at``: the judged view, for evidence."""
-        cid = rt.camera.id
+        """Do what the monitor asked, in its order. ``view``/``at``: the judged view, for evidence.
+
+        The monitor has already moved on when its actions are carried out, so one action the
+        store refuses (a full disk while a calibration sample is written) must not cost the
+        ones after it: an event behind it would be lost.
+        """
         for a in actions:
-            if isinstance(a, CountCheck):
-                self.metrics.check_done(cid, a.result, a.similarity, a.threshold, at=a.at)
-            elif isinstance(a, SetState):
-                self.metrics.set_state(cid, a.state.value, drifted=a.drift_open)
-                self.on_state()
-            elif isinstance(a, Note):
-                log.log(a.level, "%s", a.text, extra={"camera": cid, **a.extra})
-            elif isinstance(a, Emit):
-                evidence = None
-                if a.evidence_reference is not None and view is not None:
-                    evidence = self._write_evidence(rt.camera, a, view, at)
-                if a.alert is not None:
-                    self.metrics.alert(cid, a.alert)
-                if a.line:
-                    log.log(a.level, "%s", with_evidence(a.line, evidence),
-                            extra={"camera": cid, "event": a.type, "kind": a.kind, "similarity": a.similarity,
-                                   "threshold": a.threshold})
-                self._emit(cid, a, evidence)
-            elif isinstance(a, RecordCalibration):
-                self.store.add_calibration_sample(cid, self.embedder.spec.identity, a.similarity,
-                                                  structure=a.structure)
-            elif isinstance(a, ReferencesChanged):
-                self.refresh_reference_metrics(cid)
-            elif isinstance(a, Reconnected):
-                self.metrics.reconnected(cid)
-            elif isinstance(a, Progress):
-                self.last_progress = a.at
+            try:
+                self._carry_out_one(rt, a, view, at)
+            except StoreError as exc:
+                log.error("camera %s: %s not carried out: %s", rt.camera.id, type(a).__name__, scrub(str(exc)),
+                          extra={"camera": rt.camera.id})
+
+    def _carry_out_one(self, rt: CameraRuntime, a: Action, view: np.ndarray | None, at: float | None) -> None:
+        cid = rt.camera.id
+        if isinstance(a, CountCheck):
+            self.metrics.check_done(cid, a.result, a.similarity, a.threshold, at=a.at)
+        elif isinstance(a, SetState):
+            self.metrics.set_state(cid, a.state.value, drifted=a.drift_open)
+            self.on_state()
+        elif isinstance(a, Note):
+            log.log(a.level, "%s", a.text, extra={"camera": cid, **a.extra})
+        elif isinstance(a, Emit):
+            evidence = None
+            if a.evidence_reference is not None and view is not None:
+                evidence = self._write_evidence(rt.camera, a, view, at)
+            if a.alert is not None:
+                self.metrics.alert(cid, a.alert)
+            if a.line:
+                log.log(a.level, "%s", with_evidence(a.line, evidence),
+                        extra={"camera": cid, "event": a.type, "kind": a.kind, "similarity": a.similarity,
+                               "threshold": a.threshold})
+            self._emit(cid, a, evidence)
+        elif isinstance(a, RecordCalibration):
+            self.store.add_calibration_sample(cid, self.embedder.spec.identity, a.similarity,
+                                              structure=a.structure)
+        elif isinstance(a, ReferencesChanged):
+            self.refresh_reference_metrics(cid)
+        elif isinstance(a, Reconnected):
+            self.metrics.reconnected(cid)
+        elif isinstance(a, Progress):
+            self.last_progress = a.at
 
     def refresh_reference_metrics(self, cid: str) -> None:
         s = self.store.summary().get(cid)
