@@ -511,6 +511,15 @@ def test_two_sinks_cannot_share_a_name(tmp_path):
     r = _cli("--config", str(bad), "validate")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert ":4: settings.webhooks[0].name: 'Ops Pager'" in r.stderr
+    state = tmp_path / "state"
+    state.mkdir()
+    two = tmp_path / "two.yaml"                      # valid one by one; together, one name for two sinks
+    two.write_text(f"settings:\n  state_dir: {state}\n  webhooks:\n    - url: https://hooks.example.com/a\n"
+                   "    - url: https://hooks.example.com/b\n"
+                   "cameras:\n  - id: yard\n    url: /nonexistent/yard.jpg\n")
+    r = _cli("--config", str(two), "validate")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "settings.webhooks[1]: its name 'hooks.example.com'" in r.stderr
 
 
 def test_deliveries_pending_under_the_old_hash_name_are_delivered_after_the_upgrade(tmp_path, caplog):
