@@ -29,8 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from camwatch.core.backoff import Backoff  # noqa: E402
-from camwatch.service.alerts import Dispatcher, WebhookSink  # noqa: E402
+from camwatch.service.alerts import Dispatcher
 from camwatch.service.metrics import Metrics  # noqa: E402
+from camwatch.service.sinks import WebhookSink  # noqa: E402
 from camwatch.store.events import Event, EventStore  # noqa: E402
 from camwatch.store.evidence import write_evidence  # noqa: E402
 

@@ -31,8 +31,9 @@ from test_daemon import wait
 from test_signals import NotifySocket
 
 from camwatch.core.backoff import Backoff
-from camwatch.service.alerts import Backlog, Dispatcher, LogSink, WebhookSink
+from camwatch.service.alerts import Backlog, Dispatcher
 from camwatch.service.metrics import Metrics
+from camwatch.service.sinks import LogSink, WebhookSink
 from camwatch.store.events import Event, EventStore
 
 FAST = Backoff(base=0.05, cap=0.4, jitter=0.2)

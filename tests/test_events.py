@@ -29,16 +29,9 @@ from camwatch.cli.events import parse_since
 from camwatch.config import WebhookSettings
 from camwatch.core.backoff import Backoff
 from camwatch.core.errors import CamwatchError, ConfigError
-from camwatch.service.alerts import (
-    DeliveryError,
-    Dispatcher,
-    LogSink,
-    WebhookSink,
-    build_sinks,
-    legacy_sink_name,
-    webhook_sink_name,
-)
+from camwatch.service.alerts import Dispatcher
 from camwatch.service.metrics import Metrics
+from camwatch.service.sinks import DeliveryError, LogSink, WebhookSink, build_sinks, legacy_sink_name, webhook_sink_name
 from camwatch.store.events import SCHEMA_VERSION, Event, EventStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,7 +274,8 @@ CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
     from camwatch.core.backoff import Backoff
-    from camwatch.service.alerts import Dispatcher, WebhookSink
+    from camwatch.service.alerts import Dispatcher
+    from camwatch.service.sinks import WebhookSink
     from camwatch.store.events import Event, EventStore
     state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = EventStore(state)

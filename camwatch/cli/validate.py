@@ -20,7 +20,7 @@ from camwatch.config import Config, load_config
 from camwatch.config.reader import path_str
 from camwatch.core.errors import ConfigError, ModelError
 from camwatch.core.secrets import scrub
-from camwatch.service.alerts import build_sinks
+from camwatch.service.sinks import build_sinks
 from camwatch.vision.embedder import load_embedder
 
 

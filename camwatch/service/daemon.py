@@ -25,11 +25,12 @@ from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
 from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
 from camwatch.service import notify
-from camwatch.service.alerts import Backlog, Dispatcher, Sink, build_sinks
+from camwatch.service.alerts import Backlog, Dispatcher
 from camwatch.service.enrol import reembed
 from camwatch.service.metrics import Metrics, MetricsServer
 from camwatch.service.pipeline import CameraRuntime, Pipeline
 from camwatch.service.scheduler import Scheduler
+from camwatch.service.sinks import Sink, build_sinks
 from camwatch.store.events import Event, EventStore
 from camwatch.store.references import ReferenceStore
 from camwatch.vision.embedder import Embedder, load_embedder
