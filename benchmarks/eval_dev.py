@@ -4,7 +4,9 @@
 Makes drift-bench cases from ../shared/footage/dev for seeds 1, 2 and 3, runs
 every method through ``camwatch evaluate``'s own code, and prints one table of
 means over the seeds (AUC, detection at 1% and 0.1% false alarms, the default
-decision's false-alarm and detection rates, and every kind's alert rate).
+decision's false-alarm and detection rates, every kind's alert rate and,
+for the methods that name kinds, the share of each family's alerts named
+right: ``camwatch evaluate``'s kind table).
 Dev footage is for this report only: nothing is tuned on it.
 
     python benchmarks/eval_dev.py [--shared ../shared] [--seeds 1,2,3] [--out DIR] [--markdown]
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from harness import REPO
 
-from camwatch.tools.evaluate import detection_at, evaluate, roc_auc
+from camwatch.tools.evaluate import detection_at, evaluate, kind_table, roc_auc
 
 SEED_ARCH = REPO / "benchmarks" / "baselines" / "seed-arch.onnx"
 
@@ -45,6 +47,14 @@ def per_kind_scores(result) -> dict:
         out[f"{kind} AUC"] = round(roc_auc(y, s), 4)
         out[f"{kind} det@1%FA"] = round(detection_at(y, s, 0.01), 4)
     return {"per_kind_ranking": out}
+
+
+def named_right(result) -> dict:
+    """Per true family, the share of its alerted queries named as that family (evaluate.kind_table)."""
+    table = kind_table(result.cases, result.drifted, result.kinds_named)
+    if table is None:           # the classical baselines name no kind
+        return {}
+    return {"named_right": {f"{k} named right": v for k, v in table["named_right"].items() if v is not None}}
 
 
 def make_cases(shared: Path, out: Path, seed: int) -> Path:
@@ -86,6 +96,7 @@ def main() -> int:
             else:
                 result, fig = evaluate(folder, method)
             fig.update(per_kind_scores(result))
+            fig.update(named_right(result))
             figs.append(fig)
         per_seed[method] = figs
         mean: dict[str, float] = {}
@@ -96,16 +107,21 @@ def main() -> int:
             mean[kind] = statistics.mean(f["per_kind_alert_rate"][kind] for f in figs)
         for key in figs[0]["per_kind_ranking"]:
             mean[key] = statistics.mean(f["per_kind_ranking"][key] for f in figs)
+        for key in figs[0].get("named_right", {}):
+            mean[key] = statistics.mean(f["named_right"].get(key, float("nan")) for f in figs)
         rows[method] = mean
         print(f"{method}: done", file=sys.stderr)
 
-    columns = list(next(iter(rows.values())).keys())
+    columns = list(dict.fromkeys(c for r in rows.values() for c in r))   # every method's, in order
     names = {"auc": "AUC", "tpr_at_fpr_1pct": "det@1%FA", "tpr_at_fpr_0.1pct": "det@0.1%FA",
              "default_false_alarm_rate": "default FA", "default_detection_rate": "default det"}
     header = ["metric (mean of seeds " + ",".join(map(str, seeds)) + ")"] + list(rows)
-    lines = [[names.get(c, c)] + [f"{rows[m][c]:.4f}" if "AUC" in names.get(c, c) else f"{rows[m][c]:.3f}"
-                                  for m in rows]
-             for c in columns]
+    def cell(m: str, c: str) -> str:
+        if c not in rows[m]:
+            return "-"          # e.g. a named-right share for a method that names no kinds
+        return f"{rows[m][c]:.4f}" if "AUC" in names.get(c, c) else f"{rows[m][c]:.3f}"
+
+    lines = [[names.get(c, c)] + [cell(m, c) for m in rows] for c in columns]
     if a.json:
         Path(a.json).write_text(json.dumps({"seeds": seeds, "mean": rows, "per_seed": per_seed}, indent=1))
     if a.markdown:

@@ -21,6 +21,13 @@ values, pooled over the folders. Printed: the figures of the parameters in use
 best first by "detection with false alarms at most --fa-budget in every
 folder", and a one-parameter logistic P(same) = sigmoid((s - threshold) / scale)
 for compare.py.
+
+``--kinds`` judges naming instead (detection is not changed by it): the kind
+table of ``camwatch evaluate`` (named kind against the true kind) per folder,
+then a grid over the naming constants (``KIND_GRID``) on the cues of every
+alerted view, measured once, best first by the lowest named-right share of
+any family in any folder. The naming constants were chosen so, on train
+seeds 7 and 8 and ``make_cases.py ../shared/footage/tune/* --seed 1``.
 """
 
 from __future__ import annotations
