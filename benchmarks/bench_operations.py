@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
+import harness  # noqa: E402,F401  (puts the repository and tests/ on sys.path)
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from camwatch.core.backoff import Backoff  # noqa: E402
 from camwatch.service.alerts import Dispatcher

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+import harness  # noqa: E402,F401  (puts the repository and tests/ on sys.path)
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from camwatch.store.references import ReferenceStore  # noqa: E402
 
 

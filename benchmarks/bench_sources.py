@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
+import harness  # noqa: E402,F401  (puts the repository and tests/ on sys.path)
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
 from media import Media, scene_image  # noqa: E402
 from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available, png_bomb  # noqa: E402
 
