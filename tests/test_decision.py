@@ -220,6 +220,23 @@ def test_defocus_needs_the_layout_in_place() -> None:
     assert _named(elsewhere, ref, "sharpness") == "covered"
 
 
+@pytest.mark.parametrize("scene", ["street", "shop", "lobby"])
+def test_the_demo_drifts_are_named_their_kind(scene: str) -> None:
+    """What a new user sees first: each of the demo's drifts is named what it is (its zoom is
+    1.8x, beyond the cues' 25 zooms and rotations: found under the strong zooms in)."""
+    from camwatch.sources.demo import DemoScene, parse_demo_url
+
+    want = {"turn": "moved", "zoom": "moved", "blur": "defocused", "black": "blinded", "cover": "covered"}
+    for seed in (1, 2, 3):
+        for drift, kind in want.items():
+            world_ = DemoScene(parse_demo_url(f"demo:{scene}?seed={seed}&drift={drift}"))
+            ref = view_stats(world_.frame(0.0))
+            for t in (10.0, 13.0):
+                s = view_stats(world_.frame(t, drifted=True))
+                reason = "sharpness" if drift == "blur" else "similarity"
+                assert decision.name_kind(s, ref, reason, decision.sharpness_ratio(s, ref)) == kind, (seed, drift, t)
+
+
 def test_naming_never_changes_the_decision() -> None:
     """Only the kind's name comes from the cues: score, drifted and reason are the same with
     any naming constants."""

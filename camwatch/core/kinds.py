@@ -26,9 +26,11 @@ from camwatch.core import structure
 #: fields): the reference's centre, this share of the thumbnail's width and height (a
 #: shift of up to 20% of the width and 25% of the height is still found)...
 _FIND_CROP = (0.6, 0.5)
-#: ...searched for in the view under these zooms and rotations (degrees), each at every shift.
+#: ...searched for in the view under these zooms and rotations (degrees), each at every shift,
+#: and under a strong zoom in (a PTZ camera zoomed 1.5-2x; the demo's zoom is 1.8x) unrotated.
 _FIND_SCALES = (0.75, 0.87, 1.0, 1.15, 1.33)
 _FIND_ANGLES = (-9.0, -4.5, 0.0, 4.5, 9.0)
+_FIND_TRANSFORMS = tuple((s, a) for s in _FIND_SCALES for a in _FIND_ANGLES) + ((1.55, 0.0), (1.8, 0.0))
 #: Local statistics of the standardised thumbnails (grey std 50): Gaussian window (px), the
 #: local std that counts as texture, the local correlation that counts as kept in place, and
 #: the share of its std below which texture has faded.
@@ -69,19 +71,18 @@ def _find(ref: np.ndarray, view: np.ndarray) -> tuple[float, float]:
     cw, ch = int(w * _FIND_CROP[0]), int(h * _FIND_CROP[1])
     x0, y0 = (w - cw) // 2, (h - ch) // 2
     best, in_place = -1.0, 0.0
-    for scale in _FIND_SCALES:
-        for angle in _FIND_ANGLES:
-            warped = ref
-            if scale != 1.0 or angle != 0.0:
-                m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-                warped = cv2.warpAffine(ref, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            centre = warped[y0:y0 + ch, x0:x0 + cw]
-            if float(centre.std()) < 1e-3:          # nothing to find (a flat reference)
-                continue
-            match = np.nan_to_num(cv2.matchTemplate(view, centre, cv2.TM_CCOEFF_NORMED), nan=0.0)
-            best = max(best, float(match.max()))
-            if scale == 1.0 and angle == 0.0:
-                in_place = float(match[y0, x0])
+    for scale, angle in _FIND_TRANSFORMS:
+        warped = ref
+        if scale != 1.0 or angle != 0.0:
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+            warped = cv2.warpAffine(ref, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        centre = warped[y0:y0 + ch, x0:x0 + cw]
+        if float(centre.std()) < 1e-3:          # nothing to find (a flat reference)
+            continue
+        match = np.nan_to_num(cv2.matchTemplate(view, centre, cv2.TM_CCOEFF_NORMED), nan=0.0)
+        best = max(best, float(match.max()))
+        if scale == 1.0 and angle == 0.0:
+            in_place = float(match[y0, x0])
     return min(best, 1.0), min(in_place, 1.0)
 
 
