@@ -98,6 +98,14 @@ class MetricsSettings(_Section):
     enabled: Flag = True
 
 
+class ConsoleSettings(_Section):
+    """The operator console (docs/console.md): its own listener, loopback by default like /metrics."""
+
+    enabled: Flag = False
+    address: Address = "127.0.0.1"
+    port: Port = 9809
+
+
 class CalibrationSettings(_Section):
     checks: NonNegative = 8
 
@@ -155,6 +163,7 @@ class Settings(CheckSettings):
     require_gpu: Flag = False
     state_dir: Annotated[Path, PlainValidator(_state_dir)] = Field(default_factory=default_state_dir)
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     workers: Workers = 8
     webhooks: Annotated[tuple[WebhookSettings, ...], BeforeValidator(_none_to_empty)] = ()
@@ -237,7 +246,7 @@ class Config(BaseModel):
 
 #: The model of each mapping in the file, by its key path (list items as ``int``).
 SECTIONS: dict[LinePath, type[_Section]] = {
-    ("settings",): Settings, ("settings", "metrics"): MetricsSettings,
+    ("settings",): Settings, ("settings", "metrics"): MetricsSettings, ("settings", "console"): ConsoleSettings,
     ("settings", "calibration"): CalibrationSettings, ("settings", "evidence"): EvidenceSettings,
     ("settings", "events"): EventsSettings,
     ("settings", "webhooks", int): WebhookSettings, ("cameras", int): CameraConfig,

@@ -26,6 +26,8 @@ from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
 from camwatch.service import notify
 from camwatch.service.alerts import Backlog, Dispatcher
+from camwatch.service.console.data import Sources
+from camwatch.service.console.server import ConsoleServer
 from camwatch.service.enrol import reembed
 from camwatch.service.metrics import Metrics, MetricsServer
 from camwatch.service.pipeline import CameraRuntime, Pipeline
@@ -65,6 +67,7 @@ class Daemon:
         self.backlog = Backlog(on_change=lambda: notify.status(self.status_line()))
         self.metrics: Metrics | None = None
         self.metrics_server: MetricsServer | None = None
+        self.console: ConsoleServer | None = None
         self.scheduler: Scheduler | None = None
         self.pipeline: Pipeline | None = None
         self.runtimes: dict[str, CameraRuntime] = {}
@@ -106,6 +109,9 @@ class Daemon:
         self.scheduler.start()
         self._apply_cameras(config, first=True)
         self.pipeline.start()
+        if s.console.enabled:
+            self.console = ConsoleServer(s.console, Sources(lambda: self.config, lambda: self.runtimes,
+                                                            lambda: self.store, lambda: self.events))
         self._started = True
         notify.ready(self.status_line())
         log.info("camwatch started: %d camera(s), %d enabled",
@@ -294,7 +300,8 @@ class Daemon:
                       + (" ..." if len(lost) > 10 else ""))
         for rt in list(self.runtimes.values()):
             rt.close_source()
-        for closable in (self.events, self.store, self.metrics_server):  # events flushed: synchronous=FULL
+        # events flushed: synchronous=FULL; the console first, as it reads the stores
+        for closable in (self.console, self.events, self.store, self.metrics_server):
             if closable is not None:
                 try:
                     closable.close()
@@ -383,6 +390,7 @@ def _check_reloadable(old: Config, new: Config) -> None:
     a, b = old.settings, new.settings
     fixed = [("model", a.model, b.model), ("device", a.device, b.device),
              ("state_dir", a.state_dir, b.state_dir), ("metrics", a.metrics, b.metrics),
+             ("console", a.console, b.console),
              ("workers", a.workers, b.workers)]
     changed = [name for name, x, y in fixed if x != y]
     if changed:

@@ -1,0 +1,92 @@
+"""The console's routes (Starlette): pages, the JSON API, the packaged assets.
+
+Every answer carries headers that keep a page to its own origin (a strict
+Content-Security-Policy: no inline script, no third-party asset, no framing):
+cameras live on closed networks, so nothing is ever fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from camwatch.service.console import api, data, views
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+                                 b"base-uri 'none'; form-action 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class _Headers:
+    """Adds SECURITY_HEADERS to every HTTP answer (pure ASGI, so streaming is untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def fleet_page(request: Request) -> Response:
+    src: data.Sources = request.app.state.sources
+    state = request.query_params.get("state") or None
+    if state is not None and state not in views.FILTERS:
+        return HTMLResponse(views.not_found_page(f"no such state: {state[:40]}"), status_code=404)
+    try:
+        page = int(request.query_params.get("page", "1"))
+    except ValueError:
+        page = 1
+    return HTMLResponse(views.fleet_page(data.fleet(src), state, page), headers={"Cache-Control": "no-store"})
+
+
+def camera_page(request: Request) -> Response:
+    src: data.Sources = request.app.state.sources
+    cid = request.path_params["camera_id"]
+    cam = src.camera(cid)
+    if cam is None:
+        return HTMLResponse(views.not_found_page(f"unknown camera '{cid[:80]}'"), status_code=404)
+    return HTMLResponse(views.camera_page(data.camera_detail(src, cam)), headers={"Cache-Control": "no-store"})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if request.url.path.startswith("/api/"):
+        return api.error(status, "not found" if status == 404 else "method not allowed" if status == 405
+                         else "error")
+    return HTMLResponse(views.not_found_page(request.url.path[:80]), status_code=status)
+
+
+def build_app(sources: data.Sources) -> ASGIApp:
+    """The console as an ASGI app reading from ``sources``."""
+    static = StaticFiles(directory=str(resources.files("camwatch.service.console") / "static"))
+    app = Starlette(routes=[
+        Route("/", fleet_page),
+        Route("/cameras/{camera_id}", camera_page),
+        Route("/api/cameras", api.cameras),
+        Route("/api/cameras/{camera_id}", api.camera),
+        Route("/api/cameras/{camera_id}/current.jpg", api.current_jpg),
+        Route("/api/cameras/{camera_id}/reference.jpg", api.reference_jpg),
+        Mount("/static", static, name="static"),
+    ], exception_handlers={HTTPException: _not_found})
+    app.state.sources = sources
+    return _Headers(app)

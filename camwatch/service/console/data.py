@@ -1,0 +1,169 @@
+"""What the console shows, read from the daemon's runtimes and stores: plain dicts ready for JSON or HTML.
+
+Why a separate module: the pages and the API show the same facts, so they are
+gathered once, here, and every value that leaves the daemon passes through
+this module, where secrets are kept out: a camera's URL only ever as
+``CameraConfig.redacted_url``, messages through ``scrub``, evidence files by
+name only (never a machine path).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from camwatch.config import CameraConfig, Config
+from camwatch.core.errors import CamwatchError
+from camwatch.core.secrets import scrub
+from camwatch.core.types import STATES, CameraState
+from camwatch.service.console.snapshot import thumbnail
+from camwatch.service.pipeline import CameraRuntime
+from camwatch.store.events import EventStore
+from camwatch.store.references import ReferenceStore
+
+#: Order of the fleet: what needs a person first.
+STATE_ORDER = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled")
+#: Events shown on a camera's page.
+EVENTS_SHOWN = 20
+#: Reference thumbnails kept decoded-and-shrunk (one per camera is what the fleet shows).
+REF_CACHE = 2048
+
+
+@dataclass
+class Sources:
+    """Where the console reads from: callables, since a reload replaces the daemon's config.
+
+    ``clock`` is unix time (ages are shown against it).
+    """
+
+    config: Callable[[], Config | None]
+    runtimes: Callable[[], dict[str, CameraRuntime]]
+    references: Callable[[], ReferenceStore | None]
+    events: Callable[[], EventStore | None]
+    clock: Callable[[], float] = time.time
+    _thumbs: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        """The configured camera with this id, or None: the console never shows anything else."""
+        config = self.config()
+        if config is None:
+            return None
+        for cam in config.cameras:
+            if cam.id == camera_id:
+                return cam
+        return None
+
+
+def _state(rt: CameraRuntime | None, cam: CameraConfig) -> str:
+    if not cam.enabled:
+        return CameraState.DISABLED.value
+    if rt is None or rt.state is None:
+        return "pending"
+    return rt.state.value
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def camera_summary(src: Sources, cam: CameraConfig, now: float | None = None) -> dict[str, Any]:
+    """One camera as the fleet shows it (GET /api/cameras)."""
+    now = src.clock() if now is None else now
+    rt = src.runtimes().get(cam.id)
+    state = _state(rt, cam)
+    last = rt.last_view if rt is not None else None
+    kind = None
+    if state == "drifted" and rt is not None:
+        kind = rt.monitor.alert_kind or (last.kind if last else None)
+    return {
+        "id": cam.id,
+        "name": cam.name or cam.id,
+        "state": state,
+        "kind": kind,
+        "similarity": _round(last.similarity) if last else None,
+        "threshold": _round(last.threshold) if last else None,
+        "last_check_age": _round(max(0.0, now - last.checked_at), 1) if last else None,
+        "checked_at": _round(last.checked_at, 3) if last else None,
+        # Silencing (maintenance) is not built yet (docs/console.md): always false for now.
+        "silenced": False,
+    }
+
+
+def fleet(src: Sources) -> dict[str, Any]:
+    """Every configured camera, what needs a person first, and the count per state."""
+    config = src.config()
+    cams = list(config.cameras) if config is not None else []
+    now = src.clock()
+    rows = [camera_summary(src, c, now) for c in cams]
+    rows.sort(key=lambda r: (STATE_ORDER.index(r["state"]) if r["state"] in STATE_ORDER else len(STATE_ORDER),
+                             r["id"]))
+    counts = {s: 0 for s in (*STATES, "pending")}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return {"cameras": rows, "counts": counts, "total": len(rows), "time": round(now, 3)}
+
+
+def camera_detail(src: Sources, cam: CameraConfig) -> dict[str, Any]:
+    """One camera with its references and recent events (GET /api/cameras/{id})."""
+    out = camera_summary(src, cam)
+    out["url"] = cam.redacted_url
+    out["enabled"] = cam.enabled
+    out["interval"] = cam.interval
+    now = src.clock()
+    store = src.references()
+    refs = store.for_camera(cam.id, images=False) if store is not None else []
+    out["references"] = [{"id": r.id, "label": r.label, "created_at": round(r.created_at, 3),
+                          "age": round(max(0.0, now - r.created_at), 1), "model": r.model_id[:12]} for r in refs]
+    events = src.events()
+    try:
+        recent = events.list(cam.id, limit=EVENTS_SHOWN) if events is not None else []
+    except CamwatchError:
+        recent = []
+    out["events"] = [{"id": e.id, "type": e.type, "kind": e.kind, "similarity": _round(e.similarity),
+                      "threshold": _round(e.threshold), "time": e.iso_time, "message": scrub(e.message),
+                      "evidence": os.path.basename(e.evidence) if e.evidence else None}
+                     for e in reversed(recent)]
+    return out
+
+
+def current_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None:
+    """(a tag for caching, the thumbnail) of the camera's latest assessed view; None before its first check."""
+    rt = src.runtimes().get(cam.id)
+    last = rt.last_view if rt is not None else None
+    return (f"v{last.checked_at:.3f}", last.jpeg) if last is not None else None
+
+
+def reference_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None:
+    """(a tag for caching, a thumbnail) of the camera's newest reference (kept by reference id); None
+    when it has none."""
+    store = src.references()
+    if store is None:
+        return None
+    refs = store.for_camera(cam.id, images=False)
+    if not refs:
+        return None
+    newest = max(refs, key=lambda r: (r.created_at, r.id))
+    with src._lock:
+        hit = src._thumbs.get(newest.id)
+    if hit is not None:
+        return f"r{newest.id}", hit
+    full = store.get(newest.id)
+    if full is None or not full.image_jpeg:
+        return None
+    image = cv2.imdecode(np.frombuffer(full.image_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    jpeg = thumbnail(image)
+    with src._lock:
+        if len(src._thumbs) >= REF_CACHE:
+            src._thumbs.pop(next(iter(src._thumbs)))
+        src._thumbs[newest.id] = jpeg
+    return f"r{newest.id}", jpeg

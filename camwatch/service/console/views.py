@@ -1,0 +1,133 @@
+"""The console's HTML: server-rendered, readable with JavaScript off; console.js only refreshes it.
+
+Why plain f-strings and ``html.escape`` rather than a template engine: two
+small pages, and every value already comes from ``data`` (secrets kept out
+there); escaping each one here is the whole of what a template would add.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Any
+
+from camwatch import __version__
+
+#: Tiles on one fleet page (1,000 cameras stay light: thumbnails load lazily, a page at a time).
+PAGE_SIZE = 200
+#: States a fleet page may be filtered to (plus "all").
+FILTERS = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled")
+
+
+def _layout(title: str, body: str) -> str:
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{escape(title)} · camwatch</title>"
+            "<link rel=\"stylesheet\" href=\"/static/console.css\">"
+            "<script src=\"/static/console.js\" defer></script></head>"
+            f"<body><header><a href=\"/\" class=\"brand\">camwatch</a> <span class=\"ver\">{escape(__version__)}"
+            f"</span></header><main>{body}</main></body></html>\n")
+
+
+def age_text(seconds: float | None) -> str:
+    """'12 s ago', '5 min ago', '3 h ago', '2 d ago'; '-' when never."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, float(seconds))
+    if s < 90:
+        return f"{s:.0f} s ago"
+    if s < 5400:
+        return f"{s / 60:.0f} min ago"
+    if s < 172800:
+        return f"{s / 3600:.0f} h ago"
+    return f"{s / 86400:.0f} d ago"
+
+
+def state_text(state: str, kind: str | None) -> str:
+    words = state.replace("_", " ")
+    return f"{words} ({kind})" if state == "drifted" and kind else words
+
+
+def match_text(similarity: float | None, threshold: float | None) -> str:
+    if similarity is None or threshold is None:
+        return "match -"
+    return f"match {similarity:.3f} / needs {threshold:.3f}"
+
+
+def _tile(c: dict[str, Any]) -> str:
+    cid = escape(c["id"])
+    img = (f"<img src=\"/api/cameras/{cid}/current.jpg\" alt=\"current view of {cid}\" loading=\"lazy\" "
+           f"width=\"320\" height=\"180\">" if c["checked_at"] is not None
+           else "<div class=\"noimg\">no view yet</div>")
+    return (f"<a class=\"tile state-{escape(c['state'])}\" id=\"cam-{cid}\" data-id=\"{cid}\" "
+            f"data-state=\"{escape(c['state'])}\" data-checked=\"{c['checked_at'] or ''}\" "
+            f"href=\"/cameras/{cid}\">{img}"
+            f"<span class=\"name\">{escape(c['name'])}</span>"
+            f"<span class=\"state\">{escape(state_text(c['state'], c['kind']))}</span>"
+            f"<span class=\"match\">{escape(match_text(c['similarity'], c['threshold']))}</span>"
+            f"<span class=\"age\">{escape(age_text(c['last_check_age']))}</span></a>")
+
+
+def _counts(counts: dict[str, int], total: int, active: str | None) -> str:
+    items = [f"<li class=\"{'on' if active is None else ''}\"><a href=\"/\">all <b id=\"count-all\">{total}</b></a>"
+             "</li>"]
+    for s in FILTERS:
+        on = "on" if active == s else ""
+        items.append(f"<li class=\"state-{s} {on}\"><a href=\"/?state={s}\">{escape(s.replace('_', ' '))} "
+                     f"<b id=\"count-{s}\">{counts.get(s, 0)}</b></a></li>")
+    return f"<ul class=\"counts\">{''.join(items)}</ul>"
+
+
+def fleet_page(fleet: dict[str, Any], state: str | None, page: int) -> str:
+    """Every camera as a tile, drifted first; ``state`` filters, ``page`` (1-based) pages."""
+    rows = [c for c in fleet["cameras"] if state is None or c["state"] == state]
+    pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
+    page = min(max(1, page), pages)
+    shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    nav = ""
+    if pages > 1:
+        q = f"state={escape(state)}&amp;" if state else ""
+        links = [f"<a href=\"/?{q}page={p}\" class=\"{'on' if p == page else ''}\">{p}</a>"
+                 for p in range(1, pages + 1)]
+        nav = f"<nav class=\"pages\">page {' '.join(links)}</nav>"
+    tiles = "".join(_tile(c) for c in shown) or "<p class=\"empty\">no camera in this state</p>"
+    body = (f"<h1>Cameras</h1>{_counts(fleet['counts'], fleet['total'], state)}"
+            f"<section id=\"fleet\" class=\"fleet\" data-filter=\"{escape(state or '')}\" data-page=\"{page}\" "
+            f"data-page-size=\"{PAGE_SIZE}\">{tiles}</section>{nav}")
+    return _layout("Cameras", body)
+
+
+def camera_page(c: dict[str, Any]) -> str:
+    """Reference | current side by side, the state, the camera's references and its recent events."""
+    cid = escape(c["id"])
+    ref = (f"<img src=\"/api/cameras/{cid}/reference.jpg\" alt=\"reference of {cid}\" width=\"320\" height=\"180\">"
+           if c["references"] else "<div class=\"noimg\">no reference</div>")
+    cur = (f"<img id=\"current\" src=\"/api/cameras/{cid}/current.jpg\" alt=\"current view of {cid}\" width=\"320\" "
+           "height=\"180\">" if c["checked_at"] is not None else "<div class=\"noimg\">no view yet</div>")
+    refs = "".join(f"<tr><td>{r['id']}</td><td>{escape(r['label'])}</td><td>{escape(age_text(r['age']))}</td>"
+                   f"<td><code>{escape(r['model'])}</code></td></tr>" for r in c["references"]) \
+        or "<tr><td colspan=\"4\">none</td></tr>"
+    evs = "".join(f"<tr><td>{escape(e['time'])}</td><td>{escape(e['type'].replace('_', ' '))}</td>"
+                  f"<td>{escape(e['kind'] or '')}</td>"
+                  f"<td>{escape(match_text(e['similarity'], e['threshold']))}</td>"
+                  f"<td>{escape(e['message'])}</td></tr>" for e in c["events"]) \
+        or "<tr><td colspan=\"5\">none</td></tr>"
+    body = (f"<p><a href=\"/\">&larr; all cameras</a></p>"
+            f"<h1>{escape(c['name'])} <small>{cid}</small></h1>"
+            f"<div class=\"camera state-{escape(c['state'])}\" id=\"camera\" data-id=\"{cid}\" "
+            f"data-state=\"{escape(c['state'])}\" data-checked=\"{c['checked_at'] or ''}\">"
+            f"<p class=\"status\"><span class=\"state\">{escape(state_text(c['state'], c['kind']))}</span> · "
+            f"<span class=\"match\">{escape(match_text(c['similarity'], c['threshold']))}</span> · "
+            f"checked <span class=\"age\">{escape(age_text(c['last_check_age']))}</span> · "
+            f"every {c['interval']:g} s · <code>{escape(c['url'])}</code></p>"
+            f"<div class=\"pair\"><figure>{ref}<figcaption>reference</figcaption></figure>"
+            f"<figure>{cur}<figcaption>current</figcaption></figure></div></div>"
+            "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
+            f"<tbody>{refs}</tbody></table>"
+            "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"
+            f"<th>message</th></tr></thead><tbody>{evs}</tbody></table>")
+    return _layout(c["name"], body)
+
+
+def not_found_page(what: str) -> str:
+    return _layout("Not found", f"<h1>Not found</h1><p>{escape(what)}</p><p><a href=\"/\">all cameras</a></p>")

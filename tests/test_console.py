@@ -1,0 +1,223 @@
+"""The operator console against a real daemon process on demo cameras (docs/console.md).
+
+One daemon for the module (its console on a free port) serves every test here:
+the pages and every /api/ endpoint, bad input (a clear JSON error and nothing
+changed), caching of thumbnails, and that a password in a camera's URL never
+appears in any answer. A second, short-lived process shows a console port
+already in use stops the start with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+from daemon_helpers import Daemon, camwatch, free_port, write_config
+
+from camwatch.config.load import load_config
+from camwatch.service.console.data import Sources, fleet
+from camwatch.service.console.views import fleet_page
+
+SECRET = "Pa55-w0rd-console"
+CAMERAS = [
+    {"id": "street", "name": "Street <demo>", "url": "demo:street?seed=1", "auto_enroll": True},
+    {"id": "shop", "name": "Shop floor", "url": "demo:shop?seed=2", "auto_enroll": True},
+    {"id": "lobby", "name": "Lobby", "url": "demo:lobby?seed=3&drift_after=600&drift=turn", "auto_enroll": True},
+    # Nothing listens on port 1: unavailable, with a password in its URL that must never be shown.
+    {"id": "gate", "name": "Gate", "url": f"http://admin:{SECRET}@127.0.0.1:1/snap.jpg", "timeout": 1},
+    {"id": "attic", "name": "Attic (off)", "url": "demo:shop?seed=9", "enabled": False},
+]
+
+
+def get(base: str, path: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(base + path, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def get_json(base: str, path: str) -> tuple[int, dict]:
+    status, _, body = get(base, path)
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("console")
+    port = free_port()
+    cfg = write_config(folder / "cameras.yaml", CAMERAS, calibration={"checks": 2},
+                       console={"enabled": True, "address": "127.0.0.1", "port": port})
+    d = Daemon(cfg)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        d.wait("every enabled camera checked or failed", lambda: _settled(base), timeout=90)
+        yield d, base
+    finally:
+        d.stop()
+
+
+def _settled(base: str) -> bool:
+    status, f = get_json(base, "/api/cameras")
+    states = {c["id"]: c for c in f["cameras"]}
+    return (status == 200 and all(states[c]["checked_at"] for c in ("street", "shop", "lobby"))
+            and states["gate"]["state"] == "unavailable")
+
+
+def test_api_cameras_lists_every_configured_camera_with_its_state_and_counts(console):
+    _, base = console
+    status, f = get_json(base, "/api/cameras")
+    assert status == 200
+    by_id = {c["id"]: c for c in f["cameras"]}
+    assert set(by_id) == {c["id"] for c in CAMERAS}
+    assert f["total"] == 5
+    for cid in ("street", "shop", "lobby"):
+        c = by_id[cid]
+        assert c["state"] == "ok" and c["kind"] is None and c["silenced"] is False
+        assert 0 < c["threshold"] < c["similarity"] <= 1.0
+        assert 0 <= c["last_check_age"] < 30
+    assert by_id["gate"]["state"] == "unavailable" and by_id["gate"]["similarity"] is None
+    assert by_id["attic"]["state"] == "disabled"
+    assert f["counts"]["ok"] == 3 and f["counts"]["unavailable"] == 1 and f["counts"]["disabled"] == 1
+    # What needs a person comes first: unavailable before ok, disabled last.
+    assert [c["id"] for c in f["cameras"]][0] == "gate" and f["cameras"][-1]["id"] == "attic"
+
+
+def test_api_camera_has_its_references_and_events_and_a_redacted_url(console):
+    _, base = console
+    status, c = get_json(base, "/api/cameras/lobby")
+    assert status == 200
+    assert c["id"] == "lobby" and c["state"] == "ok" and c["url"].startswith("demo:lobby")
+    assert len(c["references"]) == 1 and c["references"][0]["label"] == "default"
+    assert isinstance(c["events"], list)
+    status, g = get_json(base, "/api/cameras/gate")
+    assert status == 200 and SECRET not in g["url"] and "***" in g["url"] and g["references"] == []
+
+
+def test_thumbnails_are_jpegs_of_configured_cameras_and_cached_by_tag(console):
+    _, base = console
+    for kind in ("current", "reference"):
+        status, headers, body = get(base, f"/api/cameras/street/{kind}.jpg")
+        assert status == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+        assert len(body) < 60_000   # a thumbnail, not the frame
+        etag = headers["etag"]
+        status, _, body = get(base, f"/api/cameras/street/{kind}.jpg", {"If-None-Match": etag})
+        assert status in (200, 304)
+        if kind == "reference":   # the reference does not change between the two requests
+            assert status == 304 and body == b""
+    # A camera with no check and no reference yet: a clear 404, in JSON.
+    for kind in ("current", "reference"):
+        status, headers, body = get(base, f"/api/cameras/gate/{kind}.jpg")
+        assert status == 404 and "gate" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/cameras/nope", "/api/cameras/nope/current.jpg",
+                                  "/api/cameras/nope/reference.jpg", "/api/cameras/..%2F..%2Fetc",
+                                  "/api/cameras/STREET", "/api/nothing"])
+def test_bad_api_input_is_a_json_404_and_changes_nothing(console, path):
+    d, base = console
+    before = get_json(base, "/api/cameras/street")[1]["references"]
+    status, headers, body = get(base, path)
+    assert status == 404 and headers["content-type"] == "application/json"
+    err = json.loads(body)["error"]
+    assert "\n" not in err and len(err) < 200
+    assert get_json(base, "/api/cameras/street")[1]["references"] == before
+    assert "nope" not in {c["id"] for c in get_json(base, "/api/cameras")[1]["cameras"]}
+
+
+def test_writes_are_refused_and_change_nothing(console):
+    _, base = console
+    before = get_json(base, "/api/cameras/street")[1]["references"]
+    for method in ("POST", "PUT", "DELETE"):
+        status, headers, body = get(base, "/api/cameras/street", method=method)
+        assert status == 405 and "error" in json.loads(body)
+    assert get_json(base, "/api/cameras/street")[1]["references"] == before
+
+
+def test_fleet_page_works_without_javascript(console):
+    _, base = console
+    status, headers, body = get(base, "/")
+    html = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in headers["content-security-policy"]
+    for c in CAMERAS:
+        assert f'id="cam-{c["id"]}"' in html
+    assert "Street &lt;demo&gt;" in html and "<demo>" not in html    # names are escaped
+    assert 'class="tile state-unavailable"' in html and 'id="count-ok">3<' in html
+    assert "src=\"/api/cameras/street/current.jpg\"" in html
+    assert "http://" not in html and "https://" not in html           # no CDN, no external asset
+    # Filtered to one state, and a state that does not exist.
+    html = get(base, "/?state=disabled")[2].decode()
+    assert 'id="cam-attic"' in html and 'id="cam-street"' not in html
+    assert get(base, "/?state=bogus")[0] == 404
+    assert get(base, "/?page=x")[0] == 200
+
+
+def test_camera_page_shows_reference_and_current_side_by_side(console):
+    _, base = console
+    status, _, body = get(base, "/cameras/street")
+    html = body.decode()
+    assert status == 200
+    assert "/api/cameras/street/reference.jpg" in html and "/api/cameras/street/current.jpg" in html
+    assert "References" in html and "default" in html and "Recent events" in html
+    assert get(base, "/cameras/nope")[0] == 404
+
+
+def test_assets_ship_in_the_package(console):
+    _, base = console
+    for name, kind in (("console.css", "text/css"), ("console.js", "javascript")):
+        status, headers, body = get(base, f"/static/{name}")
+        assert status == 200 and kind in headers["content-type"] and len(body) < 20_000
+    assert get(base, "/static/../app.py")[0] == 404
+
+
+def test_no_secret_in_any_answer_page_or_log(console):
+    d, base = console
+    paths = ["/", "/?state=unavailable", "/api/cameras", "/static/console.js"]
+    for c in CAMERAS:
+        cid = c["id"]
+        paths += [f"/cameras/{cid}", f"/api/cameras/{cid}", f"/api/cameras/{cid}/current.jpg",
+                  f"/api/cameras/{cid}/reference.jpg"]
+    for p in paths:
+        _, headers, body = get(base, p)
+        assert SECRET.encode() not in body, p
+        assert SECRET not in json.dumps(headers), p
+    assert SECRET not in d.log()
+
+
+def test_a_console_port_in_use_stops_the_start_with_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path / "cameras.yaml", CAMERAS[:1],
+                           console={"enabled": True, "address": "127.0.0.1", "port": port})
+        r = camwatch("--config", str(cfg), timeout=120)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if "console" in ln]
+    assert lines and f"127.0.0.1:{port}" in lines[-1] and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_console_is_off_by_default_and_a_change_needs_a_restart(tmp_path):
+    cfg = write_config(tmp_path / "cameras.yaml", CAMERAS[:1])
+    assert load_config(str(cfg)).settings.console.enabled is False
+    data = yaml.safe_load(cfg.read_text())
+    data["settings"]["console"] = {"enabled": True, "port": 70000}
+    cfg.write_text(yaml.safe_dump(data))
+    r = camwatch("validate", "--config", str(cfg))
+    assert r.returncode != 0 and "settings.console.port" in (r.stdout + r.stderr)
+
+
+def test_a_thousand_cameras_page_is_light(tmp_path):
+    """The fleet page at 1,000 cameras (no daemon: the view functions on a loaded config)."""
+    cams = [{"id": f"cam{i:04d}", "url": f"demo:shop?seed={i}"} for i in range(1000)]
+    cfg = load_config(str(write_config(tmp_path / "cameras.yaml", cams)))
+    src = Sources(lambda: cfg, dict, lambda: None, lambda: None)
+    html = fleet_page(fleet(src), None, 1)
+    assert html.count('class="tile ') == 200 and len(html.encode()) < 1_000_000
+    assert 'href="/?page=5"' in html
