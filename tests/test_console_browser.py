@@ -1,0 +1,108 @@
+"""The console in a real browser: headless Chromium (Debian's chromium + chromium-driver, driven by
+selenium) against a real daemon on demo cameras.
+
+The fleet page lists every camera; when the demo lobby camera is turned, its
+tile turns drifted while the page stays loaded (console.js polls /api/cameras),
+with no reload: a marker set on the page's window before the drift must still be
+there after it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.request
+
+import pytest
+from daemon_helpers import Daemon, free_port, write_config
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                reason="Debian's chromium and chromium-driver are not installed "
+                                       "(apt-get install chromium chromium-driver)")
+
+#: Seconds after start the lobby camera is turned: long enough to enrol and see it ok first.
+DRIFT_AFTER = 15
+CAMERAS = [
+    {"id": "street", "name": "Street", "url": "demo:street?seed=1", "auto_enroll": True},
+    {"id": "shop", "name": "Shop floor", "url": "demo:shop?seed=2", "auto_enroll": True},
+    {"id": "lobby", "name": "Lobby", "url": f"demo:lobby?seed=3&drift_after={DRIFT_AFTER}&drift=turn",
+     "auto_enroll": True},
+]
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("console-browser")
+    port = free_port()
+    cfg = write_config(folder / "cameras.yaml", CAMERAS, calibration={"checks": 2},
+                       console={"enabled": True, "address": "127.0.0.1", "port": port})
+    d = Daemon(cfg)
+    try:
+        yield d, f"http://127.0.0.1:{port}"
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv.set_page_load_timeout(30)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def _wait(what: str, cond, timeout: float, d: Daemon):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{d.log()[-2000:]}")
+
+
+def test_fleet_page_lists_every_camera_and_a_turned_camera_turns_drifted_without_reload(console, browser):
+    d, base = console
+    d.wait("the console to answer", lambda: d.proc.poll() is None and _answers(base), timeout=60)
+    browser.get(base + "/")
+    tiles = browser.find_elements(By.CSS_SELECTOR, "#fleet .tile")
+    assert {t.get_attribute("data-id") for t in tiles} == {"street", "shop", "lobby"}
+    browser.execute_script("window.cwMarker = 'no reload';")
+
+    def lobby_state() -> str:
+        return browser.find_element(By.ID, "cam-lobby").get_attribute("data-state")
+
+    _wait("the lobby tile to be ok", lambda: lobby_state() == "ok", 60, d)
+    _wait("the lobby tile to turn drifted", lambda: lobby_state() == "drifted", 90, d)
+    tile = browser.find_element(By.ID, "cam-lobby")
+    assert "state-drifted" in tile.get_attribute("class")
+    assert tile.find_element(By.CLASS_NAME, "state").text.startswith("drifted")
+    assert browser.execute_script("return window.cwMarker") == "no reload"    # the same page all along
+    # Drifted first, and the count follows.
+    first = browser.find_element(By.CSS_SELECTOR, "#fleet .tile")
+    assert first.get_attribute("data-id") == "lobby"
+    assert browser.find_element(By.ID, "count-drifted").text == "1"
+    # Its thumbnail is a real image the browser decoded.
+    img = tile.find_element(By.TAG_NAME, "img")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+
+
+def _answers(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/api/cameras", timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
