@@ -9,7 +9,9 @@ already in use stops the start with one line.
 
 from __future__ import annotations
 
+import gzip
 import json
+import signal
 import socket
 import urllib.error
 import urllib.request
@@ -45,6 +47,11 @@ def get(base: str, path: str, headers: dict | None = None, method: str = "GET") 
 def get_json(base: str, path: str) -> tuple[int, dict]:
     status, _, body = get(base, path)
     return status, json.loads(body)
+
+
+def refs(base: str, cid: str) -> list[tuple]:
+    """The camera's references as the API tells them (id, label, made), ages left out."""
+    return [(r["id"], r["label"], r["created_at"]) for r in get_json(base, f"/api/cameras/{cid}")[1]["references"]]
 
 
 @pytest.fixture(scope="module")
@@ -121,22 +128,22 @@ def test_thumbnails_are_jpegs_of_configured_cameras_and_cached_by_tag(console):
                                   "/api/cameras/STREET", "/api/nothing"])
 def test_bad_api_input_is_a_json_404_and_changes_nothing(console, path):
     d, base = console
-    before = get_json(base, "/api/cameras/street")[1]["references"]
+    before = refs(base, "street")
     status, headers, body = get(base, path)
     assert status == 404 and headers["content-type"] == "application/json"
     err = json.loads(body)["error"]
     assert "\n" not in err and len(err) < 200
-    assert get_json(base, "/api/cameras/street")[1]["references"] == before
+    assert refs(base, "street") == before
     assert "nope" not in {c["id"] for c in get_json(base, "/api/cameras")[1]["cameras"]}
 
 
 def test_writes_are_refused_and_change_nothing(console):
     _, base = console
-    before = get_json(base, "/api/cameras/street")[1]["references"]
+    before = refs(base, "street")
     for method in ("POST", "PUT", "DELETE"):
         status, headers, body = get(base, "/api/cameras/street", method=method)
         assert status == 405 and "error" in json.loads(body)
-    assert get_json(base, "/api/cameras/street")[1]["references"] == before
+    assert refs(base, "street") == before
 
 
 def test_fleet_page_works_without_javascript(console):
@@ -221,3 +228,24 @@ def test_a_thousand_cameras_page_is_light(tmp_path):
     html = fleet_page(fleet(src), None, 1)
     assert html.count('class="tile ') == 200 and len(html.encode()) < 1_000_000
     assert 'href="/?page=5"' in html
+
+
+def test_the_fleet_json_is_gzipped_for_a_client_that_accepts_it(console):
+    _, base = console
+    status, headers, body = get(base, "/api/cameras", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers.get("content-encoding") == "gzip"
+    assert json.loads(gzip.decompress(body))["total"] == len(CAMERAS)
+
+
+def test_a_reload_that_moves_the_console_is_refused_and_it_keeps_serving(console):
+    d, base = console
+    text = d.config.read_text()
+    data = yaml.safe_load(text)
+    data["settings"]["console"]["port"] = free_port()
+    d.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        d.signal(signal.SIGHUP)
+        d.wait("the reload refused", lambda: "settings.console" in d.log() and "reload rejected" in d.log(), 30)
+    finally:
+        d.config.write_text(text)
+    assert get_json(base, "/api/cameras")[0] == 200
