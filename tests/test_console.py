@@ -249,3 +249,13 @@ def test_a_reload_that_moves_the_console_is_refused_and_it_keeps_serving(console
     finally:
         d.config.write_text(text)
     assert get_json(base, "/api/cameras")[0] == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "10.0.0.5:9809", "127.0.0.1.evil.example"])
+def test_a_loopback_console_refuses_a_foreign_host_dns_rebinding(console, host):
+    _, base = console
+    for path in ("/", "/api/cameras", "/api/cameras/street/current.jpg"):
+        status, headers, body = get(base, path, {"Host": host})
+        assert status == 421 and b"street" not in body and b"\xff\xd8" not in body
+    for ok in ("localhost", "127.0.0.1:1234", "[::1]:9809", "localhost:9809"):
+        assert get(base, "/api/cameras", {"Host": ok})[0] == 200

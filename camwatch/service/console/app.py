@@ -7,6 +7,8 @@ cameras live on closed networks, so nothing is ever fetched from a CDN.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -48,6 +50,50 @@ class _Headers:
         await self.app(scope, receive, with_headers)
 
 
+def is_loopback_name(host: str) -> bool:
+    """Whether ``host`` (a Host header's name, or a listen address) names this machine's loopback."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(value: str) -> str:
+    if value.startswith("["):                      # [::1]:9809
+        return value[: value.find("]") + 1] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class _LoopbackHost:
+    """On a loopback listener, answers only requests whose Host is a loopback name.
+
+    Why: a page on any web site can make the operator's browser resolve its own
+    name to 127.0.0.1 (DNS rebinding) and then read a loopback console as
+    same-origin: camera views included. Such a request carries the site's name in
+    Host and is refused here. An SSH tunnel (localhost) and a reverse proxy's
+    default Host (its upstream, 127.0.0.1:port) pass.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if not is_loopback_name(_host_name(host)):
+                body = json.dumps({"error": "this console answers only requests to a loopback name "
+                                            "(localhost, 127.0.0.1, [::1])"}).encode()
+                await send({"type": "http.response.start", "status": 421,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def fleet_page(request: Request) -> Response:
     src: data.Sources = request.app.state.sources
     state = request.query_params.get("state") or None
@@ -77,8 +123,9 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return HTMLResponse(views.not_found_page(request.url.path[:80]), status_code=status)
 
 
-def build_app(sources: data.Sources) -> ASGIApp:
-    """The console as an ASGI app reading from ``sources``."""
+def build_app(sources: data.Sources, loopback: bool = True) -> ASGIApp:
+    """The console as an ASGI app reading from ``sources``; ``loopback``: it listens on a loopback
+    address, so it refuses a Host that is not a loopback name (see _LoopbackHost)."""
     static = StaticFiles(directory=str(resources.files("camwatch.service.console") / "static"))
     app = Starlette(routes=[
         Route("/", fleet_page),
@@ -91,4 +138,5 @@ def build_app(sources: data.Sources) -> ASGIApp:
     ], exception_handlers={HTTPException: _not_found})
     app.state.sources = sources
     # The fleet's JSON at 1,000 cameras is ~170 KB, ~15 KB gzipped: five browsers polling it stay cheap.
-    return _Headers(GZipMiddleware(app, minimum_size=512))
+    served: ASGIApp = GZipMiddleware(app, minimum_size=512)
+    return _Headers(_LoopbackHost(served) if loopback else served)

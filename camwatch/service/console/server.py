@@ -18,7 +18,7 @@ import uvicorn
 
 from camwatch.config.schema import ConsoleSettings
 from camwatch.core.errors import CamwatchError
-from camwatch.service.console.app import build_app
+from camwatch.service.console.app import build_app, is_loopback_name
 from camwatch.service.console.data import Sources
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class ConsoleServer:
                                 f"{exc.strerror or exc}") from None
         self.socket = sock
         self.address, self.port = sock.getsockname()[:2]
-        config = uvicorn.Config(build_app(sources), log_config=None, access_log=False, lifespan="off",
+        app = build_app(sources, loopback=is_loopback_name(settings.address))
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                 limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5, server_header=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="console", daemon=True)
