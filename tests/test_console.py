@@ -15,6 +15,7 @@ import signal
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -54,14 +55,17 @@ def refs(base: str, cid: str) -> list[tuple]:
     return [(r["id"], r["label"], r["created_at"]) for r in get_json(base, f"/api/cameras/{cid}")[1]["references"]]
 
 
+def start_daemon(folder: Path, cameras: list[dict]) -> tuple[Daemon, str]:
+    """A real daemon on ``cameras`` with its console on a free loopback port: (daemon, console's base URL)."""
+    port = free_port()
+    cfg = write_config(folder / "cameras.yaml", cameras, calibration={"checks": 2},
+                       console={"enabled": True, "address": "127.0.0.1", "port": port})
+    return Daemon(cfg), f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("console")
-    port = free_port()
-    cfg = write_config(folder / "cameras.yaml", CAMERAS, calibration={"checks": 2},
-                       console={"enabled": True, "address": "127.0.0.1", "port": port})
-    d = Daemon(cfg)
-    base = f"http://127.0.0.1:{port}"
+    d, base = start_daemon(tmp_path_factory.mktemp("console"), CAMERAS)
     try:
         d.wait("every enabled camera checked or failed", lambda: _settled(base), timeout=90)
         yield d, base
@@ -259,3 +263,10 @@ def test_a_loopback_console_refuses_a_foreign_host_dns_rebinding(console, host):
         assert status == 421 and b"street" not in body and b"\xff\xd8" not in body
     for ok in ("localhost", "127.0.0.1:1234", "[::1]:9809", "localhost:9809"):
         assert get(base, "/api/cameras", {"Host": ok})[0] == 200
+
+
+def test_only_the_two_thumbnails_exist(console):
+    _, base = console
+    for name in ("evidence.jpg", "current.png", "..", "reference.jpg.bak"):
+        status, headers, _ = get(base, f"/api/cameras/street/{name}")
+        assert status == 404 and headers["content-type"] == "application/json", name

@@ -14,10 +14,11 @@ import time
 import urllib.request
 
 import pytest
-from daemon_helpers import Daemon, free_port, write_config
+from daemon_helpers import Daemon
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from test_console import start_daemon
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -37,13 +38,9 @@ CAMERAS = [
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("console-browser")
-    port = free_port()
-    cfg = write_config(folder / "cameras.yaml", CAMERAS, calibration={"checks": 2},
-                       console={"enabled": True, "address": "127.0.0.1", "port": port})
-    d = Daemon(cfg)
+    d, base = start_daemon(tmp_path_factory.mktemp("console-browser"), CAMERAS)
     try:
-        yield d, f"http://127.0.0.1:{port}"
+        yield d, base
     finally:
         d.stop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from camwatch.config import CameraConfig
 from camwatch.config.types import clip
 from camwatch.service.console import data
 
@@ -30,12 +31,19 @@ def cameras(request: Request) -> Response:
     return JSONResponse(data.fleet(src), headers={"Cache-Control": "no-store"})
 
 
-def camera(request: Request) -> Response:
+def _configured(request: Request) -> tuple[data.Sources, CameraConfig] | JSONResponse:
+    """The sources and the configured camera the path names, or the 404 to answer."""
     src: data.Sources = request.app.state.sources
     cid = request.path_params["camera_id"]
     cam = src.camera(cid)
-    if cam is None:
-        return unknown_camera(cid)
+    return unknown_camera(cid) if cam is None else (src, cam)
+
+
+def camera(request: Request) -> Response:
+    found = _configured(request)
+    if isinstance(found, Response):
+        return found
+    src, cam = found
     return JSONResponse(data.camera_detail(src, cam), headers={"Cache-Control": "no-store"})
 
 
@@ -50,19 +58,19 @@ def _jpeg(request: Request, got: tuple[str, bytes] | None, missing: str) -> Resp
     return Response(jpeg, media_type="image/jpeg", headers=headers)
 
 
-def current_jpg(request: Request) -> Response:
-    src: data.Sources = request.app.state.sources
-    cid = request.path_params["camera_id"]
-    cam = src.camera(cid)
-    if cam is None:
-        return unknown_camera(cid)
-    return _jpeg(request, data.current_jpeg(src, cam), f"camera '{cid}' has no checked view yet")
+#: The thumbnails a camera has: (how it is made, what a 404 says when there is none yet).
+THUMBNAILS = {"current.jpg": (data.current_jpeg, "has no checked view yet"),
+              "reference.jpg": (data.reference_jpeg, "has no reference")}
 
 
-def reference_jpg(request: Request) -> Response:
-    src: data.Sources = request.app.state.sources
-    cid = request.path_params["camera_id"]
-    cam = src.camera(cid)
-    if cam is None:
-        return unknown_camera(cid)
-    return _jpeg(request, data.reference_jpeg(src, cam), f"camera '{cid}' has no reference")
+def thumbnail(request: Request) -> Response:
+    """GET /api/cameras/{id}/current.jpg | reference.jpg."""
+    which = THUMBNAILS.get(request.path_params["image"])
+    if which is None:
+        return error(404, "not found")
+    found = _configured(request)
+    if isinstance(found, Response):
+        return found
+    src, cam = found
+    make, missing = which
+    return _jpeg(request, make(src, cam), f"camera '{cam.id}' {missing}")

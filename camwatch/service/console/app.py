@@ -132,8 +132,7 @@ def build_app(sources: data.Sources, loopback: bool = True) -> ASGIApp:
         Route("/cameras/{camera_id}", camera_page),
         Route("/api/cameras", api.cameras),
         Route("/api/cameras/{camera_id}", api.camera),
-        Route("/api/cameras/{camera_id}/current.jpg", api.current_jpg),
-        Route("/api/cameras/{camera_id}/reference.jpg", api.reference_jpg),
+        Route("/api/cameras/{camera_id}/{image}", api.thumbnail),
         Mount("/static", static, name="static"),
     ], exception_handlers={HTTPException: _not_found})
     app.state.sources = sources
