@@ -74,3 +74,14 @@ def thumbnail(request: Request) -> Response:
     src, cam = found
     make, missing = which
     return _jpeg(request, make(src, cam), f"camera '{cam.id}' {missing}")
+
+
+def evidence(request: Request) -> Response:
+    """GET /api/cameras/{id}/events/{event_id}/evidence.jpg: reference and view side by side, as alerted."""
+    found = _configured(request)
+    if isinstance(found, Response):
+        return found
+    src, cam = found
+    event_id = request.path_params["event_id"]
+    return _jpeg(request, data.evidence_jpeg(src, cam, event_id),
+                 f"camera '{cam.id}' has no event '{clip(event_id, 40)}' with evidence")

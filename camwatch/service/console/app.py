@@ -133,6 +133,7 @@ def build_app(sources: data.Sources, loopback: bool = True) -> ASGIApp:
         Route("/api/cameras", api.cameras),
         Route("/api/cameras/{camera_id}", api.camera),
         Route("/api/cameras/{camera_id}/{image}", api.thumbnail),
+        Route("/api/cameras/{camera_id}/events/{event_id}/evidence.jpg", api.evidence),
         Mount("/static", static, name="static"),
     ], exception_handlers={HTTPException: _not_found})
     app.state.sources = sources

@@ -26,12 +26,17 @@ from camwatch.core.types import STATES, CameraState
 from camwatch.service.console.snapshot import thumbnail
 from camwatch.service.pipeline import CameraRuntime
 from camwatch.store.events import EventStore
+from camwatch.store.evidence import evidence_dir
 from camwatch.store.references import ReferenceStore
 
 #: Order of the fleet: what needs a person first.
 STATE_ORDER = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled")
 #: Events shown on a camera's page.
 EVENTS_SHOWN = 20
+#: Past events searched for an evidence picture asked for by event id.
+EVIDENCE_SEARCH = 1000
+#: Largest evidence file served (a side-by-side JPEG is ~100-300 KB).
+MAX_EVIDENCE_BYTES = 8 << 20
 #: Reference thumbnails kept decoded-and-shrunk (one per camera is what the fleet shows).
 REF_CACHE = 2048
 
@@ -167,3 +172,31 @@ def reference_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None:
             src._thumbs.pop(next(iter(src._thumbs)))
         src._thumbs[newest.id] = jpeg
     return f"r{newest.id}", jpeg
+
+
+def evidence_jpeg(src: Sources, cam: CameraConfig, event_id: str) -> tuple[str, bytes] | None:
+    """(a tag, the JPEG) of the evidence picture of one of ``cam``'s events, or None.
+
+    Only a file the events store names for this camera's event, looked up by
+    its name inside the state directory's evidence folder (never a path taken
+    from the request, never a link), is served.
+    """
+    events, config = src.events(), src.config()
+    if events is None or config is None:
+        return None
+    try:
+        found = next((e for e in events.list(cam.id, limit=EVIDENCE_SEARCH) if e.id == event_id), None)
+    except CamwatchError:
+        return None
+    if found is None or not found.evidence:
+        return None
+    name = os.path.basename(found.evidence)
+    path = evidence_dir(config.settings.state_dir) / name
+    if not name.startswith(f"{cam.id}_") or not name.endswith(".jpg") or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            jpeg = f.read(MAX_EVIDENCE_BYTES + 1)
+    except OSError:
+        return None
+    return (f"e{event_id}", jpeg) if len(jpeg) <= MAX_EVIDENCE_BYTES else None

@@ -97,6 +97,12 @@ def fleet_page(fleet: dict[str, Any], state: str | None, page: int) -> str:
     return _layout("Cameras", body)
 
 
+def _evidence_link(cid: str, e: dict[str, Any]) -> str:
+    if not e["evidence"]:
+        return ""
+    return f"<a href=\"/api/cameras/{cid}/events/{escape(e['id'])}/evidence.jpg\">picture</a>"
+
+
 def camera_page(c: dict[str, Any]) -> str:
     """Reference | current side by side, the state, the camera's references and its recent events."""
     cid = escape(c["id"])
@@ -110,8 +116,8 @@ def camera_page(c: dict[str, Any]) -> str:
     evs = "".join(f"<tr><td>{escape(e['time'])}</td><td>{escape(e['type'].replace('_', ' '))}</td>"
                   f"<td>{escape(e['kind'] or '')}</td>"
                   f"<td>{escape(match_text(e['similarity'], e['threshold']))}</td>"
-                  f"<td>{escape(e['message'])}</td></tr>" for e in c["events"]) \
-        or "<tr><td colspan=\"5\">none</td></tr>"
+                  f"<td>{escape(e['message'])}</td><td>{_evidence_link(cid, e)}</td></tr>" for e in c["events"]) \
+        or "<tr><td colspan=\"6\">none</td></tr>"
     body = (f"<p><a href=\"/\">&larr; all cameras</a></p>"
             f"<h1>{escape(c['name'])} <small>{cid}</small></h1>"
             f"<div class=\"camera state-{escape(c['state'])}\" id=\"camera\" data-id=\"{cid}\" "
@@ -125,7 +131,7 @@ def camera_page(c: dict[str, Any]) -> str:
             "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"
             "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"
-            f"<th>message</th></tr></thead><tbody>{evs}</tbody></table>")
+            f"<th>message</th><th>evidence</th></tr></thead><tbody>{evs}</tbody></table>")
     return _layout(c["name"], body)
 
 
