@@ -17,13 +17,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from daemon_helpers import Daemon, camwatch, free_port, write_config
 
 from camwatch.config.load import load_config
 from camwatch.service.console.data import Sources, fleet
-from camwatch.service.console.views import fleet_page
+from camwatch.service.console.snapshot import BUCKET_S, BUCKETS, LastView, ViewLog
+from camwatch.service.console.views import chart_svg, fleet_page
 
 SECRET = "Pa55-w0rd-console"
 CAMERAS = [
@@ -295,3 +297,40 @@ def test_a_drift_events_evidence_picture_is_served_and_linked(console):
                  "/api/cameras/hall/events/..%2F..%2Fcamwatch.db/evidence.jpg"):
         status, headers, body = get(base, path)
         assert status == 404 and headers["content-type"] == "application/json", path
+
+
+def test_a_drift_shows_in_the_24_hour_history_and_its_chart(console):
+    d, base = console
+    h = d.wait("a drifted point in hall's history",
+               lambda: (lambda h: h if any(p["drifted"] for p in h["points"]) else None)(
+                   get_json(base, "/api/cameras/hall/history")[1]), timeout=90)
+    assert h["bucket_s"] == BUCKET_S and 1 <= len(h["points"]) <= 2
+    p = h["points"][-1]
+    assert p["checks"] >= p["drifted"] >= 1 and p["similarity_min"] < p["threshold"]
+    html = get(base, "/cameras/hall")[2].decode()
+    assert '<svg class="chart"' in html and 'class="drift"' in html and "<script" not in html.split("</head>")[1]
+    assert get(base, "/api/cameras/nope/history")[0] == 404
+
+
+def test_the_view_log_keeps_24_hours_in_fixed_memory():
+    """Fake clock: one check a minute for two days; only the last 24 h is kept, as 5-minute points."""
+    log = ViewLog()
+    image = np.zeros((36, 64, 3), np.uint8)
+    day = 86400.0
+    t0 = 1_000_000 * BUCKET_S
+    for i in range(2 * 24 * 60):
+        t = t0 + 60.0 * i
+        log.add(LastView.of(image, t, similarity=0.9 - (0.5 if i % 5 == 0 else 0.0), threshold=0.7,
+                            drifted=i % 5 == 0, kind="moved" if i % 5 == 0 else None))
+    now = t0 + 2 * day - 60
+    series = log.series(now)
+    assert len(series) == BUCKETS and log._rows.shape == (BUCKETS, 4)
+    assert series[0][0] >= now - day and [p[0] for p in series] == sorted(p[0] for p in series)
+    assert all(p[1] == pytest.approx(0.4) and p[2] == pytest.approx(0.7) and p[3] == 5 and p[4] == 1
+               for p in series)
+    assert log.last is not None and log.last.checked_at == t0 + 60.0 * (2 * 24 * 60 - 1)
+    # A day later with no check: nothing is shown as if it were recent.
+    assert log.series(now + day + BUCKET_S) == []
+    svg = chart_svg({"bucket_s": BUCKET_S, "time": now, "points": [
+        {"t": t, "similarity_min": s, "threshold": th, "checks": n, "drifted": k} for t, s, th, n, k in series]})
+    assert svg.count("<polyline") == 2 and svg.count('class="drift"') == BUCKETS

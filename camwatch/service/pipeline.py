@@ -52,7 +52,7 @@ from camwatch.core.monitor import (
 from camwatch.core.secrets import scrub
 from camwatch.core.types import CameraState, Frame
 from camwatch.service.checks import embed_views, judge, threshold_for, view_of
-from camwatch.service.console.snapshot import LastView
+from camwatch.service.console.snapshot import LastView, ViewLog
 from camwatch.service.enrol import enrol_frame
 from camwatch.service.metrics import Metrics
 from camwatch.sources import open_source
@@ -86,7 +86,8 @@ class CameraRuntime:
     busy: bool = False               # a fetch or an assessment is in flight
     expected_at: float | None = None  # unix time this run was scheduled for
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # the monitor's
-    last_view: LastView | None = None  # the latest assessed check, for the console (only while it is enabled)
+    # The latest assessed view and 24 h of checks, for the console (filled only while it is enabled).
+    views: ViewLog = field(default_factory=ViewLog, repr=False, compare=False)
 
     def observe(self, call: Callable[Concatenate[Monitor, P], list[Action]], *args: P.args,
                 **kwargs: P.kwargs) -> list[Action]:
@@ -286,8 +287,8 @@ class Pipeline:
                 threshold = threshold_for(rt.camera, self.settings, self.embedder, self.store)
                 j = judge(vec, stats, refs, threshold)
                 if self.settings.console.enabled:
-                    rt.last_view = LastView.of(item.image, item.captured_at, j.verdict.similarity,
-                                               threshold.value, bool(j.verdict.drifted), j.verdict.kind)
+                    rt.views.add(LastView.of(item.image, item.captured_at, j.verdict.similarity,
+                                             threshold.value, bool(j.verdict.drifted), j.verdict.kind))
                 seen = Assessed(j.verdict, frozenset(r.id for r in refs), item.captured_at, threshold.value,
                                 threshold.source, threshold.calibrating, threshold.structure_scale)
                 self.carry_out(rt, rt.observe(Monitor.assessed, self.clock(), seen), view, item.captured_at)

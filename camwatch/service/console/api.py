@@ -85,3 +85,12 @@ def evidence(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     return _jpeg(request, data.evidence_jpeg(src, cam, event_id),
                  f"camera '{cam.id}' has no event '{clip(event_id, 40)}' with evidence")
+
+
+def history(request: Request) -> Response:
+    """GET /api/cameras/{id}/history: 24 h of checks, five-minute points."""
+    found = _configured(request)
+    if isinstance(found, Response):
+        return found
+    src, cam = found
+    return JSONResponse(data.history(src, cam), headers={"Cache-Control": "no-store"})

@@ -112,7 +112,8 @@ def camera_page(request: Request) -> Response:
     cam = src.camera(cid)
     if cam is None:
         return HTMLResponse(views.not_found_page(f"unknown camera '{cid[:80]}'"), status_code=404)
-    return HTMLResponse(views.camera_page(data.camera_detail(src, cam)), headers={"Cache-Control": "no-store"})
+    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam))
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -132,6 +133,7 @@ def build_app(sources: data.Sources, loopback: bool = True) -> ASGIApp:
         Route("/cameras/{camera_id}", camera_page),
         Route("/api/cameras", api.cameras),
         Route("/api/cameras/{camera_id}", api.camera),
+        Route("/api/cameras/{camera_id}/history", api.history),
         Route("/api/cameras/{camera_id}/{image}", api.thumbnail),
         Route("/api/cameras/{camera_id}/events/{event_id}/evidence.jpg", api.evidence),
         Mount("/static", static, name="static"),

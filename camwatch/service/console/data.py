@@ -23,7 +23,7 @@ from camwatch.config import CameraConfig, Config
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
-from camwatch.service.console.snapshot import thumbnail
+from camwatch.service.console.snapshot import BUCKET_S, thumbnail
 from camwatch.service.pipeline import CameraRuntime
 from camwatch.store.events import EventStore
 from camwatch.store.evidence import evidence_dir
@@ -84,7 +84,7 @@ def camera_summary(src: Sources, cam: CameraConfig, now: float | None = None) ->
     now = src.clock() if now is None else now
     rt = src.runtimes().get(cam.id)
     state = _state(rt, cam)
-    last = rt.last_view if rt is not None else None
+    last = rt.views.last if rt is not None else None
     kind = None
     if state == "drifted" and rt is not None:
         kind = rt.monitor.alert_kind or (last.kind if last else None)
@@ -142,7 +142,7 @@ def camera_detail(src: Sources, cam: CameraConfig) -> dict[str, Any]:
 def current_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None:
     """(a tag for caching, the thumbnail) of the camera's latest assessed view; None before its first check."""
     rt = src.runtimes().get(cam.id)
-    last = rt.last_view if rt is not None else None
+    last = rt.views.last if rt is not None else None
     return (f"v{last.checked_at:.3f}", last.jpeg) if last is not None else None
 
 
@@ -200,3 +200,13 @@ def evidence_jpeg(src: Sources, cam: CameraConfig, event_id: str) -> tuple[str, 
     except OSError:
         return None
     return (f"e{event_id}", jpeg) if len(jpeg) <= MAX_EVIDENCE_BYTES else None
+
+
+def history(src: Sources, cam: CameraConfig) -> dict[str, Any]:
+    """The camera's last 24 h of checks in five-minute points (GET /api/cameras/{id}/history)."""
+    rt = src.runtimes().get(cam.id)
+    now = src.clock()
+    points = rt.views.series(now) if rt is not None else []
+    return {"id": cam.id, "bucket_s": BUCKET_S, "time": round(now, 3),
+            "points": [{"t": t, "similarity_min": s, "threshold": thr, "checks": n, "drifted": k}
+                       for t, s, thr, n, k in points]}

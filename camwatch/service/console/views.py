@@ -103,8 +103,48 @@ def _evidence_link(cid: str, e: dict[str, Any]) -> str:
     return f"<a href=\"/api/cameras/{cid}/events/{escape(e['id'])}/evidence.jpg\">picture</a>"
 
 
-def camera_page(c: dict[str, Any]) -> str:
-    """Reference | current side by side, the state, the camera's references and its recent events."""
+CHART_W, CHART_H, CHART_PAD = 720, 160, 4
+
+
+def chart_svg(h: dict[str, Any]) -> str:
+    """The last 24 h as an inline SVG (no script): the lowest similarity of each five-minute point,
+    the threshold dashed, a red dot where a check drifted; a gap where there was no check."""
+    points = h["points"]
+    if not points:
+        return "<p class=\"empty\">no checks yet</p>"
+    end, span = float(h["time"]), 24 * 3600.0
+    lo = min(0.0, *(p["similarity_min"] for p in points), *(p["threshold"] for p in points))
+
+    half = h["bucket_s"] / 2
+
+    def xy(p: dict[str, Any], key: str) -> tuple[float, float]:
+        """A point's middle in time and its value, in the chart's pixels."""
+        x = CHART_PAD + (CHART_W - 2 * CHART_PAD) * max(0.0, min(1.0, (p["t"] + half - (end - span)) / span))
+        y = CHART_PAD + (CHART_H - 2 * CHART_PAD) * (1.0 - (p[key] - lo) / (1.0 - lo if lo < 1.0 else 1.0))
+        return x, y
+
+    def line(run: list[dict[str, Any]], key: str) -> str:
+        return " ".join("{:.1f},{:.1f}".format(*xy(p, key)) for p in run)
+
+    runs: list[list[dict[str, Any]]] = []
+    for p in points:   # a new run after a gap of more than one point
+        if runs and p["t"] - runs[-1][-1]["t"] <= h["bucket_s"]:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    lines = "".join(f"<polyline class=\"thr\" points=\"{line(run, 'threshold')}\"/>"
+                    f"<polyline class=\"sim\" points=\"{line(run, 'similarity_min')}\"/>" for run in runs)
+    dots = "".join("<circle class=\"drift\" r=\"2.5\" cx=\"{:.1f}\" cy=\"{:.1f}\"/>".format(*xy(p, "similarity_min"))
+                   for p in points if p["drifted"])
+    return (f"<svg class=\"chart\" id=\"chart\" viewBox=\"0 0 {CHART_W} {CHART_H}\" width=\"{CHART_W}\" "
+            f"height=\"{CHART_H}\" role=\"img\" aria-label=\"similarity and threshold, last 24 hours\">"
+            f"<rect class=\"bg\" width=\"{CHART_W}\" height=\"{CHART_H}\"/>{lines}{dots}</svg>"
+            f"<p class=\"legend\">last 24 h, lowest match of each {h['bucket_s'] // 60} min (solid) against "
+            f"the threshold (dashed); red: drifted checks; scale {lo:.2f} to 1</p>")
+
+
+def camera_page(c: dict[str, Any], history: dict[str, Any]) -> str:
+    """Reference | current side by side, the state, a 24-hour chart, the camera's references and events."""
     cid = escape(c["id"])
     ref = (f"<img src=\"/api/cameras/{cid}/reference.jpg\" alt=\"reference of {cid}\" width=\"320\" height=\"180\">"
            if c["references"] else "<div class=\"noimg\">no reference</div>")
@@ -128,6 +168,7 @@ def camera_page(c: dict[str, Any]) -> str:
             f"every {c['interval']:g} s · <code>{escape(c['url'])}</code></p>"
             f"<div class=\"pair\"><figure>{ref}<figcaption>reference</figcaption></figure>"
             f"<figure>{cur}<figcaption>current</figcaption></figure></div></div>"
+            f"<h2>Last 24 hours</h2>{chart_svg(history)}"
             "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"
             "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"
