@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stress_cases as sc  # noqa: E402
+import stress_effects as fx  # noqa: E402
 
 
 def scene(seed: int = 0, w: int = 320, h: int = 240) -> np.ndarray:
@@ -45,8 +46,8 @@ def write_clip(path: Path, n: int = 40) -> None:
 @pytest.mark.parametrize("target", [0.2, 0.35, 0.5])
 def test_defocus_lowers_full_size_detail_into_the_band(target: float) -> None:
     img = scene()
-    out, params = sc.defocus(img, np.random.default_rng(0), target=target)
-    ratio = sc.detail(out) / sc.detail(img)
+    out, params = fx.defocus(img, np.random.default_rng(0), target=target)
+    ratio = fx.detail(out) / fx.detail(img)
     assert abs(ratio - target) < 0.05, (ratio, params)
     assert params["radius_px"] > 0
 
@@ -54,8 +55,8 @@ def test_defocus_lowers_full_size_detail_into_the_band(target: float) -> None:
 def test_defocus_draws_its_target_in_the_guide_band() -> None:
     img = scene()
     for seed in range(6):
-        out, params = sc.defocus(img, np.random.default_rng(seed))
-        ratio = sc.detail(out) / sc.detail(img)
+        out, params = fx.defocus(img, np.random.default_rng(seed))
+        ratio = fx.detail(out) / fx.detail(img)
         assert 0.17 <= ratio <= 0.53, (seed, ratio, params)
 
 
@@ -63,9 +64,9 @@ def test_defocus_draws_its_target_in_the_guide_band() -> None:
 def test_partial_cover_covers_the_intended_fraction(fraction: float) -> None:
     img = scene()
     for seed in range(8):   # polygons, blobs and strips at edges, corners, the centre
-        mask, params = sc.cover_mask(img.shape[:2], np.random.default_rng(seed), fraction)
+        mask, params = fx.cover_mask(img.shape[:2], np.random.default_rng(seed), fraction)
         assert abs(float(mask.mean()) - fraction) < 0.03, (seed, params, float(mask.mean()))
-        out, p2 = sc.partial_cover(img, np.random.default_rng(seed), fraction)
+        out, p2 = fx.partial_cover(img, np.random.default_rng(seed), fraction)
         changed = (np.abs(out.astype(int) - img.astype(int)).max(axis=2) > 0).mean()
         assert changed >= 0.9 * fraction, (seed, p2, changed)
         assert abs(float(p2["covered"]) - fraction) < 0.03
@@ -74,7 +75,7 @@ def test_partial_cover_covers_the_intended_fraction(fraction: float) -> None:
 def test_cover_shapes_and_places_vary() -> None:
     shapes, places = set(), set()
     for seed in range(40):
-        _, params = sc.cover_mask((120, 160), np.random.default_rng(seed), 0.3)
+        _, params = fx.cover_mask((120, 160), np.random.default_rng(seed), 0.3)
         shapes.add(params["shape"])
         places.add(params["place"])
     assert shapes == {"polygon", "blob", "strip"}
@@ -84,13 +85,13 @@ def test_cover_shapes_and_places_vary() -> None:
 @pytest.mark.parametrize("seed", [0, 3, 7])
 def test_parked_object_stays_in_focus_and_sized(seed: int) -> None:
     img = scene()
-    out, params = sc.parked(img, np.random.default_rng(seed), fraction=0.3)
+    out, params = fx.parked(img, np.random.default_rng(seed), fraction=0.3)
     assert abs(float(params["covered"]) - 0.3) < 0.03
-    # in focus: inside the object, detail (gain-free, as sc.detail) is above what the
+    # in focus: inside the object, detail (gain-free, as fx.detail) is above what the
     # gentlest defocus leaves of the scene there
-    mask, _ = sc.vehicle_mask(img.shape[:2], np.random.default_rng(seed), 0.3)
+    mask, _ = fx.vehicle_mask(img.shape[:2], np.random.default_rng(seed), 0.3)
     inside = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    soft, _ = sc.defocus(img, np.random.default_rng(seed), target=0.5)
+    soft, _ = fx.defocus(img, np.random.default_rng(seed), target=0.5)
 
     def local(image: np.ndarray) -> float:
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -102,20 +103,25 @@ def test_parked_object_stays_in_focus_and_sized(seed: int) -> None:
 def test_glare_saturates_a_region_not_the_whole_view() -> None:
     img = scene()
     for seed in range(5):
-        _, params = sc.glare(img, np.random.default_rng(seed))
+        _, params = fx.glare(img, np.random.default_rng(seed))
         assert 0.005 < float(params["saturated"]) < 0.6, params
 
 
 def test_spray_softens_and_washes_most_of_the_view() -> None:
     img = scene()
-    out, params = sc.spray(img, np.random.default_rng(0))
+    out, params = fx.spray(img, np.random.default_rng(0))
     assert float(params["coverage"]) >= 0.7
-    assert sc.detail(out) < 0.5 * sc.detail(img)
+    assert fx.detail(out) < 0.5 * fx.detail(img)
+
+
+def test_the_kinds_are_the_effects() -> None:
+    assert set(fx.effects()) == set(sc.KINDS)
+    assert all(sc.label_of(k) == 1 for k in sc.DRIFTED) and all(sc.label_of(k) == 0 for k in sc.BENIGN)
 
 
 def test_every_effect_keeps_the_frame_shape() -> None:
     img = scene()
-    for kind, effect in sc.effects().items():
+    for kind, effect in fx.effects().items():
         out, _ = effect(img, np.random.default_rng(0))
         assert out.shape == img.shape and out.dtype == np.uint8, kind
 
