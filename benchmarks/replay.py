@@ -156,17 +156,22 @@ def _batches(items: Iterator[tuple[int, np.ndarray]], n: int) -> Iterator[list[t
         yield batch
 
 
+def effective(confirm: int | None, recover: int | None, calibration: int | None) -> tuple[int, int, int]:
+    """(confirm, recover, calibration checks): the product's defaults (config.schema) where None."""
+    camera = CameraConfig.model_construct(id="replay", url="")
+    return (camera.confirm if confirm is None else confirm, camera.recover if recover is None else recover,
+            Settings().calibration.checks if calibration is None else calibration)
+
+
 def replay_clip(clip: Path, embedder: Embedder, stride: int = 1, confirm: int | None = None,
                 recover: int | None = None, calibration: int | None = None,
                 fps: float | None = None) -> ClipReplay:
     """One clip as the daemon would have watched it, check by check (see the module's docstring)."""
     cid = camera_id(clip)
-    defaults = CameraConfig.model_construct(id=cid, url="")
-    cal_default = Settings().calibration
-    settings = Settings.model_construct(calibration=cal_default.model_copy(
-        update={"checks": cal_default.checks if calibration is None else calibration}))
-    camera = defaults.model_copy(update={"confirm": confirm or defaults.confirm,
-                                         "recover": recover or defaults.recover})
+    confirm, recover, calibration = effective(confirm, recover, calibration)
+    base = Settings()
+    settings = Settings.model_construct(calibration=base.calibration.model_copy(update={"checks": calibration}))
+    camera = CameraConfig.model_construct(id=cid, url="").model_copy(update={"confirm": confirm, "recover": recover})
     rate, guessed = (fps, False) if fps else clip_fps(clip)
     interval = stride / rate
     monitor = Monitor(cid, Policy(camera.confirm, camera.recover, interval))
@@ -329,8 +334,8 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="an ONNX model (default: the shipped one)")
     ap.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     a = ap.parse_args()
-    if a.stride < 1:
-        ap.error("--stride must be >= 1")
+    if a.stride < 1 or (a.confirm or 1) < 1 or (a.recover or 1) < 1 or (a.calibration or 0) < 0:
+        ap.error("--stride, --confirm and --recover must be >= 1, --calibration >= 0")
     clips = [Path(c) for c in a.clips]
     missing = [str(c) for c in clips if not c.exists()]
     if missing:
@@ -340,8 +345,9 @@ def main() -> int:
     report = []
     total = 0
     if not a.json:
+        confirm, recover, calibration = effective(a.confirm, a.recover, a.calibration)
         print(f"replay: model {embedder.spec.name} {embedder.spec.version}, stride {a.stride}, "
-              f"defaults unless set: confirm={a.confirm}, recover={a.recover}, calibration={a.calibration}")
+              f"confirm {confirm}, recover {recover}, calibration checks {calibration}")
     for clip in clips:
         r = replay_clip(clip, embedder, a.stride, a.confirm, a.recover, a.calibration)
         timeline = judge_timeline(r, spans) if spans else []

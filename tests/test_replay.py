@@ -112,3 +112,11 @@ def test_bad_stride_is_one_line(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "--stride" in out.stderr
+
+
+def test_confirm_override_alerts_on_the_first_covered_frame(tmp_path: Path, embedder: Embedder) -> None:
+    clip = tmp_path / "corridor.avi"
+    write_clip(clip)
+    r = replay.replay_clip(clip, embedder, confirm=1)
+    assert [e.frame for e in r.alerts] == [STILL]
+    assert replay.effective(None, None, None) == (3, 2, 8)    # the product's defaults (config.schema)
