@@ -16,16 +16,19 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import yaml
 from daemon_helpers import Daemon, camwatch, free_port, write_config
 
 from camwatch.config.load import load_config
-from camwatch.service.console.data import Sources, fleet
+from camwatch.service.console.data import Sources, difference_jpeg, fleet
 from camwatch.service.console.snapshot import BUCKET_S, BUCKETS, LastView, ViewLog
 from camwatch.service.console.views import chart_svg, fleet_page
+from camwatch.store.references import ReferenceStore
 
 SECRET = "Pa55-w0rd-console"
 CAMERAS = [
@@ -119,17 +122,17 @@ def test_api_camera_has_its_references_and_events_and_a_redacted_url(console):
 
 def test_thumbnails_are_jpegs_of_configured_cameras_and_cached_by_tag(console):
     _, base = console
-    for kind in ("current", "reference"):
+    for kind in ("current", "reference", "difference"):
         status, headers, body = get(base, f"/api/cameras/street/{kind}.jpg")
         assert status == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
         assert len(body) < 60_000   # a thumbnail, not the frame
         etag = headers["etag"]
         status, _, body = get(base, f"/api/cameras/street/{kind}.jpg", {"If-None-Match": etag})
         assert status in (200, 304)
-        if kind == "reference":   # the reference does not change between the two requests
+        if kind == "reference":   # the reference does not change between the two requests (the others may)
             assert status == 304 and body == b""
     # A camera with no check and no reference yet: a clear 404, in JSON.
-    for kind in ("current", "reference"):
+    for kind in ("current", "reference", "difference"):
         status, headers, body = get(base, f"/api/cameras/gate/{kind}.jpg")
         assert status == 404 and "gate" in json.loads(body)["error"]
 
@@ -182,6 +185,7 @@ def test_camera_page_shows_reference_and_current_side_by_side(console):
     html = body.decode()
     assert status == 200
     assert "/api/cameras/street/reference.jpg" in html and "/api/cameras/street/current.jpg" in html
+    assert "/api/cameras/street/difference.jpg" in html
     assert "References" in html and "default" in html and "Recent events" in html
     assert get(base, "/cameras/nope")[0] == 404
 
@@ -310,6 +314,28 @@ def test_a_drift_shows_in_the_24_hour_history_and_its_chart(console):
     html = get(base, "/cameras/hall")[2].decode()
     assert '<svg class="chart"' in html and 'class="drift"' in html and "<script" not in html.split("</head>")[1]
     assert get(base, "/api/cameras/nope/history")[0] == 404
+
+
+def test_the_difference_is_bright_where_the_view_changed(tmp_path):
+    """A real reference store; reference and view differ in one corner only: the heat map is bright there."""
+    ref = np.full((180, 320, 3), 90, np.uint8)
+    cur = ref.copy()
+    cur[:60, :100] = 250
+    cfg = load_config(str(write_config(tmp_path / "cameras.yaml", [{"id": "c1", "url": "demo:shop"}])))
+    store = ReferenceStore(cfg.settings.state_dir)
+    try:
+        store.add("c1", "default", cv2.imencode(".jpg", ref)[1].tobytes(), np.ones(8, np.float32), "m")
+        views = ViewLog()
+        views.add(LastView.of(cur, 1.0, 0.5, 0.7, True, "covered"))
+        runtime = SimpleNamespace(views=views)   # the one field the console reads of a CameraRuntime
+        src = Sources(lambda: cfg, lambda: {"c1": runtime}, lambda: store, lambda: None)
+        got = difference_jpeg(src, cfg.cameras[0])
+        assert got is not None
+        heat = cv2.cvtColor(cv2.imdecode(np.frombuffer(got[1], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)
+        assert heat[10:50, 10:90].mean() > 3 * heat[100:, 150:].mean() + 20
+        assert difference_jpeg(src, cfg.cameras[0]) == got      # kept until the view or the reference changes
+    finally:
+        store.close()
 
 
 def test_the_view_log_keeps_24_hours_in_fixed_memory():

@@ -287,7 +287,7 @@ class Pipeline:
                 threshold = threshold_for(rt.camera, self.settings, self.embedder, self.store)
                 j = judge(vec, stats, refs, threshold)
                 if self.settings.console.enabled:
-                    rt.views.add(LastView.of(item.image, item.captured_at, j.verdict.similarity,
+                    rt.views.add(LastView.of(view, item.captured_at, j.verdict.similarity,
                                              threshold.value, bool(j.verdict.drifted), j.verdict.kind))
                 seen = Assessed(j.verdict, frozenset(r.id for r in refs), item.captured_at, threshold.value,
                                 threshold.source, threshold.calibrating, threshold.structure_scale)

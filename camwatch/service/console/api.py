@@ -60,11 +60,12 @@ def _jpeg(request: Request, got: tuple[str, bytes] | None, missing: str) -> Resp
 
 #: The thumbnails a camera has: (how it is made, what a 404 says when there is none yet).
 THUMBNAILS = {"current.jpg": (data.current_jpeg, "has no checked view yet"),
-              "reference.jpg": (data.reference_jpeg, "has no reference")}
+              "reference.jpg": (data.reference_jpeg, "has no reference"),
+              "difference.jpg": (data.difference_jpeg, "has no reference or no checked view yet")}
 
 
 def thumbnail(request: Request) -> Response:
-    """GET /api/cameras/{id}/current.jpg | reference.jpg."""
+    """GET /api/cameras/{id}/current.jpg | reference.jpg | difference.jpg."""
     which = THUMBNAILS.get(request.path_params["image"])
     if which is None:
         return error(404, "not found")

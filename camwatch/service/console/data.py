@@ -54,6 +54,7 @@ class Sources:
     events: Callable[[], EventStore | None]
     clock: Callable[[], float] = time.time
     _thumbs: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _diffs: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)   # one per camera
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def camera(self, camera_id: str) -> CameraConfig | None:
@@ -210,3 +211,30 @@ def history(src: Sources, cam: CameraConfig) -> dict[str, Any]:
     return {"id": cam.id, "bucket_s": BUCKET_S, "time": round(now, 3),
             "points": [{"t": t, "similarity_min": s, "threshold": thr, "checks": n, "drifted": k}
                        for t, s, thr, n, k in points]}
+
+
+def difference_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None:
+    """(a tag, a heat map) of where the latest view differs from the newest reference; None without both.
+
+    Made from the two thumbnails (both the camera's view with its ROI and mask
+    applied, as judged), once per new view or reference, one kept per camera.
+    """
+    ref, cur = reference_jpeg(src, cam), current_jpeg(src, cam)
+    if ref is None or cur is None:
+        return None
+    tag = f"d{ref[0]}{cur[0]}"
+    with src._lock:
+        hit = src._diffs.get(cam.id)
+    if hit is not None and hit[0] == tag:
+        return hit
+    a = cv2.imdecode(np.frombuffer(ref[1], np.uint8), cv2.IMREAD_GRAYSCALE)
+    b = cv2.imdecode(np.frombuffer(cur[1], np.uint8), cv2.IMREAD_GRAYSCALE)
+    if a is None or b is None:
+        return None
+    b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+    diff = cv2.GaussianBlur(cv2.absdiff(a, b), (5, 5), 0)
+    heat = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_INFERNO)
+    made = (tag, thumbnail(heat))
+    with src._lock:
+        src._diffs[cam.id] = made
+    return made

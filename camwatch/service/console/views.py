@@ -115,16 +115,16 @@ def chart_svg(h: dict[str, Any]) -> str:
     end, span = float(h["time"]), 24 * 3600.0
     lo = min(0.0, *(p["similarity_min"] for p in points), *(p["threshold"] for p in points))
 
-    half = h["bucket_s"] / 2
-
-    def xy(p: dict[str, Any], key: str) -> tuple[float, float]:
-        """A point's middle in time and its value, in the chart's pixels."""
-        x = CHART_PAD + (CHART_W - 2 * CHART_PAD) * max(0.0, min(1.0, (p["t"] + half - (end - span)) / span))
+    def xy(p: dict[str, Any], key: str, at: float = 0.5) -> tuple[float, float]:
+        """A point's value at ``at`` of its span (0 start, 1 end), in the chart's pixels."""
+        t = p["t"] + at * h["bucket_s"]
+        x = CHART_PAD + (CHART_W - 2 * CHART_PAD) * max(0.0, min(1.0, (t - (end - span)) / span))
         y = CHART_PAD + (CHART_H - 2 * CHART_PAD) * (1.0 - (p[key] - lo) / (1.0 - lo if lo < 1.0 else 1.0))
         return x, y
 
     def line(run: list[dict[str, Any]], key: str) -> str:
-        return " ".join("{:.1f},{:.1f}".format(*xy(p, key)) for p in run)
+        """Steps: each point holds its value across its five minutes, so a lone point shows too."""
+        return " ".join("{:.1f},{:.1f}".format(*xy(p, key, at)) for p in run for at in (0.0, 1.0))
 
     runs: list[list[dict[str, Any]]] = []
     for p in points:   # a new run after a gap of more than one point
@@ -150,6 +150,9 @@ def camera_page(c: dict[str, Any], history: dict[str, Any]) -> str:
            if c["references"] else "<div class=\"noimg\">no reference</div>")
     cur = (f"<img id=\"current\" src=\"/api/cameras/{cid}/current.jpg\" alt=\"current view of {cid}\" width=\"320\" "
            "height=\"180\">" if c["checked_at"] is not None else "<div class=\"noimg\">no view yet</div>")
+    diff = (f"<img id=\"difference\" src=\"/api/cameras/{cid}/difference.jpg\" alt=\"difference\" width=\"320\" "
+            "height=\"180\">" if c["references"] and c["checked_at"] is not None
+            else "<div class=\"noimg\">no difference yet</div>")
     refs = "".join(f"<tr><td>{r['id']}</td><td>{escape(r['label'])}</td><td>{escape(age_text(r['age']))}</td>"
                    f"<td><code>{escape(r['model'])}</code></td></tr>" for r in c["references"]) \
         or "<tr><td colspan=\"4\">none</td></tr>"
@@ -167,7 +170,8 @@ def camera_page(c: dict[str, Any], history: dict[str, Any]) -> str:
             f"checked <span class=\"age\">{escape(age_text(c['last_check_age']))}</span> · "
             f"every {c['interval']:g} s · <code>{escape(c['url'])}</code></p>"
             f"<div class=\"pair\"><figure>{ref}<figcaption>reference</figcaption></figure>"
-            f"<figure>{cur}<figcaption>current</figcaption></figure></div></div>"
+            f"<figure>{cur}<figcaption>current</figcaption></figure>"
+            f"<figure>{diff}<figcaption>difference (brighter: more changed)</figcaption></figure></div></div>"
             f"<h2>Last 24 hours</h2>{chart_svg(history)}"
             "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"

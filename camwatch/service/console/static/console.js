@@ -70,7 +70,12 @@
     get("/api/cameras/" + encodeURIComponent(id), function (c) {
       setState(box, c);
       var cur = document.getElementById("current") || box.querySelectorAll("figure")[1].firstElementChild;
+      var before = box.getAttribute("data-checked");
       setImage(box, c, cur, id);
+      var diff = document.getElementById("difference");
+      if (diff && box.getAttribute("data-checked") !== before) {
+        diff.src = "/api/cameras/" + encodeURIComponent(id) + "/difference.jpg?t=" + c.checked_at;
+      }
     });
   }
 
