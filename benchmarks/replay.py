@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stress_cases import image_files  # noqa: E402
 from tamper_cases import Span, read_timeline  # noqa: E402
 
 from camwatch.config.schema import CameraConfig, Settings  # noqa: E402
@@ -61,7 +62,6 @@ BATCH = 16
 FALLBACK_FPS = 25.0
 #: The fake clock's start (any fixed unix time: the monitor only compares times).
 T0 = 1_700_000_000.0
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def clip_fps(clip: Path) -> tuple[float, bool]:
 def frames_of(clip: Path, stride: int) -> Iterator[tuple[int, np.ndarray]]:
     """(frame number, BGR frame) of every ``stride``-th frame, streamed (a clip is never held whole)."""
     if clip.is_dir():
-        files = sorted(p for p in clip.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(clip)
         for i in range(0, len(files), stride):
             image = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
             if image is not None:

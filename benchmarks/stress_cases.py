@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -79,6 +80,13 @@ BENIGN = ("benign:fog", "benign:rain", "benign:night", "benign:parked", "benign:
 KINDS = DRIFTED + BENIGN
 JPEG_QUALITY = 95
 STILL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """A folder clip's frames in natural order (``2.png`` before ``10.png``, as they were taken)."""
+    def key(p: Path) -> list[tuple[int, int | str]]:
+        return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", p.name.lower()) if t]
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in STILL_SUFFIXES), key=key)
 
 
 def label_of(kind: str) -> int:
@@ -100,7 +108,7 @@ def frame_count(path: Path) -> int:
 def read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     """The frames numbered ``wanted`` of a clip (a video file or a folder of images)."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in STILL_SUFFIXES)
+        files = image_files(path)
         return {i: im for i in sorted(wanted) if i < len(files)
                 and (im := cv2.imread(str(files[i]), cv2.IMREAD_COLOR)) is not None}
     cap = cv2.VideoCapture(str(path))
@@ -118,7 +126,7 @@ def read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 
 def clip_length(path: Path) -> int:
     if path.is_dir():
-        return sum(1 for p in path.iterdir() if p.suffix.lower() in STILL_SUFFIXES)
+        return len(image_files(path))
     return frame_count(path)
 
 

@@ -114,6 +114,12 @@ def test_spray_softens_and_washes_most_of_the_view() -> None:
     assert fx.detail(out) < 0.5 * fx.detail(img)
 
 
+def test_folder_clip_frames_in_natural_order(tmp_path: Path) -> None:
+    for name in ("10.png", "2.png", "1.png", "notes.txt", "frame_003.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in sc.image_files(tmp_path)] == ["1.png", "2.png", "10.png", "frame_003.jpg"]
+
+
 def test_the_kinds_are_the_effects() -> None:
     assert set(fx.effects()) == set(sc.KINDS)
     assert all(sc.label_of(k) == 1 for k in sc.DRIFTED) and all(sc.label_of(k) == 0 for k in sc.BENIGN)
