@@ -226,8 +226,8 @@ class RangeResult:
     ``checks_to_alert`` the checks from the range's first to it, inclusive (0: an alert
     was already open when it began), ``held`` the share of its checks with the alert open.
     Benign (label 0) after a tampered range: ``clear_frame`` and ``checks_to_clear`` from
-    its first check (0: already clear). Any range: ``false_alerts`` drift_started inside a
-    benign range.
+    its first check (0: cleared before it began; None: never cleared). Any benign range:
+    ``false_alerts``, the alerts opened inside it.
     """
 
     first: int
