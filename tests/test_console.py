@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import signal
 import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +34,7 @@ from camwatch.service.console.views import chart_svg, fleet_page
 from camwatch.store.references import ReferenceStore
 
 SECRET = "Pa55-w0rd-console"
+TOKEN = "console-token-4f9d2c7a1b"
 CAMERAS = [
     {"id": "street", "name": "Street <demo>", "url": "demo:street?seed=1", "auto_enroll": True},
     {"id": "shop", "name": "Shop floor", "url": "demo:shop?seed=2", "auto_enroll": True},
@@ -62,17 +66,26 @@ def refs(base: str, cid: str) -> list[tuple]:
     return [(r["id"], r["label"], r["created_at"]) for r in get_json(base, f"/api/cameras/{cid}")[1]["references"]]
 
 
-def start_daemon(folder: Path, cameras: list[dict]) -> tuple[Daemon, str]:
-    """A real daemon on ``cameras`` with its console on a free loopback port: (daemon, console's base URL)."""
+def start_daemon(folder: Path, cameras: list[dict], token: str | None = None) -> tuple[Daemon, str]:
+    """A real daemon on ``cameras`` with its console on a free loopback port: (daemon, console's base URL).
+
+    ``token``: operators may log in with it, given as a systemd credential (${cred:console-token})."""
     port = free_port()
-    cfg = write_config(folder / "cameras.yaml", cameras, calibration={"checks": 2},
-                       console={"enabled": True, "address": "127.0.0.1", "port": port})
-    return Daemon(cfg), f"http://127.0.0.1:{port}"
+    console = {"enabled": True, "address": "127.0.0.1", "port": port}
+    env = None
+    if token is not None:
+        creds = folder / "credentials"
+        creds.mkdir()
+        (creds / "console-token").write_text(token)
+        console["token"] = "${cred:console-token}"
+        env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    cfg = write_config(folder / "cameras.yaml", cameras, calibration={"checks": 2}, console=console)
+    return Daemon(cfg, env=env), f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    d, base = start_daemon(tmp_path_factory.mktemp("console"), CAMERAS)
+    d, base = start_daemon(tmp_path_factory.mktemp("console"), CAMERAS, token=TOKEN)
     try:
         d.wait("every enabled camera checked or failed", lambda: _settled(base), timeout=90)
         yield d, base
@@ -207,9 +220,10 @@ def test_no_secret_in_any_answer_page_or_log(console):
                   f"/api/cameras/{cid}/reference.jpg"]
     for p in paths:
         _, headers, body = get(base, p)
-        assert SECRET.encode() not in body, p
-        assert SECRET not in json.dumps(headers), p
-    assert SECRET not in d.log()
+        for secret in (SECRET, TOKEN):
+            assert secret.encode() not in body, p
+            assert secret not in json.dumps(headers), p
+    assert SECRET not in d.log() and TOKEN not in d.log()
 
 
 def test_a_console_port_in_use_stops_the_start_with_one_line(tmp_path):
@@ -360,3 +374,132 @@ def test_the_view_log_keeps_24_hours_in_fixed_memory():
     svg = chart_svg({"bucket_s": BUCKET_S, "time": now, "points": [
         {"t": t, "similarity_min": s, "threshold": th, "checks": n, "drifted": k} for t, s, th, n, k in series]})
     assert svg.count("<polyline") == 2 and svg.count('class="drift"') == BUCKETS
+
+
+
+# -- operators: log in, accept the current view (these run last: a failed login counts against 127.0.0.1) ----
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def post(base: str, path: str, fields: dict, cookies: dict | None = None) -> tuple[int, dict, str]:
+    """A form POST as a browser sends it, redirects not followed: (status, headers, body)."""
+    data = urllib.parse.urlencode(fields).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    req = urllib.request.Request(base + path, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def cookie(headers: dict, name: str) -> tuple[str, str] | None:
+    """(value, attributes) of the cookie ``name`` that an answer sets."""
+    for raw in [v for k, v in headers.items() if k.lower() == "set-cookie"]:
+        m = re.match(rf"{name}=([^;]*);?(.*)", raw)
+        if m:
+            return m.group(1), m.group(2)
+    return None
+
+
+def login_form(base: str) -> tuple[str, str]:
+    """(csrf field, login cookie) from GET /login."""
+    status, headers, body = get(base, "/login")
+    assert status == 200
+    field = re.search(r'name="csrf" value="([^"]+)"', body.decode()).group(1)
+    got = cookie(headers, "camwatch_login")
+    assert got is not None and "httponly" in got[1].lower() and "samesite=strict" in got[1].lower()
+    return field, got[0]
+
+
+def log_in(base: str, name: str = "alice") -> tuple[str, str]:
+    """(session cookie, the session's CSRF token) of a logged-in operator."""
+    field, login_cookie = login_form(base)
+    status, headers, _ = post(base, "/login", {"csrf": field, "name": name, "token": TOKEN},
+                              {"camwatch_login": login_cookie})
+    assert status == 303
+    sid, attrs = cookie(headers, "camwatch_session")
+    assert "httponly" in attrs.lower() and "samesite=strict" in attrs.lower()
+    page = get(base, "/cameras/street", {"Cookie": f"camwatch_session={sid}"})[2].decode()
+    assert f'<span id="who">{name}</span>' in page and 'action="/cameras/street/accept"' in page
+    return sid, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def test_a_login_needs_the_forms_csrf_token_and_the_right_token(console):
+    _, base = console
+    assert 'href="/login"' in get(base, "/")[2].decode() and 'action="/cameras/street/accept"' not in \
+        get(base, "/cameras/street")[2].decode()           # read-only until logged in
+    field, login_cookie = login_form(base)
+    for fields, cookies in (({"name": "alice", "token": TOKEN}, {"camwatch_login": login_cookie}),      # no csrf
+                            ({"csrf": field, "name": "alice", "token": TOKEN}, {}),                     # no cookie
+                            ({"csrf": "forged", "name": "alice", "token": TOKEN}, {"camwatch_login": login_cookie})):
+        status, headers, _ = post(base, "/login", fields, cookies)
+        assert status == 403 and cookie(headers, "camwatch_session") is None
+    status, headers, body = post(base, "/login", {"csrf": field, "name": "mallory", "token": "not-the-token-at-all"},
+                                 {"camwatch_login": login_cookie})
+    assert status == 401 and "wrong token" in body and cookie(headers, "camwatch_session") is None
+    status, _, body = post(base, "/login", {"csrf": field, "name": "<script>", "token": TOKEN},
+                           {"camwatch_login": login_cookie})
+    assert status == 400 and "<script>" not in body
+    log_in(base)
+
+
+def test_an_accept_without_a_session_or_its_csrf_token_changes_nothing(console):
+    d, base = console
+    before = refs(base, "street")
+    sid, csrf = log_in(base)
+    for fields, cookies, status in (({"csrf": csrf, "label": "default"}, {}, 401),
+                                    ({"label": "default"}, {"camwatch_session": sid}, 403),
+                                    ({"csrf": "forged", "label": "default"}, {"camwatch_session": sid}, 403),
+                                    ({"csrf": csrf, "label": " bad"}, {"camwatch_session": sid}, 400)):
+        got = post(base, "/cameras/street/accept", fields, cookies)
+        assert got[0] == status, got
+    assert post(base, "/cameras/nope/accept", {"csrf": csrf}, {"camwatch_session": sid})[0] == 404
+    assert post(base, "/cameras/attic/accept", {"csrf": csrf}, {"camwatch_session": sid})[0] == 409
+    time.sleep(3)   # three checks' time: an accept wrongly queued would have been carried out
+    assert refs(base, "street") == before
+    assert not [e for e in get_json(base, "/api/cameras/street")[1]["events"] if e["type"] == "reference_accepted"]
+
+
+def test_accepting_the_current_view_makes_it_the_reference_and_records_who(console):
+    d, base = console
+    d.wait("hall drifted", lambda: get_json(base, "/api/cameras/hall")[1]["state"] == "drifted", timeout=90)
+    before = refs(base, "hall")
+    sid, csrf = log_in(base, "bob")
+    status, headers, _ = post(base, "/cameras/hall/accept", {"csrf": csrf, "label": "default"},
+                              {"camwatch_session": sid})
+    assert status == 303 and headers["location"].startswith("/cameras/hall")
+    d.wait("hall's new reference", lambda: refs(base, "hall") != before, timeout=30)
+    after = refs(base, "hall")
+    assert len(after) == 1 and after[0][0] != before[0][0] and after[0][1] == "default"
+    d.wait("hall back to ok", lambda: get_json(base, "/api/cameras/hall")[1]["state"] == "ok", timeout=60)
+    events = get_json(base, "/api/cameras/hall")[1]["events"]
+    accepted = [e for e in events if e["type"] == "reference_accepted"]
+    assert len(accepted) == 1 and "bob accepted the current view" in accepted[0]["message"]
+    assert any(e["type"] == "drift_cleared" for e in events)
+    assert "bob accepted the current view as reference" in d.log()
+
+
+def test_logging_out_ends_the_session(console):
+    _, base = console
+    sid, csrf = log_in(base, "carol")
+    assert post(base, "/logout", {}, {"camwatch_session": sid})[0] == 403            # no csrf: still in
+    assert post(base, "/logout", {"csrf": csrf}, {"camwatch_session": sid})[0] == 303
+    assert post(base, "/cameras/street/accept", {"csrf": csrf}, {"camwatch_session": sid})[0] == 401
+
+
+def test_failed_logins_are_rate_limited(console):
+    _, base = console
+    field, login_cookie = login_form(base)
+    statuses = [post(base, "/login", {"csrf": field, "name": "eve", "token": f"guess-{i}"},
+                     {"camwatch_login": login_cookie})[:2] for i in range(6)]
+    assert [s for s, _ in statuses].count(401) <= 5 and statuses[-1][0] == 429
+    assert int(statuses[-1][1]["retry-after"]) > 0
+    # Even the right token waits now.
+    assert post(base, "/login", {"csrf": field, "name": "alice", "token": TOKEN}, {"camwatch_login": login_cookie})[0] \
+        == 429

@@ -4,7 +4,9 @@ selenium) against a real daemon on demo cameras.
 The fleet page lists every camera; when the demo lobby camera is turned, its
 tile turns drifted while the page stays loaded (console.js polls /api/cameras),
 with no reload: a marker set on the page's window before the drift must still be
-there after it.
+there after it. Then an operator logs in, accepts the turned view from the
+camera's page, and sees the camera return to ok while the reference changes in
+the store.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from daemon_helpers import Daemon
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from test_console import start_daemon
+from test_console import TOKEN, get_json, refs, start_daemon
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -38,7 +40,7 @@ CAMERAS = [
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    d, base = start_daemon(tmp_path_factory.mktemp("console-browser"), CAMERAS)
+    d, base = start_daemon(tmp_path_factory.mktemp("console-browser"), CAMERAS, token=TOKEN)
     try:
         yield d, base
     finally:
@@ -103,3 +105,28 @@ def _answers(base: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def test_an_operator_logs_in_and_accepts_the_turned_view(console, browser):
+    d, base = console
+    d.wait("lobby drifted", lambda: get_json(base, "/api/cameras/lobby")[1]["state"] == "drifted", timeout=120)
+    before = refs(base, "lobby")
+    browser.get(base + "/cameras/lobby")
+    assert not browser.find_elements(By.ID, "accept")            # read-only until logged in
+    browser.find_element(By.CSS_SELECTOR, "a.user").click()
+    browser.find_element(By.NAME, "name").send_keys("dana")
+    browser.find_element(By.NAME, "token").send_keys("a wrong token")
+    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    assert "wrong token" in browser.page_source and not browser.find_elements(By.ID, "who")
+    browser.find_element(By.NAME, "name").send_keys("dana")
+    browser.find_element(By.NAME, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    assert browser.find_element(By.ID, "who").text == "dana"
+    browser.get(base + "/cameras/lobby")
+    browser.find_element(By.CSS_SELECTOR, "#accept button").click()
+    page = browser.find_element(By.ID, "camera")
+    _wait("the lobby page to show ok (polled, no reload)", lambda: page.get_attribute("data-state") == "ok", 60, d)
+    after = refs(base, "lobby")
+    assert after != before and after[0][0] != before[0][0]
+    events = get_json(base, "/api/cameras/lobby")[1]["events"]
+    assert any(e["type"] == "reference_accepted" and "dana" in e["message"] for e in events)

@@ -104,6 +104,8 @@ class ConsoleSettings(_Section):
     enabled: Flag = False
     address: Address = "127.0.0.1"
     port: Port = 9809
+    #: Operators log in with it to act (accept a view as the reference); none = read-only. Best ${cred:NAME}.
+    token: OptionalText = Field(default=None, repr=False)
 
 
 class CalibrationSettings(_Section):

@@ -52,6 +52,7 @@ from camwatch.core.monitor import (
 from camwatch.core.secrets import scrub
 from camwatch.core.types import CameraState, Frame
 from camwatch.service.checks import embed_views, judge, threshold_for, view_of
+from camwatch.service.console.actions import accept_view
 from camwatch.service.console.snapshot import LastView, ViewLog
 from camwatch.service.enrol import enrol_frame
 from camwatch.service.metrics import Metrics
@@ -88,6 +89,7 @@ class CameraRuntime:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # the monitor's
     # The latest assessed view and 24 h of checks, for the console (filled only while it is enabled).
     views: ViewLog = field(default_factory=ViewLog, repr=False, compare=False)
+    accept: tuple[str, str] | None = None  # (label, who): an operator's "accept this view", done at the next check
 
     def observe(self, call: Callable[Concatenate[Monitor, P], list[Action]], *args: P.args,
                 **kwargs: P.kwargs) -> list[Action]:
@@ -300,6 +302,15 @@ class Pipeline:
         """The camera's references, enrolling this frame first under auto_enroll; [] (and the
         monitor told) when there is none."""
         cam = rt.camera
+        if rt.accept is not None:   # asked for in the console; made here, on the model's one thread
+            (label, who), rt.accept = rt.accept, None
+            accepted = accept_view(self.store, self.embedder, cam, item.image, label, who)
+            if accepted is not None:
+                self.refresh_reference_metrics(cam.id)
+                try:
+                    self.publish(accepted)
+                except Exception as exc:
+                    log.error("camera %s: could not record %s event: %s", cam.id, accepted.type, scrub(str(exc)))
         refs = self.store.for_camera(cam.id, images=False)
         if not refs and cam.auto_enroll and not self.store.ever_enrolled(cam.id):
             # Only a camera that never had a reference in this store: never a re-baseline.

@@ -108,6 +108,7 @@ class Event:
             "drift_cleared": "view back to normal",
             "camera_down": "camera unavailable",
             "camera_up": "camera available again",
+            "reference_accepted": "view accepted as the reference",
         }[self.type]
         parts = [f"camwatch: {self.camera_id}: {title}"]
         if self.kind and self.type == "drift_started":

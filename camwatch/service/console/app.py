@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from camwatch.service.console import api, data, views
+from camwatch.service.console import api, auth, data, forms, views
 
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self'; object-src 'none'; frame-ancestors 'none'; "
@@ -103,7 +103,8 @@ def fleet_page(request: Request) -> Response:
         page = int(request.query_params.get("page", "1"))
     except ValueError:
         page = 1
-    return HTMLResponse(views.fleet_page(data.fleet(src), state, page), headers={"Cache-Control": "no-store"})
+    return HTMLResponse(views.fleet_page(data.fleet(src), state, page, forms.viewer(request)),
+                        headers={"Cache-Control": "no-store"})
 
 
 def camera_page(request: Request) -> Response:
@@ -112,7 +113,7 @@ def camera_page(request: Request) -> Response:
     cam = src.camera(cid)
     if cam is None:
         return HTMLResponse(views.not_found_page(f"unknown camera '{cid[:80]}'"), status_code=404)
-    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam))
+    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam), forms.viewer(request))
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
@@ -124,13 +125,18 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return HTMLResponse(views.not_found_page(request.url.path[:80]), status_code=status)
 
 
-def build_app(sources: data.Sources, loopback: bool = True) -> ASGIApp:
+def build_app(sources: data.Sources, loopback: bool = True, operators: auth.Operators | None = None) -> ASGIApp:
     """The console as an ASGI app reading from ``sources``; ``loopback``: it listens on a loopback
-    address, so it refuses a Host that is not a loopback name (see _LoopbackHost)."""
+    address, so it refuses a Host that is not a loopback name (see _LoopbackHost); ``operators``:
+    who may log in and act (None: read-only)."""
     static = StaticFiles(directory=str(resources.files("camwatch.service.console") / "static"))
     app = Starlette(routes=[
         Route("/", fleet_page),
         Route("/cameras/{camera_id}", camera_page),
+        Route("/cameras/{camera_id}/accept", forms.accept, methods=["POST"]),
+        Route("/login", forms.login_form, methods=["GET"]),
+        Route("/login", forms.login, methods=["POST"]),
+        Route("/logout", forms.logout, methods=["POST"]),
         Route("/api/cameras", api.cameras),
         Route("/api/cameras/{camera_id}", api.camera),
         Route("/api/cameras/{camera_id}/history", api.history),
@@ -139,6 +145,7 @@ def build_app(sources: data.Sources, loopback: bool = True) -> ASGIApp:
         Mount("/static", static, name="static"),
     ], exception_handlers={HTTPException: _not_found})
     app.state.sources = sources
+    app.state.operators = operators
     # The fleet's JSON at 1,000 cameras is ~170 KB, ~15 KB gzipped: five browsers polling it stay cheap.
     served: ASGIApp = GZipMiddleware(app, minimum_size=512)
     return _Headers(_LoopbackHost(served) if loopback else served)

@@ -19,12 +19,15 @@ import uvicorn
 from camwatch.config.schema import ConsoleSettings
 from camwatch.core.errors import CamwatchError
 from camwatch.service.console.app import build_app, is_loopback_name
+from camwatch.service.console.auth import Operators
 from camwatch.service.console.data import Sources
 
 log = logging.getLogger(__name__)
 
 #: Seconds stop() waits for the server thread (open connections are closed after it).
 STOP_TIMEOUT_S = 3.0
+#: Shortest console token accepted.
+MIN_TOKEN = 16
 #: Connections served at once; past it, 503 (a control room has a few browsers, not hundreds).
 MAX_CONNECTIONS = 64
 
@@ -33,6 +36,9 @@ class ConsoleServer:
     """A running console; ``close()`` stops it (idempotent)."""
 
     def __init__(self, settings: ConsoleSettings, sources: Sources) -> None:
+        if settings.token is not None and len(settings.token) < MIN_TOKEN:
+            raise CamwatchError(f"settings.console.token: at least {MIN_TOKEN} characters (a login is guessed "
+                                "otherwise); e.g. ${cred:console-token} from a systemd credential")
         family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -45,7 +51,8 @@ class ConsoleServer:
                                 f"{exc.strerror or exc}") from None
         self.socket = sock
         self.address, self.port = sock.getsockname()[:2]
-        app = build_app(sources, loopback=is_loopback_name(settings.address))
+        operators = Operators(settings.token) if settings.token else None
+        app = build_app(sources, loopback=is_loopback_name(settings.address), operators=operators)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                 limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5, server_header=False)
         self._server = uvicorn.Server(config)

@@ -8,6 +8,7 @@ there); escaping each one here is the whole of what a template would add.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -19,14 +20,51 @@ PAGE_SIZE = 200
 FILTERS = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled")
 
 
-def _layout(title: str, body: str) -> str:
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at a page: ``who`` and their CSRF token when logged in; ``can_login``: actions are on."""
+
+    can_login: bool = False
+    who: str | None = None
+    csrf: str = ""
+
+
+READER = Viewer()
+
+
+def _user(v: Viewer) -> str:
+    if v.who:
+        return (f"<form class=\"user\" method=\"post\" action=\"/logout\"><span id=\"who\">{escape(v.who)}</span> "
+                f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(v.csrf)}\">"
+                "<button type=\"submit\">log out</button></form>")
+    return "<a class=\"user\" href=\"/login\">log in</a>" if v.can_login else ""
+
+
+def _layout(title: str, body: str, viewer: Viewer = READER) -> str:
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{escape(title)} · camwatch</title>"
             "<link rel=\"stylesheet\" href=\"/static/console.css\">"
             "<script src=\"/static/console.js\" defer></script></head>"
             f"<body><header><a href=\"/\" class=\"brand\">camwatch</a> <span class=\"ver\">{escape(__version__)}"
-            f"</span></header><main>{body}</main></body></html>\n")
+            f"</span>{_user(viewer)}</header><main>{body}</main></body></html>\n")
+
+
+def message_page(title: str, text: str, viewer: Viewer = READER) -> str:
+    """A one-line answer to a form (refused, done), with the way back."""
+    return _layout(title, f"<h1>{escape(title)}</h1><p class=\"message\">{escape(text)}</p>"
+                          "<p><a href=\"/\">all cameras</a></p>", viewer)
+
+
+def login_page(csrf: str, error: str = "") -> str:
+    err = f"<p class=\"error\">{escape(error)}</p>" if error else ""
+    return _layout("Log in", f"<h1>Log in</h1>{err}<form method=\"post\" action=\"/login\" class=\"login\">"
+                             f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(csrf)}\">"
+                             "<label>your name <input name=\"name\" required maxlength=\"40\" "
+                             "autocomplete=\"username\"></label>"
+                             "<label>console token <input name=\"token\" type=\"password\" required "
+                             "autocomplete=\"current-password\"></label>"
+                             "<button type=\"submit\">log in</button></form>")
 
 
 def age_text(seconds: float | None) -> str:
@@ -78,7 +116,7 @@ def _counts(counts: dict[str, int], total: int, active: str | None) -> str:
     return f"<ul class=\"counts\">{''.join(items)}</ul>"
 
 
-def fleet_page(fleet: dict[str, Any], state: str | None, page: int) -> str:
+def fleet_page(fleet: dict[str, Any], state: str | None, page: int, viewer: Viewer = READER) -> str:
     """Every camera as a tile, drifted first; ``state`` filters, ``page`` (1-based) pages."""
     rows = [c for c in fleet["cameras"] if state is None or c["state"] == state]
     pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
@@ -94,7 +132,7 @@ def fleet_page(fleet: dict[str, Any], state: str | None, page: int) -> str:
     body = (f"<h1>Cameras</h1>{_counts(fleet['counts'], fleet['total'], state)}"
             f"<section id=\"fleet\" class=\"fleet\" data-filter=\"{escape(state or '')}\" data-page=\"{page}\" "
             f"data-page-size=\"{PAGE_SIZE}\">{tiles}</section>{nav}")
-    return _layout("Cameras", body)
+    return _layout("Cameras", body, viewer)
 
 
 def _evidence_link(cid: str, e: dict[str, Any]) -> str:
@@ -143,7 +181,17 @@ def chart_svg(h: dict[str, Any]) -> str:
             f"the threshold (dashed); red: drifted checks; scale {lo:.2f} to 1</p>")
 
 
-def camera_page(c: dict[str, Any], history: dict[str, Any]) -> str:
+def _accept_form(c: dict[str, Any], viewer: Viewer) -> str:
+    if not viewer.who or not c["enabled"]:
+        return ""
+    return (f"<form method=\"post\" action=\"/cameras/{escape(c['id'])}/accept\" class=\"accept\" id=\"accept\">"
+            f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(viewer.csrf)}\">"
+            "<label>label <input name=\"label\" value=\"default\" required maxlength=\"64\"></label> "
+            "<button type=\"submit\">Accept the current view as the reference</button> "
+            "<span class=\"hint\">(at its next check; replaces the reference with this label)</span></form>")
+
+
+def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER) -> str:
     """Reference | current side by side, the state, a 24-hour chart, the camera's references and events."""
     cid = escape(c["id"])
     ref = (f"<img src=\"/api/cameras/{cid}/reference.jpg\" alt=\"reference of {cid}\" width=\"320\" height=\"180\">"
@@ -172,12 +220,12 @@ def camera_page(c: dict[str, Any], history: dict[str, Any]) -> str:
             f"<div class=\"pair\"><figure>{ref}<figcaption>reference</figcaption></figure>"
             f"<figure>{cur}<figcaption>current</figcaption></figure>"
             f"<figure>{diff}<figcaption>difference (brighter: more changed)</figcaption></figure></div></div>"
-            f"<h2>Last 24 hours</h2>{chart_svg(history)}"
+            f"{_accept_form(c, viewer)}<h2>Last 24 hours</h2>{chart_svg(history)}"
             "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"
             "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"
             f"<th>message</th><th>evidence</th></tr></thead><tbody>{evs}</tbody></table>")
-    return _layout(c["name"], body)
+    return _layout(c["name"], body, viewer)
 
 
 def not_found_page(what: str) -> str:
