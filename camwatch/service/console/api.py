@@ -7,6 +7,9 @@ whatever it looks like, and nothing is ever changed by a GET.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -31,19 +34,21 @@ def cameras(request: Request) -> Response:
     return JSONResponse(data.fleet(src), headers={"Cache-Control": "no-store"})
 
 
-def _configured(request: Request) -> tuple[data.Sources, CameraConfig] | JSONResponse:
-    """The sources and the configured camera the path names, or the 404 to answer."""
-    src: data.Sources = request.app.state.sources
-    cid = request.path_params["camera_id"]
-    cam = src.camera(cid)
-    return unknown_camera(cid) if cam is None else (src, cam)
+def per_camera(answer: Callable[[Request, data.Sources, CameraConfig], Response]) -> Callable[[Request], Response]:
+    """A route about one camera: ``answer`` gets the configured camera the path names; any other id is a 404."""
+
+    @functools.wraps(answer)
+    def route(request: Request) -> Response:
+        src: data.Sources = request.app.state.sources
+        cid = request.path_params["camera_id"]
+        cam = src.camera(cid)
+        return unknown_camera(cid) if cam is None else answer(request, src, cam)
+
+    return route
 
 
-def camera(request: Request) -> Response:
-    found = _configured(request)
-    if isinstance(found, Response):
-        return found
-    src, cam = found
+@per_camera
+def camera(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
     return JSONResponse(data.camera_detail(src, cam), headers={"Cache-Control": "no-store"})
 
 
@@ -64,34 +69,25 @@ THUMBNAILS = {"current.jpg": (data.current_jpeg, "has no checked view yet"),
               "difference.jpg": (data.difference_jpeg, "has no reference or no checked view yet")}
 
 
-def thumbnail(request: Request) -> Response:
+@per_camera
+def thumbnail(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
     """GET /api/cameras/{id}/current.jpg | reference.jpg | difference.jpg."""
     which = THUMBNAILS.get(request.path_params["image"])
     if which is None:
         return error(404, "not found")
-    found = _configured(request)
-    if isinstance(found, Response):
-        return found
-    src, cam = found
     make, missing = which
     return _jpeg(request, make(src, cam), f"camera '{cam.id}' {missing}")
 
 
-def evidence(request: Request) -> Response:
+@per_camera
+def evidence(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
     """GET /api/cameras/{id}/events/{event_id}/evidence.jpg: reference and view side by side, as alerted."""
-    found = _configured(request)
-    if isinstance(found, Response):
-        return found
-    src, cam = found
     event_id = request.path_params["event_id"]
     return _jpeg(request, data.evidence_jpeg(src, cam, event_id),
                  f"camera '{cam.id}' has no event '{clip(event_id, 40)}' with evidence")
 
 
-def history(request: Request) -> Response:
+@per_camera
+def history(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
     """GET /api/cameras/{id}/history: 24 h of checks, five-minute points."""
-    found = _configured(request)
-    if isinstance(found, Response):
-        return found
-    src, cam = found
     return JSONResponse(data.history(src, cam), headers={"Cache-Control": "no-store"})
