@@ -124,9 +124,12 @@ def test_an_operator_logs_in_and_accepts_the_turned_view(console, browser):
     assert browser.find_element(By.ID, "who").text == "dana"
     browser.get(base + "/cameras/lobby")
     browser.find_element(By.CSS_SELECTOR, "#accept button").click()
+    assert "next checked view becomes reference 'default'" in browser.find_element(By.ID, "notice").text
     page = browser.find_element(By.ID, "camera")
     _wait("the lobby page to show ok (polled, no reload)", lambda: page.get_attribute("data-state") == "ok", 60, d)
     after = refs(base, "lobby")
     assert after != before and after[0][0] != before[0][0]
+    shown = browser.find_element(By.ID, "reference")
+    _wait("the page to show the new reference", lambda: shown.get_attribute("src").endswith(f"?r={after[0][0]}"), 10, d)
     events = get_json(base, "/api/cameras/lobby")[1]["events"]
     assert any(e["type"] == "reference_accepted" and "dana" in e["message"] for e in events)

@@ -113,7 +113,10 @@ def camera_page(request: Request) -> Response:
     cam = src.camera(cid)
     if cam is None:
         return HTMLResponse(views.not_found_page(f"unknown camera '{cid[:80]}'"), status_code=404)
-    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam), forms.viewer(request))
+    label = request.query_params.get("accepted")
+    notice = (f"Asked: the next checked view becomes reference '{label[:64]}'; the page follows by itself."
+              if label else "")
+    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam), forms.viewer(request), notice)
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 

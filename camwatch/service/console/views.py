@@ -191,10 +191,12 @@ def _accept_form(c: dict[str, Any], viewer: Viewer) -> str:
             "<span class=\"hint\">(at its next check; replaces the reference with this label)</span></form>")
 
 
-def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER) -> str:
+def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER, notice: str = "") -> str:
     """Reference | current side by side, the state, a 24-hour chart, the camera's references and events."""
     cid = escape(c["id"])
-    ref = (f"<img src=\"/api/cameras/{cid}/reference.jpg\" alt=\"reference of {cid}\" width=\"320\" height=\"180\">"
+    newest = max((r["id"] for r in c["references"]), default="")
+    ref = (f"<img id=\"reference\" data-ref=\"{newest}\" src=\"/api/cameras/{cid}/reference.jpg\" "
+           f"alt=\"reference of {cid}\" width=\"320\" height=\"180\">"
            if c["references"] else "<div class=\"noimg\">no reference</div>")
     cur = (f"<img id=\"current\" src=\"/api/cameras/{cid}/current.jpg\" alt=\"current view of {cid}\" width=\"320\" "
            "height=\"180\">" if c["checked_at"] is not None else "<div class=\"noimg\">no view yet</div>")
@@ -220,7 +222,8 @@ def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = REA
             f"<div class=\"pair\"><figure>{ref}<figcaption>reference</figcaption></figure>"
             f"<figure>{cur}<figcaption>current</figcaption></figure>"
             f"<figure>{diff}<figcaption>difference (brighter: more changed)</figcaption></figure></div></div>"
-            f"{_accept_form(c, viewer)}<h2>Last 24 hours</h2>{chart_svg(history)}"
+            + (f"<p class=\"notice\" id=\"notice\">{escape(notice)}</p>" if notice else "")
+            + f"{_accept_form(c, viewer)}<h2>Last 24 hours</h2>{chart_svg(history)}"
             "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"
             "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"

@@ -72,6 +72,12 @@
       var cur = document.getElementById("current") || box.querySelectorAll("figure")[1].firstElementChild;
       var before = box.getAttribute("data-checked");
       setImage(box, c, cur, id);
+      var ref = document.getElementById("reference");
+      var newest = c.references.reduce(function (a, r) { return a === null || r.id > a ? r.id : a; }, null);
+      if (ref && newest !== null && ref.getAttribute("data-ref") !== String(newest)) {
+        ref.src = "/api/cameras/" + encodeURIComponent(id) + "/reference.jpg?r=" + newest;
+        ref.setAttribute("data-ref", String(newest));
+      }
       var diff = document.getElementById("difference");
       if (diff && box.getAttribute("data-checked") !== before) {
         diff.src = "/api/cameras/" + encodeURIComponent(id) + "/difference.jpg?t=" + c.checked_at;
