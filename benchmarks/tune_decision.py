@@ -127,13 +127,13 @@ def rates(y, d, kinds) -> tuple[float, float, dict[str, float]]:
 
 #: The naming constants' grid (``--kinds``): each is a DecisionParams field.
 KIND_GRID = {
-    "moved_found": (0.75, 0.8, 0.85, 0.9),
-    "moved_found_gain": (0.02, 0.05),
-    "defocus_kept": (0.1, 0.2, 0.3),
-    "cover_kept": (0.02, 0.05),
-    "cover_lost": (0.15, 0.2, 0.25),
-    "cover_faded": (0.4, 0.5, 0.6),
-    "glare_gain": (0.03, 1.01),
+    "moved_found": (0.8, 0.85, 0.9),
+    "cover_lost": (0.2, 0.25),
+    "cover_in_place": (0.3, 0.35, 1.01),
+    "defocus_contrast": (0.0, 0.5, 0.6),
+    "defocus_colour_gain": (0.08, 0.1, 0.15, 1e9),
+    "defocus_faded": (0.15, 0.2, 0.25, 1.01),
+    "blind_glare_gain": (0.15, 0.2, 1.01),
 }
 
 

@@ -220,6 +220,46 @@ def test_defocus_needs_the_layout_in_place() -> None:
     assert _named(elsewhere, ref, "sharpness") == "covered"
 
 
+def test_paint_over_the_lens_is_covered_and_a_darker_defocus_is_defocused() -> None:
+    """A wash of paint softens the view and keeps its layout in place, like a defocus, but
+    changes its light: less contrast for its brightness, more colour. A defocus seen in other
+    light (gain) is still a defocus: the check is gain-free."""
+    ref = view(world(3))
+    soft = cv2.GaussianBlur(ref, (0, 0), 3).astype(np.float32)
+    for alpha in (0.6, 0.75):
+        spray = np.clip((1 - alpha) * soft + alpha * np.array([40, 160, 220], np.float32), 0, 255).astype(np.uint8)
+        s, r = view_stats(spray), view_stats(ref)
+        cues = decision.view_cues(s, r)
+        assert cues is not None and cues.kept >= SHIPPED.defocus_kept          # layout in place
+        assert decision.sharpness_ratio(s, r) < 0.2                           # and soft
+        assert _named(spray, ref, "sharpness") == "covered", alpha            # (the sharpness rule fired)
+    darker = np.clip(cv2.GaussianBlur(ref, (0, 0), 5) * 0.6, 0, 255).astype(np.uint8)
+    assert _named(darker, ref, "sharpness") == "defocused"
+
+
+def test_a_light_shone_into_the_view_is_blinded() -> None:
+    """A torch or lamp blooming over part of a view still in place: its blown-out share grew."""
+    ref = view(world(3))
+    ys, xs = np.mgrid[0:480, 0:640].astype(np.float32)
+    bloom = np.exp(-((xs - 420) ** 2 + (ys - 200) ** 2) / (2 * 90 ** 2))[..., None]
+    glare = np.clip(ref.astype(np.float32) * (1 + 1.8 * bloom) + 255 * 1.2 * bloom + 20, 0, 255).astype(np.uint8)
+    assert view_stats(glare).bright_fraction < SHIPPED.blind_share            # not the whole view
+    assert _named(glare, ref) == "blinded"
+
+
+def test_a_sharp_partial_cover_is_covered() -> None:
+    """Something in focus held over a third of the view (a board, a bag): nothing blurred or
+    flattened, but a good part of the view is exactly where it was and nothing moved."""
+    ref = view(world(3))
+    part = ref.copy()
+    part[:, :260] = view(world(8), x=300, y=200)[:, :260]
+    cues = decision.view_cues(view_stats(part), view_stats(ref))
+    assert cues is not None and cues.lost is not None
+    assert cues.lost < SHIPPED.cover_lost and cues.faded < SHIPPED.cover_faded  # no cover cue but...
+    assert cues.kept >= SHIPPED.cover_in_place                                  # ...the rest in place
+    assert _named(part, ref) == "covered"
+
+
 @pytest.mark.parametrize("scene", ["street", "shop", "lobby"])
 def test_the_demo_drifts_are_named_their_kind(scene: str) -> None:
     """What a new user sees first: each of the demo's drifts is named what it is (its zoom is
