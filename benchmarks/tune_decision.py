@@ -27,7 +27,9 @@ table of ``camwatch evaluate`` (named kind against the true kind) per folder,
 then a grid over the naming constants (``KIND_GRID``) on the cues of every
 alerted view, measured once, best first by the lowest named-right share of
 any family in any folder. The naming constants were chosen so, on train
-seeds 7 and 8 and ``make_cases.py ../shared/footage/tune/* --seed 1``.
+seeds 7 and 8, ``make_cases.py ../shared/footage/tune/* --seed 1`` and the
+stress set (``stress_cases.py``, seed 1, ``--per-kind 8``) of the same train
+and tune clips (docs/evaluation.md, "Naming the kind").
 """
 
 from __future__ import annotations
