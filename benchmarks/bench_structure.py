@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """What the structure cue costs per check: the thumbnail (made with the view's
-statistics) and one structure distance against the nearest reference.
+statistics) and one structure distance against the nearest reference; and what
+naming a drifted view's kind costs (core/kinds.py's cues, paid only by drifted views).
 
     python benchmarks/bench_structure.py [--repeats 7]
 
@@ -20,7 +21,7 @@ import harness  # noqa: F401  (puts the repository and tests/ on sys.path)
 import numpy as np
 from modelkit import view, world
 
-from camwatch.core import structure
+from camwatch.core import decision, structure
 from camwatch.vision.prepare import single_threaded_opencv
 from camwatch.vision.stats import view_stats
 
@@ -33,9 +34,13 @@ def main() -> int:
     img = view(world(3))
     grey = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (480, 360), interpolation=cv2.INTER_AREA)
     ref, query = view_stats(img), view_stats(np.clip(img * 0.8, 0, 255).astype(np.uint8))
-    for name, fn in (("thumbnail of a 480-px grey view", lambda: structure.thumbnail(grey)),
-                     ("structure distance (decode both, SSIM)", lambda: structure.distance(query.thumb, ref.thumb))):
-        runs = [t / 200 * 1e3 for t in timeit.repeat(fn, number=200, repeat=a.repeats)]
+    turned = view_stats(np.roll(img, img.shape[1] // 5, axis=1))
+    for name, fn, n in (("thumbnail of a 480-px grey view", lambda: structure.thumbnail(grey), 200),
+                        ("structure distance (decode both, SSIM)",
+                         lambda: structure.distance(query.thumb, ref.thumb), 200),
+                        ("kind cues of a drifted view (decision.view_cues)",
+                         lambda: decision.view_cues(turned, ref), 20)):
+        runs = [t / n * 1e3 for t in timeit.repeat(fn, number=n, repeat=a.repeats)]
         print(f"{name:<42} median {statistics.median(runs):.3f} ms  (min {min(runs):.3f}, max {max(runs):.3f})")
     return 0
 
