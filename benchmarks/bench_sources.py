@@ -24,8 +24,9 @@ from pathlib import Path
 import cv2
 import harness  # noqa: E402,F401  (puts the repository and tests/ on sys.path)
 import numpy as np
+from hostile import png_bomb  # noqa: E402
 from media import Media, scene_image  # noqa: E402
-from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available, png_bomb  # noqa: E402
+from servers import RtspServer, SnapshotServer, camera_config, gst_rtsp_available  # noqa: E402
 
 from camwatch.sources import open_source  # noqa: E402
 from camwatch.sources.demo import SCENES, DemoScene, parse_demo_url  # noqa: E402

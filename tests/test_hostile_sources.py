@@ -23,9 +23,10 @@ import cv2
 import numpy as np
 import pytest
 from daemon_helpers import REPO, Daemon, camwatch, write_config
+from hostile import RtspStub, jpeg_bomb, png_bomb
 from media import scene_image, write_image
 from modelkit import grid_model
-from servers import RtspStub, SnapshotServer, free_port, jpeg_bomb, png_bomb, self_signed_context
+from servers import SnapshotServer, free_port, self_signed_context
 
 from camwatch.core.errors import SourceError
 from camwatch.sources import DEADLINE_SLACK_S, abandoned_workers, open_source
