@@ -3,6 +3,9 @@
 Nothing here is mocked except one fault injection (an embedder that fails
 half-way through ``reembed``), which stands in for a crash we cannot cause
 on cue inside a single statement.
+
+The store under threads and processes is in test_reference_store_processes.py, its identity
+in test_reference_store_identity.py; both import the helpers below (so does test_enrol.py).
 """
 
 from __future__ import annotations
@@ -10,14 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -26,8 +22,7 @@ import pytest
 
 from camwatch.core.errors import StoreError
 from camwatch.service.enrol import reembed
-from camwatch.store.identity import MARKER_NAME
-from camwatch.store.references import DB_NAME, MIGRATIONS, SCHEMA_VERSION, ReferenceStore, check_label
+from camwatch.store.references import DB_NAME, SCHEMA_VERSION, ReferenceStore, check_label
 from camwatch.vision.stats import view_stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -401,242 +396,6 @@ def test_unwritable_state_dir(tmp_path):
         (base / "state").chmod(0o755)
         import shutil
         shutil.rmtree(base)
-
-
-def test_threads_share_one_store(store):
-    errors = []
-
-    def work(t: int) -> None:
-        try:
-            for i in range(25):
-                store.add(f"cam{t}", f"l{i}", jpeg(scene(i)), unit(i), "m")
-                store.for_camera(f"cam{t}")
-                store.add_calibration_sample(f"cam{(t + 1) % 4}", "m", 0.9)
-                store.counts()
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    assert store.counts() == {f"cam{t}": 25 for t in range(4)}
-
-
-def test_second_process_sees_commits(tmp_path):
-    """The CLI and the daemon open the same file from two processes."""
-    state = tmp_path / "state"
-    with ReferenceStore(state) as s:
-        ref = s.add("cam", "day", jpeg(scene(1)), unit(1), "m")
-        code = f"""
-import sys; sys.path.insert(0, {str(REPO)!r})
-from camwatch.store.references import ReferenceStore
-import numpy as np
-s = ReferenceStore({str(state)!r})
-print(s.counts()["cam"])
-s.add("cam", "night", b"jpeg-bytes", np.ones(8, np.float32), "m")
-"""
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "1"
-        assert {r.label for r in s.for_camera("cam")} == {"day", "night"}
-        assert s.get(ref.id) is not None
-
-
-KILL_CHILD = textwrap.dedent("""
-    import os, sys
-    sys.path.insert(0, sys.argv[2])
-    import numpy as np
-    from camwatch.store.references import ReferenceStore
-    store = ReferenceStore(sys.argv[1])
-    rng = np.random.default_rng(os.getpid())
-    i = 0
-    while True:
-        i += 1
-        ref = store.add(f"cam{i % 7}", f"p{os.getpid()}-{i}", rng.bytes(20000),
-                        rng.standard_normal(128).astype(np.float32), "m", {"i": i})
-        if i % 5 == 0:
-            store.add_calibration_sample(f"cam{i % 7}", "m", 0.9)
-        if i % 11 == 0:
-            store.remove([ref.id])
-            print(f"removed {ref.id}", flush=True)
-        else:
-            print(f"added {ref.id}", flush=True)
-""")
-
-
-@pytest.mark.timeout(120)
-def test_kill_9_during_enrolment_loses_no_committed_reference(tmp_path):
-    state = tmp_path / "state"
-    script = tmp_path / "child.py"
-    script.write_text(KILL_CHILD)
-    added: set[int] = set()
-    removed: set[int] = set()
-    for round_, after in enumerate((40, 90, 150)):
-        child = subprocess.Popen([sys.executable, str(script), str(state), str(REPO)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        seen = 0
-        deadline = time.monotonic() + 60
-        try:
-            while seen < after and time.monotonic() < deadline:
-                line = child.stdout.readline()
-                if not line:
-                    break
-                kind, rid = line.split()
-                (added if kind == "added" else removed).add(int(rid))
-                seen += 1
-            assert seen == after, child.stderr.read() if child.poll() is not None else "child too slow"
-            os.kill(child.pid, signal.SIGKILL)  # in the middle of its next add
-        finally:
-            if child.poll() is None:
-                child.kill()
-            child.wait(10)
-        # Lines the child printed before dying are commits that returned, too.
-        for line in child.stdout.read().splitlines():
-            kind, rid = line.split()
-            (added if kind == "added" else removed).add(int(rid))
-        assert child.returncode == -signal.SIGKILL
-
-        con = sqlite3.connect(state / DB_NAME)
-        try:
-            assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        finally:
-            con.close()
-        with ReferenceStore(state) as s:
-            present = {r.id for r in s.list()}
-        missing = (added - removed) - present
-        assert not missing, f"round {round_}: committed references lost: {sorted(missing)}"
-        assert not (present & removed)
-
-
-def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tmp_path):
-    """The daemon's per-check reads are cached; a write anywhere must show at once."""
-    state = tmp_path / "state"
-    with ReferenceStore(state) as s:
-        s.add("cam", "day", jpeg(scene(1)), np.ones(4, np.float32), "m")
-        first = s.for_camera("cam", images=False)
-        assert [r.label for r in first] == ["day"]
-        assert s.for_camera("cam", images=False)[0].id == first[0].id    # from the cache
-        s.add("cam", "night", jpeg(scene(2)), np.ones(4, np.float32), "m")  # this store writes
-        assert [r.label for r in s.for_camera("cam", images=False)] == ["day", "night"]
-        s.add_calibration_sample("cam", "m", 0.9)
-        assert s.calibration_samples("cam", "m") == pytest.approx([0.9])
-        # another process (as `camwatch enroll` and `references remove` are) writes the same file
-        code = textwrap.dedent(f"""
-            import numpy as np
-            from camwatch.store.references import ReferenceStore
-            with ReferenceStore({str(state)!r}) as o:
-                o.remove([r.id for r in o.for_camera("cam") if r.label == "day"])
-                o.add_calibration_sample("cam", "m", 0.8)
-        """)
-        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-        assert [r.label for r in s.for_camera("cam", images=False)] == ["night"]
-        # the removal started calibration afresh; only the later sample is left
-        assert s.calibration_samples("cam", "m") == pytest.approx([0.8])
-        s.clear_calibration("cam")
-        assert s.calibration_samples("cam", "m") == []
-
-
-# -- the store's identity (issue 22 row 5) -----------------------------------------------------
-
-def test_a_new_store_writes_its_identity_beside_it(tmp_path):
-    state = tmp_path / "state"
-    with ReferenceStore(state) as s:
-        first = s.identity
-    assert (state / MARKER_NAME).read_text().strip() == first and len(first) == 32
-    with ReferenceStore(state) as s:
-        assert s.identity == first
-    with ReferenceStore(tmp_path / "other") as other:
-        assert other.identity != first
-
-
-def refused(state: Path, *expected: str) -> str:
-    with pytest.raises(StoreError) as err:
-        ReferenceStore(state)
-    message = str(err.value)
-    assert "\n" not in message
-    for text in (str(state / DB_NAME), str(state / MARKER_NAME), "delete", "backup", *expected):
-        assert text in message, message
-    return message
-
-
-@pytest.mark.parametrize("harm", ["truncated", "deleted", "swapped", "blank"])
-def test_a_store_that_existed_and_is_now_empty_missing_or_foreign_is_refused(tmp_path, harm):
-    state = tmp_path / "state"
-    with ReferenceStore(state) as s:
-        s.add("lobby", "day", jpeg(scene(1)), unit(1), "m")
-    db = state / DB_NAME
-    before = None
-    if harm == "truncated":
-        os.truncate(db, 0)
-        refused(state, "empty (0 bytes)")
-        assert db.stat().st_size == 0                    # left as found
-    elif harm == "deleted":
-        db.unlink()
-        refused(state, "missing")
-        assert not db.exists()                           # not recreated
-    elif harm == "swapped":                              # another installation's store, references and all
-        with ReferenceStore(tmp_path / "elsewhere") as other:
-            other.add("lobby", "day", jpeg(scene(2)), unit(2), "m")
-        shutil.copyfile(tmp_path / "elsewhere" / DB_NAME, db)
-        before = db.read_bytes()
-        refused(state, "another installation")
-        assert db.read_bytes() == before
-    else:                                                # a valid but blank SQLite file put in its place
-        db.unlink()
-        sqlite3.connect(db).close()
-        con = sqlite3.connect(db)
-        con.execute("CREATE TABLE x (y)")
-        con.commit()
-        con.close()
-        refused(state, "has no store id")
-    # Starting afresh is a deliberate act: delete the marker.
-    (state / MARKER_NAME).unlink()
-    with ReferenceStore(state) as s:
-        assert (state / MARKER_NAME).read_text().strip() == s.identity
-        if harm == "swapped":
-            assert [r.camera_id for r in s.list()] == ["lobby"]   # that store, adopted on purpose
-        else:
-            assert s.list() == []
-
-
-def test_a_bad_marker_is_one_line(tmp_path):
-    state = tmp_path / "state"
-    ReferenceStore(state).close()
-    (state / MARKER_NAME).write_text("not an id\n")
-    with pytest.raises(StoreError, match=r"^store marker .*store-id: not a camwatch store id; .*delete it"):
-        ReferenceStore(state)
-
-
-def test_a_store_from_before_identities_is_adopted_and_remembers_who_was_enrolled(tmp_path):
-    """A camwatch.db at schema 2 (no identity, no marker) is an upgrade, not a foreign file."""
-    state = tmp_path / "state"
-    state.mkdir()
-    con = sqlite3.connect(state / DB_NAME)
-    for step in MIGRATIONS[:2]:
-        con.executescript(step)
-    con.execute("PRAGMA user_version = 2")
-    con.execute("INSERT INTO camera_references (camera_id, label, created_at, image_jpeg, embedding, dim, "
-                "model_id) VALUES ('lobby', 'day', 5.0, x'ff', ?, 8, 'm')", (unit(1).tobytes(),))
-    con.commit()
-    con.close()
-    with ReferenceStore(state) as s:
-        assert (state / MARKER_NAME).read_text().strip() == s.identity
-        assert s.ever_enrolled("lobby") and not s.ever_enrolled("yard")
-        assert [r.camera_id for r in s.list()] == ["lobby"]
-
-
-def test_ever_enrolled_survives_removing_references(store):
-    assert not store.ever_enrolled("lobby")
-    ref = store.add("lobby", "day", jpeg(scene(1)), unit(1), "m")
-    assert store.ever_enrolled("lobby")
-    store.remove([ref.id])
-    assert store.for_camera("lobby") == [] and store.ever_enrolled("lobby")
-    store.add("yard", "day", jpeg(scene(2)), unit(2), "m")
-    store.remove_camera("yard")
-    assert store.ever_enrolled("yard")
 
 
 # -- labels at the door (issue 22 row 10) --------------------------------------------------------
