@@ -6,7 +6,7 @@
   path the test sets (image, HTML, huge body, drip, hang, status, basic/digest auth).
 - ``make_camera``: a real CameraConfig (DESIGN.md).
 The servers themselves live in tests/servers.py, a plain module benchmarks can import too.
-No fixture reads /work/shared: everything is made on the spot.
+No fixture reads ../shared: everything is made on the spot.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Test media made on the spot: textured frames, images and H.264 clips.
 
-Tests must run on a fresh clone, so nothing here reads /work/shared: frames come
+Tests must run on a fresh clone, so nothing here reads ../shared: frames come
 from camwatch.sources.demo's procedural scenes (real texture, moving people, sensor
 noise) and clips are encoded by ffmpeg (libx264, ``-g 15``, yuv420p). A "moved"
 clip is another window of the same world, the way a turned camera sees it.
