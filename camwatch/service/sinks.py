@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from camwatch.config import WebhookSettings
 from camwatch.core.errors import CamwatchError, ConfigError
-from camwatch.core.secrets import register_secret, scrub
+from camwatch.core.secrets import register_secret, scrub, url_secrets
 from camwatch.sources.httpclient import HttpClient, HttpError
 from camwatch.store.events import Event
 
@@ -103,12 +102,8 @@ class WebhookSink:
         self.legacy_name = legacy_sink_name(url)
         self._client = HttpClient(url, self.timeout, auth="basic", verify=verify_tls, name=self.name)
         register_secret(url)
-        password = urllib.parse.urlsplit(url).password
-        if password:
-            register_secret(password)
-            register_secret(urllib.parse.unquote(password))
-        for m in re.finditer(r"[?&][^=&]+=([^&#]+)", url):
-            register_secret(m.group(1))
+        for secret in url_secrets(url, webhook=True):  # password, every query value, token-like path parts
+            register_secret(secret)
         for value in self.headers.values():
             register_secret(value)
             if " " in value:  # "Bearer TOKEN": the token alone too
