@@ -200,11 +200,12 @@ def replay_clip(clip: Path, embedder: Embedder, stride: int = 1, confirm: int | 
                     j = judge(vec, st, refs, threshold)
                     actions = monitor.fetched(now) + monitor.assessed(now, Assessed(
                         j.verdict, ref_ids, now, threshold.value, threshold.source, threshold.calibrating,
-                        threshold.structure_scale))
+                        threshold.structure_scale, st))
                     for a in actions:
                         if isinstance(a, RecordCalibration):
                             store.add_calibration_sample(cid, embedder.spec.identity, a.similarity,
-                                                         structure=a.structure)
+                                                         structure=a.structure, stats=a.stats,
+                                                         reference_id=a.reference_id)
                         elif isinstance(a, Emit) and a.type in ("drift_started", "drift_cleared"):
                             out.events.append(Event(n, round(n / rate, 3), a.type, a.kind, a.message,
                                                     a.type == "drift_started" and not was_open))

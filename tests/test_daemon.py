@@ -327,9 +327,9 @@ def test_drift_stays_open_across_a_restart(folder, running):
 def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras_scale(folder, running):
     """The first ``calibration.checks`` benign checks store similarity AND structure
     distance in the real SQLite file; after them the camera is judged with its own
-    threshold and structure scale (decision.calibrate / calibrate_structure)."""
+    threshold and structure scale (calibration.calibrate / calibrate_structure)."""
     from camwatch.config import load_config
-    from camwatch.core import decision
+    from camwatch.core import calibration
     from camwatch.service.checks import threshold_for
     from camwatch.vision.embedder import load_embedder
 
@@ -348,11 +348,19 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
         structures = store.calibration_structure("a", emb.spec.identity)
         assert len(sims) == len(structures) == 3          # no more once calibrated
         assert all(0 <= s < 0.05 for s in structures)      # the same still view: layout intact
+        views = store.calibration_views("a", emb.spec.identity)
+        ref_ids = {r.id for r in store.for_camera("a", images=False)}
         config_ = load_config(str(cfg))
         t = threshold_for(config_.camera("a"), config_.settings, emb, store)
     assert t.source == "calibrated" and t.samples == 3
-    assert t.structure_scale == pytest.approx(decision.calibrate_structure(structures))
-    assert t.value == pytest.approx(decision.calibrate(sims, emb.spec.threshold))
+    assert t.structure_scale == pytest.approx(calibration.calibrate_structure(structures))
+    assert t.value == pytest.approx(calibration.calibrate(sims, emb.spec.threshold))
+    # Each sample kept its view's statistics and nearest reference: the learned scene is made of
+    # the reference and those three views, and survives the restart (re-derived from the store).
+    assert len(views) == 3 and {ref for ref, _ in views} == ref_ids
+    assert all(v["layout"] and v["focus_grid"] for _, v in views)
+    assert t.backgrounds is not None and set(t.backgrounds) == ref_ids
+    assert all(b.views == 4 for b in t.backgrounds.values())
 
 
 def test_offline_keeps_the_drift_until_good_checks_clear_it(folder, running):

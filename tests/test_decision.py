@@ -16,7 +16,8 @@ import pytest
 from modelkit import grid_model, view, world
 
 from camwatch.core import decision, kinds, structure
-from camwatch.core.decision import SHIPPED, RefView, assess, calibrate
+from camwatch.core.calibration import calibrate
+from camwatch.core.decision import SHIPPED, RefView, assess
 from camwatch.core.monitor import Hysteresis
 from camwatch.core.types import KINDS
 from camwatch.vision.embedder import load_embedder
@@ -336,9 +337,12 @@ def test_calibration_holds_a_camera_to_a_share_of_the_default_distance() -> None
         # Another share (a benchmark's variant) moves it accordingly.
         lax = calibrate([0.99] * 4, d, dataclasses.replace(SHIPPED, calibration_ratio=0.95))
         assert lax == pytest.approx(1 - 0.95 * base) and lax < stable
-    for samples in ([0.75, 0.9, 0.95, 0.99], [0.81, 0.99, 0.99, 0.99, 0.99]):   # below 0.84, the share's
-        assert calibrate(samples, 0.8) == pytest.approx(min(samples) - 1e-3)   # a view already seen as
-        assert calibrate(samples, 0.8) < min(samples)                          # benign never alarms
+    for samples in ([0.75, 0.9, 0.95, 0.99], [0.71, 0.99, 0.99, 0.99, 0.99]):   # below 0.76, the share's
+        assert calibrate(samples, 0.7) == pytest.approx(min(samples) - 1e-3)   # a view already seen as
+        assert calibrate(samples, 0.7) < min(samples)                          # benign never alarms
+    # A sample below the default was kept by the learned scene (in place, the embedding moved by
+    # traffic): it does not lower the threshold, or a busy camera would forgive any turn.
+    assert calibrate([0.3, 0.9, 0.95, 0.99], 0.7) == pytest.approx(1 - ratio * 0.3)
     few = dataclasses.replace(SHIPPED, calibration_min_samples=6)
     assert calibrate([0.99] * 5, 0.8, few) == 0.8 and calibrate([0.99] * 6, 0.8, few) != 0.8
 

@@ -259,7 +259,7 @@ def test_new_references_start_the_hysteresis_afresh():
 def test_calibration_samples_only_from_benign_views_while_calibrating():
     clock, m = Clock(), Monitor("gate", Policy(confirm=3))
     good = V(False, 0.95, structure=0.02)
-    assert RecordCalibration(0.95, 0.02) in check(m, clock, good, calibrating=True)
+    assert RecordCalibration(0.95, 0.02, None, 1) in check(m, clock, good, calibrating=True)
     assert not any(isinstance(a, RecordCalibration) for a in check(m, clock, MOVED, calibrating=True))
     assert not any(isinstance(a, RecordCalibration) for a in check(m, clock, good))
 

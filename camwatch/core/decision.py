@@ -45,7 +45,7 @@ from typing import Protocol, SupportsFloat
 
 import numpy as np
 
-from camwatch.core import kinds, structure
+from camwatch.core import kinds, scene, structure
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,42 @@ class DecisionParams:
     #: and blur barely shows in a 96-px thumbnail.
     structure_credit_min_ratio: float = 0.3
 
+    # -- the learned scene (``core.scene``; chosen on footage/tune cases, docs/evaluation.md) --
+    #: A view whose stable cells align with the camera's background at least this well
+    #: (``scene.SceneCues.aligned``) is where the camera was pointed: the embedding's margin is
+    #: capped by ``scene_aligned - aligned``, so traffic filling the view does not read as a move.
+    scene_aligned: float = 0.8
+    #: ...lowered for a camera whose own calibration views aligned less (left out in turn, ``scene.
+    #: Background.least_aligned``) to that level minus ``scene_aligned_margin``, never below
+    #: ``scene_aligned_min`` (moved views on footage/tune align under 0.8, most under 0.6).
+    scene_aligned_margin: float = 0.15
+    scene_aligned_min: float = 0.5
+    #: A connected region of textured cells that lost their texture and alignment, over this share
+    #: of the textured cells, is a cover (``scene.SceneCues.cover``)...
+    cover_area: float = 0.15
+    #: ...its margin per unit of share above it.
+    cover_scale: float = 0.5
+    #: Defocused: detail per unit contrast fell (``scene.SceneCues.soft``, log) below minus the larger
+    #: of this and ``focus_spread_factor`` x the camera's own spread...
+    focus_min_drop: float = 0.5
+    focus_spread_factor: float = 4.0
+    #: ...while local contrast fell by less than this (log): fog and haze take contrast too...
+    focus_contrast_drop: float = 0.3
+    #: ...and rose by less than this (log): a lens never adds contrast; something large and near
+    #: that entered the detailed cells does, and lowers their detail per unit of contrast.
+    focus_contrast_rise: float = 0.1
+    #: ...and the view is in place (``aligned`` at least this).
+    focus_aligned: float = 0.7
+    #: Its margin per unit of log detail below the line.
+    focus_scale: float = 0.1
+    #: A colour camera whose view turned grey switched to IR night, where the camera's own noise
+    #: filter softens the picture: the focus line is then at least this far down (log).
+    focus_night_drop: float = 1.2
+    #: Grey: colourfulness below this share of the reference's, from a reference with at least
+    #: ``night_colour`` of it.
+    night_colour_share: float = 0.25
+    night_colour: float = 4.0
+
 
 #: The values camwatch ships with.
 SHIPPED = DecisionParams()
@@ -235,9 +271,14 @@ class Verdict:
     #: 1 - SSIM of the view's and the nearest reference's thumbnails (structure.distance),
     #: None when either has no thumbnail.
     structure: float | None = None
+    #: How the view sits on its camera's learned scene (``scene.measure``); None without one.
+    scene_cues: scene.SceneCues | None = None
+    #: The ``aligned`` level the view was held to (``aligned_line``); None without a learned scene.
+    aligned_line: float | None = None
 
 
-def _value(stats: Stats, name: str) -> object:
+def stat_value(stats: Stats, name: str) -> object:
+    """A field of a ViewStats or of its stored dict; None when absent."""
     if stats is None:
         return None
     if isinstance(stats, Mapping):
@@ -247,7 +288,7 @@ def _value(stats: Stats, name: str) -> object:
 
 def _stat(stats: Stats, name: str) -> float | None:
     """A number from a ViewStats or its stored dict; None when absent or not a number."""
-    value = _value(stats, name)
+    value = stat_value(stats, name)
     if not isinstance(value, (SupportsFloat, str)):
         return None
     try:
@@ -327,8 +368,8 @@ def name_kind(stats: Stats, ref_stats: Stats, reason: str, ratio: float | None,
 
 def view_cues(stats: Stats, ref_stats: Stats) -> kinds.KindCues | None:
     """``kinds.cues`` of a view's statistics against its reference's."""
-    return kinds.cues(_value(stats, "thumb"), _value(ref_stats, "thumb"),
-                      _value(stats, "detail_grid"), _value(ref_stats, "detail_grid"))
+    return kinds.cues(stat_value(stats, "thumb"), stat_value(ref_stats, "thumb"),
+                      stat_value(stats, "detail_grid"), stat_value(ref_stats, "detail_grid"))
 
 
 def _blinded(stats: Stats, reason: str, params: DecisionParams) -> bool:
@@ -360,6 +401,8 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
     soft = reason == "sharpness" or (ratio is not None and ratio < params.defocus_ratio)
     glare = _stat_or(stats, "bright_fraction", 0.0) - _stat_or(ref_stats, "bright_fraction", 0.0)
     if cues is None:
+        if reason == "cover":
+            return "covered"
         flat_gain = _stat_or(stats, "flat_fraction", 0.0) - _stat_or(ref_stats, "flat_fraction", 0.0)
         if flat_gain >= params.cover_flat_gain:
             return "covered"
@@ -368,6 +411,8 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
         return "defocused"
     if glare >= params.blind_glare_gain and cues.kept >= params.glare_kept:
         return "blinded"
+    if reason == "cover":
+        return "covered"
     if cues.found >= params.moved_found and cues.found >= cues.in_place + params.moved_found_gain:
         return "moved"
     covered = cues.faded >= params.cover_faded or cues.kept >= params.cover_in_place or (
@@ -380,14 +425,51 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
     return "moved"
 
 
+def aligned_line(background: scene.Background, params: DecisionParams = SHIPPED) -> float:
+    """The ``aligned`` level at which a camera's view counts as in place (``DecisionParams.scene_aligned``)."""
+    own = background.least_aligned - params.scene_aligned_margin
+    return max(params.scene_aligned_min, min(params.scene_aligned, own))
+
+
+def _turned_grey(stats: Stats, ref_stats: Stats, params: DecisionParams) -> bool:
+    """A colour reference, a grey view: the camera switched to IR night."""
+    colour, ref_colour = _stat(stats, "colourfulness"), _stat(ref_stats, "colourfulness")
+    return colour is not None and ref_colour is not None and ref_colour >= params.night_colour \
+        and colour < params.night_colour_share * ref_colour
+
+
+def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background: scene.Background,
+                   params: DecisionParams, night: bool = False) -> float | None:
+    """Fold the learned scene's cues into ``margins``; returns the aligned line used (None if not judged)."""
+    line = None
+    if cues.aligned is not None:
+        line = aligned_line(background, params)
+        # In place: traffic or a crowd moved the embedding, not the camera.
+        margins["similarity"] = min(margins["similarity"], line - cues.aligned)
+    if cues.cover is not None:
+        margins["cover"] = (cues.cover - params.cover_area) * params.cover_scale
+    in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
+    if cues.soft is not None and cues.contrast is not None and in_place \
+            and -params.focus_contrast_drop < cues.contrast < params.focus_contrast_rise:
+        drop = max(params.focus_min_drop, params.focus_spread_factor * background.focus_spread)
+        if night:
+            drop = max(drop, params.focus_night_drop)
+        soft = (-drop - cues.soft) * params.focus_scale
+        margins["sharpness"] = max(margins.get("sharpness", soft), soft)
+    return line
+
+
 def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference], threshold: float,
-           structure_scale: float | None = None, params: DecisionParams = SHIPPED) -> Verdict:
+           structure_scale: float | None = None, params: DecisionParams = SHIPPED,
+           backgrounds: Mapping[int | None, scene.Background] | None = None) -> Verdict:
     """Judge one embedded view against a camera's references.
 
     ``stats``: the view's ``vision.stats.view_stats`` (or its dict). The nearest
     reference by similarity is the one whose statistics the view is compared
     with. ``structure_scale``: the camera's (``calibrate_structure``); None
     judges by the embedding and the statistics rules alone, as before calibration.
+    ``backgrounds``: each reference's learned scene by reference id
+    (``learn_backgrounds``); the nearest reference's is judged against.
     """
     if not references:
         raise ValueError("no references to compare with")
@@ -396,8 +478,13 @@ def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference],
     ref = references[best]
     similarity = float(sims[best])
     ref_stats = ref.stats
-    distance = structure.distance(_value(stats, "thumb"), _value(ref_stats, "thumb"))
+    distance = structure.distance(stat_value(stats, "thumb"), stat_value(ref_stats, "thumb"))
     margins, ratio = _margins(similarity, float(threshold), stats, ref_stats, distance, structure_scale, params)
+    background = backgrounds.get(ref.id) if backgrounds else None
+    cues = line = None
+    if background is not None:
+        cues = scene.measure(stat_value(stats, "layout"), stat_value(stats, "focus_grid"), background)
+        line = _scene_margins(margins, cues, background, params, _turned_grey(stats, ref_stats, params))
     # The statistics' margins count only when their rule fires: below zero they are in other
     # units than the similarity's, and a sharper-than-usual benign view would otherwise
     # outrank a nearly-drifted one (train cases: AUC 0.990 -> 0.998 for model 1.3.0).
@@ -409,54 +496,5 @@ def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference],
     effective = similarity + margins["similarity"]          # the threshold moved by the structure term
     return Verdict(similarity=similarity, threshold=effective, drifted=drifted, kind=kind,
                    reference_id=None if ref.id is None else int(ref.id), score=score,
-                   reason=reason if drifted else "", sharpness_ratio=ratio, structure=distance)
-
-
-def _finite(samples: Sequence[float | None]) -> np.ndarray:
-    return np.asarray([s for s in samples if s is not None and math.isfinite(s)], np.float64)
-
-
-def calibrate(samples: Sequence[float | None], default: float, params: DecisionParams = SHIPPED) -> float:
-    """A camera's threshold from similarities of its first benign checks after enrolment.
-
-    The threshold distance (1 - threshold) is ``params.calibration_ratio`` times
-    the model's default distance: stricter than the default, which is set for
-    0.5% false alarms on harsh synthetic pairs over many scenes, while a
-    camera's own views are the only benign change it will see. It is lowered
-    further for a camera whose early views came closer than that: a view the
-    camera already showed as benign must not alarm. Fewer samples than
-    ``params.calibration_min_samples`` leave the default.
-    """
-    values = _finite(samples)
-    if len(values) < params.calibration_min_samples:
-        return float(default)
-    base = max(1.0 - float(default), 1e-6)
-    return float(min(1.0 - params.calibration_ratio * base, float(values.min()) - 1e-3))
-
-
-def calibrate_structure(samples: Sequence[float | None], params: DecisionParams = SHIPPED) -> float | None:
-    """A camera's structure scale from the structure distances of its first benign checks.
-
-    Cameras differ in how far their benign views sit from the reference in
-    structure (noise, trees, traffic): the scale is ``structure_spread_factor``
-    times the median early distance, within ``structure_min_scale`` and
-    ``structure_max_scale``. None (structure not used) with fewer than
-    ``calibration_min_samples`` samples.
-    """
-    values = _finite(samples)
-    if len(values) < params.calibration_min_samples:
-        return None
-    scale = params.structure_spread_factor * float(np.median(values))
-    return float(min(max(scale, params.structure_min_scale), params.structure_max_scale))
-
-
-def calibrate_from(early: Sequence[Verdict], default: float,
-                   params: DecisionParams = SHIPPED) -> tuple[float, float | None]:
-    """(threshold, structure scale) from the verdicts of a camera's first checks at the default.
-
-    Only the views not judged drifted count, as in the daemon, which records a
-    sample only for those; ``camwatch evaluate`` and the benchmarks replay it.
-    """
-    kept = [v for v in early if not v.drifted]
-    return (calibrate([v.similarity for v in kept], default, params),
-            calibrate_structure([v.structure for v in kept], params))
+                   reason=reason if drifted else "", sharpness_ratio=ratio, structure=distance,
+                   scene_cues=cues, aligned_line=line)

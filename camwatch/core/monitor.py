@@ -145,6 +145,8 @@ class Assessed:
     threshold_source: str = "model"
     calibrating: bool = False
     structure_scale: float | None = None
+    #: The view's statistics, kept with a calibration sample (the camera's learned scene is made of them).
+    stats: object = None
 
 
 class RecordedEvent(Protocol):
@@ -204,10 +206,12 @@ class Emit:
 
 @dataclass(frozen=True)
 class RecordCalibration:
-    """A benign early view's similarity and structure distance, for the camera's calibration."""
+    """A benign early view's similarity, structure distance and statistics, for the camera's calibration."""
 
     similarity: float
     structure: float | None
+    stats: object = None
+    reference_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -431,7 +435,7 @@ class Monitor:
             self._run_kinds.clear()
         self.reference_ids = a.reference_ids
         if a.calibrating and not v.drifted:
-            out.append(RecordCalibration(v.similarity, v.structure))
+            out.append(RecordCalibration(v.similarity, v.structure, a.stats, v.reference_id))
         confirmed = self.hysteresis.update(bool(v.drifted))
         kind = (v.kind or "unknown") if v.drifted else None
         self._run_kinds = (self._run_kinds + [kind])[-self.hysteresis.confirm:] if kind else []

@@ -36,12 +36,13 @@ THUMB_WIDTH = 96
 _Z_STD = 50.0
 
 
-def thumbnail(grey: np.ndarray) -> str:
-    """The encoded thumbnail of a grey uint8 view (any size)."""
+def thumbnail(grey: np.ndarray, width: int = THUMB_WIDTH) -> str:
+    """The encoded thumbnail of a grey uint8 view (any size), ``width`` px wide (never wider than the view)."""
     h, w = grey.shape[:2]
-    th = max(8, round(h * THUMB_WIDTH / w))
-    small = cv2.resize(grey, (THUMB_WIDTH, th), interpolation=cv2.INTER_AREA)
-    return f"{THUMB_WIDTH}x{th}:" + base64.b64encode(np.ascontiguousarray(small, np.uint8).tobytes()).decode("ascii")
+    width = min(width, w) if width != THUMB_WIDTH else width
+    th = max(8, round(h * width / w))
+    small = grey if (width, th) == (w, h) else cv2.resize(grey, (width, th), interpolation=cv2.INTER_AREA)
+    return f"{width}x{th}:" + base64.b64encode(np.ascontiguousarray(small, np.uint8).tobytes()).decode("ascii")
 
 
 def standardise(img: np.ndarray) -> np.ndarray:

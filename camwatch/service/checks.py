@@ -9,15 +9,17 @@ stateless apart from the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from camwatch.config import CameraConfig, Config, Settings
-from camwatch.core import decision
+from camwatch.core import calibration, decision
 from camwatch.core.errors import CamwatchError
 from camwatch.core.lines import cue_details, explanation
+from camwatch.core.scene import Background
 from camwatch.core.secrets import scrub
 from camwatch.service.enrol import fetch_frames
 from camwatch.store.references import Reference, ReferenceStore
@@ -39,8 +41,12 @@ class Threshold:
     value: float
     source: str
     samples: int = 0
-    #: The camera's structure scale (decision.calibrate_structure) once calibrated, else None.
+    #: The camera's structure scale (calibration.calibrate_structure) once calibrated, else None.
     structure_scale: float | None = None
+    #: Each reference's learned scene by reference id (``calibration.learn_backgrounds``): from the
+    #: reference alone while calibrating, then from it and its calibration views; None when the
+    #: camera's threshold is set in its config (the operator decides) or calibration is off.
+    backgrounds: Mapping[int | None, Background] | None = None
 
     @property
     def calibrating(self) -> bool:
@@ -66,9 +72,9 @@ def threshold_for(camera: CameraConfig, settings: Settings, embedder: Embedder, 
 
     A threshold in the config wins (the operator said so). Otherwise the first
     ``calibration.checks`` similarities after enrolment adapt the model's
-    default to the camera's own benign spread (decision.calibrate), their
+    default to the camera's own benign spread (calibration.calibrate), their
     structure distances give the camera's structure scale
-    (decision.calibrate_structure), and the samples live in the store so a
+    (calibration.calibrate_structure), and the samples live in the store so a
     restart does not forget them.
     """
     default = float(embedder.spec.threshold)
@@ -77,16 +83,42 @@ def threshold_for(camera: CameraConfig, settings: Settings, embedder: Embedder, 
     wanted = int(getattr(settings.calibration, "checks", 0) or 0)
     if wanted <= 0:
         return Threshold(default, "model")
-    samples = store.calibration_samples(camera.id, embedder.spec.identity)
+    model = embedder.spec.identity
+    samples = store.calibration_samples(camera.id, model)
+    refs = store.for_camera(camera.id, images=False)
     if len(samples) < wanted:
-        return Threshold(default, "calibrating", len(samples))
-    scale = decision.calibrate_structure(store.calibration_structure(camera.id, embedder.spec.identity))
-    return Threshold(float(decision.calibrate(samples, default)), "calibrated", len(samples), scale)
+        return Threshold(default, "calibrating", len(samples), backgrounds=_backgrounds(camera.id, model, refs, []))
+    scale = calibration.calibrate_structure(store.calibration_structure(camera.id, model))
+    views = store.calibration_views(camera.id, model)
+    return Threshold(float(calibration.calibrate(samples, default)), "calibrated", len(samples), scale,
+                     _backgrounds(camera.id, model, refs, views))
+
+
+#: Learned scenes by camera: (what they were learned from, the scenes). One entry per camera,
+#: replaced when its references or calibration views change, so it stays as large as the fleet.
+_SCENES: dict[str, tuple[tuple[object, ...], dict[int | None, Background]]] = {}
+_SCENES_LOCK = threading.Lock()
+
+
+def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
+                 views: Sequence[tuple[int | None, Mapping[str, object]]]) -> dict[int | None, Background]:
+    """Each reference's learned scene (``calibration.learn_backgrounds_from``), kept until its sources change."""
+    key = (model, tuple((r.id, r.stats.get("route") if isinstance(r.stats, Mapping) else None) for r in refs),
+           tuple((ref_id, v.get("brightness"), v.get("sharpness")) for ref_id, v in views))
+    with _SCENES_LOCK:
+        hit = _SCENES.get(camera_id)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    scenes = calibration.learn_backgrounds_from(refs, views)
+    with _SCENES_LOCK:
+        _SCENES[camera_id] = (key, scenes)
+    return scenes
 
 
 def judge(embedding: np.ndarray, stats: ViewStats, refs: Sequence[Reference], threshold: Threshold) -> Judgement:
     """Nearest-reference assessment of one embedded view (decision.assess does the maths)."""
-    verdict = decision.assess(embedding, stats, refs, threshold.value, threshold.structure_scale)
+    verdict = decision.assess(embedding, stats, refs, threshold.value, threshold.structure_scale,
+                              backgrounds=threshold.backgrounds)
     return Judgement(verdict, threshold, stats)
 
 

@@ -292,7 +292,7 @@ class Pipeline:
                     rt.views.add(LastView.of(view, item.captured_at, j.verdict.similarity,
                                              threshold.value, bool(j.verdict.drifted), j.verdict.kind))
                 seen = Assessed(j.verdict, frozenset(r.id for r in refs), item.captured_at, threshold.value,
-                                threshold.source, threshold.calibrating, threshold.structure_scale)
+                                threshold.source, threshold.calibrating, threshold.structure_scale, stats)
                 self.carry_out(rt, rt.observe(Monitor.assessed, self.clock(), seen), view, item.captured_at)
             except Exception as exc:
                 log.error("camera %s: assessment failed: %s", rt.camera.id,
@@ -366,7 +366,7 @@ class Pipeline:
             self._emit(cid, a, evidence)
         elif isinstance(a, RecordCalibration):
             self.store.add_calibration_sample(cid, self.embedder.spec.identity, a.similarity,
-                                              structure=a.structure)
+                                              structure=a.structure, stats=a.stats, reference_id=a.reference_id)
         elif isinstance(a, ReferencesChanged):
             self.refresh_reference_metrics(cid)
         elif isinstance(a, Reconnected):

@@ -81,7 +81,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX calibration_samples_camera ON calibration_samples (camera_id, model_id);
     """,
-    # 1 -> 2: each sample also keeps the view's structure distance (decision.calibrate_structure).
+    # 1 -> 2: each sample also keeps the view's structure distance (calibration.calibrate_structure).
     """
     ALTER TABLE calibration_samples ADD COLUMN structure REAL;
     """,
@@ -97,6 +97,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO enrolled_cameras (camera_id, first_at)
         SELECT camera_id, MIN(created_at) FROM camera_references GROUP BY camera_id;
+    """,
+    # 3 -> 4: each sample also keeps its view's statistics and nearest reference: the camera's
+    # learned scene (core.scene) is re-derived from them and the references' statistics.
+    """
+    ALTER TABLE calibration_samples ADD COLUMN stats TEXT;
+    ALTER TABLE calibration_samples ADD COLUMN reference_id INTEGER;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -430,7 +436,8 @@ class ReferenceStore:
     # -- calibration ----------------------------------------------------------------
 
     def add_calibration_sample(self, camera_id: str, model_id: str, similarity: float,
-                               at: float | None = None, structure: float | None = None) -> None:
+                               at: float | None = None, structure: float | None = None,
+                               stats: object = None, reference_id: int | None = None) -> None:
         """Remember one post-enrolment similarity (and structure distance) so a restart does not forget calibration.
 
         Written at most checks while a camera calibrates, so not checkpointed
@@ -438,10 +445,11 @@ class ReferenceStore:
         only means one more calibration check.
         """
         with self._db.transaction(checkpoint=False) as conn:
-            conn.execute("INSERT INTO calibration_samples (camera_id, model_id, similarity, created_at, structure) "
-                         "VALUES (?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO calibration_samples (camera_id, model_id, similarity, created_at, structure, "
+                         "stats, reference_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (camera_id, model_id, float(similarity), time.time() if at is None else at,
-                          None if structure is None else float(structure)))
+                          None if structure is None else float(structure),
+                          None if stats is None else _stats_json(stats), reference_id))
 
     def calibration_samples(self, camera_id: str, model_id: str) -> builtins.list[float]:
         """The camera's samples under this model since its references last changed, oldest first.
@@ -457,6 +465,22 @@ class ReferenceStore:
         return list(self._cached(("structure", camera_id, model_id), lambda: [r[0] for r in self._db.read(
             "SELECT structure FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
             "AND structure IS NOT NULL ORDER BY id", (camera_id, model_id))]))
+
+    def calibration_views(self, camera_id: str, model_id: str) -> builtins.list[tuple[int | None, dict[str, Any]]]:
+        """(nearest reference id, statistics) of the samples that kept their view's statistics, oldest first."""
+        def load() -> builtins.list[tuple[int | None, dict[str, Any]]]:
+            out = []
+            for ref_id, text in self._db.read(
+                    "SELECT reference_id, stats FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
+                    "AND stats IS NOT NULL ORDER BY id", (camera_id, model_id)):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    out.append((None if ref_id is None else int(ref_id), value))
+            return out
+        return list(self._cached(("views", camera_id, model_id), load))
 
     def clear_calibration(self, camera_id: str) -> None:
         with self._db.transaction() as conn:

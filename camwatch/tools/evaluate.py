@@ -3,7 +3,7 @@
 Each camera is enrolled from its ``reference.jpg`` exactly as ``camwatch
 enroll`` does it (enrol.enrol_frame into a real, temporary reference store),
 calibrated from its ``calibration/`` frames the way the daemon calibrates in
-its first checks (decision.calibrate_from on the views it did not judge
+its first checks (calibration.calibrate_from on the views it did not judge
 drifted), and every query is judged by decision.assess (``judge_camera``). So
 the figures are figures about the alerts a user would get.
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from camwatch.config import CameraConfig
 from camwatch.core import decision
+from camwatch.core.calibration import calibrate_from, learn_backgrounds, provisional_backgrounds
 from camwatch.core.decision import SHIPPED, DecisionParams, Reference, Stats, Verdict
 from camwatch.core.errors import CamwatchError, EnrolmentError
 from camwatch.core.types import KINDS
@@ -292,10 +293,14 @@ def judge_camera(refs: Sequence[Reference], calibration: Sequence[tuple[np.ndarr
     replays this on cached embeddings with other ``params``.
     """
     threshold, scale = default, None
+    backgrounds = provisional_backgrounds(refs)
     if calibration:
-        early = [decision.assess(vec, stats, refs, default, params=params) for vec, stats in calibration]
-        threshold, scale = decision.calibrate_from(early, default, params)
-    return threshold, [decision.assess(vec, stats, refs, threshold, scale, params) for vec, stats in queries]
+        early = [decision.assess(vec, stats, refs, default, params=params, backgrounds=backgrounds)
+                 for vec, stats in calibration]
+        threshold, scale = calibrate_from(early, default, params)
+        backgrounds = learn_backgrounds(refs, [(v, stats) for v, (_, stats) in zip(early, calibration)])
+    return threshold, [decision.assess(vec, stats, refs, threshold, scale, params, backgrounds)
+                       for vec, stats in queries]
 
 
 def _embedded(embedder: Embedder, images: list[np.ndarray]) -> list[tuple[np.ndarray, Stats]]:

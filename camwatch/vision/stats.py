@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from camwatch.core.scene import LAYOUT_WIDTH, focus_cells
 from camwatch.core.structure import thumbnail
 from camwatch.vision.images import check_image
 from camwatch.vision.prepare import base_halvings, halve, halvings, shrink
@@ -35,10 +36,15 @@ STATS_WIDTH = 480
 #: 4: route 3, and the statistics carry the view's structure thumbnail (``core.structure.thumbnail``).
 #: 5: route 4, and the statistics carry the detail grid (``ViewStats.detail_grid``); the other
 #: fields are measured exactly as by route 4.
-STATS_ROUTE = 5
+#: 6: route 5, and the statistics carry the layout image and the focus grid that a camera's learned
+#: scene is judged by (``core.scene``); the other fields are measured exactly as by route 5.
+STATS_ROUTE = 6
 
 #: Cells (columns, rows) of ``ViewStats.detail_grid``.
 DETAIL_GRID = (8, 6)
+
+#: Cells (columns, rows) of ``ViewStats.focus_grid``.
+FOCUS_GRID = (12, 8)
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
 FLAT_CELL_STD = 4.0
@@ -83,6 +89,13 @@ class ViewStats:
     #: cover held near the lens takes the fine detail out of part of the view, a moved camera
     #: keeps it (core.decision.name_kind). () for statistics stored before route 5.
     detail_grid: tuple[float, ...] = dataclasses.field(default=(), repr=False)
+    #: The grey view at ``core.scene.LAYOUT_WIDTH`` px (at most the view's width), encoded like ``thumb``:
+    #: what a camera's learned background is made of and judged against (``core.scene``). "" before route 6.
+    layout: str = dataclasses.field(default="", repr=False)
+    #: ``core.scene.focus_cells`` of the grey view at the statistics width in a ``FOCUS_GRID``: fine
+    #: detail per unit of local contrast, and local contrast, where a gentle lens defocus shows.
+    #: () before route 6.
+    focus_grid: tuple[float, ...] = dataclasses.field(default=(), repr=False)
 
 
 def _colourfulness(bgr: np.ndarray) -> float:
@@ -219,4 +232,6 @@ def _measure(grey: np.ndarray, colour: np.ndarray | None) -> ViewStats:
         flat_fraction=_flat_fraction(tiny),
         thumb=thumbnail(grey),
         detail_grid=_detail_grid(half),
+        layout=thumbnail(grey, LAYOUT_WIDTH),
+        focus_grid=focus_cells(grey, *FOCUS_GRID),
     )

@@ -1,0 +1,255 @@
+"""A camera's learned scene: its static background, which parts of it are stable, and how a view sits on it.
+
+Why: one 128-px embedding cannot tell "something big is in the scene" from
+"the view changed". A moved, zoomed or tilted camera moves **all** of its
+static structure; a lorry filling half the view hides some of it but moves
+none. So a camera learns, from its reference and the views of its first
+checks that still aligned with it (calibration), a background (the
+per-pixel median of those views: passing people and cars vanish) and a map
+of which cells of it are textured and stable (walls, kerbs, road markings)
+rather than busy (lanes, doors, trees). A view is then judged by those cells:
+
+* ``aligned``: the 80th percentile, over the stable cells, of the gradient
+  correlation between the view and the background (after a global shift of
+  at most ``MAX_SHIFT`` px, so vibration is forgiven). Traffic lowers it in
+  the cells it hides; a moved camera lowers it everywhere.
+* ``cover``: the largest connected region of textured cells whose texture is
+  gone and whose structure no longer aligns, as a share of the textured
+  cells: a cover near the lens is out of focus, wherever it sits.
+* ``soft`` and ``contrast``: the median change (log) of fine detail per unit
+  of local contrast, and of local contrast, over the background's most
+  detailed cells of the focus grid (``vision.stats.ViewStats.focus_grid``,
+  measured at the statistics width where a real focus-ring turn shows). A
+  defocused lens lowers detail in nearly every such cell together while
+  their contrast stays; fog and haze lower both.
+
+The background is re-derived from what the reference store keeps (each
+reference's statistics and the statistics of its calibration views), so
+nothing here is stored on its own. The decision (``decision.py``) holds the
+thresholds on these cues, and the per-camera bounds come from the camera's
+own calibration views (``Background.focus_spread``). Pure numpy and OpenCV;
+the measurement choices below were made on cases from footage/tune
+(docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from camwatch.core import structure
+
+#: Width (px) of the grey layout image each view's statistics carry (``ViewStats.layout``): at
+#: 96 px a moved view's best cells still correlated up to 0.88 on footage/tune, at 160 px 0.80.
+LAYOUT_WIDTH = 160
+#: Cell columns of the layout grid (rows follow the aspect, at least ``_MIN_ROWS``): 10 px cells.
+CELL_COLUMNS = 16
+_MIN_ROWS = 3
+#: Largest global shift (px at ``LAYOUT_WIDTH``) forgiven as vibration before cells are compared.
+MAX_SHIFT = 1.5
+#: Gaussian smoothing (px) before gradients, so a sub-pixel jitter does not decorrelate fine texture.
+_GRAD_SIGMA = 1.0
+#: A background cell is textured when its mean squared gradient (standardised grey, std 50) is above this.
+TEXTURED_ENERGY = 40.0
+#: A textured cell is stable when at least 3 in 4 of the learning views correlate with it above this.
+STABLE_CORRELATION = 0.5
+_STABLE_QUANTILE = 0.25
+#: Fewer stable cells than this and the textured cells count as stable (a reference alone, a busy scene).
+_MIN_STABLE = 4
+#: ``aligned`` is this percentile of the stable cells' correlations.
+ALIGNED_QUANTILE = 0.8
+#: A cell has lost its texture when its gradient energy fell below this share of the background's.
+LOST_ENERGY = 0.15
+#: The focus grid's cells judged for focus: those above this quantile of the background's focus.
+_DETAILED_QUANTILE = 0.4
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[int, int]:
+    h, w = shape[:2]
+    return CELL_COLUMNS, max(_MIN_ROWS, round(CELL_COLUMNS * h / w))
+
+
+def _cell_means(x: np.ndarray, cols: int, rows: int) -> np.ndarray:
+    h, w = x.shape
+    ys = np.array([h * j // rows for j in range(rows + 1)])
+    xs = np.array([w * i // cols for i in range(cols + 1)])
+    sums = np.add.reduceat(np.add.reduceat(x, ys[:-1], axis=0), xs[:-1], axis=1)
+    return np.asarray(sums / (np.diff(ys)[:, None] * np.diff(xs)[None, :]), np.float64)
+
+
+def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    soft = cv2.GaussianBlur(img, (0, 0), _GRAD_SIGMA)
+    return cv2.Sobel(soft, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(soft, cv2.CV_32F, 0, 1, ksize=3)
+
+
+def _steady(view: np.ndarray, onto: np.ndarray) -> np.ndarray:
+    """``view`` moved back by its global shift against ``onto`` when that shift is vibration-sized."""
+    # phaseCorrelate may overwrite its inputs with windowed copies (OpenCV 5): pass copies.
+    (dx, dy), _ = cv2.phaseCorrelate(onto.copy(), view.copy())
+    if not (abs(dx) <= MAX_SHIFT and abs(dy) <= MAX_SHIFT) or (dx == 0 and dy == 0):
+        return view
+    m = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
+    return np.asarray(cv2.warpAffine(view, m, (view.shape[1], view.shape[0]), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT))
+
+
+def _compare(view: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: (gradient correlation, the view's gradient energy, the background's)."""
+    view = _steady(view, background)
+    cols, rows = _grid(background.shape)
+    vx, vy = _gradients(view)
+    bx, by = _gradients(background)
+    ev = _cell_means(vx * vx + vy * vy, cols, rows)
+    eb = _cell_means(bx * bx + by * by, cols, rows)
+    cross = _cell_means(vx * bx + vy * by, cols, rows)
+    return cross / np.sqrt(ev * eb + 1e-6), ev, eb
+
+
+@dataclass(frozen=True)
+class FocusGrid:
+    """Per cell of ``vision.stats.FOCUS_GRID``: log detail per unit contrast, and log contrast."""
+
+    focus: np.ndarray
+    contrast: np.ndarray
+
+    @staticmethod
+    def parse(value: object) -> FocusGrid | None:
+        """From the flat list a ViewStats carries (focus values, then contrast values); None if absent or damaged."""
+        if not isinstance(value, (list, tuple)) or not value or len(value) % 2:
+            return None
+        try:
+            a = np.asarray(value, np.float64)
+        except (TypeError, ValueError):
+            return None
+        if not np.all(np.isfinite(a)):
+            return None
+        half = len(a) // 2
+        return FocusGrid(a[:half], a[half:])
+
+
+@dataclass(frozen=True, eq=False)
+class Background:
+    """What a camera learned of one reference's scene (``learn``); judged against by ``measure``.
+
+    ``focus_spread``: the largest focus change (``soft``, absolute) among the
+    learning views, the camera's own benign spread of detail. ``least_aligned``:
+    the lowest ``aligned`` of a calibration view against the background learned
+    without it (leave one out; 1.0 with fewer than 3 views): how far the
+    camera's own traffic already pulled a view that was in place.
+    """
+
+    layout: np.ndarray | None          # standardised median grey at LAYOUT_WIDTH, or None
+    textured: np.ndarray | None        # bool per layout cell
+    stable: np.ndarray | None          # bool per layout cell
+    focus: FocusGrid | None            # per focus cell: the views' median
+    detailed: np.ndarray | None        # bool per focus cell
+    focus_spread: float
+    views: int
+    least_aligned: float = 1.0
+
+
+@dataclass(frozen=True)
+class SceneCues:
+    """How one view sits on its camera's background (``measure``); None fields could not be judged."""
+
+    aligned: float | None
+    cover: float | None
+    soft: float | None
+    contrast: float | None
+
+
+def _layouts(layouts: Sequence[object]) -> list[np.ndarray]:
+    decoded = [structure.decode(t) for t in layouts]
+    first = decoded[0]
+    if first is None:
+        return []
+    return [d.astype(np.float32) for d in decoded if d is not None and d.shape == first.shape]
+
+
+def learn(layouts: Sequence[object], focus_grids: Sequence[object]) -> Background:
+    """A background from a reference's statistics (first) and its calibration views'.
+
+    ``layouts``: each view's encoded layout (``ViewStats.layout``); ``focus_grids``:
+    each view's ``ViewStats.focus_grid``. Views of another size than the
+    reference's, or without them, are left out; a reference alone gives a
+    background whose textured cells all count as stable.
+    """
+    views = _layouts(layouts)
+    layout = textured = stable = None
+    least = 1.0
+    if views:
+        first = views[0]
+        steadied = [first] + [_steady(v, first) for v in views[1:]]
+        layout, textured, stable = _learn_layout(views, steadied)
+        if len(views) >= 3:
+            for i in range(1, len(views)):
+                rest = [v for j, v in enumerate(views) if j != i]
+                bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
+                if int(tex.sum()):
+                    least = min(least, float(np.quantile(_compare(views[i], bg)[0][stab], ALIGNED_QUANTILE)))
+    grids = [g for g in (FocusGrid.parse(v) for v in focus_grids) if g is not None]
+    focus = detailed = None
+    spread = 0.0
+    if grids and all(len(g.focus) == len(grids[0].focus) for g in grids):
+        focus = FocusGrid(np.median(np.stack([g.focus for g in grids]), axis=0),
+                          np.median(np.stack([g.contrast for g in grids]), axis=0))
+        detailed = focus.focus > np.quantile(focus.focus, _DETAILED_QUANTILE)
+        spread = max(abs(float(np.median((g.focus - focus.focus)[detailed]))) for g in grids)
+    return Background(layout, textured, stable, focus, detailed, spread, len(views), least)
+
+
+def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(median layout, textured cells, stable cells) of views (the first is the reference)."""
+    layout = np.median(np.stack(steadied), axis=0).astype(np.float32) if len(views) > 1 else views[0]
+    _, _, eb = _compare(layout, layout)
+    textured = eb > TEXTURED_ENERGY
+    correlations = np.stack([_compare(v, layout)[0] for v in views])
+    stable = textured & (np.quantile(correlations, _STABLE_QUANTILE, axis=0) > STABLE_CORRELATION)
+    if int(stable.sum()) < _MIN_STABLE:
+        stable = textured.copy()
+    return layout, textured, stable
+
+
+def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
+    """The cues of one view (its encoded layout and focus grid) on ``background``."""
+    aligned = cover = soft = contrast = None
+    view = structure.decode(layout)
+    bg = background.layout
+    if view is not None and bg is not None and background.textured is not None \
+            and background.stable is not None and int(background.textured.sum()):
+        view = view.astype(np.float32)
+        if view.shape != bg.shape:
+            view = np.asarray(cv2.resize(view, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
+        corr, ev, eb = _compare(view, bg)
+        aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
+        lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
+        n, _, st, _ = cv2.connectedComponentsWithStats(lost.astype(np.uint8), connectivity=4)
+        largest = int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+        cover = largest / int(background.textured.sum())
+    grid = FocusGrid.parse(focus_grid)
+    if grid is not None and background.focus is not None and background.detailed is not None \
+            and len(grid.focus) == len(background.focus.focus):
+        soft = float(np.median((grid.focus - background.focus.focus)[background.detailed]))
+        contrast = float(np.median((grid.contrast - background.focus.contrast)[background.detailed]))
+    return SceneCues(aligned, cover, soft, contrast)
+
+
+def focus_cells(grey: np.ndarray, columns: int, rows: int) -> tuple[float, ...]:
+    """``ViewStats.focus_grid`` of a grey view: per cell log(mean squared Laplacian / (variance + 1)),
+    then per cell log(std + 1), each to 0.001; () when the view is smaller than the grid."""
+    h, w = grey.shape[:2]
+    if h < 2 * rows or w < 2 * columns:
+        return ()
+    g = grey.astype(np.float32)
+    lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
+    energy = _cell_means(lap * lap, columns, rows)
+    mean = _cell_means(g, columns, rows)
+    var = np.maximum(_cell_means(g * g, columns, rows) - mean * mean, 0.0)
+    focus = np.log((energy + 1e-3) / (var + 1.0))
+    contrast = np.log(np.sqrt(var) + 1.0)
+    values = np.concatenate([focus.ravel(), contrast.ravel()])
+    return tuple(round(float(v), 3) if math.isfinite(v) else 0.0 for v in values)

@@ -1,0 +1,114 @@
+"""The learned scene (core.scene) and how the decision judges by it, on frames of the demo world.
+
+Each cue is checked on the change it is for and on the benign change it must
+forgive: a large in-focus object in place is not a move, a moved camera is; a
+flat thing at the lens is a cover; a lens defocus lowers detail with contrast
+kept, a haze lowers both.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from media import scene_frames, scene_image
+
+from camwatch.core import scene
+from camwatch.core.calibration import learn_backgrounds_from, provisional_backgrounds
+from camwatch.core.decision import RefView, assess
+from camwatch.vision.stats import view_stats
+
+
+def _stats(images: list[np.ndarray]) -> list:
+    return [view_stats(i) for i in images]
+
+
+def _learned() -> tuple[np.ndarray, scene.Background]:
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    return frames[0], scene.learn([s.layout for s in st], [s.focus_grid for s in st])
+
+
+def _cues(image: np.ndarray, bg: scene.Background) -> scene.SceneCues:
+    s = view_stats(image)
+    return scene.measure(s.layout, s.focus_grid, bg)
+
+
+def _object(image: np.ndarray, share: float, flat: bool) -> np.ndarray:
+    """A thing over ``share`` of the view's lower left: in-focus texture, or a flat out-of-focus colour."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    ow, oh = int(w * np.sqrt(share) * 1.2), int(h * np.sqrt(share) / 1.2)
+    if flat:
+        out[h - oh:, :ow] = (60, 90, 140)
+    else:
+        rng = np.random.default_rng(4)
+        tex = cv2.resize(rng.integers(0, 255, (oh // 6, ow // 6, 3), dtype=np.uint8), (ow, oh),
+                         interpolation=cv2.INTER_NEAREST)
+        out[h - oh:, :ow] = tex
+    return out
+
+
+def test_a_large_object_in_place_stays_aligned_a_moved_view_does_not() -> None:
+    ref, bg = _learned()
+    assert bg.views == 9 and bg.stable is not None and int(bg.stable.sum()) >= 4
+    assert _cues(ref, bg).aligned is not None and _cues(ref, bg).aligned > 0.95
+    parked = _cues(_object(ref, 0.35, flat=False), bg)
+    assert parked.aligned is not None and parked.aligned > 0.85          # the rest of the scene is in place
+    moved = _cues(scene_image(seed=3, moved=True), bg)
+    assert moved.aligned is not None and moved.aligned < 0.6
+    shaken = np.roll(ref, 1, axis=1)                                     # a pixel of vibration
+    assert _cues(shaken, bg).aligned > 0.9
+
+
+def test_a_flat_thing_at_the_lens_is_a_cover_an_in_focus_object_is_not() -> None:
+    ref, bg = _learned()
+    cover = _cues(_object(ref, 0.35, flat=True), bg).cover
+    parked = _cues(_object(ref, 0.35, flat=False), bg).cover
+    assert cover is not None and parked is not None
+    assert cover > 0.15 > parked
+
+
+def test_defocus_lowers_detail_with_contrast_kept_haze_lowers_both() -> None:
+    ref, bg = _learned()
+    soft = _cues(cv2.GaussianBlur(ref, (0, 0), 2.0), bg)
+    assert soft.soft is not None and soft.contrast is not None
+    assert soft.soft < -0.5 and soft.contrast > -0.3
+    haze = _cues(cv2.addWeighted(ref, 0.35, np.full_like(ref, 200), 0.65, 0), bg)
+    assert haze.contrast is not None and haze.contrast < -0.3
+    same = _cues(ref, bg)
+    assert abs(same.soft or 0.0) < 0.1
+
+
+def test_the_decision_forgives_the_embedding_for_a_view_in_place() -> None:
+    """Similarity 0 (the embedding says "another view"), the scene says in place: not drifted;
+    the same embedding with the scene moved: drifted, named moved."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    away = np.array([0.0, 1.0], np.float32)
+    parked = assess(away, view_stats(_object(frames[0], 0.35, flat=False)), [ref], 0.5, backgrounds=scenes)
+    assert not parked.drifted and parked.scene_cues is not None and parked.aligned_line is not None
+    alone = assess(away, view_stats(_object(frames[0], 0.35, flat=False)), [ref], 0.5)
+    assert alone.drifted                                                   # without the scene, as before
+    moved = assess(away, view_stats(scene_image(seed=3, moved=True)), [ref], 0.5, backgrounds=scenes)
+    assert moved.drifted and moved.kind == "moved"
+    covered = assess(np.array([1.0, 0.0], np.float32), view_stats(_object(frames[0], 0.35, flat=True)), [ref],
+                     0.5, backgrounds=scenes)
+    assert covered.drifted and covered.kind == "covered" and covered.reason == "cover"
+    blurred = assess(np.array([1.0, 0.0], np.float32), view_stats(cv2.GaussianBlur(frames[0], (0, 0), 2.0)),
+                     [ref], 0.5, backgrounds=scenes)
+    assert blurred.drifted and blurred.kind == "defocused"
+
+
+def test_a_reference_alone_gives_a_scene_and_damaged_statistics_give_none_of_its_cues() -> None:
+    st = view_stats(scene_image(seed=3))
+    ref = RefView(np.array([1.0, 0.0], np.float32), st, id=1)
+    only = provisional_backgrounds([ref])[1]
+    assert only.views == 1 and only.stable is not None and only.least_aligned == 1.0
+    assert scene.measure("garbage", (1.0, "x"), only) == scene.SceneCues(None, None, None, None)
+    old = RefView(np.array([1.0, 0.0], np.float32), {"brightness": 100.0}, id=2)   # statistics before route 6
+    bare = provisional_backgrounds([old])[2]
+    assert bare.layout is None and bare.focus is None
+    v = assess(np.array([1.0, 0.0], np.float32), st, [old], 0.5, backgrounds={2: bare})
+    assert not v.drifted
