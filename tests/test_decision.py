@@ -448,7 +448,7 @@ def test_structure_joins_the_similarity_margin_once_a_scale_is_known() -> None:
 
 
 def test_structure_scale_follows_early_views_within_bounds() -> None:
-    from camwatch.core.decision import calibrate_structure
+    from camwatch.core.calibration import calibrate_structure
 
     assert calibrate_structure([]) is None and calibrate_structure([0.1, 0.1]) is None
     assert calibrate_structure([float("nan")] * 5) is None
