@@ -104,9 +104,15 @@ def _compare(view: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.n
     vx, vy = _gradients(view)
     bx, by = _gradients(background)
     ev = _cell_means(vx * vx + vy * vy, cols, rows)
-    eb = _cell_means(bx * bx + by * by, cols, rows)
+    eb = _cell_energy(background)
     cross = _cell_means(vx * bx + vy * by, cols, rows)
     return cross / np.sqrt(ev * eb + 1e-6), ev, eb
+
+
+def _cell_energy(img: np.ndarray) -> np.ndarray:
+    """Per cell: the mean squared gradient of ``img``."""
+    gx, gy = _gradients(img)
+    return _cell_means(gx * gx + gy * gy, *_grid(img.shape))
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object]) -> Backgroun
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(median layout, textured cells, stable cells) of views (the first is the reference)."""
     layout = np.median(np.stack(steadied), axis=0).astype(np.float32) if len(views) > 1 else views[0]
-    _, _, eb = _compare(layout, layout)
-    textured = eb > TEXTURED_ENERGY
+    textured = _cell_energy(layout) > TEXTURED_ENERGY
     correlations = np.stack([_compare(v, layout)[0] for v in views])
     stable = textured & (np.quantile(correlations, _STABLE_QUANTILE, axis=0) > STABLE_CORRELATION)
     if int(stable.sum()) < _MIN_STABLE:
