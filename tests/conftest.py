@@ -89,3 +89,13 @@ def http_snapshot_server() -> Iterator[SnapshotServer]:
         yield ctl
     finally:
         ctl.stop()
+
+
+# -- the operator console ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def console(tmp_path_factory):
+    """One daemon with its console for test_console.py and test_console_actions.py (started once)."""
+    import test_console
+    yield from test_console.console_daemon(tmp_path_factory)

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,10 @@ CAMERAS = [
     {"id": "attic", "name": "Attic (off)", "url": "demo:shop?seed=9", "enabled": False},
     # Turned a few seconds in: its drift_started event has an evidence picture.
     {"id": "hall", "name": "Hall", "url": "demo:lobby?seed=4&drift_after=6&drift=turn", "auto_enroll": True},
+    # Silenced before the daemon starts, then covered (test_console_actions.py): recorded, not sent.
+    {"id": "porch", "name": "Porch", "url": "demo:street?seed=5&drift_after=6&drift=cover", "auto_enroll": True},
+    # Operators' actions on it (test_console_actions.py).
+    {"id": "yard", "name": "Yard", "url": "demo:shop?seed=6", "auto_enroll": True},
 ]
 
 
@@ -62,10 +67,12 @@ def refs(base: str, cid: str) -> list[tuple]:
     return [(r["id"], r["label"], r["created_at"]) for r in get_json(base, f"/api/cameras/{cid}")[1]["references"]]
 
 
-def start_daemon(folder: Path, cameras: list[dict], token: str | None = None) -> tuple[Daemon, str]:
+def start_daemon(folder: Path, cameras: list[dict], token: str | None = None,
+                 before: Callable[[Path, dict | None], object] | None = None) -> tuple[Daemon, str]:
     """A real daemon on ``cameras`` with its console on a free loopback port: (daemon, console's base URL).
 
-    ``token``: operators may log in with it, given as a systemd credential (${cred:console-token})."""
+    ``token``: operators may log in with it, given as a systemd credential (${cred:console-token});
+    ``before(config, env)``: run once the config is written, before the daemon starts."""
     port = free_port()
     console = {"enabled": True, "address": "127.0.0.1", "port": port}
     env = None
@@ -76,12 +83,20 @@ def start_daemon(folder: Path, cameras: list[dict], token: str | None = None) ->
         console["token"] = "${cred:console-token}"
         env = {"CREDENTIALS_DIRECTORY": str(creds)}
     cfg = write_config(folder / "cameras.yaml", cameras, calibration={"checks": 2}, console=console)
+    if before is not None:
+        before(cfg, env)
     return Daemon(cfg, env=env), f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory):
-    d, base = start_daemon(tmp_path_factory.mktemp("console"), CAMERAS, token=TOKEN)
+def console_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
+    """The daemon conftest's ``console`` fixture shares between this module and test_console_actions.py
+    (one start for both): CAMERAS, actions on with TOKEN; before it starts, an operator silences porch
+    with the CLI (test_console_actions.py reads what followed)."""
+    def silence_porch(cfg: Path, env: dict | None) -> None:
+        r = camwatch("camera", "silence", "porch", "1h", "--by", "night shift", "--config", str(cfg), env=env)
+        assert r.returncode == 0 and "night shift silenced its alerts until" in r.stdout, r.stderr
+
+    d, base = start_daemon(tmp_path_factory.mktemp("console"), CAMERAS, token=TOKEN, before=silence_porch)
     try:
         d.wait("every enabled camera checked or failed", lambda: _settled(base), timeout=90)
         yield d, base

@@ -33,6 +33,7 @@ HANDLERS = {
     "enroll": "camwatch.cli.enroll:cli_enroll",
     "references": "camwatch.cli.enroll:cli_references",
     "events": "camwatch.cli.events:cli_events",
+    "camera": "camwatch.cli.camera:cli_camera",
     "evaluate": "camwatch.cli.evaluate:cli_evaluate",
     "compare": "camwatch.cli.compare:cli_compare",
 }
@@ -88,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(q)
     q.add_argument("ids", nargs="*", type=int, metavar="ID")
     q.add_argument("--camera", help="remove every reference of this camera")
+
+    p = sub.add_parser("camera", help="an operator's action: silence, unsilence, disable, enable, "
+                                      "add-reference, remove-reference")
+    _config_arg(p)
+    p.add_argument("action", choices=["silence", "unsilence", "disable", "enable", "add-reference",
+                                      "remove-reference"], metavar="ACTION",
+                   help="silence CAMERA 2h | unsilence | disable | enable | add-reference CAMERA LABEL | "
+                        "remove-reference CAMERA ID")
+    p.add_argument("camera", metavar="CAMERA")
+    p.add_argument("argument", nargs="?", metavar="ARG", help="the period, label or reference id")
+    p.add_argument("--by", help="who acts, for the events log (default: your login name)")
 
     p = sub.add_parser("events", help="list drift and availability events")
     _config_arg(p)

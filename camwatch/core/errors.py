@@ -44,3 +44,12 @@ class StoreError(CamwatchError):
 
 class EnrolmentError(CamwatchError):
     """A reference cannot be enrolled (bad image, unknown camera...)."""
+
+
+class ActionError(CamwatchError):
+    """An operator's action cannot be done (unknown camera, bad period, the last reference ...);
+    nothing was changed. ``status`` is the HTTP status the console and its API answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        self.status = status
+        super().__init__(message)

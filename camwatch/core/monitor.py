@@ -37,6 +37,12 @@ The rules, in one place:
   the camera's own (``Assessed.camera_threshold``: configured, calibrated or
   the model's). The threshold a view was actually held to moves from check to
   check with the structure cue; it goes to DEBUG lines and the event's details.
+* An operator may silence a camera's alerts until a time (maintenance): it is
+  still checked and its state still moves, but every event it owes meanwhile
+  carries ``Emit.silenced_until`` (recorded for the log, delivered to no sink,
+  not counted as an alert). ``controls`` is told the operators' settings; when
+  the time has passed it says so once (camera_unsilenced, by ``camwatch``).
+  A disabled camera is not checked and shows ``disabled``.
 * A skipped run of a camera's check is counted every time; a skip that says
   something is wrong (the previous check still running, inference behind) is
   logged once, and again only after the checks ran on time and it recurs.
@@ -61,7 +67,23 @@ from camwatch.core.lines import (
     plural,
     without_camera,
 )
-from camwatch.core.types import CameraState, EventType
+from camwatch.core.monitor_actions import (
+    Action,
+    CountCheck,
+    Emit,
+    Note,
+    Progress,
+    Reconnected,
+    RecordCalibration,
+    ReferencesChanged,
+    SetState,
+    Silenced,
+)
+from camwatch.core.types import CameraState
+
+__all__ = ["Action", "Assessed", "CountCheck", "Emit", "Hysteresis", "Monitor", "Note", "OpenAlerts", "Policy",
+           "Progress", "Reconnected", "RecordCalibration", "ReferencesChanged", "SetState", "Silenced",
+           "open_alerts"]
 
 #: Consecutive failed fetches before a camera_down event (one failure is a hiccup).
 DOWN_AFTER_FAILURES = 2
@@ -158,91 +180,6 @@ class RecordedEvent(Protocol):
     def kind(self) -> str | None: ...
 
 
-# -- what comes out -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SetState:
-    """The camera's state changed (metrics label, systemd status line). ``drift_open``: a
-    drift alert is open (sent, not cleared), whatever the state: camwatch_camera_drifted."""
-
-    state: CameraState
-    drift_open: bool = False
-
-
-@dataclass(frozen=True)
-class CountCheck:
-    """One scheduled check's result (core.types.RESULTS), and what it measured. ``threshold``
-    is the camera's own, the same from check to check."""
-
-    result: str
-    similarity: float | None = None
-    threshold: float | None = None
-    at: float | None = None
-
-
-@dataclass(frozen=True)
-class Emit:
-    """An event to record durably, and the line an operator reads about it.
-
-    ``alert``: the kind counted as an alert (None for a clearing event);
-    ``evidence_reference``: the reference to put beside the view in an evidence
-    picture (its path then goes into ``line`` through ``with_evidence``);
-    ``threshold``: the camera's own; ``details``: the cues behind the verdict
-    (the event JSON's ``details``); ``line``/``level``: the log line.
-    """
-
-    type: EventType
-    message: str = ""
-    kind: str | None = None
-    similarity: float | None = None
-    threshold: float | None = None
-    alert: str | None = None
-    evidence_reference: int | None = None
-    details: Mapping[str, float | str] = field(default_factory=dict)
-    line: str = ""
-    level: int = logging.INFO
-
-
-@dataclass(frozen=True)
-class RecordCalibration:
-    """A benign early view's similarity, structure distance and statistics, for the camera's calibration."""
-
-    similarity: float
-    structure: float | None
-    stats: object = None
-    reference_id: int | None = None
-
-
-@dataclass(frozen=True)
-class ReferencesChanged:
-    """The camera's references are not the ones last judged against (refresh their metrics)."""
-
-
-@dataclass(frozen=True)
-class Reconnected:
-    """The camera answered again after failed fetches."""
-
-
-@dataclass(frozen=True)
-class Note:
-    """A log line about the camera; ``extra`` holds the structured fields of JSON logs."""
-
-    level: int
-    text: str
-    extra: Mapping[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A check completed at ``at`` (the clock passed in): the systemd watchdog is fed only while
-    checks complete."""
-
-    at: float
-
-
-Action = SetState | CountCheck | Emit | RecordCalibration | ReferencesChanged | Reconnected | Note | Progress
-
 
 @dataclass(frozen=True)
 class OpenAlerts:
@@ -309,6 +246,7 @@ class Monitor:
     retry_at: float = 0.0                 # checks are skipped until then (the clock passed in)
     hint_logged: bool = False             # "no reference; enrol it with" said once per episode
     reference_ids: frozenset[int] = frozenset()
+    silenced_until: float | None = None   # unix time an operator silenced its alerts until
     hysteresis: Hysteresis = field(init=False)
     drift_open: bool = field(init=False)  # drift_started sent, drift_cleared not yet
     alert_kind: str | None = field(init=False)  # the kind the open drift was last told with
@@ -329,11 +267,49 @@ class Monitor:
 
     def carried_over(self, policy: Policy, enabled: bool = True) -> Monitor:
         """A fresh monitor for this camera's changed settings, still owing what this one owes."""
-        return Monitor(self.camera_id, policy, enabled, OpenAlerts(self.drift_open, self.down, self.alert_kind))
+        return Monitor(self.camera_id, policy, enabled, OpenAlerts(self.drift_open, self.down, self.alert_kind),
+                       silenced_until=self.silenced_until)
 
     def due(self, now: float) -> bool:
         """False while a failing camera waits for its next retry."""
         return now >= self.retry_at
+
+    # ---- operators' settings -------------------------------------------------------
+    def controls(self, wall: float, silenced_until: float | None, enabled: bool) -> list[Action]:
+        """The operators' settings for this camera as the store holds them; ``wall`` is unix time.
+
+        A silence whose time has passed (``silenced_until <= wall``) ends with a
+        camera_unsilenced event: the store still holds it until the service
+        clears it, so the end is said even when the daemon was down at the time.
+        """
+        out: list[Action] = []
+        cid = self.camera_id
+        if silenced_until is not None and silenced_until <= wall:
+            self.silenced_until = None
+            out += [Silenced(None),
+                    Emit("camera_unsilenced", "the silence ran out; alerts are delivered again",
+                         details={"by": "camwatch", "until": round(silenced_until, 3)},
+                         line=f"camera {cid}: its alerts' silence ran out; alerts are delivered again")]
+        elif silenced_until != self.silenced_until:
+            self.silenced_until = silenced_until
+            out.append(Silenced(silenced_until))
+        if enabled != self.enabled:
+            self.enabled = enabled
+            if enabled:
+                self.state, self.failures, self.retry_at = None, 0, 0.0
+                self.backoff.reset()
+                out.append(Note(logging.INFO, f"camera {cid}: enabled by an operator; checks resume"))
+            else:
+                out.append(Note(logging.INFO, f"camera {cid}: disabled by an operator; not checked"))
+                out += self._become(CameraState.DISABLED)
+        return out
+
+    def _quiet(self, out: list[Action]) -> list[Action]:
+        """Events owed while silenced are marked so (recorded, not delivered, not counted as alerts)."""
+        if self.silenced_until is None:
+            return out
+        return [dataclasses.replace(a, silenced_until=self.silenced_until) if isinstance(a, Emit) else a
+                for a in out]
 
     # ---- observations ------------------------------------------------------------
     def outside_hours(self, now: float) -> list[Action]:
@@ -389,7 +365,7 @@ class Monitor:
             out.append(Emit("camera_down", f"{fails}: {detail}", alert="unavailable",
                             line=f"camera {cid}: DOWN after {fails} ({detail})", level=logging.WARNING))
         out.append(Progress(now))
-        return out
+        return self._quiet(out)
 
     def fetched(self, now: float) -> list[Action]:
         """A frame arrived (it is judged next: ``no_reference`` or ``assessed``)."""
@@ -406,7 +382,7 @@ class Monitor:
         elif self.failures:
             out.append(Note(logging.INFO, f"camera {self.camera_id}: reachable again{after}"))
         self.failures = 0
-        return out
+        return self._quiet(out)
 
     def no_reference(self, now: float, at: float | None, enrol_refused: bool = False) -> list[Action]:
         """The camera has no reference to judge by. ``enrol_refused``: auto_enroll turned the
@@ -469,7 +445,7 @@ class Monitor:
             out.append(Note(logging.INFO, f"camera {cid}: ok ({said})", extra))
         if not kind:
             self._change = (None, 0)
-        return out + self._become(new_state) + [Progress(now)]
+        return self._quiet(out + self._become(new_state) + [Progress(now)])
 
     def _started(self, a: Assessed, kind: str, message: str, line: str, details: Mapping[str, float | str]) -> Emit:
         """A drift_started of ``kind`` ("unknown": no kind was named; the event's kind is then null)."""

@@ -48,5 +48,11 @@ ALERT_KINDS: tuple[str, ...] = (*KINDS, "unknown", "unavailable")
 RESULTS: tuple[str, ...] = ("ok", "drifted", "error", "no_reference", "skipped")
 
 #: What an event says happened (events.db, webhooks, the monitor's Emit actions).
-EventType = Literal["drift_started", "drift_cleared", "camera_down", "camera_up", "reference_accepted"]
+#: The last six are operators' actions (service/actions.py), each naming who in ``details["by"]``.
+EventType = Literal["drift_started", "drift_cleared", "camera_down", "camera_up", "reference_accepted",
+                    "reference_added", "reference_removed", "camera_silenced", "camera_unsilenced",
+                    "camera_disabled", "camera_enabled"]
+#: Events an operator's action made (the camera page's audit trail).
+ACTION_EVENTS: tuple[str, ...] = ("reference_accepted", "reference_added", "reference_removed", "camera_silenced",
+                                  "camera_unsilenced", "camera_disabled", "camera_enabled")
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

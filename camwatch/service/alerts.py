@@ -30,7 +30,7 @@ from camwatch.core.errors import StoreError
 from camwatch.core.secrets import scrub
 from camwatch.service.metrics import Metrics
 from camwatch.service.sinks import DeliveryError, Sink
-from camwatch.store.events import Event, EventStore
+from camwatch.store.events import SILENCED_UNTIL, Event, EventStore
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ class Dispatcher:
         wrote = False
         while b.events:
             try:
-                self.store.record(b.events[0], self.sink_names)
+                event = b.events[0]
+                self.store.record(event, () if SILENCED_UNTIL in event.details else self.sink_names)
             except StoreError as exc:
                 self._store_failed(exc)
                 return False

@@ -90,6 +90,9 @@ _FAMILIES = (
     _Family("references", "camwatch_camera_references", "gauge", "Reference views stored for the camera"),
     _Family("reference_time", "camwatch_camera_reference_timestamp_seconds", "gauge",
             "Unix time the camera's newest reference was enrolled (0 when none)"),
+    _Family("silenced_until", "camwatch_camera_silenced_until_timestamp_seconds", "gauge",
+            "Unix time an operator silenced the camera's alerts until (still checked; events recorded, "
+            "not delivered); 0 when not silenced"),
 )
 #: Each family's slots [start, end) in a camera's flat list of series.
 _RANGES: list[tuple[int, int]] = []

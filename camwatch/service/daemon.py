@@ -33,6 +33,7 @@ from camwatch.service.metrics import Metrics, MetricsServer
 from camwatch.service.pipeline import CameraRuntime, Pipeline
 from camwatch.service.scheduler import Scheduler
 from camwatch.service.sinks import Sink, build_sinks
+from camwatch.store import controls
 from camwatch.store.events import Event, EventStore
 from camwatch.store.references import ReferenceStore
 from camwatch.vision.embedder import Embedder, load_embedder
@@ -45,6 +46,8 @@ PRUNE_EVERY_S = 6 * 3600
 STATUS_EVERY_S = 10
 #: Hard bound on shutdown work (flush of events, closing sources).
 STOP_BUDGET_S = 6.0
+#: How often the operators' settings in the store (silenced, disabled: the CLI's) are looked at.
+CONTROLS_EVERY_S = 2.0
 #: run_forever wakes at least this often even if no signal or stop() came (a safety net only).
 MAIN_WAKE_S = 30.0
 
@@ -108,10 +111,12 @@ class Daemon:
         self.scheduler = Scheduler(s.workers, self.pipeline.run_check, self._note_expected, self.pipeline.run_skipped)
         self.scheduler.start()
         self._apply_cameras(config, first=True)
+        self.apply_controls()
         self.pipeline.start()
         if s.console.enabled:
             self.console = ConsoleServer(s.console, Sources(lambda: self.config, lambda: self.runtimes,
-                                                            lambda: self.store, lambda: self.events))
+                                                            lambda: self.store, lambda: self.events,
+                                                            publish=self._publish, apply=self.apply_controls))
         self._started = True
         notify.ready(self.status_line())
         log.info("camwatch started: %d camera(s), %d enabled",
@@ -121,6 +126,41 @@ class Daemon:
         # Through whichever dispatcher is current: a reload may have replaced it.
         if self.dispatcher is not None:
             self.dispatcher.publish(event)
+
+    def _controls(self) -> dict[str, controls.Control]:
+        try:
+            return controls.read(self.store) if self.store is not None else {}
+        except CamwatchError as exc:   # the checks go on with the settings in hand
+            log.warning("operators' settings: %s", scrub(str(exc)))
+            return {}
+
+    def apply_controls(self) -> None:
+        """Carry out what operators set in the store (service/actions.py: the console, the API, the CLI).
+
+        Each camera's monitor is told its silence and whether it is enabled; a
+        camera disabled by an operator leaves the schedule (its state: disabled)
+        and returns to it when enabled. A silence that ran out is said once by
+        the monitor, then cleared from the store.
+        """
+        if self.pipeline is None or self.scheduler is None or self.store is None:
+            return
+        rows, now = self._controls(), time.time()
+        with self._lock:
+            for cid, rt in list(self.runtimes.items()):
+                c = rows.get(cid) or controls.Control(cid)
+                was = rt.enabled
+                rt.disabled_by = c.disabled_by
+                self.pipeline.carry_out(rt, rt.observe(Monitor.controls, now, c.silenced_until, rt.enabled))
+                if c.silenced_until is not None and c.silenced_until <= now:
+                    try:
+                        controls.set_silenced(self.store, cid, None, None)
+                    except CamwatchError as exc:
+                        log.warning("camera %s: %s", cid, scrub(str(exc)))
+                if rt.enabled and not was:
+                    rt.expected_at = self.scheduler.add_camera(rt.camera, rt.generation)
+                elif was and not rt.enabled:
+                    self.scheduler.remove_camera(cid)
+                    rt.close_source()
 
     def _note_expected(self, camera_id: str, scheduled: float) -> None:
         rt = self.runtimes.get(camera_id)
@@ -151,6 +191,7 @@ class Daemon:
         """
         assert self.store is not None and self.metrics is not None and self.scheduler is not None
         wanted = {c.id: c for c in config.cameras}
+        rows = self._controls()
         with self._lock:
             for cid in list(self.runtimes):
                 if cid not in wanted:
@@ -164,18 +205,22 @@ class Daemon:
                     self._drop_camera(cid, keep_metrics=True)
                     log.info("camera %s changed; its checks restart", cid)
                 policy = _policy(cam)
+                disabled_by = rows[cid].disabled_by if cid in rows else None
+                enabled = cam.enabled and disabled_by is None
                 if old is not None:
-                    monitor = old.monitor.carried_over(policy, cam.enabled)
+                    monitor = old.monitor.carried_over(policy, enabled)
+                    monitor.silenced_until = None     # told again by apply_controls: its metric is new
                 else:   # alerts left open by a previous run (stopped, or killed) are still owed
-                    monitor = Monitor(cid, policy, cam.enabled, _open_alerts(self.events, cid))
-                rt = CameraRuntime(cam, monitor, generation=(old.generation + 1) if old else 0)
+                    monitor = Monitor(cid, policy, enabled, _open_alerts(self.events, cid))
+                rt = CameraRuntime(cam, monitor, generation=(old.generation + 1) if old else 0,
+                                   disabled_by=disabled_by)
                 self.runtimes[cid] = rt
                 refs = self.store.summary().get(cid)
-                shown = (CameraState.DISABLED if not cam.enabled else
+                shown = (CameraState.DISABLED if not enabled else
                          CameraState.NO_REFERENCE if refs is None and not cam.auto_enroll else CameraState.UNAVAILABLE)
-                self.metrics.camera_added(cid, shown.value, drifted=monitor.drift_open and cam.enabled)
+                self.metrics.camera_added(cid, shown.value, drifted=monitor.drift_open and enabled)
                 self.metrics.set_references(cid, refs.count if refs else 0, refs.newest_at if refs else None)
-                if not cam.enabled:
+                if not enabled:
                     continue
                 if not first and old is None:
                     log.info("camera %s added", cid)
@@ -218,7 +263,7 @@ class Daemon:
         shows in the status line, the log and ``camwatch_store_ok`` instead.
         """
         now = self.clock()
-        due = [rt for rt in list(self.runtimes.values()) if rt.camera.enabled]
+        due = [rt for rt in list(self.runtimes.values()) if rt.enabled]
         if not due:
             notify.watchdog()
             return
@@ -255,6 +300,7 @@ class Daemon:
             self._restart_dispatcher(sinks)
         self._apply_cameras(config)
         self.config = config
+        self.apply_controls()
         self.pipeline.settings = config.settings
         self.metrics.config_reloads.labels("ok").inc()
         log.info("config reloaded: %d camera(s)", len(config.cameras))
@@ -325,6 +371,7 @@ class Daemon:
             self.scheduler.every(interval, self.watchdog_tick, "watchdog", now=True)
         self.scheduler.every(STATUS_EVERY_S, lambda: notify.status(self.status_line()), "status")
         self.scheduler.every(PRUNE_EVERY_S, self.prune_events, "events-prune", now=True)
+        self.scheduler.every(CONTROLS_EVERY_S, self.apply_controls, "controls")
         # Sleeps in select() on a pipe that signals (set_wakeup_fd) and stop() write to, instead
         # of waking every 0.5 s to look at flags (~0.4 ms CPU/s doing nothing). The timeout is
         # only a safety net.

@@ -242,6 +242,10 @@ class Metrics:
         self._camera_series.update(camera_id, ("references", "", count),
                                 ("reference_time", "", newest_created_at or 0))
 
+    def set_silenced(self, camera_id: str, until: float | None) -> None:
+        """Until when an operator silenced the camera's alerts (None: not silenced)."""
+        self._camera_series.update(camera_id, ("silenced_until", "", until or 0))
+
     # ---- daemon-wide ---------------------------------------------------------------
     def observe_fetch(self, seconds: float) -> None:
         self.fetch_duration.observe(seconds)

@@ -48,17 +48,18 @@ from camwatch.core.monitor import (
     RecordCalibration,
     ReferencesChanged,
     SetState,
+    Silenced,
 )
 from camwatch.core.secrets import scrub
 from camwatch.core.types import CameraState, Frame
+from camwatch.service.actions import accept_view
 from camwatch.service.checks import embed_views, judge, threshold_for, view_of
-from camwatch.service.console.actions import accept_view
 from camwatch.service.console.snapshot import LastView, ViewLog
 from camwatch.service.enrol import enrol_frame
 from camwatch.service.metrics import Metrics
 from camwatch.sources import open_source
 from camwatch.sources.protocol import FrameSource
-from camwatch.store.events import Event
+from camwatch.store.events import SILENCED_UNTIL, Event
 from camwatch.store.evidence import write_evidence
 from camwatch.store.references import Reference, ReferenceStore
 from camwatch.vision.embedder import Embedder
@@ -89,7 +90,9 @@ class CameraRuntime:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # the monitor's
     # The latest assessed view and 24 h of checks, for the console (filled only while it is enabled).
     views: ViewLog = field(default_factory=ViewLog, repr=False, compare=False)
-    accept: tuple[str, str] | None = None  # (label, who): an operator's "accept this view", done at the next check
+    # (label, who, mode): an operator's "accept/add this view" (service.actions.MODES), done at the next check
+    accept: tuple[str, str, str] | None = None
+    disabled_by: str | None = None   # an operator disabled its checks (store.controls)
 
     def observe(self, call: Callable[Concatenate[Monitor, P], list[Action]], *args: P.args,
                 **kwargs: P.kwargs) -> list[Action]:
@@ -101,6 +104,11 @@ class CameraRuntime:
     @property
     def state(self) -> CameraState | None:
         return self.monitor.state
+
+    @property
+    def enabled(self) -> bool:
+        """Checked: enabled in the config and not disabled by an operator."""
+        return self.camera.enabled and self.disabled_by is None
 
     def close_source(self) -> None:
         src, self.source = self.source, None
@@ -303,8 +311,8 @@ class Pipeline:
         monitor told) when there is none."""
         cam = rt.camera
         if rt.accept is not None:   # asked for in the console; made here, on the model's one thread
-            (label, who), rt.accept = rt.accept, None
-            accepted = accept_view(self.store, self.embedder, cam, item.image, label, who)
+            (label, who, mode), rt.accept = rt.accept, None
+            accepted = accept_view(self.store, self.embedder, cam, item.image, label, who, mode)
             if accepted is not None:
                 self.refresh_reference_metrics(cam.id)
                 try:
@@ -357,7 +365,7 @@ class Pipeline:
             evidence = None
             if a.evidence_reference is not None and view is not None:
                 evidence = self._write_evidence(rt.camera, a, view, at)
-            if a.alert is not None:
+            if a.alert is not None and a.silenced_until is None:   # silenced: recorded, not an alert
                 self.metrics.alert(cid, a.alert)
             if a.line:
                 log.log(a.level, "%s", with_evidence(a.line, evidence),
@@ -373,6 +381,8 @@ class Pipeline:
             self.metrics.reconnected(cid)
         elif isinstance(a, Progress):
             self.last_progress = a.at
+        elif isinstance(a, Silenced):
+            self.metrics.set_silenced(cid, a.until)
 
     def refresh_reference_metrics(self, cid: str) -> None:
         s = self.store.summary().get(cid)
@@ -383,11 +393,14 @@ class Pipeline:
 
         A failure to record is logged loudly but never stops the checks.
         """
+        details = dict(e.details)
+        if e.silenced_until is not None:   # the dispatcher records it for no sink (service.alerts)
+            details[SILENCED_UNTIL] = round(e.silenced_until, 3)
         try:
             self.publish(Event(camera_id=cid, type=e.type, kind=e.kind,
                                similarity=None if e.similarity is None else float(e.similarity),
                                threshold=None if e.threshold is None else float(e.threshold),
-                               evidence=evidence, message=scrub(e.message), details=dict(e.details)))
+                               evidence=evidence, message=scrub(e.message), details=details))
         except Exception as exc:
             log.error("camera %s: could not record %s event: %s", cid, e.type, scrub(str(exc)))
 

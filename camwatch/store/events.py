@@ -66,6 +66,9 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_at
     "ALTER TABLE events ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+#: The ``details`` key of an event owed while its camera's alerts were silenced (unix time the
+#: silence lasts until): recorded in the log, delivered to no sink (``service.alerts``).
+SILENCED_UNTIL = "silenced_until"
 
 
 @dataclass
@@ -109,6 +112,12 @@ class Event:
             "camera_down": "camera unavailable",
             "camera_up": "camera available again",
             "reference_accepted": "view accepted as the reference",
+            "reference_added": "reference added",
+            "reference_removed": "reference removed",
+            "camera_silenced": "alerts silenced",
+            "camera_unsilenced": "alerts no longer silenced",
+            "camera_disabled": "checks disabled",
+            "camera_enabled": "checks enabled",
         }[self.type]
         parts = [f"camwatch: {self.camera_id}: {title}"]
         if self.kind and self.type == "drift_started":

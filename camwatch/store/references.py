@@ -48,7 +48,7 @@ import numpy as np
 
 from camwatch.core.errors import StoreError
 from camwatch.store import identity
-from camwatch.store.db import Param, open_database, prepare_state_dir
+from camwatch.store.db import Database, Param, open_database, prepare_state_dir
 
 DB_NAME = "camwatch.db"
 #: The longest label accepted (``check_label``).
@@ -103,6 +103,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calibration_samples ADD COLUMN stats TEXT;
     ALTER TABLE calibration_samples ADD COLUMN reference_id INTEGER;
+    """,
+    # 4 -> 5: what operators set on a camera, kept across restarts (store.controls).
+    """
+    CREATE TABLE camera_controls (
+        camera_id TEXT PRIMARY KEY, disabled_by TEXT,   -- who disabled its checks, NULL: enabled
+        silenced_until REAL, silenced_by TEXT,          -- unix seconds, NULL: not silenced
+        updated_at REAL NOT NULL);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -214,6 +221,11 @@ class ReferenceStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def database(self) -> Database:
+        """The file's one connection, for the other tables of camwatch.db (``store.controls``)."""
+        return self._db
 
     def __enter__(self) -> ReferenceStore:
         return self

@@ -1,21 +1,30 @@
-"""The console's JSON API under /api/ (read-only): the same facts as the pages, for scripts and other tools.
+"""The console's JSON API under /api/: the same facts as the pages, and the same actions, for scripts.
 
 Errors are JSON too, ``{"error": "one line"}`` with the status, so a script
 never has to parse HTML; a camera id the config does not have is a 404
-whatever it looks like, and nothing is ever changed by a GET.
+whatever it looks like, and nothing is ever changed by a GET. An action is a
+POST with the console token as ``Authorization: Bearer TOKEN`` (a wrong one
+counts against the address as a failed login does) and a JSON object body
+naming who acts (``{"by": "ops-script", ...}``); described in /api/openapi.json.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from camwatch.config import CameraConfig
 from camwatch.config.types import clip
-from camwatch.service.console import data
+from camwatch.core.errors import ActionError
+from camwatch.service.console import auth, data, operate
+
+#: Largest action body read.
+MAX_BODY = 4096
 
 #: How long a browser may keep a thumbnail without asking again (the tag changes with each check).
 THUMB_MAX_AGE_S = 2
@@ -91,3 +100,52 @@ def evidence(request: Request, src: data.Sources, cam: CameraConfig) -> Response
 def history(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
     """GET /api/cameras/{id}/history: 24 h of checks, five-minute points."""
     return JSONResponse(data.history(src, cam), headers={"Cache-Control": "no-store"})
+
+
+async def _body(request: Request) -> dict[str, str] | None:
+    """The JSON object an action carries (its values as text), or None when it is not one."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            return None
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not all(isinstance(v, (str, int, float)) for v in doc.values()):
+        return None
+    return {str(k): str(v) for k, v in doc.items()}
+
+
+async def act(request: Request) -> Response:
+    """POST /api/cameras/{id}/{action} (``operate.ACTIONS``): 200 done, 202 asked (at the next check)."""
+    ops: auth.Operators | None = request.app.state.operators
+    if ops is None:
+        return error(404, "actions are off: settings.console.token is not set")
+    client = request.client.host if request.client else "?"
+    wait = ops.wait_s(client)
+    if wait:
+        r = error(429, f"too many failed logins from this address; try again in {wait:.0f} s")
+        r.headers["Retry-After"] = f"{wait:.0f}"
+        return r
+    given = request.headers.get("authorization", "")
+    if not given.lower().startswith("bearer ") or not ops.token_ok(client, given[7:].strip()):
+        return JSONResponse({"error": "an action needs the console token: Authorization: Bearer TOKEN"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"})
+    body = await _body(request)
+    if body is None:
+        return error(400, f"the body must be a JSON object of texts and numbers, at most {MAX_BODY} bytes")
+    src: data.Sources = request.app.state.sources
+    cid = request.path_params["camera_id"]
+    cam = src.camera(cid)
+    if cam is None:
+        return error(404, f"unknown camera '{clip(cid)}'; nothing was done")
+    try:
+        done = await run_in_threadpool(operate.perform, src, cam, request.path_params["action"], body,
+                                       body.get("by", "api"))
+    except ActionError as exc:
+        return error(exc.status, f"{exc}; nothing was done")
+    return JSONResponse(done, status_code=200 if done["done"] else 202, headers={"Cache-Control": "no-store"})

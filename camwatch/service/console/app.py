@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from camwatch.service.console import api, auth, data, forms, views
+from camwatch.service.console import api, auth, data, forms, operate, views
 
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self'; object-src 'none'; frame-ancestors 'none'; "
@@ -115,7 +115,7 @@ def camera_page(request: Request) -> Response:
         return HTMLResponse(views.not_found_page(f"unknown camera '{cid[:80]}'"), status_code=404)
     label = request.query_params.get("accepted")
     notice = (f"Asked: the next checked view becomes reference '{label[:64]}'; the page follows by itself."
-              if label else "")
+              if label else operate.DONE.get(request.query_params.get("done", ""), ""))
     page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam), forms.viewer(request), notice)
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
@@ -136,13 +136,14 @@ def build_app(sources: data.Sources, loopback: bool = True, operators: auth.Oper
     app = Starlette(routes=[
         Route("/", fleet_page),
         Route("/cameras/{camera_id}", camera_page),
-        Route("/cameras/{camera_id}/accept", forms.accept, methods=["POST"]),
+        Route("/cameras/{camera_id}/{action}", forms.act, methods=["POST"]),
         Route("/login", forms.login_form, methods=["GET"]),
         Route("/login", forms.login, methods=["POST"]),
         Route("/logout", forms.logout, methods=["POST"]),
         Route("/api/cameras", api.cameras),
         Route("/api/cameras/{camera_id}", api.camera),
         Route("/api/cameras/{camera_id}/history", api.history),
+        Route("/api/cameras/{camera_id}/{action}", api.act, methods=["POST"]),
         Route("/api/cameras/{camera_id}/{image}", api.thumbnail),
         Route("/api/cameras/{camera_id}/events/{event_id}/evidence.jpg", api.evidence),
         Mount("/static", static, name="static"),

@@ -87,6 +87,17 @@ class Operators:
             self._sessions[sid] = session
             return sid, session
 
+    def token_ok(self, client: str, token: str) -> bool:
+        """Whether ``token`` (a script's, in the API's Authorization header) is right; a wrong one is
+        counted against ``client`` as a failed login is (``wait_s``)."""
+        ok = hmac.compare_digest(_hash(token, self._salt), self._hash)
+        if not ok:
+            with self._lock:
+                self._failures.setdefault(client, []).append(self._clock())
+                if len(self._failures) > 4096:
+                    self._failures.pop(next(iter(self._failures)))
+        return ok
+
     def session(self, sid: str | None) -> Session | None:
         if not sid:
             return None

@@ -22,17 +22,20 @@ import numpy as np
 from camwatch.config import CameraConfig, Config
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import scrub
-from camwatch.core.types import STATES, CameraState
+from camwatch.core.types import ACTION_EVENTS, STATES, CameraState
 from camwatch.service.console.snapshot import BUCKET_S, thumbnail
 from camwatch.service.pipeline import CameraRuntime
-from camwatch.store.events import EventStore
+from camwatch.store import controls
+from camwatch.store.events import SILENCED_UNTIL, Event, EventStore
 from camwatch.store.evidence import evidence_dir
 from camwatch.store.references import ReferenceStore
 
 #: Order of the fleet: what needs a person first.
 STATE_ORDER = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled")
-#: Events shown on a camera's page.
+#: Events shown on a camera's page (and operators' actions in its audit trail).
 EVENTS_SHOWN = 20
+#: Past events searched for the audit trail's operators' actions.
+AUDIT_SEARCH = 500
 #: Past events searched for an evidence picture asked for by event id.
 EVIDENCE_SEARCH = 1000
 #: Largest evidence file served (a side-by-side JPEG is ~100-300 KB).
@@ -45,7 +48,9 @@ REF_CACHE = 2048
 class Sources:
     """Where the console reads from: callables, since a reload replaces the daemon's config.
 
-    ``clock`` is unix time (ages are shown against it).
+    ``clock`` is unix time (ages are shown against it); ``publish`` records an
+    operator's event (the daemon's dispatcher); ``apply`` carries out the
+    operators' settings just written to the store (``Daemon.apply_controls``).
     """
 
     config: Callable[[], Config | None]
@@ -53,6 +58,8 @@ class Sources:
     references: Callable[[], ReferenceStore | None]
     events: Callable[[], EventStore | None]
     clock: Callable[[], float] = time.time
+    publish: Callable[[Event], object] = lambda event: None
+    apply: Callable[[], object] = lambda: None
     _thumbs: dict[int, bytes] = field(default_factory=dict, repr=False)
     _diffs: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)   # one per camera
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -69,7 +76,7 @@ class Sources:
 
 
 def _state(rt: CameraRuntime | None, cam: CameraConfig) -> str:
-    if not cam.enabled:
+    if not cam.enabled or (rt is not None and not rt.enabled):
         return CameraState.DISABLED.value
     if rt is None or rt.state is None:
         return "pending"
@@ -89,6 +96,7 @@ def camera_summary(src: Sources, cam: CameraConfig, now: float | None = None) ->
     kind = None
     if state == "drifted" and rt is not None:
         kind = rt.monitor.alert_kind or (last.kind if last else None)
+    until = rt.monitor.silenced_until if rt is not None else None
     return {
         "id": cam.id,
         "name": cam.name or cam.id,
@@ -98,8 +106,8 @@ def camera_summary(src: Sources, cam: CameraConfig, now: float | None = None) ->
         "threshold": _round(last.threshold) if last else None,
         "last_check_age": _round(max(0.0, now - last.checked_at), 1) if last else None,
         "checked_at": _round(last.checked_at, 3) if last else None,
-        # Silencing (maintenance) is not built yet (docs/console.md): always false for now.
-        "silenced": False,
+        "silenced": until is not None and until > now,
+        "silenced_until": _round(until, 3) if until is not None and until > now else None,
     }
 
 
@@ -111,9 +119,10 @@ def fleet(src: Sources) -> dict[str, Any]:
     rows = [camera_summary(src, c, now) for c in cams]
     rows.sort(key=lambda r: (STATE_ORDER.index(r["state"]) if r["state"] in STATE_ORDER else len(STATE_ORDER),
                              r["id"]))
-    counts = {s: 0 for s in (*STATES, "pending")}
+    counts = {s: 0 for s in (*STATES, "pending", "silenced")}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
+        counts["silenced"] += bool(r["silenced"])
     return {"cameras": rows, "counts": counts, "total": len(rows), "time": round(now, 3)}
 
 
@@ -121,10 +130,18 @@ def camera_detail(src: Sources, cam: CameraConfig) -> dict[str, Any]:
     """One camera with its references and recent events (GET /api/cameras/{id})."""
     out = camera_summary(src, cam)
     out["url"] = cam.redacted_url
-    out["enabled"] = cam.enabled
+    rt = src.runtimes().get(cam.id)
+    out["enabled"] = cam.enabled and (rt is None or rt.enabled)
+    out["enabled_in_config"] = cam.enabled
     out["interval"] = cam.interval
-    now = src.clock()
     store = src.references()
+    try:
+        ctl = controls.get(store, cam.id) if store is not None else controls.Control(cam.id)
+    except CamwatchError:
+        ctl = controls.Control(cam.id)
+    out["disabled_by"] = ctl.disabled_by
+    out["silenced_by"] = ctl.silenced_by if out["silenced"] else None
+    now = src.clock()
     refs = store.for_camera(cam.id, images=False) if store is not None else []
     out["references"] = [{"id": r.id, "label": r.label, "created_at": round(r.created_at, 3),
                           "age": round(max(0.0, now - r.created_at), 1), "model": r.model_id[:12]} for r in refs]
@@ -135,9 +152,23 @@ def camera_detail(src: Sources, cam: CameraConfig) -> dict[str, Any]:
         recent = []
     out["events"] = [{"id": e.id, "type": e.type, "kind": e.kind, "similarity": _round(e.similarity),
                       "threshold": _round(e.threshold), "time": e.iso_time, "message": scrub(e.message),
-                      "evidence": os.path.basename(e.evidence) if e.evidence else None}
+                      "evidence": os.path.basename(e.evidence) if e.evidence else None,
+                      "silenced": SILENCED_UNTIL in e.details}
                      for e in reversed(recent)]
+    out["audit"] = audit(src, cam)
     return out
+
+
+def audit(src: Sources, cam: CameraConfig) -> list[dict[str, Any]]:
+    """The camera's operators' actions, newest first: what, who, when (its audit trail)."""
+    events = src.events()
+    try:
+        found = events.list(cam.id, limit=AUDIT_SEARCH) if events is not None else []
+    except CamwatchError:
+        return []
+    done = [e for e in reversed(found) if e.type in ACTION_EVENTS][:EVENTS_SHOWN]
+    return [{"id": e.id, "type": e.type, "by": scrub(str(e.details.get("by", "?"))), "time": e.iso_time,
+             "message": scrub(e.message)} for e in done]
 
 
 def current_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None:

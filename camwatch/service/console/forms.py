@@ -1,4 +1,4 @@
-"""The console's forms: log in, log out, accept the current view as the reference.
+"""The console's forms: log in, log out, and an operator's actions on a camera (``operate``).
 
 Every form carries a CSRF token that must match the one the console gave
 (the session's, or before login the login cookie's), and a form without it
@@ -8,15 +8,15 @@ changes nothing. Bodies are read up to ``MAX_BODY`` bytes and parsed here
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from camwatch.core.errors import StoreError
-from camwatch.service.console import auth, views
+from camwatch.core.errors import ActionError
+from camwatch.service.console import auth, operate, views
 from camwatch.service.console.data import Sources
-from camwatch.store.references import check_label
 
 #: Largest form body read.
 MAX_BODY = 4096
@@ -106,8 +106,8 @@ async def logout(request: Request) -> Response:
     return r
 
 
-async def accept(request: Request) -> Response:
-    """POST /cameras/{id}/accept: the camera's next checked view becomes its reference ``label``."""
+async def act(request: Request) -> Response:
+    """POST /cameras/{id}/{action}: one of ``operate.ACTIONS``, by a logged-in operator with the form's CSRF token."""
     ops = operators(request)
     if ops is None:
         return _refused(404, "actions are off: settings.console.token is not set", request)
@@ -119,16 +119,14 @@ async def accept(request: Request) -> Response:
         return _refused(403, "the form did not come from this console (no or a wrong CSRF token); nothing was done",
                         request)
     src: Sources = request.app.state.sources
-    cid = request.path_params["camera_id"]
+    cid, action = request.path_params["camera_id"], request.path_params["action"]
     cam = src.camera(cid)
-    rt = src.runtimes().get(cid) if cam is not None else None
-    if cam is None or rt is None:
+    if cam is None or src.runtimes().get(cid) is None:
         return _refused(404, f"unknown camera '{cid[:80]}'", request)
-    if not cam.enabled:
-        return _refused(409, f"camera {cid} is disabled: it has no current view", request)
     try:
-        label = check_label(form.get("label", "default"))
-    except StoreError as exc:
-        return _refused(400, str(exc), request)
-    rt.accept = (label, s.who)
-    return RedirectResponse(f"/cameras/{cid}?accepted={label}", status_code=303)
+        done = await run_in_threadpool(operate.perform, src, cam, action, form, s.who)
+    except ActionError as exc:
+        return _refused(exc.status, f"{exc}; nothing was done", request)
+    if "label" in done and not done["done"]:
+        return RedirectResponse(f"/cameras/{quote(cid)}?accepted={quote(str(done['label']))}", status_code=303)
+    return RedirectResponse(f"/cameras/{quote(cid)}?done={action}", status_code=303)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
@@ -17,7 +18,7 @@ from camwatch import __version__
 #: Tiles on one fleet page (1,000 cameras stay light: thumbnails load lazily, a page at a time).
 PAGE_SIZE = 200
 #: States a fleet page may be filtered to (plus "all").
-FILTERS = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled")
+FILTERS = ("drifted", "unavailable", "no_reference", "pending", "ok", "disabled", "silenced")
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,10 @@ def age_text(seconds: float | None) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
-def state_text(state: str, kind: str | None) -> str:
+def state_text(state: str, kind: str | None, silenced: bool = False) -> str:
     words = state.replace("_", " ")
-    return f"{words} ({kind})" if state == "drifted" and kind else words
+    words = f"{words} ({kind})" if state == "drifted" and kind else words
+    return f"{words} · silenced" if silenced else words
 
 
 def match_text(similarity: float | None, threshold: float | None) -> str:
@@ -97,11 +99,12 @@ def _tile(c: dict[str, Any]) -> str:
     img = (f"<img src=\"/api/cameras/{cid}/current.jpg\" alt=\"current view of {cid}\" loading=\"lazy\" "
            f"width=\"320\" height=\"180\">" if c["checked_at"] is not None
            else "<div class=\"noimg\">no view yet</div>")
-    return (f"<a class=\"tile state-{escape(c['state'])}\" id=\"cam-{cid}\" data-id=\"{cid}\" "
+    quiet = " silenced" if c["silenced"] else ""
+    return (f"<a class=\"tile state-{escape(c['state'])}{quiet}\" id=\"cam-{cid}\" data-id=\"{cid}\" "
             f"data-state=\"{escape(c['state'])}\" data-checked=\"{c['checked_at'] or ''}\" "
             f"href=\"/cameras/{cid}\">{img}"
             f"<span class=\"name\">{escape(c['name'])}</span>"
-            f"<span class=\"state\">{escape(state_text(c['state'], c['kind']))}</span>"
+            f"<span class=\"state\">{escape(state_text(c['state'], c['kind'], c['silenced']))}</span>"
             f"<span class=\"match\">{escape(match_text(c['similarity'], c['threshold']))}</span>"
             f"<span class=\"age\">{escape(age_text(c['last_check_age']))}</span></a>")
 
@@ -118,7 +121,8 @@ def _counts(counts: dict[str, int], total: int, active: str | None) -> str:
 
 def fleet_page(fleet: dict[str, Any], state: str | None, page: int, viewer: Viewer = READER) -> str:
     """Every camera as a tile, drifted first; ``state`` filters, ``page`` (1-based) pages."""
-    rows = [c for c in fleet["cameras"] if state is None or c["state"] == state]
+    rows = [c for c in fleet["cameras"] if state is None or c["state"] == state or (state == "silenced"
+                                                                                  and c["silenced"])]
     pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
     page = min(max(1, page), pages)
     shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
@@ -181,14 +185,64 @@ def chart_svg(h: dict[str, Any]) -> str:
             f"the threshold (dashed); red: drifted checks; scale {lo:.2f} to 1</p>")
 
 
-def _accept_form(c: dict[str, Any], viewer: Viewer) -> str:
-    if not viewer.who or not c["enabled"]:
+def _form(cid: str, action: str, viewer: Viewer, fields: str, button: str, hint: str = "") -> str:
+    """One action's form: posted with the session's CSRF token (``forms.act``)."""
+    return (f"<form method=\"post\" action=\"/cameras/{cid}/{action}\" class=\"action\" id=\"{action}\">"
+            f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(viewer.csrf)}\">{fields}"
+            f"<button type=\"submit\">{escape(button)}</button>"
+            + (f" <span class=\"hint\">{escape(hint)}</span>" if hint else "") + "</form>")
+
+
+def _actions(c: dict[str, Any], viewer: Viewer) -> str:
+    """What a logged-in operator may do to the camera (nothing is shown to a reader)."""
+    if not viewer.who:
         return ""
-    return (f"<form method=\"post\" action=\"/cameras/{escape(c['id'])}/accept\" class=\"accept\" id=\"accept\">"
-            f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(viewer.csrf)}\">"
-            "<label>label <input name=\"label\" value=\"default\" required maxlength=\"64\"></label> "
-            "<button type=\"submit\">Accept the current view as the reference</button> "
-            "<span class=\"hint\">(at its next check; replaces the reference with this label)</span></form>")
+    cid = escape(c["id"])
+    out = []
+    if c["enabled"]:
+        out.append(_form(cid, "accept", viewer, "<label>label <input name=\"label\" value=\"default\" required "
+                         "maxlength=\"64\"></label> ", "Accept the current view as the reference",
+                         "(at its next check; replaces the reference with this label)"))
+        out.append(_form(cid, "add-reference", viewer, "<label>label <input name=\"label\" placeholder=\"night\" "
+                         "required maxlength=\"64\"></label> ", "Add the current view as another reference",
+                         "(at its next check; e.g. night beside day: a view matching either is fine)"))
+    if c["silenced"]:
+        out.append(_form(cid, "unsilence", viewer, "", "Send alerts again",
+                         f"(silenced by {c.get('silenced_by') or '?'} until {iso_text(c['silenced_until'])})"))
+    else:
+        out.append(_form(cid, "silence", viewer, "<label>for <input name=\"for\" value=\"2h\" required "
+                         "maxlength=\"12\" size=\"5\"></label> ", "Silence its alerts",
+                         "(maintenance: still checked, events recorded, none sent; at most 30 days)"))
+    if c["enabled_in_config"]:
+        out.append(_form(cid, "disable", viewer, "", "Disable its checks", "(kept across restarts)")
+                   if c["enabled"] else
+                   _form(cid, "enable", viewer, "", "Enable its checks",
+                         f"(disabled by {c.get('disabled_by') or '?'})"))
+    return f"<section class=\"actions\" id=\"actions\"><h2>Actions</h2>{''.join(out)}</section>"
+
+
+def _remove_form(c: dict[str, Any], r: dict[str, Any], viewer: Viewer) -> str:
+    if not viewer.who or len(c["references"]) < 2:
+        return ""
+    return _form(escape(c["id"]), "remove-reference", viewer,
+                 f"<input type=\"hidden\" name=\"reference\" value=\"{r['id']}\">"
+                 "<label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> sure</label> ",
+                 "remove")
+
+
+def iso_text(t: float | None) -> str:
+    """Unix time as UTC, to the minute ('-' for none)."""
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(float(t), timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _audit(c: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td>{escape(a['time'])}</td><td>{escape(a['by'])}</td>"
+                   f"<td>{escape(a['type'].replace('_', ' '))}</td><td>{escape(a['message'])}</td></tr>"
+                   for a in c["audit"]) or "<tr><td colspan=\"4\">none</td></tr>"
+    return ("<h2>Operators' actions</h2><table id=\"audit\"><thead><tr><th>time (UTC)</th><th>who</th>"
+            f"<th>action</th><th>what</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER, notice: str = "") -> str:
@@ -204,18 +258,21 @@ def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = REA
             "height=\"180\">" if c["references"] and c["checked_at"] is not None
             else "<div class=\"noimg\">no difference yet</div>")
     refs = "".join(f"<tr><td>{r['id']}</td><td>{escape(r['label'])}</td><td>{escape(age_text(r['age']))}</td>"
-                   f"<td><code>{escape(r['model'])}</code></td></tr>" for r in c["references"]) \
-        or "<tr><td colspan=\"4\">none</td></tr>"
-    evs = "".join(f"<tr><td>{escape(e['time'])}</td><td>{escape(e['type'].replace('_', ' '))}</td>"
+                   f"<td><code>{escape(r['model'])}</code></td><td>{_remove_form(c, r, viewer)}</td></tr>"
+                   for r in c["references"]) or "<tr><td colspan=\"5\">none</td></tr>"
+    evs = "".join(f"<tr><td>{escape(e['time'])}</td><td>{escape(e['type'].replace('_', ' '))}"
+                  f"{' (silenced: not sent)' if e.get('silenced') else ''}</td>"
                   f"<td>{escape(e['kind'] or '')}</td>"
                   f"<td>{escape(match_text(e['similarity'], e['threshold']))}</td>"
                   f"<td>{escape(e['message'])}</td><td>{_evidence_link(cid, e)}</td></tr>" for e in c["events"]) \
         or "<tr><td colspan=\"6\">none</td></tr>"
     body = (f"<p><a href=\"/\">&larr; all cameras</a></p>"
             f"<h1>{escape(c['name'])} <small>{cid}</small></h1>"
-            f"<div class=\"camera state-{escape(c['state'])}\" id=\"camera\" data-id=\"{cid}\" "
+            f"<div class=\"camera state-{escape(c['state'])}{' silenced' if c['silenced'] else ''}\" id=\"camera\" "
+            f"data-id=\"{cid}\" "
             f"data-state=\"{escape(c['state'])}\" data-checked=\"{c['checked_at'] or ''}\">"
-            f"<p class=\"status\"><span class=\"state\">{escape(state_text(c['state'], c['kind']))}</span> · "
+            f"<p class=\"status\"><span class=\"state\">{escape(state_text(c['state'], c['kind'], c['silenced']))}"
+            "</span> · "
             f"<span class=\"match\">{escape(match_text(c['similarity'], c['threshold']))}</span> · "
             f"checked <span class=\"age\">{escape(age_text(c['last_check_age']))}</span> · "
             f"every {c['interval']:g} s · <code>{escape(c['url'])}</code></p>"
@@ -223,8 +280,9 @@ def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = REA
             f"<figure>{cur}<figcaption>current</figcaption></figure>"
             f"<figure>{diff}<figcaption>difference (brighter: more changed)</figcaption></figure></div></div>"
             + (f"<p class=\"notice\" id=\"notice\">{escape(notice)}</p>" if notice else "")
-            + f"{_accept_form(c, viewer)}<h2>Last 24 hours</h2>{chart_svg(history)}"
-            "<h2>References</h2><table><thead><tr><th>id</th><th>label</th><th>made</th><th>model</th></tr></thead>"
+            + f"{_actions(c, viewer)}<h2>Last 24 hours</h2>{chart_svg(history)}"
+            "<h2>References</h2><table id=\"references\"><thead><tr><th>id</th><th>label</th><th>made</th>"
+            "<th>model</th><th></th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"
             "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"
             f"<th>message</th><th>evidence</th></tr></thead><tbody>{evs}</tbody></table>")

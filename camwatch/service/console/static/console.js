@@ -4,9 +4,10 @@
 (function () {
   var EVERY_MS = 2000;
 
-  function words(state, kind) {
+  function words(state, kind, silenced) {
     var w = state.replace(/_/g, " ");
-    return state === "drifted" && kind ? w + " (" + kind + ")" : w;
+    w = state === "drifted" && kind ? w + " (" + kind + ")" : w;
+    return silenced ? w + " \u00b7 silenced" : w;
   }
   function match(c) {
     if (c.similarity === null || c.threshold === null) return "match -";
@@ -20,9 +21,10 @@
     return Math.round(s / 86400) + " d ago";
   }
   function setState(el, c) {
-    el.className = el.className.replace(/\bstate-\S+/g, "").trim() + " state-" + c.state;
+    el.className = el.className.replace(/\bstate-\S+|\bsilenced\b/g, "").replace(/\s+/g, " ").trim() +
+      " state-" + c.state + (c.silenced ? " silenced" : "");
     el.setAttribute("data-state", c.state);
-    el.querySelector(".state").textContent = words(c.state, c.kind);
+    el.querySelector(".state").textContent = words(c.state, c.kind, c.silenced);
     el.querySelector(".match").textContent = match(c);
     el.querySelector(".age").textContent = age(c.last_check_age);
   }
