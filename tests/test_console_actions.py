@@ -169,3 +169,16 @@ def test_add_a_night_reference_from_the_api_then_remove_it_but_never_the_last(co
     assert c["audit"][0]["type"] == "reference_removed" and c["audit"][0]["by"] == "frank"
     assert 'action="/cameras/yard/remove-reference"' not in \
         request(base, "GET", "/cameras/yard", headers={"Cookie": f"camwatch_session={sid}"})[2]
+
+
+def test_the_reference_shows_its_learned_stable_and_busy_cells(console):
+    d, base = console
+    scene = d.wait("street's learned scene", lambda: (lambda s: s if s["cells"] else None)(
+        get_json(base, "/api/cameras/street/scene")[1]), timeout=30)
+    assert scene["reference"] == max(r[0] for r in refs(base, "street")) and scene["views"] >= 1
+    assert len(scene["cells"]) == scene["rows"] >= 3 and {len(r) for r in scene["cells"]} == {scene["columns"]} == {16}
+    assert set("".join(scene["cells"])) <= set("sb.") and "s" in "".join(scene["cells"])
+    page = get(base, "/cameras/street")[2].decode()
+    stable = "".join(scene["cells"]).count("s")
+    assert page.count('<rect class="stable"') == stable and f"stable</span> {stable} cells" in page
+    assert get_json(base, "/api/cameras/nope/scene")[0] == 404

@@ -130,6 +130,17 @@ def _settings(data: dict[str, Any], base: Path, problems: Problems, secrets: set
         if not model.is_file():
             written = str(raw["model"]).strip() if isinstance(raw, dict) else str(s.model)
             problems.add(("settings", "model"), f"'{clip(written)}': no such file ({model})")
+    tls = {k: getattr(s.console, k) for k in ("tls_cert", "tls_key") if getattr(s.console, k) is not None}
+    if len(tls) == 1:
+        given = next(iter(tls))
+        other = "tls_key" if given == "tls_cert" else "tls_cert"
+        problems.add(("settings", "console", other), f"missing: settings.console.{given} is given, HTTPS needs both")
+    for key, path in tls.items():
+        tls[key] = _resolve(base, path)
+        if not tls[key].is_file():
+            problems.add(("settings", "console", key), f"'{clip(str(path))}': no such file ({tls[key]})")
+    if tls:
+        update["console"] = s.console.model_copy(update=tls)
     if s.require_gpu and s.device == "cpu":
         problems.add(("settings", "require_gpu"), "true contradicts device: cpu")
     if isinstance(raw, dict) and raw.get("state_dir") is not None:

@@ -106,6 +106,9 @@ class ConsoleSettings(_Section):
     port: Port = 9809
     #: Operators log in with it to act (accept a view as the reference); none = read-only. Best ${cred:NAME}.
     token: OptionalText = Field(default=None, repr=False)
+    #: HTTPS: a PEM certificate (chain) and its private key; both or neither (relative to the config file).
+    tls_cert: OptionalPath = None
+    tls_key: OptionalPath = None
 
 
 class CalibrationSettings(_Section):

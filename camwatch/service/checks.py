@@ -100,6 +100,14 @@ _SCENES: dict[str, tuple[tuple[object, ...], dict[int | None, Background]]] = {}
 _SCENES_LOCK = threading.Lock()
 
 
+def learned_scenes(camera_id: str) -> dict[int | None, Background] | None:
+    """The camera's learned scenes by reference id as its latest check judged with them (None before
+    any): the console shows their stable/busy cells."""
+    with _SCENES_LOCK:
+        hit = _SCENES.get(camera_id)
+    return None if hit is None else hit[1]
+
+
 def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
                  views: Sequence[tuple[int | None, Mapping[str, object]]]) -> dict[int | None, Background]:
     """Each reference's learned scene (``calibration.learn_backgrounds_from``), kept until its sources change."""

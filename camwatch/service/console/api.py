@@ -22,6 +22,7 @@ from camwatch.config import CameraConfig
 from camwatch.config.types import clip
 from camwatch.core.errors import ActionError
 from camwatch.service.console import auth, data, operate
+from camwatch.service.console.openapi import SPEC
 
 #: Largest action body read.
 MAX_BODY = 4096
@@ -36,6 +37,11 @@ def error(status: int, message: str) -> JSONResponse:
 
 def unknown_camera(camera_id: str) -> JSONResponse:
     return error(404, f"unknown camera '{clip(camera_id)}'")
+
+
+def openapi(request: Request) -> Response:
+    """GET /api/openapi.json: this API described (``openapi.SPEC``)."""
+    return JSONResponse(SPEC)
 
 
 def cameras(request: Request) -> Response:
@@ -94,6 +100,12 @@ def evidence(request: Request, src: data.Sources, cam: CameraConfig) -> Response
     event_id = request.path_params["event_id"]
     return _jpeg(request, data.evidence_jpeg(src, cam, event_id),
                  f"camera '{cam.id}' has no event '{clip(event_id, 40)}' with evidence")
+
+
+@per_camera
+def scene(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
+    """GET /api/cameras/{id}/scene: the stable/busy map of its newest reference."""
+    return JSONResponse(data.scene(src, cam), headers={"Cache-Control": "no-store"})
 
 
 @per_camera

@@ -116,7 +116,8 @@ def camera_page(request: Request) -> Response:
     label = request.query_params.get("accepted")
     notice = (f"Asked: the next checked view becomes reference '{label[:64]}'; the page follows by itself."
               if label else operate.DONE.get(request.query_params.get("done", ""), ""))
-    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam), forms.viewer(request), notice)
+    page = views.camera_page(data.camera_detail(src, cam), data.history(src, cam), forms.viewer(request), notice,
+                             data.scene(src, cam))
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
@@ -140,9 +141,11 @@ def build_app(sources: data.Sources, loopback: bool = True, operators: auth.Oper
         Route("/login", forms.login_form, methods=["GET"]),
         Route("/login", forms.login, methods=["POST"]),
         Route("/logout", forms.logout, methods=["POST"]),
+        Route("/api/openapi.json", api.openapi),
         Route("/api/cameras", api.cameras),
         Route("/api/cameras/{camera_id}", api.camera),
         Route("/api/cameras/{camera_id}/history", api.history),
+        Route("/api/cameras/{camera_id}/scene", api.scene),
         Route("/api/cameras/{camera_id}/{action}", api.act, methods=["POST"]),
         Route("/api/cameras/{camera_id}/{image}", api.thumbnail),
         Route("/api/cameras/{camera_id}/events/{event_id}/evidence.jpg", api.evidence),

@@ -23,6 +23,7 @@ from camwatch.config import CameraConfig, Config
 from camwatch.core.errors import CamwatchError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import ACTION_EVENTS, STATES, CameraState
+from camwatch.service.checks import learned_scenes
 from camwatch.service.console.snapshot import BUCKET_S, thumbnail
 from camwatch.service.pipeline import CameraRuntime
 from camwatch.store import controls
@@ -269,3 +270,20 @@ def difference_jpeg(src: Sources, cam: CameraConfig) -> tuple[str, bytes] | None
     with src._lock:
         src._diffs[cam.id] = made
     return made
+
+
+def scene(src: Sources, cam: CameraConfig) -> dict[str, Any]:
+    """The stable/busy map of the camera's newest reference, as learned from its calibration views
+    (core.scene): one letter per layout cell, rows top to bottom: ``s`` stable (textured and steady
+    across the views: what a move is told by), ``b`` busy (textured, but traffic or leaves change it:
+    not relied on), ``.`` flat. ``cells`` is None until the camera's scene is learned."""
+    store = src.references()
+    refs = store.for_camera(cam.id, images=False) if store is not None else []
+    newest = max(refs, key=lambda r: (r.created_at, r.id)).id if refs else None
+    bg = (learned_scenes(cam.id) or {}).get(newest) if newest is not None else None
+    if bg is None or bg.textured is None or bg.stable is None:
+        return {"id": cam.id, "reference": newest, "columns": None, "rows": None, "cells": None, "views": 0}
+    rows = ["".join("s" if st else "b" if tx else "." for tx, st in zip(trow, srow))
+            for trow, srow in zip(bg.textured.tolist(), bg.stable.tolist())]
+    return {"id": cam.id, "reference": newest, "columns": len(rows[0]) if rows else 0, "rows": len(rows),
+            "cells": rows, "views": bg.views}

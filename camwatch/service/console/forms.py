@@ -62,7 +62,8 @@ def login_form(request: Request) -> Response:
         return _refused(404, "actions are off: settings.console.token is not set", request)
     csrf = auth.new_token()
     r = HTMLResponse(views.login_page(csrf), headers={"Cache-Control": "no-store"})
-    r.set_cookie(auth.LOGIN_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict", path="/login")
+    r.set_cookie(auth.LOGIN_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict", path="/login",
+                 secure=request.url.scheme == "https")
     return r
 
 
@@ -88,7 +89,8 @@ async def login(request: Request) -> Response:
         return HTMLResponse(views.login_page(form["csrf"], "wrong token"), status_code=401)
     sid, _ = got
     done = RedirectResponse("/", status_code=303)
-    done.set_cookie(auth.SESSION_COOKIE, sid, max_age=auth.SESSION_S, httponly=True, samesite="strict", path="/")
+    done.set_cookie(auth.SESSION_COOKIE, sid, max_age=auth.SESSION_S, httponly=True, samesite="strict", path="/",
+                    secure=request.url.scheme == "https")   # over HTTPS, never sent in clear
     done.delete_cookie(auth.LOGIN_COOKIE, path="/login")
     return done
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 
 import uvicorn
@@ -39,6 +40,7 @@ class ConsoleServer:
         if settings.token is not None and len(settings.token) < MIN_TOKEN:
             raise CamwatchError(f"settings.console.token: at least {MIN_TOKEN} characters (a login is guessed "
                                 "otherwise); e.g. ${cred:console-token} from a systemd credential")
+        tls = _check_tls(settings)
         family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -54,11 +56,13 @@ class ConsoleServer:
         operators = Operators(settings.token) if settings.token else None
         app = build_app(sources, loopback=is_loopback_name(settings.address), operators=operators)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5, server_header=False)
+                                limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5, server_header=False,
+                                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="console", daemon=True)
         self._thread.start()
-        log.info("console on http://%s:%d/", settings.address, self.port)
+        self.scheme = "https" if tls else "http"
+        log.info("console on %s://%s:%d/", self.scheme, settings.address, self.port)
 
     def _run(self) -> None:
         try:
@@ -76,3 +80,18 @@ class ConsoleServer:
             self.socket.close()
         except OSError:
             pass
+
+
+def _check_tls(settings: ConsoleSettings) -> tuple[str, str] | None:
+    """(certificate, key) paths when HTTPS is configured, loaded once here so a bad pair stops the start
+    with one line (uvicorn would fail inside its thread, and the console would quietly be missing)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    cert, key = str(settings.tls_cert), str(settings.tls_key)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        raise CamwatchError(f"settings.console.tls_cert/tls_key: {cert} and {key} are not a PEM certificate "
+                            f"and its private key ({reason})") from None
+    return cert, key

@@ -245,7 +245,29 @@ def _audit(c: dict[str, Any]) -> str:
             f"<th>action</th><th>what</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
-def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER, notice: str = "") -> str:
+def scene_svg(scene: dict[str, Any] | None) -> str:
+    """The learned stable/busy cells as an SVG laid over the reference (no script: colours from the sheet)."""
+    if not scene or not scene.get("cells"):
+        return ""
+    rects = "".join(f"<rect class=\"{'stable' if ch == 's' else 'busy'}\" x=\"{x}\" y=\"{y}\" width=\"1\" "
+                    "height=\"1\"/>"
+                    for y, row in enumerate(scene["cells"]) for x, ch in enumerate(row) if ch in "sb")
+    return (f"<svg class=\"scene\" id=\"scene\" data-ref=\"{scene['reference']}\" viewBox=\"0 0 {scene['columns']} "
+            f"{scene['rows']}\" preserveAspectRatio=\"none\" aria-hidden=\"true\">{rects}</svg>")
+
+
+def _scene_caption(scene: dict[str, Any] | None) -> str:
+    if not scene or not scene.get("cells"):
+        return "reference (its stable/busy map shows once calibration has learned the scene)"
+    n = sum(row.count("s") for row in scene["cells"])
+    busy = sum(row.count("b") for row in scene["cells"])
+    return (f"reference, with its learned scene: <span class=\"key stable\">stable</span> {n} cells (a move is "
+            f"told by these), <span class=\"key busy\">busy</span> {busy} (traffic, leaves: not relied on); "
+            f"from {scene['views']} views")
+
+
+def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER, notice: str = "",
+                scene: dict[str, Any] | None = None) -> str:
     """Reference | current side by side, the state, a 24-hour chart, the camera's references and events."""
     cid = escape(c["id"])
     newest = max((r["id"] for r in c["references"]), default="")
@@ -276,7 +298,8 @@ def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = REA
             f"<span class=\"match\">{escape(match_text(c['similarity'], c['threshold']))}</span> · "
             f"checked <span class=\"age\">{escape(age_text(c['last_check_age']))}</span> · "
             f"every {c['interval']:g} s · <code>{escape(c['url'])}</code></p>"
-            f"<div class=\"pair\"><figure>{ref}<figcaption>reference</figcaption></figure>"
+            f"<div class=\"pair\"><figure><div class=\"overlay\">{ref}{scene_svg(scene)}</div>"
+            f"<figcaption>{_scene_caption(scene)}</figcaption></figure>"
             f"<figure>{cur}<figcaption>current</figcaption></figure>"
             f"<figure>{diff}<figcaption>difference (brighter: more changed)</figcaption></figure></div></div>"
             + (f"<p class=\"notice\" id=\"notice\">{escape(notice)}</p>" if notice else "")

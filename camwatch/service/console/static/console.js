@@ -79,6 +79,8 @@
       if (ref && newest !== null && ref.getAttribute("data-ref") !== String(newest)) {
         ref.src = "/api/cameras/" + encodeURIComponent(id) + "/reference.jpg?r=" + newest;
         ref.setAttribute("data-ref", String(newest));
+        var map = document.getElementById("scene");   // learned for the old reference: gone with it
+        if (map) map.parentNode.removeChild(map);
       }
       var diff = document.getElementById("difference");
       if (diff && box.getAttribute("data-checked") !== before) {
