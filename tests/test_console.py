@@ -125,8 +125,10 @@ def test_api_cameras_lists_every_configured_camera_with_its_state_and_counts(con
         assert 0 <= c["last_check_age"] < 30
     assert by_id["gate"]["state"] == "unavailable" and by_id["gate"]["similarity"] is None
     assert by_id["attic"]["state"] == "disabled"
-    for state, n in f["counts"].items():
-        assert n == sum(1 for c in f["cameras"] if c["state"] == state), state
+    for state, n in f["counts"].items():   # each state, and "silenced" (porch, silenced before the start)
+        assert n == sum(1 for c in f["cameras"] if (c["silenced"] if state == "silenced" else c["state"] == state)), \
+            state
+    assert f["counts"]["silenced"] == 1 and by_id["porch"]["silenced"]
     assert f["counts"]["unavailable"] == 1 and f["counts"]["disabled"] == 1 and f["counts"]["ok"] >= 3
     # What needs a person comes first: unavailable before ok, disabled last.
     order = [c["id"] for c in f["cameras"]]

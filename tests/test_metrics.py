@@ -302,7 +302,7 @@ def test_render_stays_whole_under_concurrent_updates():
                     if "camera" in s.labels:
                         per_camera.setdefault(s.labels["camera"], []).append((s.name, s.labels, s.value))
             for cam, samples in per_camera.items():
-                assert len(samples) == 58, (cam, len(samples))
+                assert len(samples) == 59, (cam, len(samples))
                 assert sum(v for name, _, v in samples if name == "camwatch_camera_state") == 1, cam
     finally:
         stop.set()
