@@ -181,4 +181,5 @@ def test_the_reference_shows_its_learned_stable_and_busy_cells(console):
     page = get(base, "/cameras/street")[2].decode()
     stable = "".join(scene["cells"]).count("s")
     assert page.count('<rect class="stable"') == stable and f"stable</span> {stable} cells" in page
+    assert "<h2>Operators' actions</h2>" in page
     assert get_json(base, "/api/cameras/nope/scene")[0] == 404

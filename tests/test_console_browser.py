@@ -6,7 +6,7 @@ tile turns drifted while the page stays loaded (console.js polls /api/cameras),
 with no reload: a marker set on the page's window before the drift must still be
 there after it. Then an operator logs in, accepts the turned view from the
 camera's page, and sees the camera return to ok while the reference changes in
-the store.
+the store; then silences it from the same page and sees the fleet say so.
 """
 
 from __future__ import annotations
@@ -133,3 +133,22 @@ def test_an_operator_logs_in_and_accepts_the_turned_view(console, browser):
     _wait("the page to show the new reference", lambda: shown.get_attribute("src").endswith(f"?r={after[0][0]}"), 10, d)
     events = get_json(base, "/api/cameras/lobby")[1]["events"]
     assert any(e["type"] == "reference_accepted" and "dana" in e["message"] for e in events)
+
+
+def test_the_operator_silences_the_camera_from_its_page_and_the_fleet_shows_it(console, browser):
+    d, base = console
+    browser.get(base + "/cameras/lobby")                       # still logged in as dana
+    field = browser.find_element(By.CSS_SELECTOR, "#silence input[name=for]")
+    field.clear()
+    field.send_keys("30m")
+    browser.find_element(By.CSS_SELECTOR, "#silence button").click()
+    assert "Alerts silenced" in browser.find_element(By.ID, "notice").text
+    assert browser.find_element(By.CSS_SELECTOR, "#camera .state").text.endswith("· silenced")
+    row = browser.find_element(By.CSS_SELECTOR, "#audit tbody tr")
+    assert "dana" in row.text and "camera silenced" in row.text
+    assert browser.find_elements(By.ID, "unsilence") and not browser.find_elements(By.ID, "silence")
+    browser.get(base + "/")
+    tile = browser.find_element(By.ID, "cam-lobby")
+    assert "silenced" in tile.get_attribute("class").split()
+    _wait("the poll to keep it silenced", lambda: tile.find_element(By.CLASS_NAME, "state").text.endswith("silenced")
+          and browser.find_element(By.ID, "count-silenced").text == "1", 10, d)

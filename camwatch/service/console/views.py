@@ -249,9 +249,9 @@ def scene_svg(scene: dict[str, Any] | None) -> str:
     """The learned stable/busy cells as an SVG laid over the reference (no script: colours from the sheet)."""
     if not scene or not scene.get("cells"):
         return ""
-    rects = "".join(f"<rect class=\"{'stable' if ch == 's' else 'busy'}\" x=\"{x}\" y=\"{y}\" width=\"1\" "
-                    "height=\"1\"/>"
-                    for y, row in enumerate(scene["cells"]) for x, ch in enumerate(row) if ch in "sb")
+    names = {"s": "stable", "b": "busy", ".": "flat"}
+    rects = "".join(f"<rect class=\"{names[ch]}\" x=\"{x}\" y=\"{y}\" width=\"1\" height=\"1\"/>"
+                    for y, row in enumerate(scene["cells"]) for x, ch in enumerate(row) if ch in names)
     return (f"<svg class=\"scene\" id=\"scene\" data-ref=\"{scene['reference']}\" viewBox=\"0 0 {scene['columns']} "
             f"{scene['rows']}\" preserveAspectRatio=\"none\" aria-hidden=\"true\">{rects}</svg>")
 
@@ -259,11 +259,10 @@ def scene_svg(scene: dict[str, Any] | None) -> str:
 def _scene_caption(scene: dict[str, Any] | None) -> str:
     if not scene or not scene.get("cells"):
         return "reference (its stable/busy map shows once calibration has learned the scene)"
-    n = sum(row.count("s") for row in scene["cells"])
-    busy = sum(row.count("b") for row in scene["cells"])
-    return (f"reference, with its learned scene: <span class=\"key stable\">stable</span> {n} cells (a move is "
-            f"told by these), <span class=\"key busy\">busy</span> {busy} (traffic, leaves: not relied on); "
-            f"from {scene['views']} views")
+    n, busy, flat = (sum(row.count(ch) for row in scene["cells"]) for ch in "sb.")
+    return (f"reference and its learned scene ({scene['views']} views): <span class=\"key stable\">stable</span> "
+            f"{n} cells (a move is told by these), <span class=\"key busy\">busy</span> {busy} (traffic, leaves: "
+            f"not relied on), <span class=\"key flat\">flat</span> {flat} (no texture)")
 
 
 def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = READER, notice: str = "",
@@ -308,7 +307,7 @@ def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = REA
             "<th>model</th><th></th></tr></thead>"
             f"<tbody>{refs}</tbody></table>"
             "<h2>Recent events</h2><table><thead><tr><th>time (UTC)</th><th>event</th><th>kind</th><th>match</th>"
-            f"<th>message</th><th>evidence</th></tr></thead><tbody>{evs}</tbody></table>")
+            f"<th>message</th><th>evidence</th></tr></thead><tbody>{evs}</tbody></table>{_audit(c)}")
     return _layout(c["name"], body, viewer)
 
 
