@@ -3,8 +3,10 @@
 Runs the real daemon (``python -m camwatch``, shipped model) on --cameras demo
 cameras (``demo:`` URLs: no network) with the console on, ``auto_enroll`` and
 a long interval (--interval, 1 h), so that after the first round (every camera
-enrolled and checked once: its length is printed) no check runs while the
-console is measured: what is measured is the console's own cost.
+enrolled and checked once: its length and count are printed; on a busy machine
+part of that burst misses the scheduler's grace time and those cameras wait for
+their phase, half an interval on, showing "no view yet") no check runs while
+the console is measured: what is measured is the console's own cost.
 
 The "browsers" are --browsers threads of this script speaking HTTP as
 console.js does (simulated, not real Chromium: a headless browser per poller
@@ -71,26 +73,33 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cams = [{"id": f"cam{i:04d}", "url": f"demo:{('street', 'shop', 'lobby')[i % 3]}?seed={i}"}
+    cams = [{"id": f"cam{i:04d}", "url": f"demo:{('street', 'shop', 'lobby')[i % 3]}?seed={i}", "auto_enroll": True}
             for i in range(args.cameras)]
-    cfg = write_config(folder / "cameras.yaml", cams, interval=args.interval, timeout=10, auto_enroll=True,
-                       workers=8, console={"enabled": True, "address": "127.0.0.1", "port": port})
+    cfg = write_config(folder / "cameras.yaml", cams, interval=args.interval, timeout=10, workers=8,
+                       console={"enabled": True, "address": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     d = CamwatchProcess(cfg)
     try:
         d.wait_ready(180)
         t0 = time.monotonic()
-        while True:
-            fleet = json.loads(fetch(base + "/api/cameras")[2])
+        done, last, still = -1, 0, time.monotonic()
+        while done < args.cameras and time.monotonic() - still < 15:
+            try:
+                fleet = json.loads(fetch(base + "/api/cameras")[2])
+            except OSError:          # the console starts after /metrics
+                fleet = {"cameras": []}
             done = sum(1 for c in fleet["cameras"] if c["checked_at"])
-            if done == args.cameras:
-                break
+            if done != last or not done:
+                last, still = done, time.monotonic()
             if time.monotonic() - t0 > 900:
                 print(f"only {done} of {args.cameras} cameras checked after 900 s", file=sys.stderr)
                 return 1
             time.sleep(2)
-        print(f"first round (every camera enrolled and checked once): {time.monotonic() - t0:.0f} s", flush=True)
-        time.sleep(5)   # the round's tail (events, evidence) settles
+        # On a loaded machine part of the first-check burst misses the scheduler's grace time; those
+        # cameras wait for their phase (half an interval or more) and show "no view yet" meanwhile.
+        print(f"first round: {done} of {args.cameras} cameras enrolled and checked in "
+              f"{time.monotonic() - t0 - 15:.0f} s; the rest wait for their phase (not checked while measured)",
+              flush=True)
         pid = d.proc.pid
         c0 = proc_stats(pid)[3]
         time.sleep(args.seconds)

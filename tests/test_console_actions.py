@@ -126,10 +126,13 @@ def test_a_camera_silenced_before_the_start_is_checked_but_its_drift_is_not_sent
 
 def test_disable_with_the_cli_beside_the_daemon_then_enable_from_the_console(console):
     d, base = console
-    r = camwatch("camera", "disable", "yard", "--by", "maint", "--config", str(d.config),
-                 env={"CREDENTIALS_DIRECTORY": str(d.config.parent / "credentials")})
+    env = {"CREDENTIALS_DIRECTORY": str(d.config.parent / "credentials")}
+    bad = camwatch("camera", "silence", "yard", "a while", "--config", str(d.config), env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("camwatch: period 'a while'") and \
+        bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
+    r = camwatch("camera", "disable", "yard", "--by", "maint", "--config", str(d.config), env=env)
     assert r.returncode == 0 and "maint disabled its checks" in r.stdout, r.stderr
-    d.wait("yard disabled", lambda: camera(base, "yard")["state"] == "disabled", timeout=10)
+    d.wait("yard disabled (within 10 s)", lambda: camera(base, "yard")["state"] == "disabled", timeout=15)
     c = camera(base, "yard")
     assert c["disabled_by"] == "maint" and not c["enabled"] and c["enabled_in_config"]
     checked = c["checked_at"]

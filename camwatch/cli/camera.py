@@ -6,7 +6,7 @@
 
 The work is ``service.actions``, as in the console. The settings go into the
 store and the event into events.db, the way ``camwatch enroll`` writes
-references; a running daemon carries them out within a few seconds
+references; a running daemon carries them out within 10 s
 (``Daemon.apply_controls``) and delivers the event to the configured sinks.
 ``add-reference`` fetches one frame from the camera itself (the daemon's
 latest view is in the daemon's memory only), like ``enroll``.

@@ -46,8 +46,9 @@ PRUNE_EVERY_S = 6 * 3600
 STATUS_EVERY_S = 10
 #: Hard bound on shutdown work (flush of events, closing sources).
 STOP_BUDGET_S = 6.0
-#: How often the operators' settings in the store (silenced, disabled: the CLI's) are looked at.
-CONTROLS_EVERY_S = 2.0
+#: How often the operators' settings in the store (silenced, disabled: the CLI's) are looked at: with
+#: the status line, so an idle daemon wakes no more often than before (the console's apply at once).
+CONTROLS_EVERY_S = STATUS_EVERY_S
 #: run_forever wakes at least this often even if no signal or stop() came (a safety net only).
 MAIN_WAKE_S = 30.0
 
@@ -74,6 +75,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.pipeline: Pipeline | None = None
         self.runtimes: dict[str, CameraRuntime] = {}
+        self._controls_seen: tuple[tuple[int, int], frozenset[tuple[str, int]]] | None = None  # apply_controls' last
+        self._controls_due = 0.0                 # unix time the next silence runs out
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._signalled_stop = 0            # the signal number, set by install_signals' handlers
@@ -144,7 +147,18 @@ class Daemon:
         """
         if self.pipeline is None or self.scheduler is None or self.store is None:
             return
-        rows, now = self._controls(), time.time()
+        now = time.time()
+        try:
+            # The runtimes themselves: a reload's fresh monitor must be told again.
+            seen = (controls.version(self.store), frozenset((cid, id(rt)) for cid, rt in self.runtimes.items()))
+        except CamwatchError:
+            seen = None
+        if seen is not None and seen == self._controls_seen and now < self._controls_due:
+            return      # nothing changed and no silence runs out yet (a look costs one PRAGMA)
+        rows = self._controls()
+        self._controls_seen = seen
+        self._controls_due = min((c.silenced_until for c in rows.values() if c.silenced_until is not None),
+                                 default=float("inf"))
         with self._lock:
             for cid, rt in list(self.runtimes.items()):
                 c = rows.get(cid) or controls.Control(cid)
@@ -249,6 +263,10 @@ class Daemon:
         line = ", ".join(parts) if parts else "no cameras"
         failing = self.backlog.describe()
         return f"{failing}; {line}" if failing else line
+
+    def _status_tick(self) -> None:
+        self.apply_controls()
+        notify.status(self.status_line())
 
     def watchdog_tick(self) -> None:
         """WATCHDOG=1 only while checks make progress, or when nothing is due.
@@ -369,9 +387,8 @@ class Daemon:
         interval = notify.watchdog_interval()
         if interval:
             self.scheduler.every(interval, self.watchdog_tick, "watchdog", now=True)
-        self.scheduler.every(STATUS_EVERY_S, lambda: notify.status(self.status_line()), "status")
+        self.scheduler.every(STATUS_EVERY_S, self._status_tick, "status")
         self.scheduler.every(PRUNE_EVERY_S, self.prune_events, "events-prune", now=True)
-        self.scheduler.every(CONTROLS_EVERY_S, self.apply_controls, "controls")
         # Sleeps in select() on a pipe that signals (set_wakeup_fd) and stop() write to, instead
         # of waking every 0.5 s to look at flags (~0.4 ms CPU/s doing nothing). The timeout is
         # only a safety net.

@@ -37,6 +37,13 @@ class Control:
         return self.silenced_until is not None and self.silenced_until > now
 
 
+def version(store: ReferenceStore) -> tuple[int, int]:
+    """Changes whenever camwatch.db changed (a commit of this process or another): the daemon looks
+    at the rows again only then, or when a silence runs out."""
+    db = store.database
+    return int(db.read("PRAGMA data_version")[0][0] or 0), db.writes
+
+
 def read(store: ReferenceStore) -> dict[str, Control]:
     """Every camera's controls (a camera with none set is absent)."""
     rows = store.database.read("SELECT camera_id, disabled_by, silenced_until, silenced_by, updated_at "
