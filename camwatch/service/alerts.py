@@ -272,7 +272,8 @@ class Dispatcher:
                 if time.time() >= not_before:
                     self._deliver_due(sink)
                 due = self.store.next_due_time(sink.name)
-                nxt = not_before if due is None else max(due, not_before)
+                # nothing pending: sleep until woken or the poll (not until a past not_before: a spin)
+                nxt = None if due is None else max(due, not_before)
                 self._read_error = ""
             except StoreError as exc:   # a read (writes are handled where they fail): say it, retry
                 if str(exc) != self._read_error:
