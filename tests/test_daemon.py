@@ -360,7 +360,40 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
     assert len(views) == 3 and {ref for ref, _ in views} == ref_ids
     assert all(v["layout"] and v["focus_grid"] for _, v in views)
     assert t.backgrounds is not None and set(t.backgrounds) == ref_ids
-    assert all(b.views == 4 for b in t.backgrounds.values())
+    # ...and the fourth check, the first after calibration, was learned too (SceneHistory)
+    assert all(b.views == 5 for b in t.backgrounds.values())
+
+
+def test_a_calibrated_cameras_scene_keeps_learning_from_its_plain_checks(folder, running):
+    """After calibration each plainly benign check joins the scene (core.calibration.SceneHistory):
+    the scene the next check is judged on is learned from the reference, the calibration views and
+    those; a check while the drift alert is open is never learned."""
+    from camwatch.config import load_config
+    from camwatch.service.checks import forget_history, history_of, threshold_for
+    from camwatch.vision.embedder import load_embedder
+
+    forget_history("a")
+    cfg = config(folder, [cam(folder, "a", auto_enroll=True, confirm=1, recover=1, interval=HOUR)],
+                 calibration={"checks": 3})
+    d = running(cfg)
+    wait("the first check", lambda: d.runtimes["a"].state == "ok")   # enrolled, and calibration's first
+    for _ in range(2):
+        check_now(d, "a")                       # the rest of calibration
+    for _ in range(2):
+        time.sleep(0.25)                        # learned views are at least learn_spacing apart
+        check_now(d, "a")
+    ref_id = d.store.for_camera("a", images=False)[0].id
+    assert len(history_of("a").of(ref_id)) == 2
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    time.sleep(0.25)
+    check_now(d, "a")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted"
+    assert len(history_of("a").of(ref_id)) == 2                # the turned view is never learned
+    emb = load_embedder(str(folder / "grid.onnx"), device="cpu")
+    config_ = load_config(str(cfg))
+    t = threshold_for(config_.camera("a"), config_.settings, emb, d.store)
+    assert t.backgrounds is not None and t.backgrounds[ref_id].views == 1 + 3 + 2
 
 
 def test_offline_keeps_the_drift_until_good_checks_clear_it(folder, running):

@@ -195,6 +195,19 @@ class DecisionParams:
     night_colour_share: float = 0.25
     night_colour: float = 4.0
 
+    # -- the scene keeps learning after calibration (``calibration.SceneHistory``) --
+    #: A calibrated camera's view judged plainly benign (not drifted, its stable cells aligned at
+    #: least ``learn_aligned_margin`` above the line it is held to, no cover over ``learn_cover``,
+    #: detail no more than half ``focus_min_drop`` below the learned focus, no alert open) joins
+    #: its reference's learned views, at most one per ``learn_spacing`` seconds; the scene is
+    #: learned from the reference and the newest ``learn_views`` views (calibration's first)...
+    learn_aligned_margin: float = 0.1
+    learn_cover: float = 0.1
+    learn_spacing: float = 0.2
+    learn_views: int = 8
+    #: ...again after each of the first ``learn_batch`` learned views, then every ``learn_batch``.
+    learn_batch: int = 8
+
 
 #: The values camwatch ships with.
 SHIPPED = DecisionParams()

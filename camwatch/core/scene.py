@@ -176,22 +176,25 @@ def _layouts(layouts: Sequence[object]) -> list[np.ndarray]:
     return [d.astype(np.float32) for d in decoded if d is not None and d.shape == first.shape]
 
 
-def learn(layouts: Sequence[object], focus_grids: Sequence[object]) -> Background:
+def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligned: float | None = None) -> Background:
     """A background from a reference's statistics (first) and its calibration views'.
 
     ``layouts``: each view's encoded layout (``ViewStats.layout``); ``focus_grids``:
     each view's ``ViewStats.focus_grid``. Views of another size than the
     reference's, or without them, are left out; a reference alone gives a
-    background whose textured cells all count as stable.
+    background whose textured cells all count as stable. ``least_aligned``, when
+    given, is kept instead of measured: leaving each view out in turn costs a
+    background per view, paid once at calibration, not each time the scene
+    learns again from later views.
     """
     views = _layouts(layouts)
     layout = textured = stable = None
-    least = 1.0
+    least = 1.0 if least_aligned is None else least_aligned
     if views:
         first = views[0]
         steadied = [first] + [_steady(v, first) for v in views[1:]]
         layout, textured, stable = _learn_layout(views, steadied)
-        if len(views) >= 3:
+        if len(views) >= 3 and least_aligned is None:
             for i in range(1, len(views)):
                 rest = [v for j, v in enumerate(views) if j != i]
                 bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])

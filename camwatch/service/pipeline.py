@@ -51,7 +51,7 @@ from camwatch.core.monitor import (
 )
 from camwatch.core.secrets import scrub
 from camwatch.core.types import CameraState, Frame
-from camwatch.service.checks import embed_views, judge, threshold_for, view_of
+from camwatch.service.checks import embed_views, judge, learn_from, threshold_for, view_of
 from camwatch.service.console.actions import accept_view
 from camwatch.service.console.snapshot import LastView, ViewLog
 from camwatch.service.enrol import enrol_frame
@@ -288,6 +288,7 @@ class Pipeline:
             try:
                 threshold = threshold_for(rt.camera, self.settings, self.embedder, self.store)
                 j = judge(vec, stats, refs, threshold)
+                learn_from(rt.camera.id, j, item.captured_at, rt.monitor.drift_open)
                 if self.settings.console.enabled:
                     rt.views.add(LastView.of(view, item.captured_at, j.verdict.similarity,
                                              threshold.value, bool(j.verdict.drifted), j.verdict.kind))
