@@ -34,6 +34,7 @@ the measurement choices below were made on cases from footage/tune
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,16 +98,25 @@ def _steady(view: np.ndarray, onto: np.ndarray) -> np.ndarray:
                                      borderMode=cv2.BORDER_REFLECT))
 
 
-def _compare(view: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell: (gradient correlation, the view's gradient energy, the background's)."""
+def _compare(view: np.ndarray, background: np.ndarray,
+             gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: (gradient correlation, the view's gradient energy, the background's).
+
+    ``gradients``: the background's (x, y, cell energy) when already at hand (``_background_gradients``).
+    """
     view = _steady(view, background)
     cols, rows = _grid(background.shape)
     vx, vy = _gradients(view)
-    bx, by = _gradients(background)
+    bx, by, eb = _background_gradients(background) if gradients is None else gradients
     ev = _cell_means(vx * vx + vy * vy, cols, rows)
-    eb = _cell_energy(background)
     cross = _cell_means(vx * bx + vy * by, cols, rows)
     return cross / np.sqrt(ev * eb + 1e-6), ev, eb
+
+
+def _background_gradients(background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bx, by = _gradients(background)
+    return bx, by, _cell_means(bx * bx + by * by, *_grid(background.shape))
 
 
 def _cell_energy(img: np.ndarray) -> np.ndarray:
@@ -156,6 +166,11 @@ class Background:
     focus_spread: float
     views: int
     least_aligned: float = 1.0
+
+    @functools.cached_property
+    def gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The layout's (x, y, cell energy), once: every check compares a view with them."""
+        return None if self.layout is None else _background_gradients(self.layout)
 
 
 @dataclass(frozen=True)
@@ -232,7 +247,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         view = view.astype(np.float32)
         if view.shape != bg.shape:
             view = np.asarray(cv2.resize(view, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
-        corr, ev, eb = _compare(view, bg)
+        corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         n, _, st, _ = cv2.connectedComponentsWithStats(lost.astype(np.uint8), connectivity=4)
