@@ -1,30 +1,36 @@
-"""A fleet of three REAL camwatch processes (settings.cluster: members 3, replication 2) on the same
-cameras file, each with its own state directory (the shared store is not part of this test).
+"""A fleet of three REAL camwatch processes (settings.cluster: members 3, replication 2) on the
+same cameras file, each with its own state directory (the shared store is not part of this
+test), scraped by a REAL Prometheus loaded with the alert rules.
 
 What is checked, from each member's real /metrics endpoint only (never from the code that
 decides ownership): every camera is checked by exactly two members and by none other; each
 member exports the fleet's shape; /healthz and /readyz answer; after one member is killed
 with SIGKILL (no chance to say goodbye), every camera it checked is still checked by its
-other owner, and no survivor takes on cameras it does not own (ownership is static).
+other owner, and no survivor takes on cameras it does not own (ownership is static);
+Prometheus then names the dead member (CamwatchMemberDown) and, with replication 2, finds no
+camera that nobody checks (CamwatchCamerasUnwatched stays inactive) until a second member is
+killed, when it counts exactly the cameras those two members shared.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from daemon_helpers import Daemon, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
+from test_prometheus import PROMETHEUS, RULES, Prom
 
 MEMBERS, REPLICATION, CAMERAS = 3, 2, 36
 #: Long enough that three daemons on two shared cores stay idle between rounds, short enough to
 #: see a survivor's next round within the test's seconds.
 INTERVAL = 3
+FLEET_RULES = RULES.with_name("camwatch-fleet.rules.yml")
 
 
 def _ok_checks(d: Daemon) -> dict[str, float]:
@@ -58,14 +64,31 @@ def fleet(tmp_path_factory):
                            timeout=1, workers=2,
                            cluster={"members": MEMBERS, "member": f"camwatch-{m}", "replication": REPLICATION})
         daemons.append(Daemon(cfg, log_level="INFO"))
+    prom = None
     try:
-        yield daemons
+        if os.access(PROMETHEUS, os.X_OK):
+            prom = Prom(root, [f"127.0.0.1:{d.port}" for d in daemons], rules=(RULES, FLEET_RULES))
+        yield daemons, prom
     finally:
+        if prom is not None:
+            prom.close()
         for d in daemons:
             d.stop()
 
 
+def _alerts(prom: Prom) -> set[tuple[str, str]]:
+    """(alertname, member) of every pending or firing alert."""
+    return {(a["labels"]["alertname"], a["labels"].get("member", ""))
+            for a in prom.get("/api/v1/alerts")["data"]["alerts"]}
+
+
+def _scalar(prom: Prom, expr: str) -> float | None:
+    res = prom.query(expr)["data"]["result"]
+    return float(res[0]["value"][1]) if res else None
+
+
 def test_every_camera_on_exactly_two_members_and_the_survivor_keeps_checking(fleet):
+    fleet, prom = fleet
     ids = {f"cam-{i:02d}" for i in range(CAMERAS)}
     checked: dict[int, set[str]] = {}
 
@@ -92,6 +115,13 @@ def test_every_camera_on_exactly_two_members_and_the_survivor_keeps_checking(fle
     # Rendezvous spreads 72 camera-checks over 3 members: none idle, none with nearly all.
     assert all(12 <= len(c) <= 36 for c in checked.values()), {m: len(c) for m, c in checked.items()}
 
+    unwatched = "max(camwatch_cluster_cameras) - count(group by (camera) (camwatch_camera_state))"
+    if prom is not None:
+        prom.wait(lambda: _scalar(prom, "count(camwatch_cluster_member_info)") == MEMBERS, 20,
+                  "Prometheus scraping the three members")
+        assert _scalar(prom, unwatched) == 0
+        assert not {a for a in _alerts(prom) if a[0].startswith(("CamwatchMember", "CamwatchCameras"))}
+
     killed = fleet[0]
     killed.proc.send_signal(signal.SIGKILL)
     killed.proc.wait(10)
@@ -110,3 +140,20 @@ def test_every_camera_on_exactly_two_members_and_the_survivor_keeps_checking(fle
         assert d.cameras() == checked[m], m   # static ownership: nothing taken over, nothing dropped
         assert d.proc.poll() is None
     assert took <= 4 * INTERVAL
+    if prom is None:
+        pytest.skip(f"{PROMETHEUS} not installed: the alert rules were not run on the fleet")
+    prom.wait(lambda: ("CamwatchMemberDown", "0") in _alerts(prom), 20, "CamwatchMemberDown for member 0")
+    # Every camera still has a running owner: the rule's two sides agree, nothing is unwatched.
+    assert _scalar(prom, "max(camwatch_cluster_cameras)") == CAMERAS
+    assert _scalar(prom, unwatched) == 0
+    assert {a for a in _alerts(prom) if a[0] in ("CamwatchMemberDown", "CamwatchCamerasUnwatched")} == \
+        {("CamwatchMemberDown", "0")}
+
+    # A second member down: the cameras whose two owners were 0 and 1 are checked by nobody now.
+    fleet[1].proc.send_signal(signal.SIGKILL)
+    fleet[1].proc.wait(10)
+    both = len(checked[0] & checked[1])
+    assert both > 0
+    prom.wait(lambda: ("CamwatchCamerasUnwatched", "") in _alerts(prom), 20, "CamwatchCamerasUnwatched")
+    assert _scalar(prom, unwatched) == both
+    assert ("CamwatchMemberDown", "1") in _alerts(prom)
