@@ -2,7 +2,10 @@
 
 - kustomize (``kubectl kustomize``, offline) renders the base, the GPU overlay and the monitoring
   set; every rendered object of the core API is validated against the Kubernetes OpenAPI schemas
-  that the kubernetes-validate package ships (strict: an unknown or misspelt key fails).
+  that the kubernetes-validate package ships (strict: an unknown or misspelt key fails). Where
+  kubectl is missing or its kustomize predates v4 (Debian 12's kubernetes-client 1.20 has v2.0.3,
+  which cannot read ``patches:``), ``kustomize_here`` renders the few features these files use;
+  where a modern kubectl runs, both renderings are compared so that stand-in stays faithful.
 - The ConfigMap's cameras.yaml is loaded by camwatch's own loader with the environment and
   Secret the StatefulSet gives it, and must agree with the StatefulSet (members = replicas,
   ports, mount paths).
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -31,13 +35,77 @@ KUBE_VERSION = "1.30.0"
 kubectl = shutil.which("kubectl")
 
 
-def render(folder: str) -> list[dict]:
-    """The objects ``kubectl kustomize`` makes of a folder (a plain read of the base's files without it)."""
+def _kustomize_major() -> int:
+    """The major version of kubectl's built-in kustomize; 0 when there is no kubectl or it does not say."""
     if kubectl is None:
-        pytest.skip("kubectl not installed (scripts/test.sh installs Debian's kubectl)")
-    r = subprocess.run([kubectl, "kustomize", str(K8S / folder)], capture_output=True, text=True, timeout=60)
+        return 0
+    r = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30)
+    try:
+        return int(json.loads(r.stdout).get("kustomizeVersion", "v0").lstrip("v").split(".")[0])
+    except (ValueError, json.JSONDecodeError):
+        return 0
+
+
+KUSTOMIZE = _kustomize_major()
+
+
+def kubectl_kustomize(folder: str) -> list[dict]:
+    r = subprocess.run([kubectl or "kubectl", "kustomize", str(K8S / folder)], capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stderr
+    assert "deprecated" not in r.stderr.lower(), r.stderr
     return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def _merge(into: dict, patch: dict) -> None:
+    """A strategic merge as kustomize does it for these files: maps by key, lists of named maps by name."""
+    for key, value in patch.items():
+        old = into.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            _merge(old, value)
+        elif (isinstance(value, list) and isinstance(old, list)
+              and all(isinstance(x, dict) and "name" in x for x in value + old)):
+            named = {x["name"]: x for x in old}
+            for item in value:
+                if item["name"] in named:
+                    _merge(named[item["name"]], item)
+                else:
+                    old.append(item)
+        else:
+            into[key] = value
+
+
+def kustomize_here(folder: Path) -> list[dict]:
+    """resources, configMapGenerator (files), images (newTag), patches (path), namespace: what these files use."""
+    k = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    known = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator", "images", "patches"}
+    assert set(k) <= known, f"{folder}: kustomize_here does not know {set(k) - known}"
+    objs: list[dict] = []
+    for res in k.get("resources", []):
+        path = folder / res
+        objs += kustomize_here(path) if path.is_dir() else [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for gen in k.get("configMapGenerator", []):
+        objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]},
+                     "data": {Path(f).name: (folder / f).read_text() for f in gen["files"]}})
+    for image in k.get("images", []):
+        for obj in objs:
+            for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if c["image"].rsplit(":", 1)[0] == image["name"]:
+                    c["image"] = f"{image['name']}:{image['newTag']}"
+    for patch in k.get("patches", []):
+        doc = yaml.safe_load((folder / patch["path"]).read_text())
+        _merge(next(o for o in objs if (o["kind"], o["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"])),
+               doc)
+    if "namespace" in k:
+        for obj in objs:
+            if obj["kind"] != "Namespace":
+                obj["metadata"]["namespace"] = k["namespace"]
+    return objs
+
+
+def render(folder: str) -> list[dict]:
+    """The objects kustomize makes of a folder under deploy/kubernetes."""
+    return kubectl_kustomize(folder) if KUSTOMIZE >= 4 else kustomize_here(K8S / folder)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +126,24 @@ def one(objs: list[dict], kind: str) -> dict:
 
 def container(objs: list[dict]) -> dict:
     return one(objs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.skipif(KUSTOMIZE < 4, reason="no kubectl with kustomize v4 or later to compare with")
+@pytest.mark.parametrize("folder", ["base", "gpu", "monitoring"])
+def test_the_stand_in_renders_as_kustomize_does(folder):
+    def canonical(x: object) -> object:   # named list items in any order (a patch's come first in kustomize's)
+        if isinstance(x, dict):
+            return {k: canonical(v) for k, v in x.items()}
+        if isinstance(x, list):
+            items = [canonical(v) for v in x]
+            named = all(isinstance(v, dict) and "name" in v for v in items)
+            return sorted(items, key=lambda v: v["name"]) if named and items else items  # type: ignore[index]
+        return x
+
+    def unhashed(objs: list[dict]) -> object:
+        text = json.dumps(sorted(objs, key=lambda o: (o["kind"], o["metadata"]["name"])), sort_keys=True)
+        return canonical(json.loads(re.sub(r'"camwatch-config-[a-z0-9]{10}"', '"camwatch-config"', text)))
+    assert unhashed(kubectl_kustomize(folder)) == unhashed(kustomize_here(K8S / folder))
 
 
 def test_schemas_ship_offline_and_catch_a_bad_key():
