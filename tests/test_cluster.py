@@ -17,7 +17,7 @@ from daemon_helpers import REPO
 
 from camwatch.cli.main import main
 from camwatch.config import load_config
-from camwatch.core.cluster import Cluster, member_from_hostname, owners, weight
+from camwatch.core.cluster import Cluster, camera_hash, member_from_hostname, owners, owners_of, weight
 from camwatch.core.errors import ConfigError
 
 IDS = [f"cam-{i:05d}" for i in range(6000)]
@@ -28,10 +28,9 @@ def test_owners_are_distinct_ranked_and_stable_across_processes():
     assert len(set(got)) == 3 and all(0 <= m < 5 for m in got)
     ranked = sorted(range(5), key=lambda m: weight("front-door", m), reverse=True)
     assert got == tuple(ranked[:3])
-    # The weight is BLAKE2b keyed by the member, never Python's salted hash(): another
+    # The weight starts from BLAKE2b of the id, never Python's salted hash(): another
     # interpreter with another hash seed computes the same owners.
-    assert weight("front-door", 2) == int.from_bytes(
-        hashlib.blake2b(b"front-door", digest_size=8, key=(2).to_bytes(8, "big")).digest(), "big")
+    assert camera_hash("front-door") == int.from_bytes(hashlib.blake2b(b"front-door", digest_size=8).digest(), "big")
     code = "from camwatch.core.cluster import owners; print(owners('front-door', 5, 3))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
                          env={"PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}).stdout
@@ -40,7 +39,8 @@ def test_owners_are_distinct_ranked_and_stable_across_processes():
 
 @pytest.mark.parametrize("members,replication", [(3, 1), (3, 2), (5, 2), (8, 3)])
 def test_balance(members, replication):
-    counts = Cluster(members, 0, replication).counts(IDS)
+    fleet = Cluster(members, 0, replication)
+    counts = fleet.counts(fleet.assignment(IDS))
     assert sum(counts) == len(IDS) * replication
     mean = len(IDS) * replication / members
     # Binomial spread: ~sqrt(mean) ~ 40-90 here; 10% of the mean is several standard deviations.
@@ -62,6 +62,13 @@ def test_adding_a_member_moves_about_r_over_n_plus_one(members, replication):
     assert abs(share - expected) < 0.2 * expected, (share, expected)
     # Removing the new member again moves back exactly those.
     assert Cluster(members, 0, replication).assignment(IDS) == before
+
+
+@pytest.mark.parametrize("members,replication", [(1, 1), (3, 2), (7, 7), (40, 3)])
+def test_array_owners_equal_one_by_one_owners(members, replication):
+    ids = IDS[:300] + ["", "x" * 64, "ÿ-unicode"]
+    assert owners_of(ids, members, replication) == {c: owners(c, members, replication) for c in ids}
+    assert list(owners_of(ids, members, replication)) == ids
 
 
 def test_owns_matches_owners_and_single_member_owns_all():
@@ -129,7 +136,7 @@ def test_validate_and_check_show_each_cameras_members(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     fleet = Cluster(3, 0, 2)
     ids = [f"cam-{i}" for i in range(6)]
-    counts = fleet.counts(ids)
+    counts = fleet.counts(fleet.assignment(ids))
     assert out[1] == ("cluster: 3 members, each camera on 2; cameras per member: "
                       + ", ".join(f"{m}: {n}" for m, n in enumerate(counts)))
     for cid in ids:

@@ -37,7 +37,7 @@ def _members(config: Config) -> dict[str, list[int]]:
     if c.members == 1:
         return {}
     fleet = Cluster(c.members, 0, c.replication)
-    return {cam.id: sorted(fleet.owners(cam.id)) for cam in config.cameras}
+    return {cid: sorted(owned) for cid, owned in fleet.assignment(cam.id for cam in config.cameras).items()}
 
 
 def cli_check(args: argparse.Namespace) -> int:

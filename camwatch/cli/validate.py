@@ -107,12 +107,13 @@ def cluster_lines(config: Config, owners: bool = False) -> list[str]:
         return []
     fleet = Cluster(c.members, 0, c.replication)
     ids = [cam.id for cam in config.cameras]
-    counts = fleet.counts(ids)
+    owned = fleet.assignment(ids)
+    counts = fleet.counts(owned)
     lines = [f"cluster: {c.members} members, each camera on {c.replication}; cameras per member: "
              + ", ".join(f"{m}: {n}" for m, n in enumerate(counts))]
     if owners:
         width = max(len(i) for i in ids)
-        lines += [f"{cid:<{width}}  members {', '.join(map(str, sorted(fleet.owners(cid))))}" for cid in ids]
+        lines += [f"{cid:<{width}}  members {', '.join(map(str, sorted(owned[cid])))}" for cid in ids]
     return lines
 
 

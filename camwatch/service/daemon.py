@@ -161,9 +161,9 @@ class Daemon:
         """
         assert self.store is not None and self.metrics is not None and self.scheduler is not None
         cluster = self.cluster
-        self.metrics.set_cluster(cluster.member, cluster.replication,
-                                 cluster.counts(c.id for c in config.cameras), len(config.cameras))
-        wanted = {c.id: c for c in config.cameras if cluster.owns(c.id)}
+        owners = cluster.assignment(c.id for c in config.cameras)
+        self.metrics.set_cluster(cluster.member, cluster.replication, cluster.counts(owners), len(config.cameras))
+        wanted = {c.id: c for c in config.cameras if cluster.member in owners[c.id]}
         with self._lock:
             for cid in list(self.runtimes):
                 if cid not in wanted:
