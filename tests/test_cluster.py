@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from daemon_helpers import REPO
+from daemon_helpers import REPO, write_config
 
 from camwatch.cli.main import main
 from camwatch.config import load_config
@@ -149,3 +149,40 @@ def test_validate_and_check_show_each_cameras_members(tmp_path, capsys):
         cfg = _cfg(tmp_path, "{members: 3, replication: 2}", cameras=6)
         assert main(["--config", str(cfg), "validate"]) == 0
         assert "a daemon on this host would not start" in capsys.readouterr().err
+
+
+def test_reload_moves_cameras_when_the_fleet_changes_shape(tmp_path):
+    """A real daemon (in process, real file cameras and model) given a new settings.cluster by SIGHUP's reload."""
+    from media import scene_image, write_image
+    from modelkit import grid_model
+
+    from camwatch.service.daemon import Daemon
+
+    grid_model(tmp_path / "grid.onnx")
+    write_image(tmp_path / "view.png", scene_image(width=160, height=120))
+    ids = [f"cam-{i}" for i in range(12)]
+    cameras = [{"id": c, "url": str(tmp_path / "view.png"), "auto_enroll": True, "interval": 3600} for c in ids]
+    cfg = write_config(tmp_path / "cameras.yaml", cameras, model=str(tmp_path / "grid.onnx"), device="cpu",
+                       cluster={"members": 3, "member": 1, "replication": 1})
+    d = Daemon(str(cfg))
+    try:
+        d.start()
+        mine = {c for c in ids if owners(c, 3, 1) == (1,)}
+        assert set(d.runtimes) == mine == d.metrics.cameras() and mine
+        assert d.metrics.registry.get_sample_value("camwatch_cluster_member_info", {"member": "1"}) == 1
+        counts = [sum(owners(c, 3, 1) == (m,) for c in ids) for m in range(3)]
+        assert [d.metrics.registry.get_sample_value("camwatch_cluster_member_cameras", {"member": str(m)})
+                for m in range(3)] == counts
+
+        write_config(cfg, cameras, model=str(tmp_path / "grid.onnx"), device="cpu",
+                     cluster={"members": 2, "member": 1, "replication": 2})
+        assert d.reload()
+        assert set(d.runtimes) == set(ids) == d.metrics.cameras()    # 2 of 2 members: every camera
+        assert d.metrics.registry.get_sample_value("camwatch_cluster_members") == 2
+
+        write_config(cfg, cameras, model=str(tmp_path / "grid.onnx"), device="cpu",
+                     cluster={"members": 1, "member": 1})
+        assert not d.reload()                                        # member 1 of 1: refused, one line
+        assert set(d.runtimes) == set(ids)
+    finally:
+        d.stop()

@@ -290,6 +290,12 @@ def test_containerfile_user_volume_entrypoint(name, base):
     # The shipped model travels inside the package the image installs.
     copies = [a for w, a in ins if w == "COPY"]
     assert "camwatch ./camwatch" in copies and "pyproject.toml README.md ./" in copies
+    # The build context keeps what COPY reads and nothing else (no .venv, no state, no footage).
+    ignore = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert ignore[0] == "*"
+    sources = [src for a in copies if "--from=" not in a for src in a.split()[:-1]]
+    assert {f"!{src.rstrip('/')}" for src in sources} <= {i.rstrip("/") for i in ignore}, (sources, ignore)
     assert 'models/*.onnx' in (REPO / "pyproject.toml").read_text()
     assert "/healthz" in last(ins, "HEALTHCHECK")
 
