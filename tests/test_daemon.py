@@ -21,6 +21,8 @@ import logging
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def check_now(d: Daemon, cid: str) -> None:
     wait(f"{cid} idle", lambda: not rt.busy)
     d.pipeline.run_check(cid, rt.generation)
     wait(f"{cid} judged", lambda: not rt.busy)
+
+
+def probe(d: Daemon, path: str) -> tuple[int, str]:
+    """A real GET of the daemon's /healthz or /readyz: (status, body)."""
+    assert d.metrics_server is not None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_server.port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 class Clock:
@@ -267,6 +279,9 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
             while True:
                 assert b"WATCHDOG" not in sock.recv(4096)
         assert "not pinging the systemd watchdog" in caplog.text
+        # Kubernetes' liveness probe reads the same rule on the metrics listener.
+        assert probe(d, "/healthz")[0] == 503 and "one inference batch has run for" in probe(d, "/healthz")[1]
+        assert probe(d, "/readyz") == (200, "ready\n")
         release.set()
         n = value(d, "camwatch_checks_total", camera="a", result="ok")
         wait("checks resume", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") > n)
@@ -279,6 +294,7 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
             except TimeoutError:
                 break
         assert b"WATCHDOG=1" in got
+        assert probe(d, "/healthz") == (200, "ok\n")
     finally:
         sock.close()
 

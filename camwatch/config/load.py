@@ -132,6 +132,15 @@ def _settings(data: dict[str, Any], base: Path, problems: Problems, secrets: set
             problems.add(("settings", "model"), f"'{clip(written)}': no such file ({model})")
     if s.require_gpu and s.device == "cpu":
         problems.add(("settings", "require_gpu"), "true contradicts device: cpu")
+    cluster = s.cluster
+    if cluster.replication > cluster.members:
+        problems.add(("settings", "cluster", "replication"),
+                     f"{cluster.replication}: more than members ({cluster.members}); each camera is checked by "
+                     "replication distinct members")
+    if cluster.member is not None and cluster.member >= cluster.members:
+        problems.add(("settings", "cluster", "member"),
+                     f"{cluster.member}: not below members ({cluster.members}); members are numbered "
+                     f"0..{cluster.members - 1}")
     if isinstance(raw, dict) and raw.get("state_dir") is not None:
         update["state_dir"] = _resolve(base, s.state_dir)
     hooks = list(s.webhooks)

@@ -33,6 +33,8 @@ from camwatch.config.types import (
     Duration,
     Flag,
     Headers,
+    Member,
+    Members,
     Mode,
     NonNegative,
     OptionalPath,
@@ -50,6 +52,7 @@ from camwatch.config.types import (
     parse_path,
     parse_text,
 )
+from camwatch.core.cluster import Cluster, member_from_hostname
 from camwatch.core.errors import ConfigError
 
 DEFAULT_STATE_DIR = "/var/lib/camwatch"
@@ -141,6 +144,19 @@ class WebhookSettings(_Section):
                            "", ""))
 
 
+class ClusterSettings(_Section):
+    """Several camwatch processes sharing one cameras file, each camera checked by ``replication`` of them.
+
+    Which members own a camera is core/cluster.py's rendezvous hashing of its id;
+    ``member`` unset (or ``auto``) is the host name's -N ending, as a StatefulSet
+    names its pods (docs/deploy.md, Kubernetes).
+    """
+
+    members: Members = 1
+    member: Member = None
+    replication: AtLeastOne = 1
+
+
 class CheckSettings(_Section):
     """How each camera is checked: set once under ``settings``, overridable per camera."""
 
@@ -171,6 +187,7 @@ class Settings(CheckSettings):
     webhooks: Annotated[tuple[WebhookSettings, ...], BeforeValidator(_none_to_empty)] = ()
     evidence: EvidenceSettings = EvidenceSettings()
     events: EventsSettings = EventsSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
 
 class CameraConfig(CheckSettings):
@@ -245,12 +262,34 @@ class Config(BaseModel):
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:
         return tuple(c for c in self.cameras if c.enabled)
 
+    def cluster(self, hostname: str) -> Cluster:
+        """This process's place in the fleet; ``hostname`` gives the member when the file does not.
+
+        A ConfigError naming ``settings.cluster.member`` when neither tells it: a
+        member guessed wrong would leave its cameras unchecked without a word.
+        """
+        c = self.settings.cluster
+        if c.members == 1:
+            return Cluster()
+        member = c.member if c.member is not None else member_from_hostname(hostname)
+        line = self.lines.get(("settings", "cluster", "member")) or self.lines.get(("settings", "cluster")) or 1
+        where = f"{self.path}:{line}: settings.cluster.member"
+        if member is None:
+            raise ConfigError(f"{where}: not set, and the host name '{clip(hostname, 60)}' does not end in -N "
+                              "(a StatefulSet pod's ordinal, as camwatch-2): set member: 0.."
+                              f"{c.members - 1}, or member: ${{POD_NAME}}")
+        if member >= c.members:
+            source = "" if c.member is not None else f" (from the host name '{clip(hostname, 60)}')"
+            raise ConfigError(f"{where}: {member}{source} is not below members: {c.members} "
+                              "(members are numbered 0..members-1; raise members with the StatefulSet's replicas)")
+        return Cluster(c.members, member, c.replication)
+
 
 #: The model of each mapping in the file, by its key path (list items as ``int``).
 SECTIONS: dict[LinePath, type[_Section]] = {
     ("settings",): Settings, ("settings", "metrics"): MetricsSettings, ("settings", "console"): ConsoleSettings,
     ("settings", "calibration"): CalibrationSettings, ("settings", "evidence"): EvidenceSettings,
-    ("settings", "events"): EventsSettings,
+    ("settings", "events"): EventsSettings, ("settings", "cluster"): ClusterSettings,
     ("settings", "webhooks", int): WebhookSettings, ("cameras", int): CameraConfig,
 }
 TOP_KEYS = ("settings", "cameras")

@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from types import FrameType
 
 from camwatch import __version__
 from camwatch.config import CameraConfig, Config, load_config
+from camwatch.core.cluster import Cluster
 from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
 from camwatch.core.secrets import scrub
@@ -71,6 +73,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.pipeline: Pipeline | None = None
         self.runtimes: dict[str, CameraRuntime] = {}
+        #: This process's place in the fleet (settings.cluster): it checks only the cameras it owns.
+        self.cluster = Cluster()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._signalled_stop = 0            # the signal number, set by install_signals' handlers
@@ -85,6 +89,7 @@ class Daemon:
     def start(self) -> None:
         """Everything up to READY=1: config, model warm, store, events, metrics, schedule."""
         self.config = config = load_config(self.config_path)
+        self.cluster = config.cluster(socket.gethostname())   # before the model: a wrong member fails fast
         s = config.settings
         self.embedder = embedder = load_embedder(str(s.model) if s.model else None, device=s.device,
                                                  require_gpu=s.require_gpu)
@@ -101,6 +106,7 @@ class Daemon:
         self.dispatcher.start()
         metrics.set_build_info(__version__, str(spec.name), str(spec.version))
         metrics.set_provider(embedder.provider, bool(s.require_gpu))
+        metrics.set_probes(self.health, lambda: self._started and not self._stop.is_set())
         if s.metrics.enabled:
             self.metrics_server = metrics.serve(s.metrics.address, s.metrics.port)
         self.pipeline = Pipeline(s, embedder, self.store, metrics, self.runtimes, self._publish,
@@ -116,6 +122,10 @@ class Daemon:
         notify.ready(self.status_line())
         log.info("camwatch started: %d camera(s), %d enabled",
                  len(config.cameras), sum(1 for c in config.cameras if c.enabled))
+        if self.cluster.members > 1:
+            log.info("cluster: member %d of %d, each camera on %d member(s): this member checks %d of the "
+                     "%d camera(s)", self.cluster.member, self.cluster.members, self.cluster.replication,
+                     len(self.runtimes), len(config.cameras))
 
     def _publish(self, event: Event) -> None:
         # Through whichever dispatcher is current: a reload may have replaced it.
@@ -150,7 +160,10 @@ class Daemon:
         references and calibration live in the store and are kept either way).
         """
         assert self.store is not None and self.metrics is not None and self.scheduler is not None
-        wanted = {c.id: c for c in config.cameras}
+        cluster = self.cluster
+        owners = cluster.assignment(c.id for c in config.cameras)
+        self.metrics.set_cluster(cluster.member, cluster.replication, cluster.counts(owners), len(config.cameras))
+        wanted = {c.id: c for c in config.cameras if cluster.member in owners[c.id]}
         with self._lock:
             for cid in list(self.runtimes):
                 if cid not in wanted:
@@ -205,35 +218,44 @@ class Daemon:
         failing = self.backlog.describe()
         return f"{failing}; {line}" if failing else line
 
-    def watchdog_tick(self) -> None:
-        """WATCHDOG=1 only while checks make progress, or when nothing is due.
+    def health(self) -> tuple[bool, str]:
+        """Whether checks make progress, and why not: the systemd watchdog's and /healthz's one rule.
 
         Progress is a check that completed (assessed, or failed with a
         classified error: a dead camera is reported by metrics and events, not
-        by systemd killing us). No ping when the inference thread died or has
-        been stuck in one batch, or when no check completed for three intervals
-        plus a timeout: then systemd's watchdog restarts a daemon that only
-        looks alive. A failing events store does not stop the pings: a restart
-        would not free the disk and would lose the events held in memory; it
-        shows in the status line, the log and ``camwatch_store_ok`` instead.
+        by killing the daemon). Not healthy when the inference thread died or
+        has been stuck in one batch, or when no check completed for three
+        intervals plus a timeout: then systemd's watchdog (or Kubernetes'
+        liveness probe) restarts a daemon that only looks alive. A member that
+        owns no enabled camera is healthy. A failing events store is not a
+        reason: a restart would not free the disk and would lose the events
+        held in memory; it shows in the status line, the log and
+        ``camwatch_store_ok`` instead.
         """
         now = self.clock()
         due = [rt for rt in list(self.runtimes.values()) if rt.camera.enabled]
         if not due:
-            notify.watchdog()
-            return
+            return True, "ok: no camera to check"
         window = 3 * max(rt.camera.interval for rt in due) + max(rt.camera.timeout for rt in due) + 1
         p = self.pipeline
         started = p.batch_started if p is not None else None
         last = p.last_progress if p is not None else now
         if p is None or not p.alive():
-            log.error("the inference thread has stopped; not pinging the systemd watchdog")
-        elif started is not None and now - started > window:
-            log.error("one inference batch has run for %.0f s; not pinging the systemd watchdog", now - started)
-        elif now - last > window:
-            log.warning("no check completed in %.0f s; not pinging the systemd watchdog", now - last)
-        else:
+            return False, "the inference thread has stopped"
+        if started is not None and now - started > window:
+            return False, f"one inference batch has run for {now - started:.0f} s"
+        if now - last > window:
+            return False, f"no check completed in {now - last:.0f} s"
+        return True, "ok"
+
+    def watchdog_tick(self) -> None:
+        """WATCHDOG=1 only while ``health()`` says checks make progress (or nothing is due)."""
+        ok, why = self.health()
+        if ok:
             notify.watchdog()
+        else:
+            log.log(logging.WARNING if why.startswith("no check") else logging.ERROR,
+                    "%s; not pinging the systemd watchdog", why)
 
     # ---- reload, stop ------------------------------------------------------------
     def reload(self) -> bool:
@@ -243,6 +265,7 @@ class Daemon:
         try:
             config = load_config(self.config_path)
             _check_reloadable(self.config, config)
+            cluster = config.cluster(socket.gethostname())
             sinks = build_sinks(config.settings.webhooks) if config.settings.webhooks != self.config.settings.webhooks \
                 else None
         except CamwatchError as exc:
@@ -253,6 +276,10 @@ class Daemon:
             return False
         if sinks is not None:
             self._restart_dispatcher(sinks)
+        if cluster != self.cluster:
+            log.info("cluster now: member %d of %d, each camera on %d member(s)", cluster.member,
+                     cluster.members, cluster.replication)
+        self.cluster = cluster
         self._apply_cameras(config)
         self.config = config
         self.pipeline.settings = config.settings
