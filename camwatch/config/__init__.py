@@ -19,6 +19,7 @@ from camwatch.config.schema import (
     EventsSettings,
     EvidenceSettings,
     MetricsSettings,
+    MqttSettings,
     Settings,
     WebhookSettings,
 )
@@ -27,6 +28,6 @@ from camwatch.core.secrets import redact_url
 
 __all__ = [
     "DEFAULT_STATE_DIR", "CalibrationSettings", "CameraConfig", "CheckSettings", "Config", "EventsSettings",
-    "EvidenceSettings", "MetricsSettings", "Settings", "WebhookSettings", "load_config", "parse_active_hours",
-    "parse_duration", "parse_polygons", "redact_url",
+    "EvidenceSettings", "MetricsSettings", "MqttSettings", "Settings", "WebhookSettings", "load_config",
+    "parse_active_hours", "parse_duration", "parse_polygons", "redact_url",
 ]

@@ -109,6 +109,7 @@ class Event:
             "camera_down": "camera unavailable",
             "camera_up": "camera available again",
             "reference_accepted": "view accepted as the reference",
+            "camera_silenced": "alerts silenced",
         }[self.type]
         parts = [f"camwatch: {self.camera_id}: {title}"]
         if self.kind and self.type == "drift_started":
