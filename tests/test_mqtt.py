@@ -28,6 +28,7 @@ from camwatch.core.types import KINDS, STATES
 from camwatch.service.alerts import Dispatcher
 from camwatch.service.commands import parse_command
 from camwatch.service.mqtt import MqttLink, MqttSink
+from camwatch.service.silence import SILENCED_KEY, Silences, silence
 from camwatch.service.sinks import LogSink
 from camwatch.store.events import Event, EventStore
 
@@ -142,6 +143,37 @@ def test_broker_stopped_and_restarted_queued_events_arrive_once(broker, tmp_path
     assert all(g["idempotency_key"] == g["id"] and g["source"] == "camwatch" for g in got)
     assert not any(m.retain for m in rec.messages)                      # events are never retained
     assert {g["type"] for g in got} == {"drift_started", "camera_down"}
+
+
+def test_a_silenced_cameras_alerts_reach_the_log_only(broker, tmp_path):
+    silences = Silences()
+    rec = Recorder(broker.port, "camwatch/+/event")
+    link = MqttLink(mqtt_settings(broker.port, timeout=1.0))
+    store = EventStore(tmp_path)
+    d = Dispatcher(store, [LogSink(), MqttSink(link)], backoff=FAST, poll=0.2)
+    link.start()
+    assert link.wait_connected(5)
+    d.start()
+    try:
+        told = d.publish(silence(silences, "gate", 3600, "dana"))
+        held = d.publish(silences.mark(Event("gate", "drift_started", kind="covered")))
+        other = d.publish(silences.mark(Event("door", "drift_started", kind="moved")))
+        rec.wait("two events", lambda: len(rec.messages) >= 2)
+        assert rec.wait("all delivered", lambda: store.pending_count() == 0, timeout=5)
+        time.sleep(0.3)
+    finally:
+        d.stop()
+        link.close()
+        rec.close()
+    assert [json.loads(m.payload)["id"] for m in rec.messages] == [told.id, other.id]
+    stored = {e.id: e for e in store.list()}
+    assert SILENCED_KEY in stored[held.id].details and SILENCED_KEY not in stored[other.id].details
+    assert stored[told.id].details["by"] == "dana"
+    again = Silences()              # a restart reads the silence back from its event
+    again.restore(store.list())
+    assert again.until("gate") == pytest.approx(told.time + 3600) and again.until("door") is None
+    with pytest.raises(CamwatchError, match="7 days"):
+        silence(silences, "gate", 30 * 86400, "dana")
 
 
 def test_a_wrong_password_is_one_clear_line(auth_broker, caplog):
