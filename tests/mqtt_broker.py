@@ -34,12 +34,19 @@ def free_port() -> int:
 class Mosquitto:
     """One broker process on 127.0.0.1:``port``; its log is ``folder/mosquitto.log``."""
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None):
+    def __init__(self, folder: Path, users: dict[str, str] | None = None, tls: bool = False):
         self.folder = folder
         self.port = free_port()
         self.log_path = folder / "mosquitto.log"
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
                  f"log_dest file {self.log_path}", "log_type all"]
+        self.ca: Path | None = None
+        if tls:   # a self-signed certificate for 127.0.0.1 (an IP SAN: clients check the name)
+            key, self.ca = folder / "key.pem", folder / "cert.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(key), "-out", str(self.ca)], check=True, capture_output=True, timeout=60)
+            lines += [f"certfile {self.ca}", f"keyfile {key}"]
         if os.getuid() == 0:   # else mosquitto drops to the "mosquitto" user, who cannot write here
             lines.append(f"user {pwd.getpwuid(0).pw_name}")
         if users:

@@ -18,16 +18,17 @@ import signal
 import time
 
 import pytest
-from daemon_helpers import Daemon, write_config
+import yaml
+from daemon_helpers import REPO, Daemon, write_config
 from mqtt_broker import Mosquitto, Recorder
 from test_events import FAST
 
-from camwatch.config import MqttSettings
+from camwatch.config import MqttSettings, load_config
 from camwatch.core.errors import CamwatchError
 from camwatch.core.types import KINDS, STATES
 from camwatch.service.alerts import Dispatcher
 from camwatch.service.commands import parse_command
-from camwatch.service.mqtt import MqttLink, MqttSink
+from camwatch.service.mqtt import CAMERA_LEAVES, MqttLink, MqttSink
 from camwatch.service.silence import SILENCED_KEY, Silences, silence
 from camwatch.service.sinks import LogSink
 from camwatch.store.events import Event, EventStore
@@ -195,6 +196,26 @@ def test_a_wrong_password_is_one_clear_line(auth_broker, caplog):
     assert "not-the-password" not in lines[0]
 
 
+def test_tls_broker_verified_against_its_ca(tmp_path, caplog):
+    tls = Mosquitto(tmp_path, tls=True)
+    url = f"mqtts://127.0.0.1:{tls.port}"
+    trusting = MqttLink(MqttSettings(url=url, ca_file=tls.ca, client_id="tls-ok"))
+    strict = MqttLink(MqttSettings(url=url, client_id="tls-refused"))   # the system CAs: must not trust it
+    try:
+        with caplog.at_level(logging.WARNING, logger="camwatch.service.mqtt"):
+            for link in (trusting, strict):
+                link.start()
+            assert trusting.wait_connected(5)
+            time.sleep(0.5)
+        assert not strict.connected
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and f"127.0.0.1:{tls.port}" in said[0] and "certificate verify failed" in said[0], said
+    finally:
+        trusting.close()
+        strict.close()
+        tls.stop()
+
+
 def test_command_payloads():
     assert parse_command("gate", "silence", b"2h").seconds == 7200
     c = parse_command("gate", "silence", b'{"duration": "30m", "by": "dana"}')
@@ -220,6 +241,8 @@ def test_daemon_states_discovery_commands_reload_and_last_will(auth_broker, tmp_
             "client_id": "camwatch-test", "discovery": True, "commands": True, "evidence": True}
     cfg = write_config(tmp_path / "cameras.yaml", cams, mqtt=mqtt, device="cpu", interval=0.5)
     rec = Recorder(auth_broker.port, ["camwatch/#", "homeassistant/#"], user="watcher", password="watcherPw-1x")
+    # A retained command is the broker's memory, not an operator's request now: never carried out.
+    rec.client.publish("camwatch/street/set/silence", b"2h", qos=1, retain=True).wait_for_publish(5)
     d = Daemon(cfg, env={"MQTT_PASSWORD": PASSWORD})
     try:
         d.wait("camwatch/available online", lambda: (m := rec.last("camwatch/available")) and m.payload == b"online")
@@ -260,7 +283,7 @@ def test_daemon_states_discovery_commands_reload_and_last_will(auth_broker, tmp_
     assert retained["camwatch/lobby/kind"].decode() in KINDS
     assert retained["camwatch/street/kind"] == b"none"
     assert 0 < float(retained["camwatch/street/similarity"]) <= 1
-    assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", retained["camwatch/lobby/last_check"])
+    assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", retained["camwatch/lobby/last_check"])
     assert retained["camwatch/lobby/evidence"][:2] == b"\xff\xd8"          # a JPEG
     assert not any(t.endswith("/event") for t in retained)
     # Discovery: what Home Assistant needs, all tied to the availability topic.
@@ -283,6 +306,28 @@ def test_daemon_states_discovery_commands_reload_and_last_will(auth_broker, tmp_
     assert accepted["details"]["by"] == "mqtt:sam" and accepted["details"]["label"] == "day"
     log = d.log()
     assert "MQTT command silence for camera nowhere refused: unknown camera 'nowhere'" in log
+    assert "ignored a retained command on 'camwatch/street/set/silence'" in log
+    assert not any(e["type"] == "camera_silenced" for e in events("street"))
     # street's state topics were cleared on the reload too.
     assert rec.last("camwatch/street/state").payload == b""
     assert PASSWORD not in log and PASSWORD.encode() not in b"".join(m.payload for m in rec.messages)
+
+
+def test_integrations_doc_examples_are_well_formed_and_name_real_topics():
+    """docs/integrations.md: its JSON and YAML examples parse, name the topics camwatch publishes, and its
+    settings and configs/demo-mqtt.yaml load (the shell examples are run against a real broker by hand)."""
+    doc = (REPO / "docs" / "integrations.md").read_text()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", doc, re.S)
+    flows = [json.loads(text) for lang, text in blocks if lang == "json"]
+    assert len(flows) == 1
+    nodes = {n["id"]: n for n in flows[0]}
+    assert nodes["cw-events"]["topic"] == "camwatch/+/event" and nodes["cw-events"]["broker"] == "cw-broker"
+    assert all(w in nodes for n in flows[0] for out in n.get("wires", []) for w in out)
+    yamls = [yaml.safe_load(text) for lang, text in blocks if lang == "yaml"]
+    settings = next(y["settings"]["mqtt"] for y in yamls if isinstance(y, dict) and "settings" in y)
+    assert MqttSettings(**{k: v for k, v in settings.items() if k != "password"}).discovery
+    topics = set(re.findall(r"camwatch/[a-z+#-]+(?:/[a-z_+#]+)*", doc))
+    leaves = {t.split("/")[2] for t in topics if t.count("/") == 2}
+    assert leaves <= {*CAMERA_LEAVES, "event", "set"}, leaves
+    config = load_config(REPO / "configs" / "demo-mqtt.yaml")
+    assert config.settings.mqtt.enabled and config.settings.mqtt.discovery and config.settings.mqtt.commands

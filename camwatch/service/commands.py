@@ -71,7 +71,7 @@ def parse_command(camera_id: str, name: str, payload: bytes) -> Command:
     if name == "enroll":
         label = doc.get("label", "default") if doc else (text or "default")
         return Command(camera_id, name, who, label=check_label(str(label)))
-    raise CamwatchError(f"unknown command '{name[:40]}' (expected silence or enroll)")
+    raise CamwatchError(f"unknown command '{_shown(name)}' (expected silence or enroll)")
 
 
 def carry_out(cmd: Command, runtimes: Mapping[str, CameraRuntime], silences: Silences,
@@ -79,11 +79,11 @@ def carry_out(cmd: Command, runtimes: Mapping[str, CameraRuntime], silences: Sil
     """Do what ``cmd`` asks: a silence at once (its event recorded), an enrolment at the next check."""
     rt = runtimes.get(cmd.camera_id)
     if rt is None:
-        raise CamwatchError(f"unknown camera '{cmd.camera_id[:80]}'")
+        raise CamwatchError(f"unknown camera '{_shown(cmd.camera_id)}'")
     if cmd.name == "silence":
         publish(silence(silences, cmd.camera_id, cmd.seconds, cmd.who))
-        log.info("camera %s: %s silenced its alerts for %g s", cmd.camera_id, cmd.who, cmd.seconds,
-                 extra={"camera": cmd.camera_id})
+        said = f"silenced its alerts for {cmd.seconds:g} s" if cmd.seconds else "ended its silence"
+        log.info("camera %s: %s %s", cmd.camera_id, cmd.who, said, extra={"camera": cmd.camera_id})
     elif cmd.name == "enroll":
         if not rt.camera.enabled:
             raise CamwatchError(f"camera {cmd.camera_id} is disabled: it has no current view")
@@ -92,12 +92,17 @@ def carry_out(cmd: Command, runtimes: Mapping[str, CameraRuntime], silences: Sil
                  cmd.label, extra={"camera": cmd.camera_id})
 
 
+def _shown(text: str) -> str:
+    """A name from a topic as a log line may show it: short, printable ASCII (a topic may hold a newline)."""
+    return text[:60] if re.fullmatch(r"[A-Za-z0-9_.-]{1,60}", text[:60]) else ascii(text[:40])
+
+
 def handle(camera_id: str, name: str, payload: bytes, runtimes: Mapping[str, CameraRuntime], silences: Silences,
            publish: Callable[[Event], object]) -> bool:
     """Parse and carry out one message; a refusal is one warning line. True when carried out."""
     try:
         carry_out(parse_command(camera_id, name, payload), runtimes, silences, publish)
     except CamwatchError as exc:
-        log.warning("MQTT command %s for camera %s refused: %s", name[:40], camera_id[:80], scrub(str(exc)))
+        log.warning("MQTT command %s for camera %s refused: %s", _shown(name), _shown(camera_id), scrub(str(exc)))
         return False
     return True

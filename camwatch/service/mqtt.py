@@ -27,6 +27,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -68,7 +69,8 @@ def default_client_id() -> str:
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """ISO 8601 with its offset, as Home Assistant's timestamp sensors read it."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 class MqttLink:
@@ -203,7 +205,9 @@ class MqttLink:
                 log.exception("MQTT: a reconnect callback failed")
 
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
-        self._down("cannot connect")
+        # paho calls this inside its ``except OSError``: the error says why (refused, TLS, DNS).
+        exc = sys.exc_info()[1]
+        self._down(f"cannot connect: {exc}" if exc is not None else "cannot connect")
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
@@ -223,6 +227,9 @@ class MqttLink:
         levels = msg.topic.split("/")
         n = len(self.prefix.split("/"))
         if len(levels) != n + 3 or levels[n + 1] != "set" or self.on_command is None:
+            return
+        if msg.retain:   # kept by the broker, not sent now: it would be carried out again at every reconnect
+            log.warning("MQTT: ignored a retained command on %r: publish commands without retain", msg.topic[:120])
             return
         try:
             self.on_command(levels[n], levels[n + 2], bytes(msg.payload))
