@@ -23,14 +23,14 @@ from daemon_helpers import REPO, Daemon, write_config
 from mqtt_broker import Mosquitto, Recorder
 from test_events import FAST
 
-from camwatch.config import MqttSettings, load_config
-from camwatch.core.errors import CamwatchError
+from camwatch.config import MqttSettings, WebhookSettings, load_config
+from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.types import KINDS, STATES
 from camwatch.service.alerts import Dispatcher
 from camwatch.service.commands import parse_command
 from camwatch.service.mqtt import CAMERA_LEAVES, MqttLink, MqttSink
 from camwatch.service.silence import SILENCED_KEY, Silences, silence
-from camwatch.service.sinks import LogSink
+from camwatch.service.sinks import LogSink, build_sinks
 from camwatch.store.events import Event, EventStore
 
 USER, PASSWORD = "camwatch", "mqttPw-T7v2k9"
@@ -214,6 +214,14 @@ def test_tls_broker_verified_against_its_ca(tmp_path, caplog):
         trusting.close()
         strict.close()
         tls.stop()
+
+
+def test_a_webhook_cannot_take_the_mqtt_sinks_name():
+    sink = MqttSink(MqttLink(mqtt_settings(1883)))   # never started: no connection is made
+    with pytest.raises(ConfigError, match="its name 'mqtt' is the MQTT sink's name"):
+        build_sinks([WebhookSettings(url="http://mqtt/hook")], [sink])
+    assert [s.name for s in build_sinks([WebhookSettings(url="http://mqtt/hook", name="bridge")], [sink])] \
+        == ["log", "mqtt", "bridge"]
 
 
 def test_command_payloads():
