@@ -339,3 +339,34 @@ def test_integrations_doc_examples_are_well_formed_and_name_real_topics():
     assert leaves <= {*CAMERA_LEAVES, "event", "set"}, leaves
     config = load_config(REPO / "configs" / "demo-mqtt.yaml")
     assert config.settings.mqtt.enabled and config.settings.mqtt.discovery and config.settings.mqtt.commands
+
+
+def test_bad_mqtt_settings_are_one_line_each(tmp_path):
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"""settings:
+  state_dir: {tmp_path / 'state'}
+  mqtt:
+    url: mqtt://camwatch:{PASSWORD}@127.0.0.1:1883
+    qos: 3
+    topic_prefix: "site/#"
+    discovery_prefix: /homeassistant
+    ca_file: nowhere.pem
+    clinet_id: x
+cameras:
+  - id: gate
+    url: demo:street
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    lines = str(info.value).splitlines()
+    assert [ln.split(": ")[1] for ln in lines] == ["settings.mqtt.url", "settings.mqtt.qos",
+                                                  "settings.mqtt.topic_prefix", "settings.mqtt.discovery_prefix",
+                                                  "settings.mqtt.clinet_id"], lines
+    assert "username: and password:" in lines[0] and PASSWORD not in str(info.value)
+    assert "did you mean 'client_id'" in lines[-1]
+    cfg.write_text(cfg.read_text().replace(f"camwatch:{PASSWORD}@", "").replace("qos: 3", "password: x1234")
+                   .replace("site/#", "site").replace("/homeassistant", "ha").replace("    clinet_id: x\n", ""))
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and "needs a username" in lines[0] and "ca_file: 'nowhere.pem': no such file" in lines[1]
