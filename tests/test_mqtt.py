@@ -24,6 +24,7 @@ from mqtt_broker import Mosquitto, Recorder
 from test_events import FAST
 
 from camwatch.config import MqttSettings, WebhookSettings, load_config
+from camwatch.core.backoff import Backoff
 from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.types import KINDS, STATES
 from camwatch.service.alerts import Dispatcher
@@ -117,7 +118,8 @@ def test_broker_stopped_and_restarted_queued_events_arrive_once(broker, tmp_path
     link = MqttLink(mqtt_settings(broker.port, timeout=1.0))
     sink = MqttSink(link)
     store = EventStore(tmp_path)
-    d = Dispatcher(store, [LogSink(), sink], backoff=FAST, poll=0.2)
+    # A 30 s backoff: only the reconnect (Dispatcher.resume) can deliver within the test's time.
+    d = Dispatcher(store, [LogSink(), sink], backoff=Backoff(base=30, cap=60, jitter=0.2), poll=0.2)
     link.on_connected.append(lambda: d.resume(sink.name))
     link.start()
     assert link.wait_connected(5)
