@@ -22,6 +22,7 @@ from camwatch.config.reader import path_str
 from camwatch.core.cluster import Cluster, member_from_hostname
 from camwatch.core.errors import ConfigError, ModelError
 from camwatch.core.secrets import scrub
+from camwatch.service.mqtt import MqttLink, MqttSink
 from camwatch.service.sinks import build_sinks
 from camwatch.vision.embedder import load_embedder
 
@@ -49,8 +50,8 @@ def machine_problems(config: Config) -> list[str]:
     if msg:
         problems.append(f"{where('settings', 'state_dir')}: {msg}")
     try:
-        # The daemon's own rule for sink names (two webhooks on one host need a name: each).
-        build_sinks(s.webhooks)
+        # The daemon's own rule for sink names (two webhooks on one host need a name: each; none is mqtt's).
+        build_sinks(s.webhooks, [MqttSink(MqttLink(s.mqtt))] if s.mqtt.enabled else [])
     except ConfigError as exc:
         problems.extend(f"{config.path}: {scrub(p)}" for p in exc.problems)
     return problems

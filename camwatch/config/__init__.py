@@ -20,6 +20,7 @@ from camwatch.config.schema import (
     EventsSettings,
     EvidenceSettings,
     MetricsSettings,
+    MqttSettings,
     Settings,
     WebhookSettings,
 )
@@ -28,6 +29,7 @@ from camwatch.core.secrets import redact_url
 
 __all__ = [
     "DEFAULT_STATE_DIR", "CalibrationSettings", "CameraConfig", "CheckSettings", "ClusterSettings", "Config",
-    "EventsSettings", "EvidenceSettings", "MetricsSettings", "Settings", "WebhookSettings", "load_config",
+    "EventsSettings", "EvidenceSettings", "MetricsSettings", "MqttSettings", "Settings", "WebhookSettings",
+    "load_config",
     "parse_active_hours", "parse_duration", "parse_polygons", "redact_url",
 ]

@@ -150,6 +150,13 @@ def _settings(data: dict[str, Any], base: Path, problems: Problems, secrets: set
             problems.warn(("settings", "webhooks", n, "url"), _FRAGMENT_DROPPED)
             hooks[n] = hook.model_copy(update={"url": url})
             update["webhooks"] = tuple(hooks)
+    if s.mqtt.ca_file is not None:
+        ca = _resolve(base, s.mqtt.ca_file)
+        if not ca.is_file():
+            problems.add(("settings", "mqtt", "ca_file"), f"'{clip(str(s.mqtt.ca_file))}': no such file ({ca})")
+        update["mqtt"] = s.mqtt.model_copy(update={"ca_file": ca})
+    if s.mqtt.password is not None and s.mqtt.username is None:
+        problems.add(("settings", "mqtt", "password"), "a password needs a username: beside it")
     state_dir = update.get("state_dir", s.state_dir)
     if state_dir.exists() and not state_dir.is_dir():
         problems.add(("settings", "state_dir"), f"{state_dir}: exists and is not a folder")

@@ -43,12 +43,14 @@ from camwatch.config.types import (
     Port,
     QueryNames,
     Threshold,
+    TopicPrefix,
     WebhookFormat,
     WebhookUrl,
     Workers,
     choice,
     clip,
     int_in,
+    optional_mqtt_url,
     parse_path,
     parse_text,
 )
@@ -157,6 +159,43 @@ class ClusterSettings(_Section):
     replication: AtLeastOne = 1
 
 
+class MqttSettings(_Section):
+    """The MQTT sink and state topics (docs/integrations.md); off while ``url`` is unset.
+
+    ``password`` (and a ``${ENV}`` username) are secrets: never logged, never in a payload.
+    """
+
+    #: mqtt://host[:1883] or mqtts://host[:8883] (TLS); no user:password here, use username/password.
+    url: Annotated[str | None, PlainValidator(optional_mqtt_url)] = None
+    username: OptionalText = None
+    password: OptionalText = Field(default=None, repr=False)
+    #: Unique per broker (two clients with one id throw each other off); default camwatch-<host name>.
+    client_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None
+    #: The first level of every topic camwatch publishes: <prefix>/<camera>/state, <prefix>/available.
+    topic_prefix: TopicPrefix = "camwatch"
+    qos: Annotated[int, PlainValidator(int_in(0, 2, "a QoS level: 0, 1 or 2"))] = 1
+    #: Whether the per-camera state topics are retained (events never are: a retained event would be
+    #: told again, as new, to every subscriber that connects).
+    retain: Flag = True
+    #: CA certificates (PEM) for mqtts:// when the broker's certificate is not signed by a system CA.
+    ca_file: OptionalPath = None
+    verify_tls: Flag = True
+    keepalive: Duration = 30.0
+    #: Bound on one event's publish (sent and acknowledged); past it, the outbox retries.
+    timeout: Duration = 10.0
+    #: Publish each drift's evidence JPEG on <prefix>/<camera>/evidence (retained).
+    evidence: Flag = False
+    #: Home Assistant MQTT discovery: each camera a device with its entities.
+    discovery: Flag = False
+    discovery_prefix: TopicPrefix = "homeassistant"
+    #: Accept <prefix>/<camera>/set/silence and .../set/enroll (grant publish on them in the broker's ACL).
+    commands: Flag = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
 class CheckSettings(_Section):
     """How each camera is checked: set once under ``settings``, overridable per camera."""
 
@@ -188,6 +227,7 @@ class Settings(CheckSettings):
     evidence: EvidenceSettings = EvidenceSettings()
     events: EventsSettings = EventsSettings()
     cluster: ClusterSettings = ClusterSettings()
+    mqtt: MqttSettings = MqttSettings()
 
 
 class CameraConfig(CheckSettings):
@@ -290,6 +330,7 @@ SECTIONS: dict[LinePath, type[_Section]] = {
     ("settings",): Settings, ("settings", "metrics"): MetricsSettings, ("settings", "console"): ConsoleSettings,
     ("settings", "calibration"): CalibrationSettings, ("settings", "evidence"): EvidenceSettings,
     ("settings", "events"): EventsSettings, ("settings", "cluster"): ClusterSettings,
+    ("settings", "mqtt"): MqttSettings,
     ("settings", "webhooks", int): WebhookSettings, ("cameras", int): CameraConfig,
 }
 TOP_KEYS = ("settings", "cameras")

@@ -235,6 +235,37 @@ def parse_webhook_url(v: Any) -> str:
     return url
 
 
+def parse_mqtt_url(v: Any) -> str:
+    """mqtt://host[:port] or mqtts://host[:port]: no path, no query, no credentials (they have keys of their own)."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+    url = v.strip()
+    if url_scheme(url) not in ("mqtt", "mqtts"):
+        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port] (mqtts: TLS)")
+    _check_host(url)
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("no user:password in the URL: give them as username: and password: under mqtt")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("expected mqtt://host[:port] only (no path, query or fragment)")
+    return url
+
+
+def optional_mqtt_url(v: Any) -> str | None:
+    return None if v is None else parse_mqtt_url(v)
+
+
+def parse_topic_prefix(v: Any) -> str:
+    """A topic's first level(s): no wildcard (+ #), no empty level, no leading or trailing '/'."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected a topic prefix such as camwatch")
+    s = v.strip()
+    if any(c in s for c in "+#\0") or s.startswith("/") or s.endswith("/") or "//" in s or len(s) > 100:
+        raise ValueError("expected a topic prefix such as camwatch or site/camwatch: no '+', '#', "
+                         "empty level or leading/trailing '/'")
+    return s
+
+
 def parse_address(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError("expected an IP address or host name such as 127.0.0.1, 0.0.0.0 or ::")
@@ -396,3 +427,5 @@ Auth = Annotated[str | None, PlainValidator(optional(choice(AUTHS)))]
 WebhookFormat = Annotated[str, PlainValidator(choice(WEBHOOK_FORMATS))]
 Member = Annotated[int | None, PlainValidator(parse_member)]
 Members = Annotated[int, PlainValidator(int_in(1, MAX_MEMBERS, f"a whole number of members in 1..{MAX_MEMBERS}"))]
+MqttUrl = Annotated[str, PlainValidator(parse_mqtt_url)]
+TopicPrefix = Annotated[str, PlainValidator(parse_topic_prefix)]

@@ -48,5 +48,6 @@ ALERT_KINDS: tuple[str, ...] = (*KINDS, "unknown", "unavailable")
 RESULTS: tuple[str, ...] = ("ok", "drifted", "error", "no_reference", "skipped")
 
 #: What an event says happened (events.db, webhooks, the monitor's Emit actions).
-EventType = Literal["drift_started", "drift_cleared", "camera_down", "camera_up", "reference_accepted"]
+EventType = Literal["drift_started", "drift_cleared", "camera_down", "camera_up", "reference_accepted",
+                    "camera_silenced"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

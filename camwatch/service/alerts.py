@@ -29,6 +29,7 @@ from camwatch.core.backoff import Backoff
 from camwatch.core.errors import StoreError
 from camwatch.core.secrets import scrub
 from camwatch.service.metrics import Metrics
+from camwatch.service.silence import SILENCED_KEY
 from camwatch.service.sinks import DeliveryError, Sink
 from camwatch.store.events import Event, EventStore
 
@@ -169,6 +170,18 @@ class Dispatcher:
         for w in self._wake.values():
             w.set()
         return event
+
+    def resume(self, sink: str) -> None:
+        """Try ``sink``'s pending rows now rather than at their backoff time (it is reachable again:
+        an MQTT reconnect), so a broker back after an hour does not wait out a 5-minute delay."""
+        self._not_before.pop(sink, None)
+        try:
+            self.store.reschedule_now(sink)
+        except StoreError as exc:
+            self._store_failed(exc)
+        wake = self._wake.get(sink)
+        if wake is not None:
+            wake.set()
 
     def stop(self, timeout: float = 5.0, flush: bool = True) -> None:
         """Stop the workers; ``flush``: one last try to write held events (not when a reload's new
@@ -346,6 +359,9 @@ class Dispatcher:
             for event, attempts in batch:
                 if self._stop.is_set():
                     return
+                if SILENCED_KEY in event.details and sink.name != "log":   # held back: its camera is silenced
+                    self._delivered(event, sink.name)
+                    continue
                 try:
                     sink.send(event)
                 except Exception as exc:  # DeliveryError, or a bug in a sink: retry either way

@@ -26,14 +26,17 @@ from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
 from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
-from camwatch.service import notify
+from camwatch.service import commands, notify
 from camwatch.service.alerts import Backlog, Dispatcher
 from camwatch.service.console.data import Sources
 from camwatch.service.console.server import ConsoleServer
+from camwatch.service.discovery import Discovery
 from camwatch.service.enrol import reembed
 from camwatch.service.metrics import Metrics, MetricsServer
+from camwatch.service.mqtt import CameraTopics, MqttLink, MqttSink
 from camwatch.service.pipeline import CameraRuntime, Pipeline
 from camwatch.service.scheduler import Scheduler
+from camwatch.service.silence import MAX_SILENCE_S, Silences
 from camwatch.service.sinks import Sink, build_sinks
 from camwatch.store.events import Event, EventStore
 from camwatch.store.references import ReferenceStore
@@ -75,6 +78,11 @@ class Daemon:
         self.runtimes: dict[str, CameraRuntime] = {}
         #: This process's place in the fleet (settings.cluster): it checks only the cameras it owns.
         self.cluster = Cluster()
+        self.silences = Silences()
+        self.mqtt: MqttLink | None = None          # settings.mqtt: the broker link, its sink, topics, discovery
+        self.mqtt_sinks: list[Sink] = []
+        self.topics: CameraTopics | None = None
+        self.discovery: Discovery | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._signalled_stop = 0            # the signal number, set by install_signals' handlers
@@ -102,7 +110,11 @@ class Daemon:
             log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = metrics = Metrics()
         self.events = EventStore(s.state_dir)
-        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=metrics, backlog=self.backlog)
+        self._restore_silences()
+        if s.mqtt.enabled:
+            self._start_mqtt(config, metrics)
+        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks, self.mqtt_sinks), metrics=metrics,
+                                     backlog=self.backlog)
         self.dispatcher.start()
         metrics.set_build_info(__version__, str(spec.name), str(spec.version))
         metrics.set_provider(embedder.provider, bool(s.require_gpu))
@@ -110,7 +122,8 @@ class Daemon:
         if s.metrics.enabled:
             self.metrics_server = metrics.serve(s.metrics.address, s.metrics.port)
         self.pipeline = Pipeline(s, embedder, self.store, metrics, self.runtimes, self._publish,
-                                 on_state=lambda: notify.status(self.status_line()), clock=self.clock)
+                                 on_state=lambda: notify.status(self.status_line()), clock=self.clock,
+                                 states=self.topics)
         self.scheduler = Scheduler(s.workers, self.pipeline.run_check, self._note_expected, self.pipeline.run_skipped)
         self.scheduler.start()
         self._apply_cameras(config, first=True)
@@ -128,9 +141,35 @@ class Daemon:
                      len(self.runtimes), len(config.cameras))
 
     def _publish(self, event: Event) -> None:
-        # Through whichever dispatcher is current: a reload may have replaced it.
+        # Through whichever dispatcher is current: a reload may have replaced it. An alert of a
+        # silenced camera is marked so that only the log tells it.
         if self.dispatcher is not None:
-            self.dispatcher.publish(event)
+            self.dispatcher.publish(self.silences.mark(event))
+
+    def _restore_silences(self) -> None:
+        """Silences recorded before a restart still hold (their events say until when)."""
+        assert self.events is not None
+        try:
+            self.silences.restore(self.events.list(since=time.time() - MAX_SILENCE_S, limit=100_000))
+        except CamwatchError as exc:
+            log.warning("events: could not read past silences: %s", scrub(str(exc)))
+
+    def _start_mqtt(self, config: Config, metrics: Metrics) -> None:
+        """The broker link, connecting in the background: a broker down at start-up delays nothing."""
+        s = config.settings
+        link = self.mqtt = MqttLink(s.mqtt)
+        self.mqtt_sinks = [MqttSink(link)]
+        self.topics = CameraTopics(link)
+        self.discovery = Discovery(link, s.state_dir)
+        link.on_change = metrics.set_mqtt_connected
+        metrics.set_mqtt_connected(False)
+        link.on_connected.append(lambda: self.dispatcher.resume(MqttSink.name) if self.dispatcher else None)
+        if s.mqtt.commands:
+            link.on_command = lambda cid, name, payload: commands.handle(cid, name, payload, self.runtimes,
+                                                                         self.silences, self._publish)
+        link.start()
+        log.info("MQTT: publishing to %s under %s/ (discovery %s, commands %s)", link.broker, link.prefix,
+                 "on" if s.mqtt.discovery else "off", "on" if s.mqtt.commands else "off")
 
     def _note_expected(self, camera_id: str, scheduled: float) -> None:
         rt = self.runtimes.get(camera_id)
@@ -187,12 +226,16 @@ class Daemon:
                 shown = (CameraState.DISABLED if not cam.enabled else
                          CameraState.NO_REFERENCE if refs is None and not cam.auto_enroll else CameraState.UNAVAILABLE)
                 self.metrics.camera_added(cid, shown.value, drifted=monitor.drift_open and cam.enabled)
+                if self.topics is not None:
+                    self.topics.state(cid, shown.value, monitor.alert_kind if monitor.drift_open else None)
                 self.metrics.set_references(cid, refs.count if refs else 0, refs.newest_at if refs else None)
                 if not cam.enabled:
                     continue
                 if not first and old is None:
                     log.info("camera %s added", cid)
                 rt.expected_at = self.scheduler.add_camera(cam, rt.generation)
+        if self.discovery is not None:   # entities of removed cameras go, new ones come
+            self.discovery.sync(config.cameras)
 
     def _drop_camera(self, cid: str, keep_metrics: bool = False) -> None:
         assert self.scheduler is not None and self.metrics is not None
@@ -266,8 +309,8 @@ class Daemon:
             config = load_config(self.config_path)
             _check_reloadable(self.config, config)
             cluster = config.cluster(socket.gethostname())
-            sinks = build_sinks(config.settings.webhooks) if config.settings.webhooks != self.config.settings.webhooks \
-                else None
+            sinks = build_sinks(config.settings.webhooks, self.mqtt_sinks) \
+                if config.settings.webhooks != self.config.settings.webhooks else None
         except CamwatchError as exc:
             for line in str(exc).splitlines():
                 log.error("reload rejected, the running config stays: %s", line)
@@ -325,6 +368,11 @@ class Daemon:
             log.error("%d event(s) the events store never took are lost at exit: %s", len(lost),
                       "; ".join(f"{e.type} of camera {e.camera_id} at {e.iso_time}" for e in lost[:10])
                       + (" ..." if len(lost) > 10 else ""))
+        if self.mqtt is not None:   # after the dispatcher: what it could deliver is delivered
+            try:
+                self.mqtt.close()
+            except Exception as exc:
+                log.warning("MQTT link did not close cleanly: %s", scrub(str(exc)))
         for rt in list(self.runtimes.values()):
             rt.close_source()
         # events flushed: synchronous=FULL; the console first, as it reads the stores
@@ -417,7 +465,7 @@ def _check_reloadable(old: Config, new: Config) -> None:
     a, b = old.settings, new.settings
     fixed = [("model", a.model, b.model), ("device", a.device, b.device),
              ("state_dir", a.state_dir, b.state_dir), ("metrics", a.metrics, b.metrics),
-             ("console", a.console, b.console),
+             ("console", a.console, b.console), ("mqtt", a.mqtt, b.mqtt),
              ("workers", a.workers, b.workers)]
     changed = [name for name, x, y in fixed if x != y]
     if changed:

@@ -195,6 +195,7 @@ class Metrics:
         self._lock = threading.Lock()  # camera count and series change together
         self._live: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
         self._ready: Callable[[], bool] = lambda: False
+        self.mqtt_connected: Gauge | None = None
 
     # ---- cameras -------------------------------------------------------------------
     def camera_added(self, camera_id: str, state: str = "unavailable", drifted: bool = False) -> None:
@@ -306,6 +307,17 @@ class Metrics:
     def delivery(self, sink: str, ok: bool) -> None:
         """Count one delivery attempt of an event to a sink ('log', a webhook's name)."""
         self.deliveries.labels(sink, "ok" if ok else "error").inc()
+
+    def set_mqtt_connected(self, connected: bool) -> None:
+        """1 while connected to the MQTT broker; the series exists only where MQTT is configured."""
+        with self._lock:
+            if self.mqtt_connected is None:
+                self.mqtt_connected = Gauge("camwatch_mqtt_connected",
+                                            "1 while connected to the MQTT broker (settings.mqtt), else 0",
+                                            registry=None)
+                self.registry.register(self.mqtt_connected)
+                self._tail.append(self.mqtt_connected)
+        self.mqtt_connected.set(1 if connected else 0)
 
     def sinks_added(self, sinks: Iterable[str]) -> None:
         """Create the delivery series of each sink so rate() works from the start."""

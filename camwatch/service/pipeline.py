@@ -56,6 +56,7 @@ from camwatch.service.console.actions import accept_view
 from camwatch.service.console.snapshot import LastView, ViewLog
 from camwatch.service.enrol import enrol_frame
 from camwatch.service.metrics import Metrics
+from camwatch.service.mqtt import CameraTopics
 from camwatch.sources import open_source
 from camwatch.sources.protocol import FrameSource
 from camwatch.store.events import Event
@@ -126,12 +127,14 @@ class Pipeline:
 
     ``runtimes`` is the daemon's table of cameras (it adds and removes them);
     ``publish`` records an event durably; ``on_state`` is told whenever a
-    camera's state changes; ``clock`` is monotonic seconds (tests pass their own).
+    camera's state changes; ``clock`` is monotonic seconds (tests pass their own);
+    ``states``: the MQTT state topics, told what the metrics are told.
     """
 
     def __init__(self, settings: Settings, embedder: Embedder, store: ReferenceStore, metrics: Metrics,
                  runtimes: dict[str, CameraRuntime], publish: Callable[[Event], object],
-                 on_state: Callable[[], object] = lambda: None, clock: Callable[[], float] = time.monotonic):
+                 on_state: Callable[[], object] = lambda: None, clock: Callable[[], float] = time.monotonic,
+                 states: CameraTopics | None = None):
         self.settings = settings          # replaced by the daemon on reload
         self.embedder = embedder
         self.store = store
@@ -140,6 +143,7 @@ class Pipeline:
         self.publish = publish
         self.on_state = on_state
         self.clock = clock
+        self.states = states
         self.last_progress = clock()      # the latest completed check, any camera
         self.batch_started: float | None = None
         self._queue: queue.Queue[Queued | None] = queue.Queue(maxsize=MAX_QUEUED)
@@ -349,8 +353,12 @@ class Pipeline:
         cid = rt.camera.id
         if isinstance(a, CountCheck):
             self.metrics.check_done(cid, a.result, a.similarity, a.threshold, at=a.at)
+            if self.states is not None and a.result in ("ok", "drifted", "no_reference"):
+                self.states.checked(cid, a.similarity, time.time() if a.at is None else a.at)
         elif isinstance(a, SetState):
             self.metrics.set_state(cid, a.state.value, drifted=a.drift_open)
+            if self.states is not None:
+                self.states.state(cid, a.state.value, rt.monitor.alert_kind if a.drift_open else None)
             self.on_state()
         elif isinstance(a, Note):
             log.log(a.level, "%s", a.text, extra={"camera": cid, **a.extra})
@@ -360,6 +368,10 @@ class Pipeline:
                 evidence = self._write_evidence(rt.camera, a, view, at)
             if a.alert is not None:
                 self.metrics.alert(cid, a.alert)
+            if self.states is not None and a.type in ("drift_started", "drift_cleared"):
+                self.states.kind(cid, (a.kind or "unknown") if a.type == "drift_started" else None)
+                if evidence is not None:
+                    self.states.evidence(cid, evidence)
             if a.line:
                 log.log(a.level, "%s", with_evidence(a.line, evidence),
                         extra={"camera": cid, "event": a.type, "kind": a.kind, "similarity": a.similarity,

@@ -109,7 +109,10 @@ class Event:
             "camera_down": "camera unavailable",
             "camera_up": "camera available again",
             "reference_accepted": "view accepted as the reference",
+            "camera_silenced": "alerts silenced",
         }[self.type]
+        if self.type == "camera_silenced" and not self.details.get("seconds"):
+            title = "silence ended"
         parts = [f"camwatch: {self.camera_id}: {title}"]
         if self.kind and self.type == "drift_started":
             parts[0] += f" ({self.kind})"
