@@ -156,3 +156,20 @@ def test_the_scene_keeps_learning_from_plainly_benign_views_never_from_a_moved_o
     turned = view_stats(scene_image(seed=3, moved=True))
     still = scene.measure(turned.layout, turned.focus_grid, relearned[7]).aligned
     assert still is not None and still < 0.6
+
+
+def test_a_wash_of_paint_is_named_covered_a_soft_lens_defocused() -> None:
+    """Both leave the view soft and in place; paint also takes the detailed cells' own contrast
+    (``SceneCues.contrast`` below ``defocus_local_contrast``), a lens keeps most of it."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    soft = cv2.GaussianBlur(frames[0], (0, 0), 3.0)
+    wash = cv2.addWeighted(soft, 0.25, np.full_like(soft, (90, 110, 120)), 0.75, 0)
+    painted, _ = _verdict(wash, ref, scenes)
+    assert painted.scene_cues is not None and painted.scene_cues.contrast is not None
+    assert painted.scene_cues.contrast < DecisionParams().defocus_local_contrast
+    assert painted.drifted and painted.kind == "covered"
+    lens, _ = _verdict(soft, ref, scenes)
+    assert lens.drifted and lens.kind == "defocused"
