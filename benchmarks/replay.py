@@ -51,7 +51,7 @@ from tamper_cases import Span, read_timeline  # noqa: E402
 from camwatch.config.schema import CameraConfig, Settings  # noqa: E402
 from camwatch.core.errors import EnrolmentError  # noqa: E402
 from camwatch.core.monitor import Assessed, Emit, Monitor, Policy, RecordCalibration  # noqa: E402
-from camwatch.service.checks import embed_views, judge, threshold_for, view_of  # noqa: E402
+from camwatch.service.checks import embed_views, forget_history, judge, learn_from, threshold_for, view_of  # noqa: E402
 from camwatch.service.enrol import enrol_frame  # noqa: E402
 from camwatch.store.references import ReferenceStore  # noqa: E402
 from camwatch.vision.embedder import Embedder, load_embedder  # noqa: E402
@@ -177,6 +177,7 @@ def replay_clip(clip: Path, embedder: Embedder, stride: int = 1, confirm: int | 
     monitor = Monitor(cid, Policy(camera.confirm, camera.recover, interval))
     out = ClipReplay(cid, str(clip), round(rate, 3), guessed, stride, round(interval, 4), -1)
     frames = frames_of(clip, stride)
+    forget_history(cid)
     with tempfile.TemporaryDirectory(prefix="camwatch-replay-") as state:
         store = ReferenceStore(state)
         try:
@@ -198,6 +199,7 @@ def replay_clip(clip: Path, embedder: Embedder, stride: int = 1, confirm: int | 
                     was_open = monitor.drift_open
                     threshold = threshold_for(camera, settings, embedder, store)
                     j = judge(vec, st, refs, threshold)
+                    learn_from(cid, j, now, monitor.drift_open)
                     actions = monitor.fetched(now) + monitor.assessed(now, Assessed(
                         j.verdict, ref_ids, now, threshold.value, threshold.source, threshold.calibrating,
                         threshold.structure_scale, st))

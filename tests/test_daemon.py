@@ -21,6 +21,8 @@ import logging
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def check_now(d: Daemon, cid: str) -> None:
     wait(f"{cid} idle", lambda: not rt.busy)
     d.pipeline.run_check(cid, rt.generation)
     wait(f"{cid} judged", lambda: not rt.busy)
+
+
+def probe(d: Daemon, path: str) -> tuple[int, str]:
+    """A real GET of the daemon's /healthz or /readyz: (status, body)."""
+    assert d.metrics_server is not None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_server.port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 class Clock:
@@ -267,6 +279,9 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
             while True:
                 assert b"WATCHDOG" not in sock.recv(4096)
         assert "not pinging the systemd watchdog" in caplog.text
+        # Kubernetes' liveness probe reads the same rule on the metrics listener.
+        assert probe(d, "/healthz")[0] == 503 and "one inference batch has run for" in probe(d, "/healthz")[1]
+        assert probe(d, "/readyz") == (200, "ready\n")
         release.set()
         n = value(d, "camwatch_checks_total", camera="a", result="ok")
         wait("checks resume", lambda: value(d, "camwatch_checks_total", camera="a", result="ok") > n)
@@ -279,6 +294,7 @@ def test_watchdog_starves_when_inference_is_stuck(folder, running, monkeypatch, 
             except TimeoutError:
                 break
         assert b"WATCHDOG=1" in got
+        assert probe(d, "/healthz") == (200, "ok\n")
     finally:
         sock.close()
 
@@ -360,7 +376,40 @@ def test_calibration_keeps_each_early_checks_structure_and_then_uses_the_cameras
     assert len(views) == 3 and {ref for ref, _ in views} == ref_ids
     assert all(v["layout"] and v["focus_grid"] for _, v in views)
     assert t.backgrounds is not None and set(t.backgrounds) == ref_ids
-    assert all(b.views == 4 for b in t.backgrounds.values())
+    # ...and the fourth check, the first after calibration, was learned too (SceneHistory)
+    assert all(b.views == 5 for b in t.backgrounds.values())
+
+
+def test_a_calibrated_cameras_scene_keeps_learning_from_its_plain_checks(folder, running):
+    """After calibration each plainly benign check joins the scene (core.calibration.SceneHistory):
+    the scene the next check is judged on is learned from the reference, the calibration views and
+    those; a check while the drift alert is open is never learned."""
+    from camwatch.config import load_config
+    from camwatch.service.checks import forget_history, history_of, threshold_for
+    from camwatch.vision.embedder import load_embedder
+
+    forget_history("a")
+    cfg = config(folder, [cam(folder, "a", auto_enroll=True, confirm=1, recover=1, interval=HOUR)],
+                 calibration={"checks": 3})
+    d = running(cfg)
+    wait("the first check", lambda: d.runtimes["a"].state == "ok")   # enrolled, and calibration's first
+    for _ in range(2):
+        check_now(d, "a")                       # the rest of calibration
+    for _ in range(2):
+        time.sleep(0.25)                        # learned views are at least learn_spacing apart
+        check_now(d, "a")
+    ref_id = d.store.for_camera("a", images=False)[0].id
+    assert len(history_of("a").of(ref_id)) == 2
+    write_image(folder / "a.png", scene_image(seed=1, scene="street", moved=True))
+    time.sleep(0.25)
+    check_now(d, "a")
+    check_now(d, "a")
+    assert d.runtimes["a"].state == "drifted"
+    assert len(history_of("a").of(ref_id)) == 2                # the turned view is never learned
+    emb = load_embedder(str(folder / "grid.onnx"), device="cpu")
+    config_ = load_config(str(cfg))
+    t = threshold_for(config_.camera("a"), config_.settings, emb, d.store)
+    assert t.backgrounds is not None and t.backgrounds[ref_id].views == 1 + 3 + 2
 
 
 def test_offline_keeps_the_drift_until_good_checks_clear_it(folder, running):

@@ -16,6 +16,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 UNIT = DEPLOY / "systemd" / "camwatch.service"
 GPU = DEPLOY / "systemd" / "camwatch.service.d" / "gpu.conf"
 RULES = DEPLOY / "prometheus" / "camwatch.rules.yml"
+FLEET_RULES = DEPLOY / "prometheus" / "camwatch-fleet.rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "camwatch.json"
 
 promtool = shutil.which("promtool")
@@ -36,8 +37,16 @@ def test_promtool_check_rules():
 
 
 @needs_promtool
-def test_promtool_rule_unit_tests():
-    r = run(promtool, "test", "rules", "camwatch.rules.test.yml", cwd=RULES.parent)
+def test_promtool_check_fleet_rules():
+    r = run(promtool, "check", "rules", str(FLEET_RULES))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS: 3 rules found" in r.stdout
+
+
+@needs_promtool
+@pytest.mark.parametrize("tests", ["camwatch.rules.test.yml", "camwatch-fleet.rules.test.yml"])
+def test_promtool_rule_unit_tests(tests):
+    r = run(promtool, "test", "rules", tests, cwd=RULES.parent)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
 
@@ -48,17 +57,21 @@ def test_promtool_check_example_config():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_every_alert_has_for_severity_summary_description():
-    doc = yaml.safe_load(RULES.read_text())
+@pytest.mark.parametrize("rules,expected", [
+    (RULES, {"CamwatchViewDrifted", "CamwatchCameraDown", "CamwatchCameraNotChecked",
+             "CamwatchInferenceOnCPU", "CamwatchDaemonDown", "CamwatchDaemonAbsent"}),
+    (FLEET_RULES, {"CamwatchMemberDown", "CamwatchCamerasUnwatched", "CamwatchFleetUnbalanced"}),
+], ids=["daemon", "fleet"])
+def test_every_alert_has_for_severity_summary_description(rules, expected):
+    doc = yaml.safe_load(rules.read_text())
     alerts = [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
     names = {a["alert"] for a in alerts}
-    assert {"CamwatchViewDrifted", "CamwatchCameraDown", "CamwatchCameraNotChecked",
-            "CamwatchInferenceOnCPU", "CamwatchDaemonDown", "CamwatchDaemonAbsent"} <= names
+    assert expected <= names
     for a in alerts:
         assert a.get("for"), a["alert"]
         assert a["labels"]["severity"] in ("critical", "warning", "info"), a["alert"]
         assert a["annotations"]["summary"] and a["annotations"]["description"], a["alert"]
-    tested = yaml.safe_load((RULES.parent / "camwatch.rules.test.yml").read_text())
+    tested = yaml.safe_load(rules.with_name(rules.name.replace(".yml", ".test.yml")).read_text())
     covered = {t["alertname"] for case in tested["tests"] for t in case["alert_rule_test"]}
     assert covered == names  # every alert has a unit test
 

@@ -350,3 +350,32 @@ def test_deliveries_pending_under_the_old_hash_name_are_delivered_after_the_upgr
     assert metrics.registry.get_sample_value("camwatch_event_deliveries_total",
                                              {"sink": "pager", "result": "ok"}) == 1
     rx.stop()
+
+
+class _CountingStore(EventStore):
+    """A real EventStore that counts how often a worker asks it what is due."""
+
+    asked = 0
+
+    def next_due_time(self, sink: str) -> float | None:
+        type(self).asked += 1
+        return super().next_due_time(sink)
+
+
+def test_an_idle_dispatcher_sleeps_between_polls(tmp_path):
+    # Nothing pending (and, after one delivery, nothing left): each worker asks the store once
+    # per poll, not in a loop. A spin here costs a whole core for the daemon's life.
+    store = _CountingStore(tmp_path / "events.db")
+    d = Dispatcher(store, [LogSink()], backoff=FAST, poll=0.25)
+    d.start()
+    try:
+        time.sleep(1.0)
+        idle = _CountingStore.asked
+        assert idle <= 8, f"the idle worker asked the store {idle} times in 1 s (poll 0.25 s)"
+        d.publish(Event("c0", "drift_started", kind="moved", similarity=0.3))
+        wait_for(lambda: store.pending_count("log") == 0, timeout=5)
+        before = _CountingStore.asked
+        time.sleep(1.0)
+        assert _CountingStore.asked - before <= 8
+    finally:
+        d.stop()

@@ -76,11 +76,11 @@ def selectors(expr: str) -> set[str]:
 
 
 class Prom:
-    def __init__(self, tmp: Path, targets: list[str]):
+    def __init__(self, tmp: Path, targets: list[str], rules: tuple[Path, ...] = (RULES,)):
         self.port = free_port()
         cfg = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "rule_files": [str(RULES)],
+            "rule_files": [str(r) for r in rules],
             "scrape_configs": [{"job_name": "camwatch", "static_configs": [{"targets": targets}]}],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))

@@ -13,8 +13,8 @@ import numpy as np
 from media import scene_frames, scene_image
 
 from camwatch.core import scene
-from camwatch.core.calibration import learn_backgrounds_from, provisional_backgrounds
-from camwatch.core.decision import RefView, assess
+from camwatch.core.calibration import SceneHistory, learn_backgrounds_from, provisional_backgrounds, relearn_backgrounds
+from camwatch.core.decision import DecisionParams, RefView, assess
 from camwatch.vision.stats import view_stats
 
 
@@ -112,3 +112,64 @@ def test_a_reference_alone_gives_a_scene_and_damaged_statistics_give_none_of_its
     assert bare.layout is None and bare.focus is None
     v = assess(np.array([1.0, 0.0], np.float32), st, [old], 0.5, backgrounds={2: bare})
     assert not v.drifted
+
+
+def _verdict(image: np.ndarray, ref: RefView, scenes: dict, embedding: tuple = (1.0, 0.0)) -> tuple:
+    s = view_stats(image)
+    return assess(np.array(embedding, np.float32), s, [ref], 0.5, backgrounds=scenes), s
+
+
+def test_the_scene_keeps_learning_from_plainly_benign_views_never_from_a_moved_one() -> None:
+    """Calibration saw a lorry parked over a third of the view; later views without it are learned,
+    and the scene learned again from them holds the empty street where the lorry stood."""
+    frames = scene_frames(9, seed=3)
+    parked = [_object(f, 0.35, flat=False) for f in frames]
+    st = _stats(parked)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    calibration = [(7, s) for s in st[1:]]
+    calibrated = learn_backgrounds_from([ref], calibration)
+    history = SceneHistory()
+    params = DecisionParams(learn_spacing=10.0, learn_batch=2, learn_views=4)
+    turned_image = scene_image(seed=3, moved=True)
+    moved, ms = _verdict(turned_image, ref, calibrated, embedding=(0.0, 1.0))
+    assert moved.drifted and not history.offer(moved, ms, 0.0, params)
+    missed, ms = _verdict(turned_image, ref, calibrated)       # the embedding missed it: still not in place
+    assert not missed.drifted and not history.offer(missed, ms, 0.0, params)
+
+    later = scene_frames(14, seed=3)[9:]
+    generations = []
+    for i, frame in enumerate(later):
+        v, s = _verdict(frame, ref, calibrated)
+        assert not v.drifted
+        assert history.offer(v, s, 10.0 * i, params)
+        assert not history.offer(v, s, 10.0 * i + 5.0, params)          # too soon after the last one
+        generations.append(history.generation(params))
+    assert generations == [1, 2, 2, 3, 3]                                # each of the first 2, then every 2
+    assert len(history.of(7)) == 4 and history.of(99) == []             # the newest learn_views kept
+
+    relearned = relearn_backgrounds([ref], calibrated, calibration, history, params)
+    assert relearned[7].least_aligned == calibrated[7].least_aligned     # measured once, at calibration
+    empty = view_stats(later[-1])
+    before = scene.measure(empty.layout, empty.focus_grid, calibrated[7]).aligned
+    after = scene.measure(empty.layout, empty.focus_grid, relearned[7]).aligned
+    assert before is not None and after is not None and after > before
+    turned = view_stats(scene_image(seed=3, moved=True))
+    still = scene.measure(turned.layout, turned.focus_grid, relearned[7]).aligned
+    assert still is not None and still < 0.6
+
+
+def test_a_wash_of_paint_is_named_covered_a_soft_lens_defocused() -> None:
+    """Both leave the view soft and in place; paint also takes the detailed cells' own contrast
+    (``SceneCues.contrast`` below ``defocus_local_contrast``), a lens keeps most of it."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    soft = cv2.GaussianBlur(frames[0], (0, 0), 3.0)
+    wash = cv2.addWeighted(soft, 0.25, np.full_like(soft, (90, 110, 120)), 0.75, 0)
+    painted, _ = _verdict(wash, ref, scenes)
+    assert painted.scene_cues is not None and painted.scene_cues.contrast is not None
+    assert painted.scene_cues.contrast < DecisionParams().defocus_local_contrast
+    assert painted.drifted and painted.kind == "covered"
+    lens, _ = _verdict(soft, ref, scenes)
+    assert lens.drifted and lens.kind == "defocused"

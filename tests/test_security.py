@@ -4,14 +4,16 @@ A real ``camwatch`` daemon and the real CLI are run, as an operator would, with
 every kind of secret camwatch takes: an RTSP URL password and an HTTP digest
 password from ``${ENV}``, an HTTP digest password from ``${cred:NAME}``
 (CREDENTIALS_DIRECTORY, as systemd's LoadCredential= sets it), a webhook URL
-token and an Authorization header. The run goes through enrolment, checks, a
+token and an Authorization header, an MQTT broker password. The run goes through enrolment, checks, a
 drift, a camera going down, webhook delivery and evidence writing; then EVERY
 output is searched for every secret: stdout/stderr of each command, the
 daemon's log, /metrics, the bytes of every file in the state directory
 (SQLite databases and their WAL files, evidence JPEGs), the webhook bodies
-received and the JSON documents printed. Real servers throughout (GStreamer
+received, every MQTT message the broker carried (events, states, discovery,
+availability) and the JSON documents printed. Real servers throughout (GStreamer
 RTSP, HTTP snapshot server with digest auth, webhook receiver, HTTPS receiver
-with a self-signed certificate made by openssl); nothing is mocked.
+with a self-signed certificate made by openssl, Mosquitto with password auth);
+nothing is mocked.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import yaml
 from daemon_helpers import Daemon, camwatch, free_port
 from media import scene_image
 from modelkit import grid_model
+from mqtt_broker import Mosquitto, Recorder
 from servers import SnapshotServer, snapshot_handler
 
 RTSP_PASS = "rtspPw-7Qz9x"
@@ -39,7 +42,8 @@ ENV_PASS = "envDigest-K2m8"
 CRED_PASS = "credDigest-W4p1"
 URL_TOKEN = "urltok-9f3a7c1e"
 AUTH_TOKEN = "bearer-Zx81qLm3"
-SECRETS = (RTSP_PASS, ENV_PASS, CRED_PASS, URL_TOKEN, AUTH_TOKEN)
+MQTT_PASS = "mqttPass-R5n8w"
+SECRETS = (RTSP_PASS, ENV_PASS, CRED_PASS, URL_TOKEN, AUTH_TOKEN, MQTT_PASS)
 
 
 class Receiver:
@@ -138,8 +142,16 @@ def site(tmp_path, rtsp_server, http_snapshot_server):
     http_snapshot_server.digest("/env.jpg", "viewer", ENV_PASS, scene_image(320, 180, seed=6, scene="shop"))
     http_snapshot_server.digest("/cred.jpg", "viewer", CRED_PASS, scene_image(320, 180, seed=7, scene="lobby"))
     hook = Receiver()
+    (tmp_path / "mosquitto").mkdir()
+    broker = Mosquitto(tmp_path / "mosquitto", users={"camwatch": MQTT_PASS, "watcher": "watcherPw-2y"})
     port = free_port()
     text = daemon_settings(tmp_path, port) + f"""\
+  mqtt:
+    url: mqtt://127.0.0.1:{broker.port}
+    username: camwatch
+    password: ${{MQTT_PASS}}
+    discovery: true
+    evidence: true
   webhooks:
     - url: http://127.0.0.1:{hook.port}/hook/${{HOOK_TOKEN}}
       headers: {{Authorization: "Bearer ${{AUTH_TOKEN}}"}}
@@ -162,15 +174,18 @@ cameras:
     cfg.write_text(text)
     os.chmod(cfg, 0o600)  # no secret in clear in it anyway; the next test covers that case
     env = {"RTSP_PASS": RTSP_PASS, "SHOP_PASS": ENV_PASS, "HOOK_TOKEN": URL_TOKEN,
-           "AUTH_TOKEN": AUTH_TOKEN, "CREDENTIALS_DIRECTORY": str(creds)}
+           "AUTH_TOKEN": AUTH_TOKEN, "CREDENTIALS_DIRECTORY": str(creds), "MQTT_PASS": MQTT_PASS}
+    mqtt = Recorder(broker.port, ["#"], user="watcher", password="watcherPw-2y")
     try:
-        yield cfg, env, hook, port
+        yield cfg, env, hook, port, mqtt
     finally:
+        mqtt.close()
+        broker.stop()
         hook.close()
 
 
 def test_no_secret_in_any_output(site, tmp_path, rtsp_server, http_snapshot_server):
-    cfg, env, hook, port = site
+    cfg, env, hook, port, mqtt = site
     found: list[str] = []
     outputs: dict[str, str] = {}
 
@@ -198,12 +213,21 @@ def test_no_secret_in_any_output(site, tmp_path, rtsp_server, http_snapshot_serv
         d.wait("the webhook to receive drift_started and camera_down",
                lambda: {json.loads(p["body"])["type"] for p in hook.posts} >= {"drift_started", "camera_down"},
                timeout=30)
+        d.wait("drift_started and camera_down on MQTT", lambda: {json.loads(m.payload)["type"] for m in mqtt.messages
+                                                                 if m.topic.endswith("/event")}
+               >= {"drift_started", "camera_down"}, timeout=30)
         metrics = d.metrics_text()
         found += leaks(metrics, "/metrics")
         run("check --json (daemon running)", "check", "--json", ok=(1, 2))
     finally:
         assert d.stop() == 0
     found += leaks(d.log(), "daemon log")
+
+    # The broker carried events, states, evidence and discovery; none holds a secret.
+    assert mqtt.last("camwatch/gate/state") and mqtt.last("camwatch/gate/evidence")
+    assert any(m.topic.startswith("homeassistant/") for m in mqtt.messages)
+    for m in mqtt.messages:
+        found += leaks(m.topic.encode() + b" " + m.payload, f"MQTT message on {m.topic}")
 
     # The webhook did get its token and header (so they were in use), but no body holds one.
     assert all(p["path"] == f"/hook/{URL_TOKEN}" for p in hook.posts)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from camwatch.config import CameraConfig, load_config
+from camwatch.config import CameraConfig, Config, load_config
+from camwatch.core.cluster import Cluster
 from camwatch.core.errors import ConfigError
 from camwatch.core.secrets import scrub
 from camwatch.service.checks import CheckRow, run_checks
@@ -28,6 +29,15 @@ def _row_line(r: CheckRow) -> str:
         return f"{r.id}  {r.state}  {r.error}"
     return (f"{r.id}  {r.state}  similarity {_fmt(r.similarity)}  threshold {_fmt(r.threshold)}"
             + (f"  kind {r.kind}" if r.kind else "") + (f"  ({r.why})" if r.why else ""))
+
+
+def _members(config: Config) -> dict[str, list[int]]:
+    """In a fleet, the members whose daemons check each camera (none outside a fleet)."""
+    c = config.settings.cluster
+    if c.members == 1:
+        return {}
+    fleet = Cluster(c.members, 0, c.replication)
+    return {cid: sorted(owned) for cid, owned in fleet.assignment(cam.id for cam in config.cameras).items()}
 
 
 def cli_check(args: argparse.Namespace) -> int:
@@ -60,10 +70,13 @@ def cli_check(args: argparse.Namespace) -> int:
             store.close()
     # disabled cameras named explicitly are reported but do not fail the check
     code = max((r.exit_code for r in rows if r.state != "disabled"), default=0)
+    members = _members(config)
     if args.json:
-        doc = {"config": str(config.path), "exit_code": code, "cameras": [dict(r.__dict__) for r in rows]}
+        docs = [dict(r.__dict__) | ({"members": members[r.id]} if r.id in members else {}) for r in rows]
+        doc = {"config": str(config.path), "exit_code": code, "cameras": docs}
         print(scrub(json.dumps(doc, indent=2)))
     else:
         for r in rows:
-            print(scrub(_row_line(r)))
+            owned = f"  members {','.join(map(str, members[r.id]))}" if r.id in members else ""
+            print(scrub(_row_line(r) + owned))
     return code

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a config file and print every problem")
     _config_arg(p)
+    p.add_argument("--owners", action="store_true",
+                   help="in a fleet (settings.cluster), also list the members that check each camera")
 
     p = sub.add_parser("check", help="check cameras now; exit 0 all as enrolled, 1 any drifted, 2 any error")
     _config_arg(p)

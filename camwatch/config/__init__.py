@@ -15,10 +15,12 @@ from camwatch.config.schema import (
     CalibrationSettings,
     CameraConfig,
     CheckSettings,
+    ClusterSettings,
     Config,
     EventsSettings,
     EvidenceSettings,
     MetricsSettings,
+    MqttSettings,
     Settings,
     WebhookSettings,
 )
@@ -26,7 +28,8 @@ from camwatch.config.types import parse_active_hours, parse_duration, parse_poly
 from camwatch.core.secrets import redact_url
 
 __all__ = [
-    "DEFAULT_STATE_DIR", "CalibrationSettings", "CameraConfig", "CheckSettings", "Config", "EventsSettings",
-    "EvidenceSettings", "MetricsSettings", "Settings", "WebhookSettings", "load_config", "parse_active_hours",
-    "parse_duration", "parse_polygons", "redact_url",
+    "DEFAULT_STATE_DIR", "CalibrationSettings", "CameraConfig", "CheckSettings", "ClusterSettings", "Config",
+    "EventsSettings", "EvidenceSettings", "MetricsSettings", "MqttSettings", "Settings", "WebhookSettings",
+    "load_config",
+    "parse_active_hours", "parse_duration", "parse_polygons", "redact_url",
 ]

@@ -143,6 +143,15 @@ def _settings(data: dict[str, Any], base: Path, problems: Problems, secrets: set
         update["console"] = s.console.model_copy(update=tls)
     if s.require_gpu and s.device == "cpu":
         problems.add(("settings", "require_gpu"), "true contradicts device: cpu")
+    cluster = s.cluster
+    if cluster.replication > cluster.members:
+        problems.add(("settings", "cluster", "replication"),
+                     f"{cluster.replication}: more than members ({cluster.members}); each camera is checked by "
+                     "replication distinct members")
+    if cluster.member is not None and cluster.member >= cluster.members:
+        problems.add(("settings", "cluster", "member"),
+                     f"{cluster.member}: not below members ({cluster.members}); members are numbered "
+                     f"0..{cluster.members - 1}")
     if isinstance(raw, dict) and raw.get("state_dir") is not None:
         update["state_dir"] = _resolve(base, s.state_dir)
     hooks = list(s.webhooks)
@@ -152,6 +161,13 @@ def _settings(data: dict[str, Any], base: Path, problems: Problems, secrets: set
             problems.warn(("settings", "webhooks", n, "url"), _FRAGMENT_DROPPED)
             hooks[n] = hook.model_copy(update={"url": url})
             update["webhooks"] = tuple(hooks)
+    if s.mqtt.ca_file is not None:
+        ca = _resolve(base, s.mqtt.ca_file)
+        if not ca.is_file():
+            problems.add(("settings", "mqtt", "ca_file"), f"'{clip(str(s.mqtt.ca_file))}': no such file ({ca})")
+        update["mqtt"] = s.mqtt.model_copy(update={"ca_file": ca})
+    if s.mqtt.password is not None and s.mqtt.username is None:
+        problems.add(("settings", "mqtt", "password"), "a password needs a username: beside it")
     state_dir = update.get("state_dir", s.state_dir)
     if state_dir.exists() and not state_dir.is_dir():
         problems.add(("settings", "state_dir"), f"{state_dir}: exists and is not a folder")

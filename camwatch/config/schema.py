@@ -33,6 +33,8 @@ from camwatch.config.types import (
     Duration,
     Flag,
     Headers,
+    Member,
+    Members,
     Mode,
     NonNegative,
     OptionalPath,
@@ -41,15 +43,18 @@ from camwatch.config.types import (
     Port,
     QueryNames,
     Threshold,
+    TopicPrefix,
     WebhookFormat,
     WebhookUrl,
     Workers,
     choice,
     clip,
     int_in,
+    optional_mqtt_url,
     parse_path,
     parse_text,
 )
+from camwatch.core.cluster import Cluster, member_from_hostname
 from camwatch.core.errors import ConfigError
 
 DEFAULT_STATE_DIR = "/var/lib/camwatch"
@@ -144,6 +149,56 @@ class WebhookSettings(_Section):
                            "", ""))
 
 
+class ClusterSettings(_Section):
+    """Several camwatch processes sharing one cameras file, each camera checked by ``replication`` of them.
+
+    Which members own a camera is core/cluster.py's rendezvous hashing of its id;
+    ``member`` unset (or ``auto``) is the host name's -N ending, as a StatefulSet
+    names its pods (docs/deploy.md, Kubernetes).
+    """
+
+    members: Members = 1
+    member: Member = None
+    replication: AtLeastOne = 1
+
+
+class MqttSettings(_Section):
+    """The MQTT sink and state topics (docs/integrations.md); off while ``url`` is unset.
+
+    ``password`` (and a ``${ENV}`` username) are secrets: never logged, never in a payload.
+    """
+
+    #: mqtt://host[:1883] or mqtts://host[:8883] (TLS); no user:password here, use username/password.
+    url: Annotated[str | None, PlainValidator(optional_mqtt_url)] = None
+    username: OptionalText = None
+    password: OptionalText = Field(default=None, repr=False)
+    #: Unique per broker (two clients with one id throw each other off); default camwatch-<host name>.
+    client_id: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None
+    #: The first level of every topic camwatch publishes: <prefix>/<camera>/state, <prefix>/available.
+    topic_prefix: TopicPrefix = "camwatch"
+    qos: Annotated[int, PlainValidator(int_in(0, 2, "a QoS level: 0, 1 or 2"))] = 1
+    #: Whether the per-camera state topics are retained (events never are: a retained event would be
+    #: told again, as new, to every subscriber that connects).
+    retain: Flag = True
+    #: CA certificates (PEM) for mqtts:// when the broker's certificate is not signed by a system CA.
+    ca_file: OptionalPath = None
+    verify_tls: Flag = True
+    keepalive: Duration = 30.0
+    #: Bound on one event's publish (sent and acknowledged); past it, the outbox retries.
+    timeout: Duration = 10.0
+    #: Publish each drift's evidence JPEG on <prefix>/<camera>/evidence (retained).
+    evidence: Flag = False
+    #: Home Assistant MQTT discovery: each camera a device with its entities.
+    discovery: Flag = False
+    discovery_prefix: TopicPrefix = "homeassistant"
+    #: Accept <prefix>/<camera>/set/silence and .../set/enroll (grant publish on them in the broker's ACL).
+    commands: Flag = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
 class CheckSettings(_Section):
     """How each camera is checked: set once under ``settings``, overridable per camera."""
 
@@ -174,6 +229,8 @@ class Settings(CheckSettings):
     webhooks: Annotated[tuple[WebhookSettings, ...], BeforeValidator(_none_to_empty)] = ()
     evidence: EvidenceSettings = EvidenceSettings()
     events: EventsSettings = EventsSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    mqtt: MqttSettings = MqttSettings()
 
 
 class CameraConfig(CheckSettings):
@@ -248,12 +305,35 @@ class Config(BaseModel):
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:
         return tuple(c for c in self.cameras if c.enabled)
 
+    def cluster(self, hostname: str) -> Cluster:
+        """This process's place in the fleet; ``hostname`` gives the member when the file does not.
+
+        A ConfigError naming ``settings.cluster.member`` when neither tells it: a
+        member guessed wrong would leave its cameras unchecked without a word.
+        """
+        c = self.settings.cluster
+        if c.members == 1:
+            return Cluster()
+        member = c.member if c.member is not None else member_from_hostname(hostname)
+        line = self.lines.get(("settings", "cluster", "member")) or self.lines.get(("settings", "cluster")) or 1
+        where = f"{self.path}:{line}: settings.cluster.member"
+        if member is None:
+            raise ConfigError(f"{where}: not set, and the host name '{clip(hostname, 60)}' does not end in -N "
+                              "(a StatefulSet pod's ordinal, as camwatch-2): set member: 0.."
+                              f"{c.members - 1}, or member: ${{POD_NAME}}")
+        if member >= c.members:
+            source = "" if c.member is not None else f" (from the host name '{clip(hostname, 60)}')"
+            raise ConfigError(f"{where}: {member}{source} is not below members: {c.members} "
+                              "(members are numbered 0..members-1; raise members with the StatefulSet's replicas)")
+        return Cluster(c.members, member, c.replication)
+
 
 #: The model of each mapping in the file, by its key path (list items as ``int``).
 SECTIONS: dict[LinePath, type[_Section]] = {
     ("settings",): Settings, ("settings", "metrics"): MetricsSettings, ("settings", "console"): ConsoleSettings,
     ("settings", "calibration"): CalibrationSettings, ("settings", "evidence"): EvidenceSettings,
-    ("settings", "events"): EventsSettings,
+    ("settings", "events"): EventsSettings, ("settings", "cluster"): ClusterSettings,
+    ("settings", "mqtt"): MqttSettings,
     ("settings", "webhooks", int): WebhookSettings, ("cameras", int): CameraConfig,
 }
 TOP_KEYS = ("settings", "cameras")

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import PlainValidator
 
+from camwatch.core.cluster import member_from_hostname
 from camwatch.core.secrets import SECRET_KEY
 
 T = TypeVar("T")
@@ -107,6 +108,27 @@ def int_in(low: int, high: int | None, what: str) -> Callable[[Any], int]:
             raise ValueError(f"expected {what}")
         return v
     return parse
+
+
+#: The most members a fleet may have (rendezvous hashing costs members weights per camera).
+MAX_MEMBERS = 1000
+
+
+def parse_member(v: Any) -> int | None:
+    """A member number, or a StatefulSet pod's name (``camwatch-2``: 2); ``auto`` or empty: None (the host name's).
+
+    A pod name is accepted so ``member: ${POD_NAME}`` works where the host name is not the pod's.
+    """
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "auto")):
+        return None
+    what = ("a member number 0, 1, ..., auto (the -N ending of the host name, as a StatefulSet gives "
+            "its pods: camwatch-2 is member 2) or a pod name ending in -N")
+    if isinstance(v, str) and not _INT.fullmatch(v.strip()):
+        ordinal = member_from_hostname(v)
+        if ordinal is None:
+            raise ValueError(f"expected {what}")
+        return ordinal
+    return int_in(0, MAX_MEMBERS - 1, what)(v)
 
 
 def parse_threshold(v: Any) -> float:
@@ -211,6 +233,37 @@ def parse_webhook_url(v: Any) -> str:
         raise ValueError("expected an http:// or https:// URL")
     _check_host(url)
     return url
+
+
+def parse_mqtt_url(v: Any) -> str:
+    """mqtt://host[:port] or mqtts://host[:port]: no path, no query, no credentials (they have keys of their own)."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+    url = v.strip()
+    if url_scheme(url) not in ("mqtt", "mqtts"):
+        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port] (mqtts: TLS)")
+    _check_host(url)
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("no user:password in the URL: give them as username: and password: under mqtt")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("expected mqtt://host[:port] only (no path, query or fragment)")
+    return url
+
+
+def optional_mqtt_url(v: Any) -> str | None:
+    return None if v is None else parse_mqtt_url(v)
+
+
+def parse_topic_prefix(v: Any) -> str:
+    """A topic's first level(s): no wildcard (+ #), no empty level, no leading or trailing '/'."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected a topic prefix such as camwatch")
+    s = v.strip()
+    if any(c in s for c in "+#\0") or s.startswith("/") or s.endswith("/") or "//" in s or len(s) > 100:
+        raise ValueError("expected a topic prefix such as camwatch or site/camwatch: no '+', '#', "
+                         "empty level or leading/trailing '/'")
+    return s
 
 
 def parse_address(v: Any) -> str:
@@ -372,3 +425,7 @@ Device = Annotated[str, PlainValidator(choice(DEVICES))]
 Mode = Annotated[str, PlainValidator(choice(MODES))]
 Auth = Annotated[str | None, PlainValidator(optional(choice(AUTHS)))]
 WebhookFormat = Annotated[str, PlainValidator(choice(WEBHOOK_FORMATS))]
+Member = Annotated[int | None, PlainValidator(parse_member)]
+Members = Annotated[int, PlainValidator(int_in(1, MAX_MEMBERS, f"a whole number of members in 1..{MAX_MEMBERS}"))]
+MqttUrl = Annotated[str, PlainValidator(parse_mqtt_url)]
+TopicPrefix = Annotated[str, PlainValidator(parse_topic_prefix)]

@@ -11,7 +11,9 @@ all call it, so a benchmark figure is a figure about the code that raises alerts
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -85,6 +87,86 @@ def learn_backgrounds_from(references: Sequence[Reference], views: Sequence[tupl
         mine = [s for ref_id, s in views if ref_id == r.id]
         out[r.id] = scene.learn([stat_value(r.stats, "layout")] + [stat_value(s, "layout") for s in mine],
                                 [stat_value(r.stats, "focus_grid")] + [stat_value(s, "focus_grid") for s in mine])
+    return out
+
+
+@dataclass
+class SceneHistory:
+    """A calibrated camera's views judged plainly benign since, per reference: what its scene goes on
+    learning from.
+
+    Calibration sees a camera's first minutes; a lorry parked through them, or a
+    quiet street at dawn, would otherwise be its background for good. The scene
+    is learned from the reference and the newest ``learn_views`` benign views, the
+    calibration views first among them, later ones taking their place; its focus
+    stays as calibrated. Only views whose stable cells sat where they were
+    learned, with no cover and detail near the learned focus, are kept, and none
+    while an alert is open, so a turned or softened camera's views never are.
+    Kept in memory (the encoded layout and focus grid of each, ~20 kB): after a
+    restart the scene learns again from its stored calibration.
+    """
+
+    views: dict[int | None, deque[Stats]] = field(default_factory=dict)
+    last: dict[int | None, float] = field(default_factory=dict)
+    added: int = 0
+    #: What the calibrated scenes were learned from (references, calibration views): views learned
+    #: under another basis are of other references and are dropped (``rebase``).
+    basis: object = None
+
+    def rebase(self, basis: object) -> None:
+        """Start again, empty, when the camera's references or calibration changed."""
+        if basis != self.basis:
+            self.views.clear()
+            self.last.clear()
+            self.added, self.basis = 0, basis
+
+    def generation(self, params: DecisionParams = SHIPPED) -> int:
+        """Changes when the scene is to be learned again: after each of the first ``params.learn_batch``
+        learned views (calibration's window may have been unlucky), then every ``learn_batch``."""
+        batch = max(1, params.learn_batch)
+        return self.added if self.added <= batch else batch + self.added // batch - 1
+
+    def of(self, reference_id: int | None) -> list[Stats]:
+        return list(self.views.get(reference_id, ()))
+
+    def offer(self, verdict: Verdict, stats: Stats, now: float, params: DecisionParams = SHIPPED) -> bool:
+        """Keep ``stats`` if its verdict was plainly benign and the reference's last kept view is old enough."""
+        ref = verdict.reference_id
+        cues = verdict.scene_cues
+        if verdict.drifted or cues is None or cues.aligned is None or verdict.aligned_line is None:
+            return False
+        if cues.aligned < verdict.aligned_line + params.learn_aligned_margin:
+            return False
+        if cues.cover is not None and cues.cover > params.learn_cover:
+            return False
+        if cues.soft is not None and cues.soft < -params.focus_min_drop / 2:
+            return False
+        if now - self.last.get(ref, -math.inf) < params.learn_spacing:
+            return False
+        kept = {"layout": stat_value(stats, "layout"), "focus_grid": stat_value(stats, "focus_grid")}
+        self.views.setdefault(ref, deque(maxlen=params.learn_views)).append(kept)
+        self.last[ref] = now
+        self.added += 1
+        return True
+
+
+def relearn_backgrounds(references: Sequence[Reference], calibrated: dict[int | None, scene.Background],
+                        views: Sequence[tuple[int | None, Stats]], history: SceneHistory,
+                        params: DecisionParams = SHIPPED) -> dict[int | None, scene.Background]:
+    """Each reference's scene from it and its newest ``params.learn_views`` views: calibration views, then
+    those learned since (``SceneHistory``). A reference with no learned view keeps its calibrated
+    scene, and every one keeps the calibrated ``least_aligned``."""
+    out = dict(calibrated)
+    for r in references:
+        later = history.of(r.id)
+        if not later or r.id not in calibrated:
+            continue
+        early = [s for ref_id, s in views if ref_id == r.id]
+        mine = (early + later)[-params.learn_views:]
+        # Focus stays as calibrated: a lens turned slowly soft would otherwise teach the scene its softness.
+        out[r.id] = scene.learn([stat_value(r.stats, "layout")] + [stat_value(s, "layout") for s in mine],
+                                [stat_value(r.stats, "focus_grid")] + [stat_value(s, "focus_grid") for s in early],
+                                least_aligned=calibrated[r.id].least_aligned)
     return out
 
 

@@ -108,6 +108,11 @@ class DecisionParams:
     defocus_contrast: float = 0.5
     defocus_colour_gain: float = 0.1
     defocus_faded: float = 0.2
+    #: ...or when the learned scene's detailed cells lost this much of their own contrast (log,
+    #: ``scene.SceneCues.contrast``): a wash of paint takes it (stress-tune and tune ``covered:spray``:
+    #: -0.92 at their 95th percentile), a lens keeps most of it (strong defocus on tune and train
+    #: cases: none below -1.1, gentle defocus -0.2 at most).
+    defocus_local_contrast: float = -1.1
     #: A view still in place (``kinds.KindCues.kept`` at least ``glare_kept``) whose blown-out
     #: share grew by this much has a light shone into it (a torch, a lamp): blinded.
     blind_glare_gain: float = 0.15
@@ -194,6 +199,19 @@ class DecisionParams:
     #: ``night_colour`` of it.
     night_colour_share: float = 0.25
     night_colour: float = 4.0
+
+    # -- the scene keeps learning after calibration (``calibration.SceneHistory``) --
+    #: A calibrated camera's view judged plainly benign (not drifted, its stable cells aligned at
+    #: least ``learn_aligned_margin`` above the line it is held to, no cover over ``learn_cover``,
+    #: detail no more than half ``focus_min_drop`` below the learned focus, no alert open) joins
+    #: its reference's learned views, at most one per ``learn_spacing`` seconds; the scene is
+    #: learned from the reference and the newest ``learn_views`` views (calibration's first)...
+    learn_aligned_margin: float = 0.1
+    learn_cover: float = 0.1
+    learn_spacing: float = 0.2
+    learn_views: int = 8
+    #: ...again after each of the first ``learn_batch`` learned views, then every ``learn_batch``.
+    learn_batch: int = 8
 
 
 #: The values camwatch ships with.
@@ -343,7 +361,7 @@ def _margins(similarity: float, threshold: float, stats: Stats, ref_stats: Stats
 
 
 def name_kind(stats: Stats, ref_stats: Stats, reason: str, ratio: float | None,
-              params: DecisionParams = SHIPPED) -> str:
+              params: DecisionParams = SHIPPED, local_contrast: float | None = None) -> str:
     """Name a drifted view's kind (one of ``core.types.KINDS``) from its statistics against the reference's.
 
     An operator sends someone on the kind, so it is judged like detection
@@ -358,12 +376,12 @@ def name_kind(stats: Stats, ref_stats: Stats, reason: str, ratio: float | None,
     gone from most of it (a cover near the lens is out of focus), unless a
     blown-out light appeared with nothing in place (a cover takes light away);
     moved for anything else (pointed elsewhere). Statistics stored without a thumbnail get the older rules (a
-    textureless share grown = covered, then sharpness). Never changes whether a
-    view drifted.
+    textureless share grown = covered, then sharpness). ``local_contrast``: the learned scene's
+    ``SceneCues.contrast`` when there is one. Never changes whether a view drifted.
     """
     if _blinded(stats, reason, params):
         return "blinded"            # the cues' search is not paid for a view with no picture left
-    return name_from_cues(view_cues(stats, ref_stats), stats, ref_stats, reason, ratio, params)
+    return name_from_cues(view_cues(stats, ref_stats), stats, ref_stats, reason, ratio, params, local_contrast)
 
 
 def view_cues(stats: Stats, ref_stats: Stats) -> kinds.KindCues | None:
@@ -379,9 +397,13 @@ def _blinded(stats: Stats, reason: str, params: DecisionParams) -> bool:
     return reason == "no_contrast" or contrast < params.blind_contrast or max(dark, bright) > params.blind_share
 
 
-def _painted(stats: Stats, ref_stats: Stats, cues: kinds.KindCues, params: DecisionParams) -> bool:
-    """Not the reference's light up to a gain: less contrast or more colour for the brightness, or texture faded."""
+def _painted(stats: Stats, ref_stats: Stats, cues: kinds.KindCues, params: DecisionParams,
+             local_contrast: float | None = None) -> bool:
+    """Not the reference's light up to a gain: less contrast or more colour for the brightness, texture
+    faded, or the detailed cells' own contrast gone."""
     if cues.faded >= params.defocus_faded:
+        return True
+    if local_contrast is not None and local_contrast < params.defocus_local_contrast:
         return True
     b, rb = max(_stat_or(stats, "brightness", 1.0), 1.0), max(_stat_or(ref_stats, "brightness", 1.0), 1.0)
     contrast, ref_contrast = _stat(stats, "contrast"), _stat(ref_stats, "contrast")
@@ -394,7 +416,7 @@ def _painted(stats: Stats, ref_stats: Stats, cues: kinds.KindCues, params: Decis
 
 
 def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, reason: str,
-                   ratio: float | None, params: DecisionParams = SHIPPED) -> str:
+                   ratio: float | None, params: DecisionParams = SHIPPED, local_contrast: float | None = None) -> str:
     """``name_kind`` with the cues measured already (``benchmarks/tune_decision.py`` tries params on them)."""
     if _blinded(stats, reason, params):
         return "blinded"
@@ -407,7 +429,7 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
         if flat_gain >= params.cover_flat_gain:
             return "covered"
         return "defocused" if soft else "moved"
-    if soft and cues.kept >= params.defocus_kept and not _painted(stats, ref_stats, cues, params):
+    if soft and cues.kept >= params.defocus_kept and not _painted(stats, ref_stats, cues, params, local_contrast):
         return "defocused"
     if glare >= params.blind_glare_gain and cues.kept >= params.glare_kept:
         return "blinded"
@@ -492,7 +514,7 @@ def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference],
     # A view with no picture left is explained by that, however its sharpness reads.
     reason = "no_contrast" if margins.get("no_contrast", -1.0) > 0 else max(margins, key=lambda k: margins[k])
     drifted = score > 0
-    kind = name_kind(stats, ref_stats, reason, ratio, params) if drifted else None
+    kind = name_kind(stats, ref_stats, reason, ratio, params, cues.contrast if cues else None) if drifted else None
     effective = similarity + margins["similarity"]          # the threshold moved by the structure term
     return Verdict(similarity=similarity, threshold=effective, drifted=drifted, kind=kind,
                    reference_id=None if ref.id is None else int(ref.id), score=score,

@@ -39,7 +39,7 @@ The rules, in one place:
   check with the structure cue; it goes to DEBUG lines and the event's details.
 * An operator may silence a camera's alerts until a time (maintenance): it is
   still checked and its state still moves, but every event it owes meanwhile
-  carries ``Emit.silenced_until`` (recorded for the log, delivered to no sink,
+  carries ``Emit.silenced_until`` (recorded, told by the log sink only,
   not counted as an alert). ``controls`` is told the operators' settings; when
   the time has passed it says so once (camera_unsilenced, by ``camwatch``).
   A disabled camera is not checked and shows ``disabled``.

@@ -34,6 +34,7 @@ the measurement choices below were made on cases from footage/tune
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,16 +98,25 @@ def _steady(view: np.ndarray, onto: np.ndarray) -> np.ndarray:
                                      borderMode=cv2.BORDER_REFLECT))
 
 
-def _compare(view: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell: (gradient correlation, the view's gradient energy, the background's)."""
+def _compare(view: np.ndarray, background: np.ndarray,
+             gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: (gradient correlation, the view's gradient energy, the background's).
+
+    ``gradients``: the background's (x, y, cell energy) when already at hand (``_background_gradients``).
+    """
     view = _steady(view, background)
     cols, rows = _grid(background.shape)
     vx, vy = _gradients(view)
-    bx, by = _gradients(background)
+    bx, by, eb = _background_gradients(background) if gradients is None else gradients
     ev = _cell_means(vx * vx + vy * vy, cols, rows)
-    eb = _cell_energy(background)
     cross = _cell_means(vx * bx + vy * by, cols, rows)
     return cross / np.sqrt(ev * eb + 1e-6), ev, eb
+
+
+def _background_gradients(background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bx, by = _gradients(background)
+    return bx, by, _cell_means(bx * bx + by * by, *_grid(background.shape))
 
 
 def _cell_energy(img: np.ndarray) -> np.ndarray:
@@ -157,6 +167,11 @@ class Background:
     views: int
     least_aligned: float = 1.0
 
+    @functools.cached_property
+    def gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The layout's (x, y, cell energy), once: every check compares a view with them."""
+        return None if self.layout is None else _background_gradients(self.layout)
+
 
 @dataclass(frozen=True)
 class SceneCues:
@@ -176,22 +191,25 @@ def _layouts(layouts: Sequence[object]) -> list[np.ndarray]:
     return [d.astype(np.float32) for d in decoded if d is not None and d.shape == first.shape]
 
 
-def learn(layouts: Sequence[object], focus_grids: Sequence[object]) -> Background:
+def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligned: float | None = None) -> Background:
     """A background from a reference's statistics (first) and its calibration views'.
 
     ``layouts``: each view's encoded layout (``ViewStats.layout``); ``focus_grids``:
     each view's ``ViewStats.focus_grid``. Views of another size than the
     reference's, or without them, are left out; a reference alone gives a
-    background whose textured cells all count as stable.
+    background whose textured cells all count as stable. ``least_aligned``, when
+    given, is kept instead of measured: leaving each view out in turn costs a
+    background per view, paid once at calibration, not each time the scene
+    learns again from later views.
     """
     views = _layouts(layouts)
     layout = textured = stable = None
-    least = 1.0
+    least = 1.0 if least_aligned is None else least_aligned
     if views:
         first = views[0]
         steadied = [first] + [_steady(v, first) for v in views[1:]]
         layout, textured, stable = _learn_layout(views, steadied)
-        if len(views) >= 3:
+        if len(views) >= 3 and least_aligned is None:
             for i in range(1, len(views)):
                 rest = [v for j, v in enumerate(views) if j != i]
                 bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
@@ -229,7 +247,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         view = view.astype(np.float32)
         if view.shape != bg.shape:
             view = np.asarray(cv2.resize(view, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
-        corr, ev, eb = _compare(view, bg)
+        corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         n, _, st, _ = cv2.connectedComponentsWithStats(lost.astype(np.uint8), connectivity=4)

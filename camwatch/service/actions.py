@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: The longest silence: a forgotten one must not hide a real tampering for ever.
 MAX_SILENCE_S = 30 * 86400
 #: What an actor's name may be (it goes into events, logs and pages).
-ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,39}")
+ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@:-]{0,39}")   # ':' for MQTT's "mqtt:dana"
 #: How a new reference is made from the current view: ``accept`` replaces the label's reference,
 #: ``add`` refuses a label the camera already has.
 MODES = ("accept", "add")
@@ -49,7 +49,8 @@ def check_actor(who: str) -> str:
     """An actor's name as events keep it, or an ActionError."""
     who = (who or "").strip()
     if not ACTOR.fullmatch(who):
-        raise ActionError("who: 1 to 40 letters, digits, spaces, '.', '_', '@' or '-' (it goes into the events log)")
+        raise ActionError("who: 1 to 40 letters, digits, spaces, '.', '_', '@', ':' or '-' (it goes into the "
+                          "events log)")
     return who
 
 
@@ -82,7 +83,7 @@ def silence(store: ReferenceStore, camera: CameraConfig, seconds: float, who: st
     until = (time.time() if now is None else now) + seconds
     controls.set_silenced(store, camera.id, until, who)
     return _event(camera, "camera_silenced", who, f"{who} silenced its alerts until {iso(until)}",
-                  until=round(until, 3))
+                  until=round(until, 3), seconds=float(seconds))
 
 
 def unsilence(store: ReferenceStore, camera: CameraConfig, who: str, now: float | None = None) -> Event:

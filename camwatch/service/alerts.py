@@ -170,6 +170,18 @@ class Dispatcher:
             w.set()
         return event
 
+    def resume(self, sink: str) -> None:
+        """Try ``sink``'s pending rows now rather than at their backoff time (it is reachable again:
+        an MQTT reconnect), so a broker back after an hour does not wait out a 5-minute delay."""
+        self._not_before.pop(sink, None)
+        try:
+            self.store.reschedule_now(sink)
+        except StoreError as exc:
+            self._store_failed(exc)
+        wake = self._wake.get(sink)
+        if wake is not None:
+            wake.set()
+
     def stop(self, timeout: float = 5.0, flush: bool = True) -> None:
         """Stop the workers; ``flush``: one last try to write held events (not when a reload's new
         dispatcher takes over the backlog: it writes them with its own sinks)."""
@@ -191,8 +203,7 @@ class Dispatcher:
         wrote = False
         while b.events:
             try:
-                event = b.events[0]
-                self.store.record(event, () if SILENCED_UNTIL in event.details else self.sink_names)
+                self.store.record(b.events[0], self.sink_names)
             except StoreError as exc:
                 self._store_failed(exc)
                 return False
@@ -273,7 +284,8 @@ class Dispatcher:
                 if time.time() >= not_before:
                     self._deliver_due(sink)
                 due = self.store.next_due_time(sink.name)
-                nxt = not_before if due is None else max(due, not_before)
+                # nothing pending: sleep until woken or the poll (not until a past not_before: a spin)
+                nxt = None if due is None else max(due, not_before)
                 self._read_error = ""
             except StoreError as exc:   # a read (writes are handled where they fail): say it, retry
                 if str(exc) != self._read_error:
@@ -346,6 +358,9 @@ class Dispatcher:
             for event, attempts in batch:
                 if self._stop.is_set():
                     return
+                if SILENCED_UNTIL in event.details and sink.name != "log":   # held back: its camera is silenced
+                    self._delivered(event, sink.name)
+                    continue
                 try:
                     sink.send(event)
                 except Exception as exc:  # DeliveryError, or a bug in a sink: retry either way

@@ -91,12 +91,15 @@ def threshold_for(camera: CameraConfig, settings: Settings, embedder: Embedder, 
     scale = calibration.calibrate_structure(store.calibration_structure(camera.id, model))
     views = store.calibration_views(camera.id, model)
     return Threshold(float(calibration.calibrate(samples, default)), "calibrated", len(samples), scale,
-                     _backgrounds(camera.id, model, refs, views))
+                     _backgrounds(camera.id, model, refs, views, history_of(camera.id)))
 
 
-#: Learned scenes by camera: (what they were learned from, the scenes). One entry per camera,
-#: replaced when its references or calibration views change, so it stays as large as the fleet.
-_SCENES: dict[str, tuple[tuple[object, ...], dict[int | None, Background]]] = {}
+#: Learned scenes by camera: (what they were learned from, the calibrated scenes, the scenes in force).
+#: One entry per camera, replaced when its references, calibration views or learned views change, so it
+#: stays as large as the fleet.
+_SCENES: dict[str, tuple[tuple[object, ...], dict[int | None, Background], dict[int | None, Background]]] = {}
+#: Views each calibrated camera judged plainly benign since (``calibration.SceneHistory``), by camera.
+_HISTORY: dict[str, calibration.SceneHistory] = {}
 _SCENES_LOCK = threading.Lock()
 
 
@@ -108,18 +111,46 @@ def learned_scenes(camera_id: str) -> dict[int | None, Background] | None:
     return None if hit is None else hit[1]
 
 
+def history_of(camera_id: str) -> calibration.SceneHistory:
+    """The camera's learned views since calibration (made empty on first use)."""
+    with _SCENES_LOCK:
+        return _HISTORY.setdefault(camera_id, calibration.SceneHistory())
+
+
+def forget_history(camera_id: str) -> None:
+    """Drop what a camera learned since calibration (its references changed, or it left the config)."""
+    with _SCENES_LOCK:
+        _HISTORY.pop(camera_id, None)
+
+
+def learn_from(camera_id: str, judgement: Judgement, now: float, alert_open: bool) -> bool:
+    """Offer a calibrated camera's judged view to its scene's later learning (``SceneHistory.offer``);
+    never while its drift alert is open."""
+    if alert_open or judgement.threshold.source != "calibrated" or judgement.threshold.backgrounds is None:
+        return False
+    return history_of(camera_id).offer(judgement.verdict, judgement.stats, now)
+
+
 def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
-                 views: Sequence[tuple[int | None, Mapping[str, object]]]) -> dict[int | None, Background]:
-    """Each reference's learned scene (``calibration.learn_backgrounds_from``), kept until its sources change."""
-    key = (model, tuple((r.id, r.stats.get("route") if isinstance(r.stats, Mapping) else None) for r in refs),
-           tuple((ref_id, v.get("brightness"), v.get("sharpness")) for ref_id, v in views))
+                 views: Sequence[tuple[int | None, Mapping[str, object]]],
+                 history: calibration.SceneHistory | None = None) -> dict[int | None, Background]:
+    """Each reference's learned scene (``calibration.learn_backgrounds_from``, then
+    ``calibration.relearn_backgrounds`` from what it learned since), kept until its sources change."""
+    sources = (model, tuple((r.id, r.stats.get("route") if isinstance(r.stats, Mapping) else None) for r in refs),
+               tuple((ref_id, v.get("brightness"), v.get("sharpness")) for ref_id, v in views))
+    if history is not None:
+        history.rebase(sources)
+    generation = history.generation() if history is not None else 0
     with _SCENES_LOCK:
         hit = _SCENES.get(camera_id)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    scenes = calibration.learn_backgrounds_from(refs, views)
+    if hit is not None and hit[0] == sources + (generation,):
+        return hit[2]
+    calibrated = hit[1] if hit is not None and hit[0][:-1] == sources else \
+        calibration.learn_backgrounds_from(refs, views)
+    scenes = calibration.relearn_backgrounds(refs, calibrated, views, history) \
+        if history is not None and generation else calibrated
     with _SCENES_LOCK:
-        _SCENES[camera_id] = (key, scenes)
+        _SCENES[camera_id] = (sources + (generation,), calibrated, scenes)
     return scenes
 
 

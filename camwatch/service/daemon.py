@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,16 +21,19 @@ from types import FrameType
 
 from camwatch import __version__
 from camwatch.config import CameraConfig, Config, load_config
+from camwatch.core.cluster import Cluster
 from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
 from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
-from camwatch.service import notify
+from camwatch.service import commands, notify
 from camwatch.service.alerts import Backlog, Dispatcher
 from camwatch.service.console.data import Sources
 from camwatch.service.console.server import ConsoleServer
+from camwatch.service.discovery import Discovery
 from camwatch.service.enrol import reembed
 from camwatch.service.metrics import Metrics, MetricsServer
+from camwatch.service.mqtt import CameraTopics, MqttLink, MqttSink
 from camwatch.service.pipeline import CameraRuntime, Pipeline
 from camwatch.service.scheduler import Scheduler
 from camwatch.service.sinks import Sink, build_sinks
@@ -77,6 +81,12 @@ class Daemon:
         self.runtimes: dict[str, CameraRuntime] = {}
         self._controls_seen: tuple[tuple[int, int], frozenset[tuple[str, int]]] | None = None  # apply_controls' last
         self._controls_due = 0.0                 # unix time the next silence runs out
+        #: This process's place in the fleet (settings.cluster): it checks only the cameras it owns.
+        self.cluster = Cluster()
+        self.mqtt: MqttLink | None = None          # settings.mqtt: the broker link, its sink, topics, discovery
+        self.mqtt_sinks: list[Sink] = []
+        self.topics: CameraTopics | None = None
+        self.discovery: Discovery | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._signalled_stop = 0            # the signal number, set by install_signals' handlers
@@ -91,6 +101,7 @@ class Daemon:
     def start(self) -> None:
         """Everything up to READY=1: config, model warm, store, events, metrics, schedule."""
         self.config = config = load_config(self.config_path)
+        self.cluster = config.cluster(socket.gethostname())   # before the model: a wrong member fails fast
         s = config.settings
         self.embedder = embedder = load_embedder(str(s.model) if s.model else None, device=s.device,
                                                  require_gpu=s.require_gpu)
@@ -103,14 +114,19 @@ class Daemon:
             log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = metrics = Metrics()
         self.events = EventStore(s.state_dir)
-        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=metrics, backlog=self.backlog)
+        if s.mqtt.enabled:
+            self._start_mqtt(config, metrics)
+        self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks, self.mqtt_sinks), metrics=metrics,
+                                     backlog=self.backlog)
         self.dispatcher.start()
         metrics.set_build_info(__version__, str(spec.name), str(spec.version))
         metrics.set_provider(embedder.provider, bool(s.require_gpu))
+        metrics.set_probes(self.health, lambda: self._started and not self._stop.is_set())
         if s.metrics.enabled:
             self.metrics_server = metrics.serve(s.metrics.address, s.metrics.port)
         self.pipeline = Pipeline(s, embedder, self.store, metrics, self.runtimes, self._publish,
-                                 on_state=lambda: notify.status(self.status_line()), clock=self.clock)
+                                 on_state=lambda: notify.status(self.status_line()), clock=self.clock,
+                                 states=self.topics)
         self.scheduler = Scheduler(s.workers, self.pipeline.run_check, self._note_expected, self.pipeline.run_skipped)
         self.scheduler.start()
         self._apply_cameras(config, first=True)
@@ -124,11 +140,39 @@ class Daemon:
         notify.ready(self.status_line())
         log.info("camwatch started: %d camera(s), %d enabled",
                  len(config.cameras), sum(1 for c in config.cameras if c.enabled))
+        if self.cluster.members > 1:
+            log.info("cluster: member %d of %d, each camera on %d member(s): this member checks %d of the "
+                     "%d camera(s)", self.cluster.member, self.cluster.members, self.cluster.replication,
+                     len(self.runtimes), len(config.cameras))
 
     def _publish(self, event: Event) -> None:
-        # Through whichever dispatcher is current: a reload may have replaced it.
+        # Through whichever dispatcher is current: a reload may have replaced it. An alert of a
+        # silenced camera is already marked so by its monitor (only the log tells it).
         if self.dispatcher is not None:
             self.dispatcher.publish(event)
+
+    def _start_mqtt(self, config: Config, metrics: Metrics) -> None:
+        """The broker link, connecting in the background: a broker down at start-up delays nothing."""
+        s = config.settings
+        link = self.mqtt = MqttLink(s.mqtt)
+        self.mqtt_sinks = [MqttSink(link)]
+        self.topics = CameraTopics(link)
+        self.discovery = Discovery(link, s.state_dir)
+        link.on_change = metrics.set_mqtt_connected
+        metrics.set_mqtt_connected(False)
+        link.on_connected.append(lambda: self.dispatcher.resume(MqttSink.name) if self.dispatcher else None)
+        if s.mqtt.commands:
+            link.on_command = lambda cid, name, payload: commands.handle(cid, name, payload, self.runtimes,
+                                                                         self.store, self.act)
+        link.start()
+        log.info("MQTT: publishing to %s under %s/ (discovery %s, commands %s)", link.broker, link.prefix,
+                 "on" if s.mqtt.discovery else "off", "on" if s.mqtt.commands else "off")
+
+    def act(self, event: Event) -> None:
+        """Record an operator's action done through ``service.actions`` (the console, MQTT commands) and
+        carry out the settings it changed at once."""
+        self._publish(event)
+        self.apply_controls()
 
     def _controls(self) -> dict[str, controls.Control]:
         try:
@@ -204,7 +248,10 @@ class Daemon:
         references and calibration live in the store and are kept either way).
         """
         assert self.store is not None and self.metrics is not None and self.scheduler is not None
-        wanted = {c.id: c for c in config.cameras}
+        cluster = self.cluster
+        owners = cluster.assignment(c.id for c in config.cameras)
+        self.metrics.set_cluster(cluster.member, cluster.replication, cluster.counts(owners), len(config.cameras))
+        wanted = {c.id: c for c in config.cameras if cluster.member in owners[c.id]}
         rows = self._controls()
         with self._lock:
             for cid in list(self.runtimes):
@@ -233,12 +280,16 @@ class Daemon:
                 shown = (CameraState.DISABLED if not enabled else
                          CameraState.NO_REFERENCE if refs is None and not cam.auto_enroll else CameraState.UNAVAILABLE)
                 self.metrics.camera_added(cid, shown.value, drifted=monitor.drift_open and enabled)
+                if self.topics is not None:
+                    self.topics.state(cid, shown.value, monitor.alert_kind if monitor.drift_open else None)
                 self.metrics.set_references(cid, refs.count if refs else 0, refs.newest_at if refs else None)
                 if not enabled:
                     continue
                 if not first and old is None:
                     log.info("camera %s added", cid)
                 rt.expected_at = self.scheduler.add_camera(cam, rt.generation)
+        if self.discovery is not None:   # entities of removed cameras go, new ones come
+            self.discovery.sync(config.cameras)
 
     def _drop_camera(self, cid: str, keep_metrics: bool = False) -> None:
         assert self.scheduler is not None and self.metrics is not None
@@ -268,35 +319,44 @@ class Daemon:
         self.apply_controls()
         notify.status(self.status_line())
 
-    def watchdog_tick(self) -> None:
-        """WATCHDOG=1 only while checks make progress, or when nothing is due.
+    def health(self) -> tuple[bool, str]:
+        """Whether checks make progress, and why not: the systemd watchdog's and /healthz's one rule.
 
         Progress is a check that completed (assessed, or failed with a
         classified error: a dead camera is reported by metrics and events, not
-        by systemd killing us). No ping when the inference thread died or has
-        been stuck in one batch, or when no check completed for three intervals
-        plus a timeout: then systemd's watchdog restarts a daemon that only
-        looks alive. A failing events store does not stop the pings: a restart
-        would not free the disk and would lose the events held in memory; it
-        shows in the status line, the log and ``camwatch_store_ok`` instead.
+        by killing the daemon). Not healthy when the inference thread died or
+        has been stuck in one batch, or when no check completed for three
+        intervals plus a timeout: then systemd's watchdog (or Kubernetes'
+        liveness probe) restarts a daemon that only looks alive. A member that
+        owns no enabled camera is healthy. A failing events store is not a
+        reason: a restart would not free the disk and would lose the events
+        held in memory; it shows in the status line, the log and
+        ``camwatch_store_ok`` instead.
         """
         now = self.clock()
         due = [rt for rt in list(self.runtimes.values()) if rt.enabled]
         if not due:
-            notify.watchdog()
-            return
+            return True, "ok: no camera to check"
         window = 3 * max(rt.camera.interval for rt in due) + max(rt.camera.timeout for rt in due) + 1
         p = self.pipeline
         started = p.batch_started if p is not None else None
         last = p.last_progress if p is not None else now
         if p is None or not p.alive():
-            log.error("the inference thread has stopped; not pinging the systemd watchdog")
-        elif started is not None and now - started > window:
-            log.error("one inference batch has run for %.0f s; not pinging the systemd watchdog", now - started)
-        elif now - last > window:
-            log.warning("no check completed in %.0f s; not pinging the systemd watchdog", now - last)
-        else:
+            return False, "the inference thread has stopped"
+        if started is not None and now - started > window:
+            return False, f"one inference batch has run for {now - started:.0f} s"
+        if now - last > window:
+            return False, f"no check completed in {now - last:.0f} s"
+        return True, "ok"
+
+    def watchdog_tick(self) -> None:
+        """WATCHDOG=1 only while ``health()`` says checks make progress (or nothing is due)."""
+        ok, why = self.health()
+        if ok:
             notify.watchdog()
+        else:
+            log.log(logging.WARNING if why.startswith("no check") else logging.ERROR,
+                    "%s; not pinging the systemd watchdog", why)
 
     # ---- reload, stop ------------------------------------------------------------
     def reload(self) -> bool:
@@ -306,8 +366,9 @@ class Daemon:
         try:
             config = load_config(self.config_path)
             _check_reloadable(self.config, config)
-            sinks = build_sinks(config.settings.webhooks) if config.settings.webhooks != self.config.settings.webhooks \
-                else None
+            cluster = config.cluster(socket.gethostname())
+            sinks = build_sinks(config.settings.webhooks, self.mqtt_sinks) \
+                if config.settings.webhooks != self.config.settings.webhooks else None
         except CamwatchError as exc:
             for line in str(exc).splitlines():
                 log.error("reload rejected, the running config stays: %s", line)
@@ -316,6 +377,10 @@ class Daemon:
             return False
         if sinks is not None:
             self._restart_dispatcher(sinks)
+        if cluster != self.cluster:
+            log.info("cluster now: member %d of %d, each camera on %d member(s)", cluster.member,
+                     cluster.members, cluster.replication)
+        self.cluster = cluster
         self._apply_cameras(config)
         self.config = config
         self.apply_controls()
@@ -362,6 +427,11 @@ class Daemon:
             log.error("%d event(s) the events store never took are lost at exit: %s", len(lost),
                       "; ".join(f"{e.type} of camera {e.camera_id} at {e.iso_time}" for e in lost[:10])
                       + (" ..." if len(lost) > 10 else ""))
+        if self.mqtt is not None:   # after the dispatcher: what it could deliver is delivered
+            try:
+                self.mqtt.close()
+            except Exception as exc:
+                log.warning("MQTT link did not close cleanly: %s", scrub(str(exc)))
         for rt in list(self.runtimes.values()):
             rt.close_source()
         # events flushed: synchronous=FULL; the console first, as it reads the stores
@@ -454,7 +524,7 @@ def _check_reloadable(old: Config, new: Config) -> None:
     a, b = old.settings, new.settings
     fixed = [("model", a.model, b.model), ("device", a.device, b.device),
              ("state_dir", a.state_dir, b.state_dir), ("metrics", a.metrics, b.metrics),
-             ("console", a.console, b.console),
+             ("console", a.console, b.console), ("mqtt", a.mqtt, b.mqtt),
              ("workers", a.workers, b.workers)]
     changed = [name for name, x, y in fixed if x != y]
     if changed:

@@ -155,6 +155,27 @@ class Metrics:
             "camwatch_config_reloads_total",
             "Configuration reloads (SIGHUP) by result (ok, error)",
             ["result"], registry=None)
+        self.cluster_member = Gauge(
+            "camwatch_cluster_member_info",
+            "Always 1; the member label is this process's number in the fleet (settings.cluster)",
+            ["member"], registry=None)
+        self.cluster_members = Gauge(
+            "camwatch_cluster_members",
+            "Members the fleet is configured with (settings.cluster.members; 1 = no fleet)",
+            registry=None)
+        self.cluster_replication = Gauge(
+            "camwatch_cluster_replication",
+            "Members that check each camera (settings.cluster.replication)",
+            registry=None)
+        self.cluster_cameras = Gauge(
+            "camwatch_cluster_cameras",
+            "Cameras in the configuration for the whole fleet, enabled or not (this member has series for its own)",
+            registry=None)
+        self.cluster_member_cameras = Gauge(
+            "camwatch_cluster_member_cameras",
+            "Cameras the configuration gives each member, enabled or not; every member exports every member's "
+            "count, so a member that is down is still counted by the others",
+            ["member"], registry=None)
         self.start_time = Gauge(
             "camwatch_start_timestamp_seconds",
             "Unix time the daemon started",
@@ -163,7 +184,8 @@ class Metrics:
             self.fetch_duration, self.inference_duration, self.batch_size, self.scheduler_lag,
             self.provider, self.gpu_required, self.build_info, self.cameras_configured,
             self.events_pending, self.events_unwritten, self.events_dropped, self.store_ok,
-            self.deliveries, self.config_reloads, self.start_time]
+            self.deliveries, self.config_reloads, self.cluster_member, self.cluster_members,
+            self.cluster_replication, self.cluster_cameras, self.cluster_member_cameras, self.start_time]
         for collector in [*self._head, self._camera_series, *self._tail]:
             self.registry.register(collector)
         for result in ("ok", "error"):
@@ -171,6 +193,9 @@ class Metrics:
         self.store_ok.labels("events").set(1)
         self.start_time.set_to_current_time()
         self._lock = threading.Lock()  # camera count and series change together
+        self._live: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
+        self._ready: Callable[[], bool] = lambda: False
+        self.mqtt_connected: Gauge | None = None
 
     # ---- cameras -------------------------------------------------------------------
     def camera_added(self, camera_id: str, state: str = "unavailable", drifted: bool = False) -> None:
@@ -287,11 +312,49 @@ class Metrics:
         """Count one delivery attempt of an event to a sink ('log', a webhook's name)."""
         self.deliveries.labels(sink, "ok" if ok else "error").inc()
 
+    def set_mqtt_connected(self, connected: bool) -> None:
+        """1 while connected to the MQTT broker; the series exists only where MQTT is configured."""
+        with self._lock:
+            if self.mqtt_connected is None:
+                self.mqtt_connected = Gauge("camwatch_mqtt_connected",
+                                            "1 while connected to the MQTT broker (settings.mqtt), else 0",
+                                            registry=None)
+                self.registry.register(self.mqtt_connected)
+                self._tail.append(self.mqtt_connected)
+        self.mqtt_connected.set(1 if connected else 0)
+
     def sinks_added(self, sinks: Iterable[str]) -> None:
         """Create the delivery series of each sink so rate() works from the start."""
         for sink in sinks:
             for result in ("ok", "error"):
                 self.deliveries.labels(sink, result)
+
+    def set_cluster(self, member: int, replication: int, member_cameras: list[int], cameras: int) -> None:
+        """This member's number and the fleet's shape; ``member_cameras[m]``: the cameras member m owns."""
+        self.cluster_member.clear()
+        self.cluster_member.labels(str(member)).set(1)
+        self.cluster_members.set(len(member_cameras))
+        self.cluster_replication.set(replication)
+        self.cluster_cameras.set(cameras)
+        self.cluster_member_cameras.clear()
+        for m, n in enumerate(member_cameras):
+            self.cluster_member_cameras.labels(str(m)).set(n)
+
+    # ---- probes ----------------------------------------------------------------------
+    def set_probes(self, live: Callable[[], tuple[bool, str]], ready: Callable[[], bool]) -> None:
+        """What /healthz and /readyz answer: ``live()`` (checks make progress, why not); ``ready()`` (start-up done)."""
+        self._live = live
+        self._ready = ready
+
+    def _probe(self, path: str) -> tuple[str, bytes]:
+        if path == "/readyz":
+            ok, why = (True, "ready") if self._ready() else (False, "starting or stopping")
+        else:
+            try:
+                ok, why = self._live()
+            except Exception as exc:  # a probe must answer, whatever the daemon's state
+                ok, why = False, f"health check failed: {type(exc).__name__}"
+        return ("200 OK" if ok else "503 Service Unavailable"), (why + "\n").encode()
 
     # ---- exposition ----------------------------------------------------------------
     def render(self) -> bytes:
@@ -312,12 +375,18 @@ class Metrics:
 
         It answers text format 0.0.4 whatever the Accept header asks: Prometheus
         takes it, and prometheus_client's OpenMetrics answer cost 1.1-1.3 s of CPU
-        at 1,000 cameras. Anything else (OPTIONS, other methods, favicon, ``name[]``
-        filters) goes to prometheus_client's own application.
+        at 1,000 cameras. ``/healthz`` and ``/readyz`` are the liveness and readiness probes
+        (``set_probes``): 200 or 503 with one line saying why. Anything else (OPTIONS, other
+        methods, favicon, ``name[]`` filters) goes to prometheus_client's own application.
         """
         fallback = make_wsgi_app(self.registry)
 
         def app(environ: dict, start_response: Callable) -> list[bytes]:
+            if environ.get("PATH_INFO") in ("/healthz", "/readyz") and environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+                status, text = self._probe(environ["PATH_INFO"])
+                start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                        ("Content-Length", str(len(text))), ("Cache-Control", "no-store")])
+                return [text] if environ["REQUEST_METHOD"] == "GET" else []
             if (environ["REQUEST_METHOD"] != "GET" or environ.get("PATH_INFO") == "/favicon.ico"
                     or "name[]" in parse_qs(environ.get("QUERY_STRING", ""))):
                 return fallback(environ, start_response)

@@ -53,10 +53,11 @@ from camwatch.core.monitor import (
 from camwatch.core.secrets import scrub
 from camwatch.core.types import CameraState, Frame
 from camwatch.service.actions import accept_view
-from camwatch.service.checks import embed_views, judge, threshold_for, view_of
+from camwatch.service.checks import embed_views, judge, learn_from, threshold_for, view_of
 from camwatch.service.console.snapshot import LastView, ViewLog
 from camwatch.service.enrol import enrol_frame
 from camwatch.service.metrics import Metrics
+from camwatch.service.mqtt import CameraTopics
 from camwatch.sources import open_source
 from camwatch.sources.protocol import FrameSource
 from camwatch.store.events import SILENCED_UNTIL, Event
@@ -134,12 +135,14 @@ class Pipeline:
 
     ``runtimes`` is the daemon's table of cameras (it adds and removes them);
     ``publish`` records an event durably; ``on_state`` is told whenever a
-    camera's state changes; ``clock`` is monotonic seconds (tests pass their own).
+    camera's state changes; ``clock`` is monotonic seconds (tests pass their own);
+    ``states``: the MQTT state topics, told what the metrics are told.
     """
 
     def __init__(self, settings: Settings, embedder: Embedder, store: ReferenceStore, metrics: Metrics,
                  runtimes: dict[str, CameraRuntime], publish: Callable[[Event], object],
-                 on_state: Callable[[], object] = lambda: None, clock: Callable[[], float] = time.monotonic):
+                 on_state: Callable[[], object] = lambda: None, clock: Callable[[], float] = time.monotonic,
+                 states: CameraTopics | None = None):
         self.settings = settings          # replaced by the daemon on reload
         self.embedder = embedder
         self.store = store
@@ -148,6 +151,7 @@ class Pipeline:
         self.publish = publish
         self.on_state = on_state
         self.clock = clock
+        self.states = states
         self.last_progress = clock()      # the latest completed check, any camera
         self.batch_started: float | None = None
         self._queue: queue.Queue[Queued | None] = queue.Queue(maxsize=MAX_QUEUED)
@@ -296,6 +300,7 @@ class Pipeline:
             try:
                 threshold = threshold_for(rt.camera, self.settings, self.embedder, self.store)
                 j = judge(vec, stats, refs, threshold)
+                learn_from(rt.camera.id, j, item.captured_at, rt.monitor.drift_open)
                 if self.settings.console.enabled:
                     rt.views.add(LastView.of(view, item.captured_at, j.verdict.similarity,
                                              threshold.value, bool(j.verdict.drifted), j.verdict.kind))
@@ -356,8 +361,12 @@ class Pipeline:
         cid = rt.camera.id
         if isinstance(a, CountCheck):
             self.metrics.check_done(cid, a.result, a.similarity, a.threshold, at=a.at)
+            if self.states is not None and a.result in ("ok", "drifted", "no_reference"):
+                self.states.checked(cid, a.similarity, time.time() if a.at is None else a.at)
         elif isinstance(a, SetState):
             self.metrics.set_state(cid, a.state.value, drifted=a.drift_open)
+            if self.states is not None:
+                self.states.state(cid, a.state.value, rt.monitor.alert_kind if a.drift_open else None)
             self.on_state()
         elif isinstance(a, Note):
             log.log(a.level, "%s", a.text, extra={"camera": cid, **a.extra})
@@ -367,6 +376,10 @@ class Pipeline:
                 evidence = self._write_evidence(rt.camera, a, view, at)
             if a.alert is not None and a.silenced_until is None:   # silenced: recorded, not an alert
                 self.metrics.alert(cid, a.alert)
+            if self.states is not None and a.type in ("drift_started", "drift_cleared"):
+                self.states.kind(cid, (a.kind or "unknown") if a.type == "drift_started" else None)
+                if evidence is not None:
+                    self.states.evidence(cid, evidence)
             if a.line:
                 log.log(a.level, "%s", with_evidence(a.line, evidence),
                         extra={"camera": cid, "event": a.type, "kind": a.kind, "similarity": a.similarity,
@@ -394,7 +407,7 @@ class Pipeline:
         A failure to record is logged loudly but never stops the checks.
         """
         details = dict(e.details)
-        if e.silenced_until is not None:   # the dispatcher records it for no sink (service.alerts)
+        if e.silenced_until is not None:   # the dispatcher holds it back from every sink but the log
             details[SILENCED_UNTIL] = round(e.silenced_until, 3)
         try:
             self.publish(Event(camera_id=cid, type=e.type, kind=e.kind,

@@ -1,4 +1,4 @@
-"""Where events go: the sinks (the log, webhooks), each under a name of its own.
+"""Where events go: the sinks (the log, webhooks, MQTT in service/mqtt.py), each under a name of its own.
 
 A sink's ``send`` either delivers an event or raises ``DeliveryError`` with a
 message safe to log; ``service/alerts.py`` decides when to send and retries.
@@ -138,18 +138,20 @@ class WebhookSink:
             raise DeliveryError(f"HTTP {resp.status}")
 
 
-def build_sinks(webhooks: Iterable[WebhookSettings] = ()) -> list[Sink]:
-    """The log sink plus one WebhookSink per configured webhook, each under a name of its own.
+def build_sinks(webhooks: Iterable[WebhookSettings] = (), extra: Iterable[Sink] = ()) -> list[Sink]:
+    """The log sink, ``extra`` (the MQTT sink) and one WebhookSink per configured webhook, each under a
+    name of its own.
 
     A name given twice, or ``log``, is a ConfigError: two sinks sharing a name would share
     one outbox queue, and each event would reach only one of them.
     """
-    sinks: list[Sink] = [LogSink()]
+    sinks: list[Sink] = [LogSink(), *extra]
     for i, ws in enumerate(webhooks):
         sink = WebhookSink.from_settings(ws)
         clash = next((s for s in sinks if s.name == sink.name), None)
         if clash is not None:
-            what = "the log sink's name" if clash.name == "log" else "the name of another webhook"
+            what = ("the log sink's name" if clash.name == "log" else "the MQTT sink's name" if clash.name == "mqtt"
+                    else "the name of another webhook")
             raise ConfigError(f"settings.webhooks[{i}]: its name {sink.name!r} is {what}; "
                               f"give it a name: of its own")
         sinks.append(sink)

@@ -67,7 +67,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_at
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The ``details`` key of an event owed while its camera's alerts were silenced (unix time the
-#: silence lasts until): recorded in the log, delivered to no sink (``service.alerts``).
+#: silence lasts until): recorded, told by the log sink only (``service.alerts``).
 SILENCED_UNTIL = "silenced_until"
 
 

@@ -20,7 +20,7 @@ from camwatch.store.events import Event
 ACTIONS = ("accept", "add-reference", "remove-reference", "silence", "unsilence", "disable", "enable")
 #: The notice a camera page shows after each (``?done=``); accept and add-reference name their label.
 DONE = {"remove-reference": "Reference removed.", "silence": "Alerts silenced: still checked, shown as silenced, "
-        "events recorded but not sent.", "unsilence": "Alerts are sent again.",
+        "events recorded and logged, not sent out.", "unsilence": "Alerts are sent again.",
         "disable": "Checks disabled: the camera is not checked until enabled.",
         "enable": "Checks enabled: the camera is checked again from now."}
 

@@ -212,7 +212,7 @@ def _actions(c: dict[str, Any], viewer: Viewer) -> str:
     else:
         out.append(_form(cid, "silence", viewer, "<label>for <input name=\"for\" value=\"2h\" required "
                          "maxlength=\"12\" size=\"5\"></label> ", "Silence its alerts",
-                         "(maintenance: still checked, events recorded, none sent; at most 30 days)"))
+                         "(maintenance: still checked, events recorded and logged, none sent out; at most 30 days)"))
     if c["enabled_in_config"]:
         out.append(_form(cid, "disable", viewer, "", "Disable its checks", "(kept across restarts)")
                    if c["enabled"] else
@@ -282,7 +282,7 @@ def camera_page(c: dict[str, Any], history: dict[str, Any], viewer: Viewer = REA
                    f"<td><code>{escape(r['model'])}</code></td><td>{_remove_form(c, r, viewer)}</td></tr>"
                    for r in c["references"]) or "<tr><td colspan=\"5\">none</td></tr>"
     evs = "".join(f"<tr><td>{escape(e['time'])}</td><td>{escape(e['type'].replace('_', ' '))}"
-                  f"{' (silenced: not sent)' if e.get('silenced') else ''}</td>"
+                  f"{' (silenced: held back)' if e.get('silenced') else ''}</td>"
                   f"<td>{escape(e['kind'] or '')}</td>"
                   f"<td>{escape(match_text(e['similarity'], e['threshold']))}</td>"
                   f"<td>{escape(e['message'])}</td><td>{_evidence_link(cid, e)}</td></tr>" for e in c["events"]) \
