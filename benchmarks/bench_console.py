@@ -101,6 +101,12 @@ def main() -> int:
               f"{time.monotonic() - t0 - 15:.0f} s; the rest wait for their phase (not checked while measured)",
               flush=True)
         pid = d.proc.pid
+        quiet, t1 = 0, time.monotonic()
+        while quiet < 2 and time.monotonic() - t1 < 300:    # the round's tail (inference, events) done
+            c = proc_stats(pid)[3]
+            time.sleep(5)
+            quiet = quiet + 1 if (proc_stats(pid)[3] - c) / 5 < 0.03 else 0
+        print(f"quiet (under 3% of a core for 10 s) after {time.monotonic() - t1:.0f} s more", flush=True)
         c0 = proc_stats(pid)[3]
         time.sleep(args.seconds)
         idle = (proc_stats(pid)[3] - c0) / args.seconds
