@@ -26,7 +26,7 @@ from camwatch.core.errors import CamwatchError, ConfigError
 from camwatch.core.monitor import Monitor, OpenAlerts, Policy, open_alerts
 from camwatch.core.secrets import scrub
 from camwatch.core.types import STATES, CameraState
-from camwatch.service import commands, notify
+from camwatch.service import commands, controls, notify
 from camwatch.service.alerts import Backlog, Dispatcher
 from camwatch.service.console.data import Sources
 from camwatch.service.console.server import ConsoleServer
@@ -37,7 +37,6 @@ from camwatch.service.mqtt import CameraTopics, MqttLink, MqttSink
 from camwatch.service.pipeline import CameraRuntime, Pipeline
 from camwatch.service.scheduler import Scheduler
 from camwatch.service.sinks import Sink, build_sinks
-from camwatch.store import controls
 from camwatch.store.events import Event, EventStore
 from camwatch.store.references import ReferenceStore
 from camwatch.vision.embedder import Embedder, load_embedder
@@ -79,8 +78,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.pipeline: Pipeline | None = None
         self.runtimes: dict[str, CameraRuntime] = {}
-        self._controls_seen: tuple[tuple[int, int], frozenset[tuple[str, int]]] | None = None  # apply_controls' last
-        self._controls_due = 0.0                 # unix time the next silence runs out
+        self._controls = controls.Applier()       # operators' settings in the store, carried out
         #: This process's place in the fleet (settings.cluster): it checks only the cameras it owns.
         self.cluster = Cluster()
         self.mqtt: MqttLink | None = None          # settings.mqtt: the broker link, its sink, topics, discovery
@@ -174,51 +172,11 @@ class Daemon:
         self._publish(event)
         self.apply_controls()
 
-    def _controls(self) -> dict[str, controls.Control]:
-        try:
-            return controls.read(self.store) if self.store is not None else {}
-        except CamwatchError as exc:   # the checks go on with the settings in hand
-            log.warning("operators' settings: %s", scrub(str(exc)))
-            return {}
-
     def apply_controls(self) -> None:
-        """Carry out what operators set in the store (service/actions.py: the console, the API, the CLI).
-
-        Each camera's monitor is told its silence and whether it is enabled; a
-        camera disabled by an operator leaves the schedule (its state: disabled)
-        and returns to it when enabled. A silence that ran out is said once by
-        the monitor, then cleared from the store.
-        """
-        if self.pipeline is None or self.scheduler is None or self.store is None:
-            return
-        now = time.time()
-        try:
-            # The runtimes themselves: a reload's fresh monitor must be told again.
-            seen = (controls.version(self.store), frozenset((cid, id(rt)) for cid, rt in self.runtimes.items()))
-        except CamwatchError:
-            seen = None
-        if seen is not None and seen == self._controls_seen and now < self._controls_due:
-            return      # nothing changed and no silence runs out yet (a look costs one PRAGMA)
-        rows = self._controls()
-        self._controls_seen = seen
-        self._controls_due = min((c.silenced_until for c in rows.values() if c.silenced_until is not None),
-                                 default=float("inf"))
-        with self._lock:
-            for cid, rt in list(self.runtimes.items()):
-                c = rows.get(cid) or controls.Control(cid)
-                was = rt.enabled
-                rt.disabled_by = c.disabled_by
-                self.pipeline.carry_out(rt, rt.observe(Monitor.controls, now, c.silenced_until, rt.enabled))
-                if c.silenced_until is not None and c.silenced_until <= now:
-                    try:
-                        controls.set_silenced(self.store, cid, None, None)
-                    except CamwatchError as exc:
-                        log.warning("camera %s: %s", cid, scrub(str(exc)))
-                if rt.enabled and not was:
-                    rt.expected_at = self.scheduler.add_camera(rt.camera, rt.generation)
-                elif was and not rt.enabled:
-                    self.scheduler.remove_camera(cid)
-                    rt.close_source()
+        """Carry out what operators set in the store (service/actions.py: the console, its API, the CLI,
+        MQTT commands): service/controls.py."""
+        if self.pipeline is not None and self.scheduler is not None and self.store is not None:
+            self._controls.apply(self.store, self.runtimes, self.pipeline, self.scheduler, self._lock)
 
     def _note_expected(self, camera_id: str, scheduled: float) -> None:
         rt = self.runtimes.get(camera_id)
@@ -252,7 +210,7 @@ class Daemon:
         owners = cluster.assignment(c.id for c in config.cameras)
         self.metrics.set_cluster(cluster.member, cluster.replication, cluster.counts(owners), len(config.cameras))
         wanted = {c.id: c for c in config.cameras if cluster.member in owners[c.id]}
-        rows = self._controls()
+        rows = controls.rows(self.store)
         with self._lock:
             for cid in list(self.runtimes):
                 if cid not in wanted:
