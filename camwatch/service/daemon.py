@@ -91,12 +91,12 @@ class Daemon:
         embedder.warmup()
         spec = embedder.spec
         log.info("model %s %s on %s (threshold %.3f)", spec.name, spec.version, embedder.provider, spec.threshold)
-        self.store = ReferenceStore(s.state_dir)
+        self.store = ReferenceStore(s.state_dir, url=s.store)
         redone = reembed(self.store, embedder)
         if redone:
             log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = metrics = Metrics()
-        self.events = EventStore(s.state_dir)
+        self.events = EventStore(s.state_dir, url=s.store)
         self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks), metrics=metrics, backlog=self.backlog)
         self.dispatcher.start()
         metrics.set_build_info(__version__, str(spec.name), str(spec.version))
