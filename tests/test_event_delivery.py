@@ -61,10 +61,10 @@ def test_webhook_down_then_refusing_then_back_loses_nothing(tmp_path):
     rx.stop()
 
 
-def test_restart_resumes_pending_deliveries(tmp_path):
+def test_restart_resumes_pending_deliveries(tmp_path, store_url):
     rx = Receiver()
     rx.stop()  # down while the first process records
-    store = EventStore(tmp_path)
+    store = EventStore(tmp_path, url=store_url)
     sink = WebhookSink(rx.url, timeout=1)
     d = Dispatcher(store, [sink], backoff=Backoff(base=30, cap=60, jitter=0.2), poll=0.2)
     d.start()
@@ -73,7 +73,7 @@ def test_restart_resumes_pending_deliveries(tmp_path):
     d.stop()
     store.close()
     rx.start(rx.port)
-    store2 = EventStore(tmp_path)
+    store2 = EventStore(tmp_path, url=store_url)
     d2 = Dispatcher(store2, [WebhookSink(rx.url, timeout=1)], backoff=FAST, poll=0.2)
     d2.start()  # the 30 s backoff of the old process must not delay the new one
     assert wait_for(lambda: store2.pending_count() == 0, timeout=5)

@@ -11,10 +11,12 @@ backend's rules, and how:
   they run forward, in one transaction, under an advisory lock (several members start at once).
   A schema newer than this camwatch is refused.
 * Every failure is one ``StoreError`` line naming the database without its password. A lost
-  connection fails the operation it interrupted, never the process; the pool checks a
-  connection before lending it and makes new ones, so the next operation after the server is
-  back works. An operation waits at most ``connect_timeout`` (from the URL, default
-  ``CONNECT_TIMEOUT_S``) for a connection.
+  connection fails the operation it interrupted, never the process. The pool checks a
+  connection before lending it; when it has none to lend within ``POOL_WAIT_S`` (all busy, or
+  it is waiting out its own reconnection backoff after an outage) the operation connects on
+  its own (within ``connect_timeout`` from the URL, default ``CONNECT_TIMEOUT_S``). So the
+  first operation after the server is back works, and then replaces the pool with a new one
+  rather than wait for the old one's backoff.
 * ``serialize=True`` (the reference store) takes a transaction advisory lock in every write
   transaction, so writers follow one another as they do on SQLite (``BEGIN IMMEDIATE``): a
   store's read-then-write steps (replace a label, remove all or none) stay correct with many
@@ -44,11 +46,16 @@ from camwatch.core.secrets import scrub
 from camwatch.store.backend import POSTGRESQL, Cursor, Param
 
 log = logging.getLogger(__name__)
+# The pool logs each failed reconnection (several lines, every backoff step); the operations that
+# fail say it once each, in one line, through the caller's log.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: Seconds to wait for a connection when the URL sets no ``connect_timeout``.
 CONNECT_TIMEOUT_S = 5
 #: Connections per store and process: the daemon's checks run on a few worker threads.
 POOL_SIZE = 4
+#: Seconds to wait for a pooled connection before connecting directly (see the module doc).
+POOL_WAIT_S = 1.0
 #: The longest server message kept in an error line.
 REASON_MAX = 300
 
@@ -58,12 +65,10 @@ _LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))"
 
 
 def display_url(url: str) -> str:
-    """``postgresql://user@host:port/database``: the URL without its password or query, for messages."""
+    """``postgresql://host:port/database``: the URL without its credentials or query, for messages."""
     try:
         parts = urlsplit(url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-        user = f"{parts.username}@" if parts.username else ""
-        return scrub(urlunsplit((parts.scheme, user + host, parts.path, "", "")))
+        return scrub(urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", "")))
     except ValueError:
         return "the PostgreSQL store (settings.store)"
 
@@ -114,26 +119,29 @@ class PgDatabase:
             info = conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise StoreError(f"settings.store: {self.where}: not a PostgreSQL URL ({self._reason(exc)})") from None
-        self.timeout = float(info.get("connect_timeout") or CONNECT_TIMEOUT_S)
         kwargs: dict[str, Any] = {"autocommit": True}
         if not info.get("connect_timeout"):
             kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
         if not info.get("application_name"):
             kwargs["application_name"] = f"camwatch-{store}"
+        self._url, self._kwargs, self._pool_size = url, kwargs, pool_size
+        self._failing = False       # an operation failed for want of a connection since the pool was made
         try:
             psycopg.connect(url, **kwargs).close()
         except psycopg.Error as exc:
             raise self._error(exc, "connect") from None
-        self._pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=pool_size, open=False,
-                                    timeout=self.timeout, check=ConnectionPool.check_connection,
-                                    name=f"camwatch-{store}")
-        self._pool.open(wait=False)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool[Any]:
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._url, kwargs=self._kwargs, min_size=1, max_size=self._pool_size, open=False,
+            timeout=POOL_WAIT_S, check=ConnectionPool.check_connection, name=f"camwatch-{self.store}")
+        pool.open(wait=False)
+        return pool
 
     # -- errors ---------------------------------------------------------------------
 
     def _reason(self, exc: BaseException) -> str:
-        if isinstance(exc, PoolTimeout):
-            return f"no connection to the server within {self.timeout:g} s (is it running and reachable?)"
         text = " ".join(str(exc).split()) or type(exc).__name__
         return text if len(text) <= REASON_MAX else text[:REASON_MAX] + "..."
 
@@ -141,13 +149,44 @@ class PgDatabase:
         """One line: the database (no password), what failed, and the server's or libpq's reason."""
         return StoreError(scrub(f"database {self.where}: {f'cannot {doing}: ' if doing else ''}{self._reason(exc)}"))
 
-    @contextmanager
-    def _connection(self, doing: str = "") -> Iterator[psycopg.Connection[Any]]:
+    def _acquire(self, doing: str) -> tuple[psycopg.Connection[Any], ConnectionPool[Any] | None]:
+        """A connection and the pool to give it back to (None: a direct one, to close)."""
+        pool = self._pool
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            return pool.getconn(), pool
+        except PoolTimeout:
+            pass
         except psycopg.Error as exc:
             raise self._error(exc, doing) from None
+        try:
+            conn: psycopg.Connection[Any] = psycopg.connect(self._url, **self._kwargs)
+        except psycopg.Error as exc:
+            self._failing = True
+            raise self._error(exc, doing) from None
+        if self._failing:
+            # The server answers again while the pool still waits out its backoff: start a new pool.
+            with self.lock:
+                if self._failing and self._pool is pool:
+                    self._failing = False
+                    self._pool = self._new_pool()
+                    threading.Thread(target=pool.close, kwargs={"timeout": 1.0}, daemon=True).start()
+        return conn, None
+
+    @contextmanager
+    def _connection(self, doing: str = "") -> Iterator[psycopg.Connection[Any]]:
+        conn, pool = self._acquire(doing)
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            self._failing = True
+            raise self._error(exc, doing) from None
+        except psycopg.Error as exc:
+            raise self._error(exc, doing) from None
+        finally:
+            if pool is not None:
+                pool.putconn(conn)
+            else:
+                conn.close()
 
     # -- the schema ---------------------------------------------------------------------
 
@@ -199,7 +238,7 @@ class PgDatabase:
         psycopg errors become StoreError (``doing`` names the work); other exceptions pass through
         after the rollback. ``checkpoint`` means nothing here (the server decides when to write).
         """
-        with self._connection(doing) as conn, conn.transaction():
+        with self._connection(doing or "write") as conn, conn.transaction():
             if self._serialize:
                 conn.execute(_LOCK, (self._key,))
             yield PgTx(conn)
