@@ -144,8 +144,7 @@ def test_losing_the_server_fails_each_operation_in_one_line_and_the_next_one_aft
 
 
 def test_a_server_that_is_not_there_or_refuses_the_password_is_one_line_at_open(tmp_path, pg_server):
-    wrong = pg_server.url(connect_timeout=1).replace(pg_server.password.replace("-", "%2D"), "not-it")
-    wrong = wrong.replace(pg_server.password, "not-it")
+    wrong = pg_server.url(connect_timeout=1).replace(pg_server.password, "not-it")
     with pytest.raises(StoreError) as err:
         ReferenceStore(tmp_path / "a", url=wrong)
     assert "password authentication failed" in str(err.value) and "\n" not in str(err.value)

@@ -389,7 +389,7 @@ def _check_reloadable(old: Config, new: Config) -> None:
     """Settings that need a restart are refused on reload rather than silently ignored."""
     a, b = old.settings, new.settings
     fixed = [("model", a.model, b.model), ("device", a.device, b.device),
-             ("state_dir", a.state_dir, b.state_dir), ("metrics", a.metrics, b.metrics),
+             ("state_dir", a.state_dir, b.state_dir), ("store", a.store, b.store), ("metrics", a.metrics, b.metrics),
              ("console", a.console, b.console),
              ("workers", a.workers, b.workers)]
     changed = [name for name, x, y in fixed if x != y]
