@@ -21,7 +21,9 @@ or when its lease runs out (its owner died mid-delivery: another member sends
 it again, the rare duplicate the idempotency key is for). The default owner is
 this host and state directory, which the state-directory lock
 (``store.lock``) makes one daemon's at a time and which stays the same across
-a restart: a restarted daemon takes up its own claims at once.
+a restart: a restarted daemon takes up its own claims at once. A SQLite file
+that takes no write (a full disk) is read without a claim: that lock already
+makes its rows one daemon's.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from camwatch.core.errors import StoreError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import EVENT_TYPES
 from camwatch.store.backend import POSTGRESQL, Database, Param, is_postgres, marks
@@ -275,19 +278,29 @@ class EventStore:
         Rows this owner already claimed are returned again (a retry after a failed send goes on at once).
         """
         now = time.time() if now is None else now
-        lock = " FOR UPDATE OF o SKIP LOCKED" if self._db.dialect == POSTGRESQL else ""
-        # Not checkpointed on SQLite: a claim lost with a deleted log only means the next due claims again.
-        with self._db.transaction(f"claim deliveries to {sink}", checkpoint=False) as conn:
-            rows = conn.execute(
-                "SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
-                " e.message, e.time, e.details, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
-                " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
-                " AND (o.claimed_until IS NULL OR o.claimed_until <= ? OR o.claimed_by = ?)"
-                f" ORDER BY e.seq LIMIT ?{lock}", (sink, now, now, self.owner, limit)).fetchall()
-            if rows:
-                ids = [r[0] for r in rows]
-                conn.execute(f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE sink = ?"
-                             f" AND event_id IN ({marks(len(ids))})", (self.owner, now + CLAIM_LEASE_S, sink, *ids))
+        pg = self._db.dialect == POSTGRESQL
+        select = ("SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
+                  " e.message, e.time, e.details, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
+                  " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
+                  " AND (o.claimed_until IS NULL OR o.claimed_until <= ? OR o.claimed_by = ?)"
+                  f" ORDER BY e.seq LIMIT ?{' FOR UPDATE OF o SKIP LOCKED' if pg else ''}")
+        params = (sink, now, now, self.owner, limit)
+        try:
+            # Not checkpointed on SQLite: a claim lost with a deleted log only means the next due claims again.
+            with self._db.transaction(f"claim deliveries to {sink}", checkpoint=False) as conn:
+                rows = conn.execute(select, params).fetchall()
+                if rows:
+                    ids = [r[0] for r in rows]
+                    conn.execute(f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE sink = ?"
+                                 f" AND event_id IN ({marks(len(ids))})",
+                                 (self.owner, now + CLAIM_LEASE_S, sink, *ids))
+        except StoreError:
+            if pg:
+                raise
+            # A SQLite file that takes no write (a full disk) still delivers what it holds: one daemon
+            # per events.db (store.lock) makes its rows this daemon's without a claim, and the marks it
+            # cannot write wait in the dispatcher's backlog.
+            rows = self._db.read(select, params)
         return [(_event(r[:10]), int(r[10])) for r in rows]
 
     def next_due_time(self, sink: str) -> float | None:
