@@ -118,7 +118,8 @@ class PgDatabase:
         try:
             info = conninfo_to_dict(url)
         except psycopg.Error as exc:
-            raise StoreError(scrub(f"settings.store: {self.where}: not a PostgreSQL URL ({self._reason(exc)})")) from None
+            reason = self._reason(exc)
+            raise StoreError(scrub(f"settings.store: {self.where}: not a PostgreSQL URL ({reason})")) from None
         kwargs: dict[str, Any] = {"autocommit": True}
         if not info.get("connect_timeout"):
             kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
