@@ -44,6 +44,7 @@ from typing import Any
 from camwatch.core.errors import StoreError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import EVENT_TYPES
+from camwatch.store import migrations
 from camwatch.store.backend import POSTGRESQL, Database, Param, is_postgres, marks
 from camwatch.store.db import open_database, prepare_state_dir
 
@@ -51,79 +52,10 @@ DB_NAME = "events.db"
 #: What moving a damaged events.db aside costs, named in its error.
 _LOST = "the event history and any undelivered alerts will be gone"
 
-# Forward migrations (``store.db``): MIGRATIONS[i] takes events.db from version i to i + 1.
-# Never edit a released step; append a new one. Step 0 keeps ``IF NOT EXISTS`` because
-# camwatch before versioned migrations created these tables first and set the version after.
-MIGRATIONS: tuple[str, ...] = (
-    """
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT    NOT NULL UNIQUE,          -- uuid4, the idempotency key
-    camera_id   TEXT    NOT NULL,
-    type        TEXT    NOT NULL,
-    kind        TEXT,
-    similarity  REAL,
-    threshold   REAL,
-    evidence    TEXT,
-    message     TEXT    NOT NULL DEFAULT '',
-    time        REAL    NOT NULL                  -- unix seconds
-);
-CREATE INDEX IF NOT EXISTS events_camera_time ON events (camera_id, time);
-CREATE INDEX IF NOT EXISTS events_time ON events (time);
-CREATE TABLE IF NOT EXISTS outbox (
-    event_id     TEXT    NOT NULL REFERENCES events (id),
-    sink         TEXT    NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL    NOT NULL DEFAULT 0,      -- unix seconds
-    delivered_at REAL,                            -- NULL while pending
-    last_error   TEXT,
-    PRIMARY KEY (event_id, sink)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_attempt);
-""",
-    # 1 -> 2: the cues behind a decision (structure distance, scale, sharpness ...), a JSON object.
-    "ALTER TABLE events ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
-    # 2 -> 3: a row being delivered is claimed by one dispatcher (``EventStore.due``).
-    """
-ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
-ALTER TABLE outbox ADD COLUMN claimed_until REAL;
-""",
-)
+# The schema's steps per backend (``store.migrations``); events.db's version is len(MIGRATIONS).
+MIGRATIONS = migrations.EVENTS
+PG_MIGRATIONS = migrations.EVENTS_PG
 SCHEMA_VERSION = len(MIGRATIONS)
-
-# The same schema in PostgreSQL (``store.pg``); step 0 is SQLite's steps 0 to 2 at once. Unlike
-# SQLite, PostgreSQL enforces the outbox's foreign key (``prune`` deletes in order either way).
-PG_MIGRATIONS: tuple[str, ...] = (
-    """
-CREATE TABLE events (
-    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id          TEXT COLLATE "C" NOT NULL UNIQUE,
-    camera_id   TEXT COLLATE "C" NOT NULL,
-    type        TEXT    NOT NULL,
-    kind        TEXT,
-    similarity  DOUBLE PRECISION,
-    threshold   DOUBLE PRECISION,
-    evidence    TEXT,
-    message     TEXT    NOT NULL DEFAULT '',
-    time        DOUBLE PRECISION NOT NULL,
-    details     TEXT    NOT NULL DEFAULT '{}'
-);
-CREATE INDEX events_camera_time ON events (camera_id, time);
-CREATE INDEX events_time ON events (time);
-CREATE TABLE outbox (
-    event_id     TEXT COLLATE "C" NOT NULL REFERENCES events (id),
-    sink         TEXT COLLATE "C" NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_attempt DOUBLE PRECISION NOT NULL DEFAULT 0,
-    delivered_at DOUBLE PRECISION,
-    last_error   TEXT,
-    claimed_by   TEXT,
-    claimed_until DOUBLE PRECISION,
-    PRIMARY KEY (event_id, sink)
-);
-CREATE INDEX outbox_pending ON outbox (sink, delivered_at, next_attempt);
-""",
-)
 
 #: How long a claimed delivery stays its owner's: longer than a batch of deliveries takes
 #: (50 events, each within a webhook's timeout), short enough that a dead member's rows move on.

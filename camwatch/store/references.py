@@ -49,7 +49,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from camwatch.core.errors import StoreError
-from camwatch.store import identity
+from camwatch.store import identity, migrations
 from camwatch.store.backend import Database, Param, is_postgres, marks
 from camwatch.store.db import open_database, prepare_state_dir
 
@@ -59,94 +59,10 @@ LABEL_MAX = 64
 #: What moving a damaged camwatch.db aside costs, named in its error.
 _LOST = "references will need enrolling again"
 
-# Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
-# Never edit a released step; append a new one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE camera_references (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused after a removal
-        camera_id   TEXT    NOT NULL,
-        label       TEXT    NOT NULL,
-        created_at  REAL    NOT NULL,                   -- unix seconds
-        image_jpeg  BLOB    NOT NULL,                   -- the view as embedded (regions applied)
-        embedding   BLOB    NOT NULL,                   -- float32, little-endian
-        dim         INTEGER NOT NULL,
-        model_id    TEXT    NOT NULL,                   -- sha256 of the model file
-        stats       TEXT    NOT NULL DEFAULT '{}',      -- JSON of preprocess.view_stats
-        UNIQUE (camera_id, label)
-    );
-    CREATE TABLE calibration_samples (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        camera_id   TEXT    NOT NULL,
-        model_id    TEXT    NOT NULL,
-        similarity  REAL    NOT NULL,
-        created_at  REAL    NOT NULL
-    );
-    CREATE INDEX calibration_samples_camera ON calibration_samples (camera_id, model_id);
-    """,
-    # 1 -> 2: each sample also keeps the view's structure distance (calibration.calibrate_structure).
-    """
-    ALTER TABLE calibration_samples ADD COLUMN structure REAL;
-    """,
-    # 2 -> 3: the store's identity (store.identity), and every camera that ever had a reference
-    # (auto_enroll's "never had one", which removing references must not reset).
-    """
-    CREATE TABLE store_identity (
-        id          TEXT    NOT NULL                    -- 32 hex digits, also in <state_dir>/store-id
-    );
-    CREATE TABLE enrolled_cameras (
-        camera_id   TEXT    PRIMARY KEY,
-        first_at    REAL    NOT NULL                    -- unix seconds of its first reference
-    );
-    INSERT INTO enrolled_cameras (camera_id, first_at)
-        SELECT camera_id, MIN(created_at) FROM camera_references GROUP BY camera_id;
-    """,
-    # 3 -> 4: each sample also keeps its view's statistics and nearest reference: the camera's
-    # learned scene (core.scene) is re-derived from them and the references' statistics.
-    """
-    ALTER TABLE calibration_samples ADD COLUMN stats TEXT;
-    ALTER TABLE calibration_samples ADD COLUMN reference_id INTEGER;
-    """,
-)
+# The schema's steps per backend (``store.migrations``); camwatch.db's version is len(MIGRATIONS).
+MIGRATIONS = migrations.REFERENCES
+PG_MIGRATIONS = migrations.REFERENCES_PG
 SCHEMA_VERSION = len(MIGRATIONS)
-
-# The same schema in PostgreSQL (``store.pg``): PG_MIGRATIONS[i] takes it from version i to i + 1.
-# Step 0 is SQLite's steps 0 to 3 at once; a later step is appended to both lists. Identifiers
-# compare bytewise (COLLATE "C"), as SQLite's do, so listings come in the same order on both.
-PG_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE camera_references (
-        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        camera_id   TEXT COLLATE "C" NOT NULL,
-        label       TEXT COLLATE "C" NOT NULL,
-        created_at  DOUBLE PRECISION NOT NULL,
-        image_jpeg  BYTEA   NOT NULL,
-        embedding   BYTEA   NOT NULL,
-        dim         INTEGER NOT NULL,
-        model_id    TEXT    NOT NULL,
-        stats       TEXT    NOT NULL DEFAULT '{}',
-        UNIQUE (camera_id, label)
-    );
-    CREATE TABLE calibration_samples (
-        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        camera_id   TEXT COLLATE "C" NOT NULL,
-        model_id    TEXT    NOT NULL,
-        similarity  DOUBLE PRECISION NOT NULL,
-        created_at  DOUBLE PRECISION NOT NULL,
-        structure   DOUBLE PRECISION,
-        stats       TEXT,
-        reference_id BIGINT
-    );
-    CREATE INDEX calibration_samples_camera ON calibration_samples (camera_id, model_id);
-    CREATE TABLE store_identity (
-        id          TEXT    NOT NULL
-    );
-    CREATE TABLE enrolled_cameras (
-        camera_id   TEXT COLLATE "C" PRIMARY KEY,
-        first_at    DOUBLE PRECISION NOT NULL
-    );
-    """,
-)
 
 T = TypeVar("T")
 
