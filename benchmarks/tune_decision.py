@@ -151,8 +151,8 @@ def drifted_views(cams: list[dict], default: float, params: DecisionParams) -> l
 
 
 def named_right(views: list[tuple], p: DecisionParams) -> KindTable | None:
-    named = [name_from_cues(cues, st, ref, v.reason, v.sharpness_ratio, p,
-                            v.scene_cues.contrast if v.scene_cues else None) for _, v, st, ref, cues in views]
+    named = [name_from_cues(cues, st, ref, v.reason, v.sharpness_ratio, p, v.scene_cues)
+             for _, v, st, ref, cues in views]
     return kind_table([c for c, *_ in views], [True] * len(views), named)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test command on a fresh machine, the one the README gives and .ci/run calls:
 #   1. the Debian packages the tests need (GStreamer's RTSP server, ffmpeg, Prometheus, systemd,
-#      Mosquitto);
+#      Mosquitto, PostgreSQL: the shared-store tests start their own server from its binaries);
 #   2. a virtualenv of its own, .venv in the checkout (git-ignored), unless one is active
 #      (VIRTUAL_ENV set): the system Python is never installed into. PYTHON names the
 #      interpreter that makes .venv (default python3);
@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
-  gstreamer1.0-plugins-bad prometheus systemd chromium chromium-driver mosquitto mosquitto-clients)
+  gstreamer1.0-plugins-bad prometheus systemd chromium chromium-driver mosquitto mosquitto-clients
+  postgresql)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

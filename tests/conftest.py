@@ -5,6 +5,8 @@
 - ``http_snapshot_server``: a real threaded HTTP server on loopback whose answer per
   path the test sets (image, HTML, huge body, drip, hang, status, basic/digest auth).
 - ``make_camera``: a real CameraConfig (DESIGN.md).
+- ``pg_server``: one real PostgreSQL server per session (tests/pg_server.py); ``store_url``
+  runs a store test on both backends: None (SQLite files) and a fresh PostgreSQL schema.
 The servers themselves live in tests/servers.py, a plain module benchmarks can import too.
 No fixture reads ../shared: everything is made on the spot.
 """
@@ -89,6 +91,36 @@ def http_snapshot_server() -> Iterator[SnapshotServer]:
         yield ctl
     finally:
         ctl.stop()
+
+
+# -- PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server (Debian's, a temporary cluster on a loopback port), once per session.
+
+    Skips with the reason if PostgreSQL or psycopg is missing (scripts/test.sh installs both)."""
+    from pg_server import PostgresServer, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer().init()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """``settings.store`` for a store test on each backend: None (the SQLite files under the state
+    directory) or a URL whose search path is a new, empty schema (a store of this test's own)."""
+    if request.param == "sqlite":
+        return None
+    server = request.getfixturevalue("pg_server")
+    return str(server.url(server.new_schema()))
 
 
 # -- the operator console ------------------------------------------------------------

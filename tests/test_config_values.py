@@ -269,3 +269,29 @@ def test_public_query_refuses_credential_names(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{path}:4: cameras[0].public_query: 'pwd' is named like a credential" in r.stderr
     assert "sec-ret-5" not in r.stdout + r.stderr
+
+
+def test_the_store_url_and_which_of_its_parts_are_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``settings.store``: a PostgreSQL URL whose password (given or from ${ENV}) and credential-named
+    libpq parameters are secrets, its other parameters settings; anything else is one line naming it."""
+    assert load_config(write(tmp_path, "cameras:\n  - {id: a, url: demo:street}\n")).settings.store is None
+    monkeypatch.setenv("DB_PASS", "db-pw-4411")
+    monkeypatch.setenv("DB_HOST", "db.example.net")
+    config = load_config(write(tmp_path, """\
+settings:
+  store: postgresql://camwatch:${DB_PASS}@${DB_HOST}:5432/camwatch?sslmode=require&sslpassword=key-pw-77
+cameras:
+  - {id: a, url: demo:street}
+"""))
+    assert config.settings.store == ("postgresql://camwatch:db-pw-4411@db.example.net:5432/camwatch"
+                                     "?sslmode=require&sslpassword=key-pw-77")
+    assert {"db-pw-4411", "key-pw-77"} <= config.secrets
+    assert not {"require", "db.example.net", "camwatch"} & config.secrets   # settings, not secrets
+    assert "db-pw-4411" not in repr(config.settings)
+    for text, why in (("mysql://u:db-pw-4411@h/d", "unsupported store 'mysql'"),
+                      ("postgresql://u:db-pw-4411@h:port/d", "port is not a number")):
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, f"settings:\n  store: {text}\ncameras:\n  - {{id: a, url: demo:street}}\n"))
+        message = str(err.value)
+        assert why in message and "settings.store" in message and ":2:" in message
+        assert "db-pw-4411" not in message and "\n" not in message

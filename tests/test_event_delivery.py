@@ -61,10 +61,10 @@ def test_webhook_down_then_refusing_then_back_loses_nothing(tmp_path):
     rx.stop()
 
 
-def test_restart_resumes_pending_deliveries(tmp_path):
+def test_restart_resumes_pending_deliveries(tmp_path, store_url):
     rx = Receiver()
     rx.stop()  # down while the first process records
-    store = EventStore(tmp_path)
+    store = EventStore(tmp_path, url=store_url)
     sink = WebhookSink(rx.url, timeout=1)
     d = Dispatcher(store, [sink], backoff=Backoff(base=30, cap=60, jitter=0.2), poll=0.2)
     d.start()
@@ -73,7 +73,7 @@ def test_restart_resumes_pending_deliveries(tmp_path):
     d.stop()
     store.close()
     rx.start(rx.port)
-    store2 = EventStore(tmp_path)
+    store2 = EventStore(tmp_path, url=store_url)
     d2 = Dispatcher(store2, [WebhookSink(rx.url, timeout=1)], backoff=FAST, poll=0.2)
     d2.start()  # the 30 s backoff of the old process must not delay the new one
     assert wait_for(lambda: store2.pending_count() == 0, timeout=5)
@@ -90,7 +90,7 @@ CHILD = textwrap.dedent("""
     from camwatch.service.sinks import WebhookSink
     from camwatch.store.events import Event, EventStore
     state, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    store = EventStore(state)
+    store = EventStore(state, url=sys.argv[4] or None)
     d = Dispatcher(store, [WebhookSink(url, timeout=5)], backoff=Backoff(0.05, 0.3, jitter=0.2), poll=0.2)
     d.start()
     for i in range(n):
@@ -103,13 +103,15 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
+def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path, store_url):
+    """Also on PostgreSQL: the restarted process is the same outbox owner (host and state directory),
+    so the rows the killed one had claimed are sent at once, not after their lease."""
     rx = Receiver(delay=0.3)  # each delivery is in flight for 0.3 s: room to kill mid-request
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(repo=str(REPO)))
     state = tmp_path / "state"
     n = 8
-    child = subprocess.Popen([sys.executable, str(script), str(state), rx.url, str(n)],
+    child = subprocess.Popen([sys.executable, str(script), str(state), rx.url, str(n), store_url or ""],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "recorded"
@@ -124,11 +126,11 @@ def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
     assert before < n
     # restart: a new process with only the state directory resumes the outbox
     rx.delay = 0.0
-    child2 = subprocess.run([sys.executable, str(script), str(state), rx.url, "0"],
+    child2 = subprocess.run([sys.executable, str(script), str(state), rx.url, "0", store_url or ""],
                             capture_output=True, text=True, timeout=60)
     assert child2.returncode == 0, child2.stderr
     assert "done" in child2.stdout
-    store = EventStore(state)
+    store = EventStore(state, url=store_url)
     events = store.list()
     assert len(events) == n                          # every event survived the kill
     assert store.pending_count() == 0
@@ -140,6 +142,7 @@ def test_kill_9_mid_delivery_then_restart_delivers_everything(tmp_path):
         keys = {d["headers"].get("Idempotency-Key") for d in rx.accepted}
     assert keys == set(got)
     rx.stop()
+    store.close()
 
 
 def test_body_headers_and_slack_format(tmp_path):

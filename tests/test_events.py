@@ -1,4 +1,5 @@
-"""Events and the durable outbox against a real SQLite file and real local HTTP(S) servers.
+"""Events and the durable outbox against a real SQLite file, a real PostgreSQL server (``store_url``:
+the store's behaviour tests run on both) and real local HTTP(S) servers.
 
 The webhook receiver is a real HTTP server in this process that fails on
 purpose (500s), disappears (connection refused) and comes back; the crash test
@@ -105,13 +106,25 @@ def wait_for(predicate, timeout: float = 20.0, step: float = 0.05):
 FAST = Backoff(base=0.05, cap=0.4, jitter=0.2)
 
 
-def test_record_is_durable_and_idempotent(tmp_path):
-    store = EventStore(tmp_path)
+def test_record_is_durable_and_idempotent(tmp_path, store_url):
+    store = EventStore(tmp_path, url=store_url)
     e = Event("cam1", "drift_started", kind="moved", similarity=0.41, threshold=0.8,
               evidence="/x/e.jpg", message="moved left")
     store.record(e, ["log", "webhook-aaaa0000"])
     store.record(e, ["log", "webhook-aaaa0000"])  # a retried record does not duplicate
     store.close()
+    if store_url is not None:
+        import psycopg
+
+        with psycopg.connect(store_url) as pg:   # another connection, as after a restart
+            assert pg.execute("SELECT id, camera_id, type, kind, similarity FROM events").fetchall() == [
+                (e.id, "cam1", "drift_started", "moved", 0.41)]
+            assert sorted(pg.execute("SELECT sink, delivered_at FROM outbox").fetchall()) == [
+                ("log", None), ("webhook-aaaa0000", None)]
+        again = EventStore(tmp_path, url=store_url)
+        assert [x.id for x in again.list()] == [e.id] and again.pending_count() == 2
+        again.close()
+        return
     # a separate connection (as after a restart) sees event and outbox rows
     conn = sqlite3.connect(tmp_path / "events.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -125,8 +138,8 @@ def test_record_is_durable_and_idempotent(tmp_path):
     assert again.pending_count() == 2
 
 
-def test_prune_forgets_old_delivered_events_and_never_a_pending_one(tmp_path):
-    store = EventStore(tmp_path)
+def test_prune_forgets_old_delivered_events_and_never_a_pending_one(tmp_path, store_url):
+    store = EventStore(tmp_path, url=store_url)
     now = time.time()
     old_done = Event("cam1", "drift_started", kind="moved", time=now - 100 * 86400)
     old_pending = Event("cam1", "drift_cleared", time=now - 99 * 86400)
@@ -141,7 +154,7 @@ def test_prune_forgets_old_delivered_events_and_never_a_pending_one(tmp_path):
     assert store.prune(now - 90 * 86400) == 1
     assert store.prune(now - 90 * 86400) == 0
     store.close()
-    again = EventStore(tmp_path)                  # as after a restart: the file says so
+    again = EventStore(tmp_path, url=store_url)   # as after a restart: the database says so
     assert [e.id for e in again.list()] == [old_pending.id, old_half.id, recent.id]
     assert again.deliveries(old_done.id) == []
     assert again.pending_count() == 3              # old_pending x2, old_half's webhook
@@ -189,15 +202,15 @@ def test_an_events_db_from_before_versioned_migrations_opens_with_its_events(tmp
     con.close()
 
 
-def test_details_are_stored_delivered_and_read_back(tmp_path):
+def test_details_are_stored_delivered_and_read_back(tmp_path, store_url):
     """The cues behind a decision travel with the event: events.db, the webhook body, a restart."""
-    store = EventStore(tmp_path)
+    store = EventStore(tmp_path, url=store_url)
     e = Event("gate", "drift_started", kind="covered", similarity=0.2, threshold=0.6,
               details={"structure_distance": 0.91, "structure_scale": 0.33, "cue": "dark",
                        "sharpness_ratio": float("nan")})
     store.record(e, ["webhook-aaaa0000"])
     store.close()
-    again = EventStore(tmp_path)
+    again = EventStore(tmp_path, url=store_url)
     [back] = again.list()
     assert back.details == {"structure_distance": 0.91, "structure_scale": 0.33, "cue": "dark",
                             "sharpness_ratio": "nan"}  # JSON has no NaN: kept as its text

@@ -47,16 +47,18 @@ def test_threads_share_one_store(store):
     assert store.counts() == {f"cam{t}": 25 for t in range(4)}
 
 
-def test_second_process_sees_commits(tmp_path):
-    """The CLI and the daemon open the same file from two processes."""
+def test_second_process_sees_commits(tmp_path, store_url):
+    """The CLI and the daemon open the same store from two processes (with PostgreSQL, as from two hosts:
+    each its own state directory)."""
     state = tmp_path / "state"
-    with ReferenceStore(state) as s:
+    other = state if store_url is None else tmp_path / "other-host"
+    with ReferenceStore(state, url=store_url) as s:
         ref = s.add("cam", "day", jpeg(scene(1)), unit(1), "m")
         code = f"""
 import sys; sys.path.insert(0, {str(REPO)!r})
 from camwatch.store.references import ReferenceStore
 import numpy as np
-s = ReferenceStore({str(state)!r})
+s = ReferenceStore({str(other)!r}, url={store_url!r})
 print(s.counts()["cam"])
 s.add("cam", "night", b"jpeg-bytes", np.ones(8, np.float32), "m")
 """
@@ -133,10 +135,12 @@ def test_kill_9_during_enrolment_loses_no_committed_reference(tmp_path):
         assert not (present & removed)
 
 
-def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tmp_path):
-    """The daemon's per-check reads are cached; a write anywhere must show at once."""
+def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tmp_path, store_url):
+    """The daemon's per-check reads are cached; a write anywhere must show at once (with PostgreSQL:
+    a write from another host, through its own state directory)."""
     state = tmp_path / "state"
-    with ReferenceStore(state) as s:
+    other = state if store_url is None else tmp_path / "other-host"
+    with ReferenceStore(state, url=store_url) as s:
         s.add("cam", "day", jpeg(scene(1)), np.ones(4, np.float32), "m")
         first = s.for_camera("cam", images=False)
         assert [r.label for r in first] == ["day"]
@@ -149,7 +153,7 @@ def test_cached_reads_follow_every_write_by_this_store_and_by_another_process(tm
         code = textwrap.dedent(f"""
             import numpy as np
             from camwatch.store.references import ReferenceStore
-            with ReferenceStore({str(state)!r}) as o:
+            with ReferenceStore({str(other)!r}, url={store_url!r}) as o:
                 o.remove([r.id for r in o.for_camera("cam") if r.label == "day"])
                 o.add_calibration_sample("cam", "m", 0.8)
         """)

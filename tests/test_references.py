@@ -1,4 +1,5 @@
-"""The reference store against a real SQLite file: durability, labels, model changes, bad state dirs.
+"""The reference store against a real SQLite file and a real PostgreSQL server (``store_url``: each
+behaviour test runs on both backends): durability, labels, model changes, bad state dirs.
 
 Nothing here is mocked except one fault injection (an embedder that fails
 half-way through ``reembed``), which stands in for a crash we cannot cause
@@ -87,21 +88,21 @@ def unit(seed: int, dim: int = 8) -> np.ndarray:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = ReferenceStore(tmp_path / "state")
+def store(tmp_path, store_url):
+    s = ReferenceStore(tmp_path / "state", url=store_url)
     yield s
     s.close()
 
 
-def test_round_trip_survives_reopening(tmp_path):
+def test_round_trip_survives_reopening(tmp_path, store_url):
     state = tmp_path / "state" / "nested"  # created on demand
     image = jpeg(scene(1))
     emb = unit(1)
-    with ReferenceStore(state) as s:
+    with ReferenceStore(state, url=store_url) as s:
         ref = s.add("front-door", "day", image, emb, "model-a", {"brightness": 0.4, "sharpness": 12.5},
                     created_at=1700000000.5)
-    assert (state / DB_NAME).is_file()
-    with ReferenceStore(state) as s:
+    assert (state / DB_NAME).is_file() == (store_url is None)
+    with ReferenceStore(state, url=store_url) as s:
         [got] = s.for_camera("front-door")
     assert got.id == ref.id and got.camera_id == "front-door" and got.label == "day"
     assert got.created_at == 1700000000.5
@@ -110,6 +111,8 @@ def test_round_trip_survives_reopening(tmp_path):
     np.testing.assert_array_equal(got.embedding, emb)
     assert got.model_id == "model-a"
     assert got.stats == {"brightness": 0.4, "sharpness": 12.5}
+    if store_url is not None:
+        return
     con = sqlite3.connect(state / DB_NAME)
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -179,16 +182,16 @@ def test_refuses_references_without_image_or_with_bad_embedding(store):
     assert store.counts() == {}
 
 
-def test_calibration_samples_persist_and_are_cleared_when_references_change(tmp_path):
+def test_calibration_samples_persist_and_are_cleared_when_references_change(tmp_path, store_url):
     state = tmp_path / "s"
-    with ReferenceStore(state) as s:
+    with ReferenceStore(state, url=store_url) as s:
         s.add("cam", "day", jpeg(scene(1)), unit(1), "m")
         s.add("cam2", "day", jpeg(scene(2)), unit(2), "m")
         for sim in (0.91, 0.93, 0.95):
             s.add_calibration_sample("cam", "m", sim)
         s.add_calibration_sample("cam", "other-model", 0.5)
         s.add_calibration_sample("cam2", "m", 0.88)
-    with ReferenceStore(state) as s:  # a restart does not forget calibration
+    with ReferenceStore(state, url=store_url) as s:  # a restart does not forget calibration
         assert s.calibration_samples("cam", "m") == pytest.approx([0.91, 0.93, 0.95])
         assert s.calibration_samples("cam", "other-model") == pytest.approx([0.5])
         s.add("cam", "night", jpeg(scene(3)), unit(3), "m")  # references changed
@@ -199,7 +202,7 @@ def test_calibration_samples_persist_and_are_cleared_when_references_change(tmp_
         assert s.calibration_samples("cam2", "m") == []
 
 
-def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_path):
+def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_path, store_url):
     from camwatch.vision.embedder import load_embedder
 
     a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
@@ -207,7 +210,7 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
     assert a.spec.identity != b.spec.identity
     state = tmp_path / "state"
     images = {label: jpeg(scene(i)) for i, label in enumerate(["day", "night", "dusk"])}
-    with ReferenceStore(state) as s:
+    with ReferenceStore(state, url=store_url) as s:
         before = {}
         for label, data in images.items():
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -216,7 +219,7 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
         assert s.stale_count(b.spec.identity) == 3
         assert reembed(s, a) == 0  # nothing to do under the same model
 
-    with ReferenceStore(state) as s:  # as the daemon does at start-up with a new model
+    with ReferenceStore(state, url=store_url) as s:  # as the daemon does at start-up with a new model
         assert reembed(s, b, batch=2) == 3
         assert reembed(s, b) == 0
         refs = {r.label: r for r in s.for_camera("cam")}
@@ -230,7 +233,7 @@ def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_pat
         assert not np.allclose(r.embedding, before[label].embedding, atol=1e-3)
 
 
-def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(tmp_path):
+def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(tmp_path, store_url):
     """A reference stored before STATS_ROUTE 2 (no "route" in its stats) gets its
     statistics re-measured from its image at start-up and is embedded again through
     today's model input (the same vector for a frame below HD, whose input did not
@@ -245,7 +248,7 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
     old_stats = dataclasses.asdict(view_stats(img))
     del old_stats["route"]
     old_stats["sharpness"] *= 0.5                       # as the old route measured it
-    with ReferenceStore(tmp_path / "state") as s:
+    with ReferenceStore(tmp_path / "state", url=store_url) as s:
         ref = s.add("cam", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
         s.add_calibration_sample("cam", a.spec.identity, 0.97)
         current = s.add("cam2", "day", data, a.embed([img])[0], a.spec.identity, view_stats(img))
@@ -271,7 +274,7 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
         assert s.for_camera("cam3")[0].id == ref3.id             # the same reference, not a new one
 
 
-def test_reembed_failing_half_way_changes_nothing(tmp_path):
+def test_reembed_failing_half_way_changes_nothing(tmp_path, store_url):
     from camwatch.vision.embedder import load_embedder
 
     a = load_embedder(str(tiny_model(tmp_path / "a.onnx", seed=1)), device="cpu")
@@ -287,7 +290,7 @@ def test_reembed_failing_half_way_changes_nothing(tmp_path):
                 raise RuntimeError("embedder died")
             return b.embed(images)
 
-    with ReferenceStore(tmp_path / "s") as s:
+    with ReferenceStore(tmp_path / "s", url=store_url) as s:
         for i in range(3):
             img = scene(i)
             s.add("cam", f"l{i}", jpeg(img), a.embed([img])[0], a.spec.identity)

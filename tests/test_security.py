@@ -508,3 +508,59 @@ cameras:
     assert "'psw' is named like a credential" in text
 
     assert not found, "\n".join(found)
+
+
+def test_no_postgresql_password_in_any_output(tmp_path, pg_server):
+    """The shared store's password (``settings.store``, from ``${ENV}``) through a real daemon that loses
+    its PostgreSQL server and gets it back, the CLI, /metrics, the state directory and config errors."""
+    secret = (pg_server.password,)
+    grid_model(tmp_path / "grid.onnx")
+    port = free_port()
+    url = pg_server.url(pg_server.new_schema(), connect_timeout=1).replace(pg_server.password, "${PG_PASS}")
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(daemon_settings(tmp_path, port) + f'  store: "{url}"\n'
+                   "cameras:\n  - id: street\n    url: demo:street\n    auto_enroll: true\n")
+    os.chmod(cfg, 0o600)
+    env = {"PG_PASS": pg_server.password}
+    found: list[str] = []
+
+    def run(name: str, *args: str, config: Path = cfg, ok: tuple[int, ...] = (0,)) -> str:
+        out = camwatch(*args, "--config", str(config), env=env)
+        assert out.returncode in ok and "Traceback" not in out.stderr, (name, out.returncode, out.stderr)
+        found.extend(leaks(out.stdout + out.stderr, name, secret))
+        return out.stdout + out.stderr
+
+    d = Daemon(cfg, env=env)
+    try:
+        d.wait_state("street", "ok", timeout=60)        # auto_enroll stored its reference in PostgreSQL
+        pg_server.stop()
+        try:
+            d.wait("a check that could not read the store", lambda: "camera street: not checked: database "
+                   f"postgresql://127.0.0.1:{pg_server.port}/camwatch: cannot read" in d.log(), timeout=20)
+            found += leaks(d.metrics_text(), "/metrics while the store is down", secret)
+            found += leaks(run("references list (server down)", "references", "list", ok=(2,)),
+                           "references list (server down)", secret)
+        finally:
+            pg_server.start()
+        mark = len(d.log())
+        d.wait("checks again after the server is back", lambda: "camera street: match" in d.log()[mark:], timeout=30)
+        assert d.state("street") == "ok"                # the daemon lived through it
+        found += leaks(d.metrics_text(), "/metrics", secret)
+    finally:
+        assert d.stop() == 0
+    log = d.log()
+    found += leaks(log, "daemon log", secret)
+    assert leaks(f"x{pg_server.password}x", "x", secret), "the leak search itself must find the password"
+    refs = camwatch("references", "list", "--json", "--config", str(cfg), env=env)
+    assert refs.returncode == 0 and [r["camera"] for r in json.loads(refs.stdout)] == ["street"], refs.stderr
+    found += leaks(refs.stdout + refs.stderr, "references list --json", secret)
+    for p in (tmp_path / "state").rglob("*"):
+        if p.is_file():
+            found += leaks(p.read_bytes(), str(p.relative_to(tmp_path)), secret)
+    # A store URL that is wrong, with the password in it: the error names it redacted.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(cfg.read_text().replace(f":{pg_server.port}/", ":notaport/"))
+    os.chmod(broken, 0o600)
+    out = run("validate on a broken store URL", "validate", config=broken, ok=(2,))
+    assert "settings.store" in out
+    assert not found, "\n".join(found)

@@ -52,14 +52,14 @@ def cli_camera(args: argparse.Namespace) -> int:
     if not need and args.argument:
         raise ActionError(f"camera {args.action}: takes no argument after the camera (got '{args.argument}')")
     who = _who(args.by)
-    store = ReferenceStore(config.settings.state_dir)
+    store = ReferenceStore(config.settings.state_dir, url=config.settings.store)
     try:
         event = _do(config.settings.model, config.settings.device, store, cam, args.action, args.argument, who)
     finally:
         store.close()
     if event is None:
         raise ActionError(f"camera {cam.id}: the view was refused (see the line above); nothing was added")
-    events = EventStore(config.settings.state_dir)
+    events = EventStore(config.settings.state_dir, url=config.settings.store)
     try:
         events.record(event, [s.name for s in build_sinks(config.settings.webhooks)])
     finally:

@@ -62,7 +62,7 @@ def cli_check(args: argparse.Namespace) -> int:
             raise ConfigError(f"{config.path}: no enabled camera to check")
     if cameras:
         s = config.settings
-        store = ReferenceStore(s.state_dir)
+        store = ReferenceStore(s.state_dir, url=s.store)
         try:
             embedder = load_embedder(str(s.model) if s.model else None, device=s.device, require_gpu=s.require_gpu)
             rows = run_checks(config, cameras, embedder, store) + rows

@@ -60,7 +60,7 @@ def _pick_cameras(config: Config, args: argparse.Namespace) -> list[CameraConfig
 
 
 def _open_store(config: Config) -> ReferenceStore:
-    return ReferenceStore(config.settings.state_dir)
+    return ReferenceStore(config.settings.state_dir, url=config.settings.store)
 
 
 def _load_embedder(config: Config) -> Embedder:
@@ -221,7 +221,7 @@ def _list(config: Config, store: ReferenceStore, args: argparse.Namespace) -> in
         return 0
     if not refs:
         who = f"camera {_shown(args.camera)}" if args.camera else "any camera"
-        print(f"no references for {who} in {store.path}; enrol with: camwatch enroll CAMERA")
+        print(f"no references for {who} in {store.where}; enrol with: camwatch enroll CAMERA")
         return 0
     print(_table(refs))
     return 0

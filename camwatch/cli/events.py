@@ -73,12 +73,12 @@ def cli_events(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if getattr(args, "since", None) else None
     camera = getattr(args, "camera", None)
     path = Path(config.settings.state_dir) / DB_NAME
-    if not path.exists():
+    if not config.settings.store and not path.exists():
         if camera:
             config.camera(camera)  # an unknown id is an error even with no events yet
         _print(None, [], camera, since, getattr(args, "json", False))
         return 0
-    store = EventStore(config.settings.state_dir, create=False)
+    store = EventStore(config.settings.state_dir, url=config.settings.store, create=False)
     try:
         events = store.list(camera, since, getattr(args, "limit", 200))
         if camera and not events:

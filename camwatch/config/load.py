@@ -10,8 +10,8 @@ Why it is built this way:
   shows one: every ``${cred:NAME}`` value; every ``${ENV}`` value that lands
   where a credential can be (a URL but its host and port, a username, password
   or header, anything under a webhook or a secret-looking key); URL passwords;
-  EVERY query value of a camera or webhook URL unless the camera lists its key
-  in ``public_query``; fragments; ``password:`` fields; webhook URLs and headers.
+  EVERY query value of a camera, webhook or store URL (``settings.store``) unless
+  the camera lists its key in ``public_query``; fragments; ``password:`` fields; webhook URLs and headers.
   ``${ENV}`` values of settings (numbers, durations, switches, paths, ids,
   hosts) are not secrets: nothing there can be a credential, and masking "true"
   or "300" everywhere would mangle every message and JSON document. They end
@@ -38,7 +38,7 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from camwatch.config.reader import Builder, Problems, Substitution, compose, read_text
+from camwatch.config.reader import URL_KEYS, Builder, Problems, Substitution, compose, read_text
 from camwatch.config.schema import INHERITED, TOP_KEYS, CameraConfig, Config, LinePath, Settings, keys_at
 from camwatch.config.types import clip, parse_query_names, url_scheme
 from camwatch.core.errors import ConfigError
@@ -317,7 +317,16 @@ _FRAGMENT_DROPPED = ("the #fragment is dropped: a URL's fragment is never sent, 
 
 
 def _public_query_raw(data: dict[str, Any], path: LinePath) -> tuple[str, ...]:
-    """The public_query of the camera at ``path`` as written, before validation; () if none or invalid."""
+    """The public_query of the camera at ``path`` as written, before validation; () if none or invalid.
+
+    For ``settings.store`` every query key but a credential's (``password``, ``sslpassword``: SECRET_KEY)
+    is public: libpq's parameters (``sslmode=require``, ``connect_timeout=5``) are settings, and
+    masking "require" would mask it in every message.
+    """
+    if tuple(path) == ("settings", "store"):
+        raw = data.get("settings", {}).get("store") if isinstance(data.get("settings"), dict) else None
+        query = urlsplit(raw).query if isinstance(raw, str) and "?" in raw else ""
+        return tuple(unquote_plus(p.partition("=")[0]) for p in query.split("&") if p)
     if len(path) < 2 or path[0] != "cameras" or not isinstance(path[1], int):
         return ()
     cams = data.get("cameras")
@@ -334,7 +343,7 @@ def _sub_is_secret(sub: Substitution, data: dict[str, Any]) -> bool:
     last = keys[-1] if keys else ""
     if sub.secret or any(k in _CREDENTIAL_KEYS for k in keys):
         return True
-    if last == "url":
+    if last in URL_KEYS:
         if sub.part in ("start", "host"):  # a whole URL is taken apart below; a host names the camera
             return False
         if sub.part == "query" and sub.query_key is not None:
@@ -366,7 +375,7 @@ def _collect_secrets(data: dict[str, Any], subs: list[Substitution]) -> set[str]
                 secrets.add(str(obj))
                 if str(obj).lower().startswith(("bearer ", "basic ", "token ")):
                     secrets.add(str(obj).split(None, 1)[1])
-            elif last == "url" and isinstance(obj, str):
+            elif last in URL_KEYS and isinstance(obj, str):
                 secrets.update(url_secrets(obj, webhook="webhooks" in keys, public=_public_query_raw(data, path)))
 
     walk(data, ())

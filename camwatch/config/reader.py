@@ -77,6 +77,10 @@ def path_str(path: Iterable[Any]) -> str:
     return out
 
 
+#: Keys whose value is a URL, taken apart by part for ${...} (a camera's or webhook's url, settings.store).
+URL_KEYS = ("url", "store")
+
+
 @dataclass
 class Substitution:
     path: LinePath
@@ -240,7 +244,7 @@ class Builder:
 
 def _in_userinfo(path: LinePath, text: str, m: re.Match[str]) -> bool:
     """Whether a ${...} in a url value stands in the user:password@ part."""
-    if not path or path[-1] != "url":
+    if not path or path[-1] not in URL_KEYS:
         return False
     return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*", text[: m.start()])
                 and re.match(r"[^/?#]*@", text[m.end():]))
@@ -248,7 +252,7 @@ def _in_userinfo(path: LinePath, text: str, m: re.Match[str]) -> bool:
 
 def _url_part(path: LinePath, text: str, m: re.Match[str], value: str) -> tuple[str, str | None]:
     """Which part of a url value a ${...} stands in, and for a query value its key (see Substitution)."""
-    if not path or path[-1] != "url":
+    if not path or path[-1] not in URL_KEYS:
         return "", None
     before = text[: m.start()]
     if not before and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", value):

@@ -42,6 +42,7 @@ from camwatch.config.types import (
     Polygons,
     Port,
     QueryNames,
+    StoreUrl,
     Threshold,
     TopicPrefix,
     WebhookFormat,
@@ -222,6 +223,8 @@ class Settings(CheckSettings):
     device: Device = "auto"
     require_gpu: Flag = False
     state_dir: Annotated[Path, PlainValidator(_state_dir)] = Field(default_factory=default_state_dir)
+    #: A shared PostgreSQL store (references, calibration, events, outbox); None = SQLite files in state_dir.
+    store: StoreUrl = Field(default=None, repr=False)
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
     calibration: CalibrationSettings = CalibrationSettings()

@@ -266,6 +266,25 @@ def parse_topic_prefix(v: Any) -> str:
     return s
 
 
+def parse_store_url(v: Any) -> str:
+    """``settings.store``: a PostgreSQL URL (``postgresql://user@host:port/database``); the SQLite files
+    under state_dir when the key is left out."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected postgresql://user@host:port/database (leave store out for the "
+                         "SQLite files under state_dir)")
+    url = v.strip()
+    if url_scheme(url) not in ("postgresql", "postgres") or "://" not in url:
+        raise ValueError(f"unsupported store '{clip(url_scheme(url) or url, 20)}': expected "
+                         "postgresql://user@host:port/database (leave store out for the SQLite files under state_dir)")
+    if any(c in url for c in "\r\n\t"):
+        raise ValueError("contains a line break or tab")
+    try:
+        _ = urlsplit(url).port  # reading it is the check
+    except ValueError:
+        raise ValueError("the port is not a number in 1..65535") from None
+    return url
+
+
 def parse_address(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError("expected an IP address or host name such as 127.0.0.1, 0.0.0.0 or ::")
@@ -417,6 +436,7 @@ OptionalPath = Annotated[Path | None, PlainValidator(optional(parse_path))]
 CameraId = Annotated[str, PlainValidator(parse_camera_id)]
 CameraUrl = Annotated[str, PlainValidator(parse_camera_url)]
 WebhookUrl = Annotated[str, PlainValidator(parse_webhook_url)]
+StoreUrl = Annotated[str | None, PlainValidator(optional(parse_store_url))]
 Headers = Annotated[dict[str, str], PlainValidator(parse_headers)]
 ActiveHours = Annotated[tuple[HourRange, ...] | None, PlainValidator(parse_active_hours)]
 Polygons = Annotated[tuple[Polygon, ...], PlainValidator(parse_polygons)]

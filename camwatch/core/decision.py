@@ -361,27 +361,28 @@ def _margins(similarity: float, threshold: float, stats: Stats, ref_stats: Stats
 
 
 def name_kind(stats: Stats, ref_stats: Stats, reason: str, ratio: float | None,
-              params: DecisionParams = SHIPPED, local_contrast: float | None = None) -> str:
+              params: DecisionParams = SHIPPED, scene_cues: scene.SceneCues | None = None) -> str:
     """Name a drifted view's kind (one of ``core.types.KINDS``) from its statistics against the reference's.
 
     An operator sends someone on the kind, so it is judged like detection
     (``camwatch evaluate``'s kind table). In this order:
     blinded: no contrast left, or nearly all of it black or white (a torch, a lens
-    cap, spray paint over the whole lens); defocused: the sharpness rule, or detail
+    cap, spray paint over the whole lens); blinded: a light shone into a view still
+    in place; defocused: the sharpness rule, or detail
     well below the reference's, with the layout still in place and the light and
-    colour still the reference's; blinded: a light shone into a view still in
-    place; moved: the reference's content found displaced (shifted, zoomed or
+    colour still the reference's; moved: the reference's content found displaced (shifted, zoomed or
     rotated); covered: a good part of the view exactly in place and nothing
     displaced, or part in place and fine detail gone from part of it, or texture
     gone from most of it (a cover near the lens is out of focus), unless a
     blown-out light appeared with nothing in place (a cover takes light away);
     moved for anything else (pointed elsewhere). Statistics stored without a thumbnail get the older rules (a
-    textureless share grown = covered, then sharpness). ``local_contrast``: the learned scene's
-    ``SceneCues.contrast`` when there is one. Never changes whether a view drifted.
+    textureless share grown = covered, then sharpness). ``scene_cues``: how the view sits on the
+    learned scene, when there is one (a cover's paint, a move's misaligned structure). Never changes
+    whether a view drifted.
     """
     if _blinded(stats, reason, params):
         return "blinded"            # the cues' search is not paid for a view with no picture left
-    return name_from_cues(view_cues(stats, ref_stats), stats, ref_stats, reason, ratio, params, local_contrast)
+    return name_from_cues(view_cues(stats, ref_stats), stats, ref_stats, reason, ratio, params, scene_cues)
 
 
 def view_cues(stats: Stats, ref_stats: Stats) -> kinds.KindCues | None:
@@ -416,7 +417,8 @@ def _painted(stats: Stats, ref_stats: Stats, cues: kinds.KindCues, params: Decis
 
 
 def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, reason: str,
-                   ratio: float | None, params: DecisionParams = SHIPPED, local_contrast: float | None = None) -> str:
+                   ratio: float | None, params: DecisionParams = SHIPPED,
+                   scene_cues: scene.SceneCues | None = None) -> str:
     """``name_kind`` with the cues measured already (``benchmarks/tune_decision.py`` tries params on them)."""
     if _blinded(stats, reason, params):
         return "blinded"
@@ -429,10 +431,13 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
         if flat_gain >= params.cover_flat_gain:
             return "covered"
         return "defocused" if soft else "moved"
-    if soft and cues.kept >= params.defocus_kept and not _painted(stats, ref_stats, cues, params, local_contrast):
-        return "defocused"
+    # A light shone into a view in place blows part of it out and softens the rest (the camera's
+    # exposure falls); a lens turned soft blows nothing out: the glare is asked first.
     if glare >= params.blind_glare_gain and cues.kept >= params.glare_kept:
         return "blinded"
+    local_contrast = scene_cues.contrast if scene_cues is not None else None
+    if soft and cues.kept >= params.defocus_kept and not _painted(stats, ref_stats, cues, params, local_contrast):
+        return "defocused"
     if reason == "cover":
         return "covered"
     if cues.found >= params.moved_found and cues.found >= cues.in_place + params.moved_found_gain:
@@ -514,7 +519,7 @@ def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference],
     # A view with no picture left is explained by that, however its sharpness reads.
     reason = "no_contrast" if margins.get("no_contrast", -1.0) > 0 else max(margins, key=lambda k: margins[k])
     drifted = score > 0
-    kind = name_kind(stats, ref_stats, reason, ratio, params, cues.contrast if cues else None) if drifted else None
+    kind = name_kind(stats, ref_stats, reason, ratio, params, cues) if drifted else None
     effective = similarity + margins["similarity"]          # the threshold moved by the structure term
     return Verdict(similarity=similarity, threshold=effective, drifted=drifted, kind=kind,
                    reference_id=None if ref.id is None else int(ref.id), score=score,

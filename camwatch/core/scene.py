@@ -99,13 +99,15 @@ def _steady(view: np.ndarray, onto: np.ndarray) -> np.ndarray:
 
 
 def _compare(view: np.ndarray, background: np.ndarray,
-             gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+             gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, steady: bool = True
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per cell: (gradient correlation, the view's gradient energy, the background's).
 
-    ``gradients``: the background's (x, y, cell energy) when already at hand (``_background_gradients``).
+    ``gradients``: the background's (x, y, cell energy) when already at hand (``_background_gradients``);
+    ``steady=False``: the view is already steadied onto it (a learning view, onto the median of such views).
     """
-    view = _steady(view, background)
+    if steady:
+        view = _steady(view, background)
     cols, rows = _grid(background.shape)
     vx, vy = _gradients(view)
     bx, by, eb = _background_gradients(background) if gradients is None else gradients
@@ -117,12 +119,6 @@ def _compare(view: np.ndarray, background: np.ndarray,
 def _background_gradients(background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     bx, by = _gradients(background)
     return bx, by, _cell_means(bx * bx + by * by, *_grid(background.shape))
-
-
-def _cell_energy(img: np.ndarray) -> np.ndarray:
-    """Per cell: the mean squared gradient of ``img``."""
-    gx, gy = _gradients(img)
-    return _cell_means(gx * gx + gy * gy, *_grid(img.shape))
 
 
 @dataclass(frozen=True)
@@ -229,8 +225,9 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(median layout, textured cells, stable cells) of views (the first is the reference)."""
     layout = np.median(np.stack(steadied), axis=0).astype(np.float32) if len(views) > 1 else views[0]
-    textured = _cell_energy(layout) > TEXTURED_ENERGY
-    correlations = np.stack([_compare(v, layout)[0] for v in views])
+    gradients = _background_gradients(layout)
+    textured = gradients[2] > TEXTURED_ENERGY
+    correlations = np.stack([_compare(v, layout, gradients, steady=False)[0] for v in steadied])
     stable = textured & (np.quantile(correlations, _STABLE_QUANTILE, axis=0) > STABLE_CORRELATION)
     if int(stable.sum()) < _MIN_STABLE:
         stable = textured.copy()

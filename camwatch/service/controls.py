@@ -4,7 +4,7 @@ whether it is checked, told to its monitor; the scheduler follows.
 Why its own module: the daemon wires it (at start, after a reload, with its
 10-s status line, and at once after the console's or MQTT's action), but the
 work is the same everywhere, and it keeps what it last saw so that an idle
-daemon pays one ``PRAGMA data_version`` a look rather than a read of every
+daemon pays one version query a look (``PRAGMA data_version`` on SQLite) rather than a read of every
 camera.
 """
 
@@ -40,7 +40,7 @@ class Applier:
     runtimes) and when the next silence runs out, and does nothing while neither changed."""
 
     def __init__(self) -> None:
-        self._seen: tuple[tuple[int, int], frozenset[tuple[str, int]]] | None = None
+        self._seen: tuple[object, frozenset[tuple[str, int]]] | None = None
         self._due = 0.0
 
     def apply(self, store: ReferenceStore, runtimes: Mapping[str, CameraRuntime], pipeline: Pipeline,

@@ -106,12 +106,12 @@ class Daemon:
         embedder.warmup()
         spec = embedder.spec
         log.info("model %s %s on %s (threshold %.3f)", spec.name, spec.version, embedder.provider, spec.threshold)
-        self.store = ReferenceStore(s.state_dir)
+        self.store = ReferenceStore(s.state_dir, url=s.store)
         redone = reembed(self.store, embedder)
         if redone:
             log.info("refreshed %d reference(s) made with another model or statistics route", redone)
         self.metrics = metrics = Metrics()
-        self.events = EventStore(s.state_dir)
+        self.events = EventStore(s.state_dir, url=s.store)
         if s.mqtt.enabled:
             self._start_mqtt(config, metrics)
         self.dispatcher = Dispatcher(self.events, build_sinks(s.webhooks, self.mqtt_sinks), metrics=metrics,
@@ -481,7 +481,7 @@ def _check_reloadable(old: Config, new: Config) -> None:
     """Settings that need a restart are refused on reload rather than silently ignored."""
     a, b = old.settings, new.settings
     fixed = [("model", a.model, b.model), ("device", a.device, b.device),
-             ("state_dir", a.state_dir, b.state_dir), ("metrics", a.metrics, b.metrics),
+             ("state_dir", a.state_dir, b.state_dir), ("store", a.store, b.store), ("metrics", a.metrics, b.metrics),
              ("console", a.console, b.console), ("mqtt", a.mqtt, b.mqtt),
              ("workers", a.workers, b.workers)]
     changed = [name for name, x, y in fixed if x != y]

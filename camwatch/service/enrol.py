@@ -205,7 +205,7 @@ def reembed(store: ReferenceStore, embedder: Embedder, batch: int = 32) -> int:
     for ref in stale:
         img = cv2.imdecode(np.frombuffer(ref.image_jpeg, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
-            raise StoreError(f"database {store.path}: reference {ref.id} (camera {ref.camera_id}, "
+            raise StoreError(f"database {store.where}: reference {ref.id} (camera {ref.camera_id}, "
                              f"label {ref.label}) has an undecodable image; remove it and enrol the "
                              f"camera again")
         images.append(img)

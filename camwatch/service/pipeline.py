@@ -286,7 +286,11 @@ class Pipeline:
                 continue  # removed or changed by a reload while fetching
             self.metrics.set_up(rt.camera.id, True)
             self.carry_out(rt, rt.observe(Monitor.fetched, self.clock()))
-            refs = self._references(rt, item)
+            try:
+                refs = self._references(rt, item)
+            except StoreError as exc:   # the store is unreachable (a shared server down): this check only
+                log.error("camera %s: not checked: %s", rt.camera.id, scrub(str(exc)), extra={"camera": rt.camera.id})
+                continue
             if refs:
                 todo.append((item, refs, view_of(rt.camera, item.image)))
         if not todo:

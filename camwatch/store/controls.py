@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from camwatch.core.errors import StoreError
+from camwatch.store.backend import Param
 from camwatch.store.references import ReferenceStore
 
 
@@ -37,11 +38,10 @@ class Control:
         return self.silenced_until is not None and self.silenced_until > now
 
 
-def version(store: ReferenceStore) -> tuple[int, int]:
-    """Changes whenever camwatch.db changed (a commit of this process or another): the daemon looks
-    at the rows again only then, or when a silence runs out."""
-    db = store.database
-    return int(db.read("PRAGMA data_version")[0][0] or 0), db.writes
+def version(store: ReferenceStore) -> object:
+    """Changes whenever the store changed (a commit of this process, another, or another host's on
+    PostgreSQL): the daemon looks at the rows again only then, or when a silence runs out."""
+    return store.database.version()
 
 
 def read(store: ReferenceStore) -> dict[str, Control]:
@@ -55,7 +55,7 @@ def get(store: ReferenceStore, camera_id: str) -> Control:
     return read(store).get(camera_id, Control(camera_id))
 
 
-def _upsert(store: ReferenceStore, camera_id: str, column_values: dict[str, object], doing: str) -> Control:
+def _upsert(store: ReferenceStore, camera_id: str, column_values: dict[str, Param], doing: str) -> Control:
     cols = ", ".join(column_values)
     marks = ", ".join("?" * len(column_values))
     updates = ", ".join(f"{c} = excluded.{c}" for c in column_values)

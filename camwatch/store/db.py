@@ -1,4 +1,5 @@
-"""The one way camwatch opens and writes its SQLite files (``camwatch.db``, ``events.db``).
+"""The SQLite backend (``store.backend``): how camwatch opens and writes its files (``camwatch.db``,
+``events.db``) when ``settings.store`` is not set. The PostgreSQL backend is ``store.pg``.
 
 References and events must both survive a crash or power cut, so both stores
 follow the same rules, kept here once:
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from camwatch.core.errors import StoreError
+from camwatch.store.backend import SQLITE, Param
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,7 @@ BUSY_TIMEOUT_MS = 10_000
 #: The files SQLite keeps beside a WAL database: the log, and the log's index.
 SIDECARS = ("-wal", "-shm")
 
-#: A value SQLite accepts as a statement parameter.
-Param = str | bytes | int | float | None
+__all__ = ["Database", "Param", "open_database", "prepare_state_dir"]
 
 
 def prepare_state_dir(state_dir: Path) -> None:
@@ -116,6 +117,8 @@ class Database:
 
     def __init__(self, path: Path, conn: sqlite3.Connection, lost: str):
         self.path = path
+        self.where = str(path)
+        self.dialect = SQLITE
         self.conn = conn
         self.lock = threading.RLock()
         self.writes = 0
@@ -129,6 +132,11 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever anything was committed: by us (``writes``) or by another connection."""
+        with self.lock:
+            return (int(self.read("PRAGMA data_version")[0][0] or 0), self.writes)
 
     def error(self, exc: sqlite3.DatabaseError, doing: str = "") -> StoreError:
         """A StoreError for ``exc``: a transient failure as it is, anything else as a damaged file."""

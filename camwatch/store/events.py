@@ -6,8 +6,24 @@ written to SQLite together with one outbox row per sink in ONE transaction
 delivers the rows and marks each delivered only after its sink accepted it.
 
 Events live in their own file, ``<state_dir>/events.db``, so their schema and
-write load are independent of the reference store. Nothing here holds a URL
-or a secret: sinks are known by name only.
+write load are independent of the reference store; with ``settings.store``
+set they live in that PostgreSQL database instead (``store.pg``), beside the
+references, one outbox for the whole fleet. Nothing here holds a URL or a
+secret: sinks are known by name only.
+
+Several dispatchers may drain one outbox (the members of a fleet; on SQLite,
+tests): ``due`` *claims* the rows it returns for its ``owner`` for
+``CLAIM_LEASE_S``, in one transaction: ``SELECT ... FOR UPDATE SKIP LOCKED``
+on PostgreSQL, SQLite's write lock (``BEGIN IMMEDIATE``) on SQLite. Another
+owner sees neither rows being claimed nor rows claimed, so each delivery is
+sent by one member. A claim ends when the row is marked delivered or failed,
+or when its lease runs out (its owner died mid-delivery: another member sends
+it again, the rare duplicate the idempotency key is for). The default owner is
+this host and state directory, which the state-directory lock
+(``store.lock``) makes one daemon's at a time and which stays the same across
+a restart: a restarted daemon takes up its own claims at once. A SQLite file
+that takes no write (a full disk) is read without a claim: that lock already
+makes its rows one daemon's.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import builtins
 import json
 import math
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -24,51 +41,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from camwatch.core.errors import StoreError
 from camwatch.core.secrets import scrub
 from camwatch.core.types import EVENT_TYPES
-from camwatch.store.db import Param, open_database, prepare_state_dir
+from camwatch.store import migrations
+from camwatch.store.backend import POSTGRESQL, Database, Param, is_postgres, marks
+from camwatch.store.db import open_database, prepare_state_dir
 
 DB_NAME = "events.db"
 #: What moving a damaged events.db aside costs, named in its error.
 _LOST = "the event history and any undelivered alerts will be gone"
 
-# Forward migrations (``store.db``): MIGRATIONS[i] takes events.db from version i to i + 1.
-# Never edit a released step; append a new one. Step 0 keeps ``IF NOT EXISTS`` because
-# camwatch before versioned migrations created these tables first and set the version after.
-MIGRATIONS: tuple[str, ...] = (
-    """
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT    NOT NULL UNIQUE,          -- uuid4, the idempotency key
-    camera_id   TEXT    NOT NULL,
-    type        TEXT    NOT NULL,
-    kind        TEXT,
-    similarity  REAL,
-    threshold   REAL,
-    evidence    TEXT,
-    message     TEXT    NOT NULL DEFAULT '',
-    time        REAL    NOT NULL                  -- unix seconds
-);
-CREATE INDEX IF NOT EXISTS events_camera_time ON events (camera_id, time);
-CREATE INDEX IF NOT EXISTS events_time ON events (time);
-CREATE TABLE IF NOT EXISTS outbox (
-    event_id     TEXT    NOT NULL REFERENCES events (id),
-    sink         TEXT    NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL    NOT NULL DEFAULT 0,      -- unix seconds
-    delivered_at REAL,                            -- NULL while pending
-    last_error   TEXT,
-    PRIMARY KEY (event_id, sink)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sink, delivered_at, next_attempt);
-""",
-    # 1 -> 2: the cues behind a decision (structure distance, scale, sharpness ...), a JSON object.
-    "ALTER TABLE events ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
-)
+# The schema's steps per backend (``store.migrations``); events.db's version is len(MIGRATIONS).
+MIGRATIONS = migrations.EVENTS
+PG_MIGRATIONS = migrations.EVENTS_PG
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The ``details`` key of an event owed while its camera's alerts were silenced (unix time the
 #: silence lasts until): recorded, told by the log sink only (``service.alerts``).
 SILENCED_UNTIL = "silenced_until"
+
+#: How long a claimed delivery stays its owner's: longer than a batch of deliveries takes
+#: (50 events, each within a webhook's timeout), short enough that a dead member's rows move on.
+CLAIM_LEASE_S = 300.0
+
+
+def default_owner(state_dir: str | os.PathLike[str]) -> str:
+    """Who claims deliveries (see the module doc): this host and state directory."""
+    return f"{socket.gethostname()}:{Path(state_dir).resolve()}"
 
 
 @dataclass
@@ -161,20 +160,35 @@ class Delivery:
 
 class EventStore:
     """Events and their outbox in ``<state_dir>/events.db``, opened by ``store.db`` (WAL,
-    synchronous=FULL, checked, migrated).
+    synchronous=FULL, checked, migrated), or in the PostgreSQL database ``url`` names.
 
-    Thread-safe: one connection behind a lock; statements are small. Other
-    processes (``camwatch events`` while the daemon runs) go through SQLite's
-    locking and the busy timeout. ``create=False`` opens an existing state
-    directory only (``camwatch events`` reads; it must not make folders).
+    Thread-safe: one connection behind a lock (a pool on PostgreSQL); statements
+    are small. Other processes (``camwatch events`` while the daemon runs, other
+    members) go through the database's locking. ``create=False`` opens an
+    existing state directory only (``camwatch events`` reads; it must not make
+    folders). ``owner`` claims deliveries in ``due`` (``default_owner``).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, create: bool = True, verify: bool = True):
+    def __init__(self, state_dir: str | os.PathLike[str], *, url: str | None = None, create: bool = True,
+                 verify: bool = True, owner: str | None = None):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_NAME
-        if create:
-            prepare_state_dir(self.state_dir)
-        self._db = open_database(self.path, MIGRATIONS, lost=_LOST, verify=verify)
+        self.owner = owner or default_owner(self.state_dir)
+        self._db: Database
+        if is_postgres(url):
+            from camwatch.store.pg import PgDatabase
+
+            db = self._db = PgDatabase(str(url), "events")
+            try:
+                db.migrate(PG_MIGRATIONS)
+            except BaseException:
+                db.close()
+                raise
+        else:
+            if create:
+                prepare_state_dir(self.state_dir)
+            self._db = open_database(self.path, MIGRATIONS, lost=_LOST, verify=verify)
+        self.where = self._db.where
 
     def close(self) -> None:
         self._db.close()
@@ -190,21 +204,44 @@ class EventStore:
                event.threshold, event.evidence, scrub(event.message), event.time, _details_json(event.details))
         with self._db.transaction(f"record event for camera {event.camera_id}") as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO events (id, camera_id, type, kind, similarity, threshold,"
-                " evidence, message, time, details) VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+                "INSERT INTO events (id, camera_id, type, kind, similarity, threshold,"
+                " evidence, message, time, details) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", row)
             if cur.rowcount:
                 conn.executemany(
-                    "INSERT OR IGNORE INTO outbox (event_id, sink, next_attempt) VALUES (?,?,0)",
+                    "INSERT INTO outbox (event_id, sink, next_attempt) VALUES (?,?,0) ON CONFLICT DO NOTHING",
                     [(event.id, s) for s in dict.fromkeys(sinks)])
 
     def due(self, sink: str, now: float | None = None, limit: int = 50) -> builtins.list[tuple[Event, int]]:
-        """Pending deliveries of ``sink`` whose retry time has come, oldest event first."""
+        """Pending deliveries of ``sink`` whose retry time has come, oldest event first, claimed for ``owner``.
+
+        Rows another owner claims (lease not run out) are not returned, nor are rows another
+        transaction is claiming right now (PostgreSQL: SKIP LOCKED; SQLite: one writer at a time).
+        Rows this owner already claimed are returned again (a retry after a failed send goes on at once).
+        """
         now = time.time() if now is None else now
-        rows = self._db.read(
-            "SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
-            " e.message, e.time, e.details, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
-            " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
-            " ORDER BY e.seq LIMIT ?", (sink, now, limit))
+        pg = self._db.dialect == POSTGRESQL
+        select = ("SELECT e.id, e.camera_id, e.type, e.kind, e.similarity, e.threshold, e.evidence,"
+                  " e.message, e.time, e.details, o.attempts FROM outbox o JOIN events e ON e.id = o.event_id"
+                  " WHERE o.sink = ? AND o.delivered_at IS NULL AND o.next_attempt <= ?"
+                  " AND (o.claimed_until IS NULL OR o.claimed_until <= ? OR o.claimed_by = ?)"
+                  f" ORDER BY e.seq LIMIT ?{' FOR UPDATE OF o SKIP LOCKED' if pg else ''}")
+        params = (sink, now, now, self.owner, limit)
+        try:
+            # Not checkpointed on SQLite: a claim lost with a deleted log only means the next due claims again.
+            with self._db.transaction(f"claim deliveries to {sink}", checkpoint=False) as conn:
+                rows = conn.execute(select, params).fetchall()
+                if rows:
+                    ids = [r[0] for r in rows]
+                    conn.execute(f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE sink = ?"
+                                 f" AND event_id IN ({marks(len(ids))})",
+                                 (self.owner, now + CLAIM_LEASE_S, sink, *ids))
+        except StoreError:
+            if pg:
+                raise
+            # A SQLite file that takes no write (a full disk) still delivers what it holds: one daemon
+            # per events.db (store.lock) makes its rows this daemon's without a claim, and the marks it
+            # cannot write wait in the dispatcher's backlog.
+            rows = self._db.read(select, params)
         return [(_event(r[:10]), int(r[10])) for r in rows]
 
     def next_due_time(self, sink: str) -> float | None:
@@ -214,19 +251,21 @@ class EventStore:
         return None if rows[0][0] is None else float(rows[0][0])
 
     def mark_delivered(self, event_id: str, sink: str) -> None:
-        self._db.write("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
+        self._db.write("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL,"
+                       " claimed_by = NULL, claimed_until = NULL"
                        " WHERE event_id = ? AND sink = ?", (time.time(), event_id, sink),
                        f"mark event {event_id} delivered to {sink}")
 
     def mark_failed(self, event_id: str, sink: str, error: str, retry_at: float) -> None:
-        self._db.write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ?"
-                       " WHERE event_id = ? AND sink = ?", (scrub(error)[:500], retry_at, event_id, sink),
+        self._db.write("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ?,"
+                       " claimed_by = NULL, claimed_until = NULL WHERE event_id = ? AND sink = ?",
+                       (scrub(error)[:500], retry_at, event_id, sink),
                        f"record a failed delivery of event {event_id} to {sink}")
 
     def postpone(self, sink: str, until: float) -> None:
         """Push every pending row of a failing sink to ``until`` (one probe, not a flood)."""
-        self._db.write("UPDATE outbox SET next_attempt = MAX(next_attempt, ?) WHERE sink = ?"
-                       " AND delivered_at IS NULL", (until, sink), f"postpone deliveries to {sink}")
+        self._db.write("UPDATE outbox SET next_attempt = ? WHERE sink = ? AND delivered_at IS NULL"
+                       " AND next_attempt < ?", (until, sink, until), f"postpone deliveries to {sink}")
 
     def reschedule_now(self, sink: str) -> None:
         """Make every pending row of ``sink`` due now (at start-up: resume at once)."""
@@ -238,7 +277,8 @@ class EventStore:
 
         A row ``new`` already has for the same event stays as it is. Returns the rows moved.
         """
-        return self._db.write("UPDATE OR IGNORE outbox SET sink = ? WHERE sink = ?", (new, old),
+        return self._db.write("UPDATE outbox SET sink = ? WHERE sink = ? AND NOT EXISTS (SELECT 1 FROM outbox"
+                              " o WHERE o.event_id = outbox.event_id AND o.sink = ?)", (new, old, new),
                               f"rename deliveries of {old} to {new}")
 
     def prune(self, before: float) -> int:

@@ -16,6 +16,16 @@ a random id, kept inside it (table ``store_identity``) and in the marker file
 Deleting the marker is how an operator starts afresh on purpose; the error
 says so. The marker is written after the id is committed, so a crash between
 the two leaves a store that simply writes its marker again next time.
+
+A shared PostgreSQL store (``store.pg``) has one id for the whole fleet, in
+the same table; each member keeps the marker in its own state directory. The
+same rules hold with "missing or empty" read as "the database holds no
+camwatch schema" (``check_shared``): a member pointed at a new or emptied
+database, or at another fleet's, refuses to start rather than judge its
+cameras against nothing. A member whose state directory is new (a first
+start, or a pod without a persistent volume) has no marker and adopts the
+store it finds: the marker protects a member that has been running, not
+one that never has.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import secrets
 from pathlib import Path
 
 from camwatch.core.errors import StoreError
-from camwatch.store.db import Database
+from camwatch.store.backend import SQLITE, Database
 
 MARKER_NAME = "store-id"
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -82,11 +92,17 @@ def write_marker(path: Path, store_id: str) -> None:
         raise StoreError(f"store marker {path}: cannot write it ({exc.strerror or exc})") from None
 
 
-def _refused(db_path: Path, marker: Path, what: str) -> StoreError:
+def _refused(db: Database | Path, marker: Path, what: str) -> StoreError:
+    if isinstance(db, Path) or db.dialect == SQLITE:
+        where = str(db if isinstance(db, Path) else db.where)
+        restore = f"restore {Path(where).name} from a backup"
+    else:
+        where = db.where
+        restore = "restore the database from a backup or point settings.store at the one this member used"
     return StoreError(
-        f"database {db_path}: {what}; camwatch will not start an empty store in its place "
+        f"database {where}: {what}; camwatch will not start an empty store in its place "
         f"(cameras would be judged against new references, or auto_enroll would take today's views): "
-        f"restore {db_path.name} from a backup, or to start afresh on purpose delete {marker} "
+        f"{restore}, or to start afresh on purpose delete {marker} "
         f"(every camera then needs enrolling again)")
 
 
@@ -107,26 +123,36 @@ def check_before_open(db_path: Path, marker: Path) -> str | None:
     return expected
 
 
+def check_shared(schema_version: int, db: Database, marker: Path) -> str | None:
+    """``check_before_open`` for a shared database: refuse one that holds no camwatch schema where the
+    marker says a store was kept; the marker's id. Called before the schema is created."""
+    expected = read_marker(marker)
+    if expected is not None and schema_version == 0:
+        raise _refused(db, marker, f"holds no camwatch store, but {marker} says store {expected[:8]} was kept there")
+    return expected
+
+
 def claim(db: Database, marker: Path, expected: str | None) -> str:
     """The store's id, checked against the marker's (``check_before_open``), or created with the marker.
 
     Needs the store's ``store_identity`` table (a migration of the store).
     """
-    rows = db.read("SELECT id FROM store_identity ORDER BY rowid LIMIT 1")
+    rows = db.read("SELECT id FROM store_identity LIMIT 1")
     stored = str(rows[0][0]) if rows else None
     if expected is not None:
         if stored is None:
-            raise _refused(db.path, marker, f"has no store id, but {marker} says store {expected[:8]} "
+            raise _refused(db, marker, f"has no store id, but {marker} says store {expected[:8]} "
                                             f"was kept here (a new or another installation's file?)")
         if stored != expected:
-            raise _refused(db.path, marker, f"is store {stored[:8]} of another installation, but {marker} "
+            raise _refused(db, marker, f"is store {stored[:8]} of another installation, but {marker} "
                                             f"says store {expected[:8]} was kept here")
         return stored
     if stored is None:
-        # Two processes creating the store at once agree: only the first insert takes.
+        # Two processes creating the store at once agree: only the first insert takes (writers are
+        # serialized: SQLite's write lock, the PostgreSQL store's advisory lock).
         with db.transaction("create the store's identity") as conn:
             conn.execute("INSERT INTO store_identity (id) SELECT ? WHERE NOT EXISTS "
                          "(SELECT 1 FROM store_identity)", (secrets.token_hex(16),))
-        stored = str(db.read("SELECT id FROM store_identity ORDER BY rowid LIMIT 1")[0][0])
+        stored = str(db.read("SELECT id FROM store_identity LIMIT 1")[0][0])
     write_marker(marker, stored)
     return stored

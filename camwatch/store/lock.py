@@ -13,6 +13,16 @@ remove``) take no lock of their own: SQLite's locking already serialises
 their transactions with the daemon's, and they must keep working while the
 daemon runs. The lock guards against the one thing SQLite cannot: a second
 monitor acting on the same store.
+
+With a shared PostgreSQL store (``settings.store``) several daemons run on
+one store by design, one per member of a fleet, each with its own state
+directory; the lock is then what it always was underneath: one daemon per
+state directory, for the files only that directory holds (evidence pictures,
+the store-id marker) and for the outbox owner named after it
+(``store.events.default_owner``: two daemons on one state directory would
+take each other's claimed deliveries for their own). It does not, and cannot,
+keep two members from checking the same camera: sharing the cameras out is
+the fleet's job, not the store's.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""The reference store: each camera's enrolled views, kept in SQLite.
+"""The reference store: each camera's enrolled views, kept in SQLite or in a shared PostgreSQL database.
 
 References are the one thing camwatch must never lose or silently replace:
 a monitor that forgets its baseline on restart re-baselines on whatever the
 camera shows then, possibly the tampered view. So the store is a SQLite file
 in WAL mode with ``synchronous=FULL`` (a commit that returned survives a
 crash or power cut), a versioned schema migrated forward in place, and a
-corrupt file is reported, never recreated over.
+corrupt file is reported, never recreated over. With ``settings.store`` set
+it is a PostgreSQL database instead (``store.pg``), shared by every member
+of a fleet and by ``camwatch enroll`` on any host; the SQL below serves both
+(``store.backend``), the migrations are per dialect.
 
 Each reference keeps the enrolled image (JPEG) beside its embedding and the
 identity of the model that embedded it, so a new model re-embeds the same
@@ -36,7 +39,6 @@ import builtins
 import dataclasses
 import json
 import os
-import sqlite3
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -47,8 +49,9 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from camwatch.core.errors import StoreError
-from camwatch.store import identity
-from camwatch.store.db import Database, Param, open_database, prepare_state_dir
+from camwatch.store import identity, migrations
+from camwatch.store.backend import Database, Param, is_postgres, marks
+from camwatch.store.db import open_database, prepare_state_dir
 
 DB_NAME = "camwatch.db"
 #: The longest label accepted (``check_label``).
@@ -56,62 +59,9 @@ LABEL_MAX = 64
 #: What moving a damaged camwatch.db aside costs, named in its error.
 _LOST = "references will need enrolling again"
 
-# Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1.
-# Never edit a released step; append a new one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE camera_references (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused after a removal
-        camera_id   TEXT    NOT NULL,
-        label       TEXT    NOT NULL,
-        created_at  REAL    NOT NULL,                   -- unix seconds
-        image_jpeg  BLOB    NOT NULL,                   -- the view as embedded (regions applied)
-        embedding   BLOB    NOT NULL,                   -- float32, little-endian
-        dim         INTEGER NOT NULL,
-        model_id    TEXT    NOT NULL,                   -- sha256 of the model file
-        stats       TEXT    NOT NULL DEFAULT '{}',      -- JSON of preprocess.view_stats
-        UNIQUE (camera_id, label)
-    );
-    CREATE TABLE calibration_samples (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        camera_id   TEXT    NOT NULL,
-        model_id    TEXT    NOT NULL,
-        similarity  REAL    NOT NULL,
-        created_at  REAL    NOT NULL
-    );
-    CREATE INDEX calibration_samples_camera ON calibration_samples (camera_id, model_id);
-    """,
-    # 1 -> 2: each sample also keeps the view's structure distance (calibration.calibrate_structure).
-    """
-    ALTER TABLE calibration_samples ADD COLUMN structure REAL;
-    """,
-    # 2 -> 3: the store's identity (store.identity), and every camera that ever had a reference
-    # (auto_enroll's "never had one", which removing references must not reset).
-    """
-    CREATE TABLE store_identity (
-        id          TEXT    NOT NULL                    -- 32 hex digits, also in <state_dir>/store-id
-    );
-    CREATE TABLE enrolled_cameras (
-        camera_id   TEXT    PRIMARY KEY,
-        first_at    REAL    NOT NULL                    -- unix seconds of its first reference
-    );
-    INSERT INTO enrolled_cameras (camera_id, first_at)
-        SELECT camera_id, MIN(created_at) FROM camera_references GROUP BY camera_id;
-    """,
-    # 3 -> 4: each sample also keeps its view's statistics and nearest reference: the camera's
-    # learned scene (core.scene) is re-derived from them and the references' statistics.
-    """
-    ALTER TABLE calibration_samples ADD COLUMN stats TEXT;
-    ALTER TABLE calibration_samples ADD COLUMN reference_id INTEGER;
-    """,
-    # 4 -> 5: what operators set on a camera, kept across restarts (store.controls).
-    """
-    CREATE TABLE camera_controls (
-        camera_id TEXT PRIMARY KEY, disabled_by TEXT,   -- who disabled its checks, NULL: enabled
-        silenced_until REAL, silenced_by TEXT,          -- unix seconds, NULL: not silenced
-        updated_at REAL NOT NULL);
-    """,
-)
+# The schema's steps per backend (``store.migrations``); camwatch.db's version is len(MIGRATIONS).
+MIGRATIONS = migrations.REFERENCES
+PG_MIGRATIONS = migrations.REFERENCES_PG
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = TypeVar("T")
@@ -191,25 +141,41 @@ class Refresh:
 
 
 class ReferenceStore:
-    """Enrolled references and calibration samples under ``<state_dir>/camwatch.db``.
+    """Enrolled references and calibration samples under ``<state_dir>/camwatch.db``, or in the
+    PostgreSQL database ``url`` names (``settings.store``).
 
     Safe to share between threads (``store.db.Database``: one connection
-    behind a lock). Other processes (the CLI while the daemon runs)
-    coordinate through SQLite's own locking and the busy timeout.
+    behind a lock; ``store.pg.PgDatabase``: a pool). Other processes (the CLI
+    while the daemon runs, other members of a fleet) coordinate through the
+    database's own locking. ``where`` names the store in messages (a path, or
+    the URL without its password). The state directory holds the identity
+    marker either way (``store.identity``).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, verify: bool = True):
+    def __init__(self, state_dir: str | os.PathLike[str], *, url: str | None = None, verify: bool = True):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_NAME
         # Reads the daemon makes at every check, kept until the database changes
-        # (``_cached``): our own commits count in Database.writes, other processes'
-        # in SQLite's data_version.
+        # (``_cached``, through ``Database.version``).
         self._cache: dict[tuple[str, ...], object] = {}
-        self._cache_version: tuple[int, int] | None = None
+        self._cache_version: object = None
         prepare_state_dir(self.state_dir)
         marker = self.state_dir / identity.MARKER_NAME
-        expected = identity.check_before_open(self.path, marker)
-        self._db = open_database(self.path, MIGRATIONS, lost=_LOST, verify=verify)
+        self._db: Database
+        if is_postgres(url):
+            from camwatch.store.pg import PgDatabase
+
+            db = self._db = PgDatabase(str(url), "references", serialize=True)
+            try:
+                expected = identity.check_shared(db.schema_version(), db, marker)
+                db.migrate(PG_MIGRATIONS)
+            except BaseException:
+                db.close()
+                raise
+        else:
+            expected = identity.check_before_open(self.path, marker)
+            self._db = open_database(self.path, MIGRATIONS, lost=_LOST, verify=verify)
+        self.where = self._db.where
         try:
             #: This store's id (``store.identity``), the same as ``<state_dir>/store-id``'s.
             self.identity = identity.claim(self._db, marker, expected)
@@ -279,12 +245,11 @@ class ReferenceStore:
                 (camera_id, label))]
             conn.execute("DELETE FROM camera_references WHERE camera_id = ? AND label = ?",
                          (camera_id, label))
-            cur = conn.execute(
+            rid = int(conn.execute(
                 "INSERT INTO camera_references (camera_id, label, created_at, image_jpeg, embedding, "
-                "dim, model_id, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (camera_id, label, created, sqlite3.Binary(image_jpeg), blob, dim, model_id, stats_text))
-            rid = int(cur.lastrowid or 0)  # every INSERT sets it
-            conn.execute("INSERT OR IGNORE INTO enrolled_cameras (camera_id, first_at) VALUES (?, ?)",
+                "dim, model_id, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (camera_id, label, created, bytes(image_jpeg), blob, dim, model_id, stats_text)).fetchone()[0])
+            conn.execute("INSERT INTO enrolled_cameras (camera_id, first_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                          (camera_id, created))
             # The camera's references changed: what calibration learned no longer applies.
             conn.execute("DELETE FROM calibration_samples WHERE camera_id = ?", (camera_id,))
@@ -311,10 +276,6 @@ class ReferenceStore:
         return list(self._cached(("refs", camera_id),
                                  lambda: self._select("WHERE camera_id = ?", (camera_id,), images=False)))
 
-    def _version(self) -> tuple[int, int]:
-        """Changes whenever anything was committed: by us (writes) or by another connection."""
-        return (int(self._db.read("PRAGMA data_version")[0][0] or 0), self._db.writes)
-
     def _cached(self, key: tuple[str, ...], load: Callable[[], T]) -> T:
         """``load()``, remembered until the database changes.
 
@@ -324,14 +285,14 @@ class ReferenceStore:
         while it was loaded.
         """
         with self._db.lock:
-            version = self._version()
+            version = self._db.version()
             if version != self._cache_version:
                 self._cache.clear()
                 self._cache_version = version
             if key in self._cache:
                 return cast(T, self._cache[key])
             value = load()
-            if self._version() == version:
+            if self._db.version() == version:
                 self._cache[key] = value
             return value
 
@@ -363,17 +324,15 @@ class ReferenceStore:
         if not wanted:
             return []
         with self._db.transaction() as conn:
-            marks = ",".join("?" * len(wanted))
-            rows = conn.execute(f"SELECT id, camera_id FROM camera_references WHERE id IN ({marks})",
+            rows = conn.execute(f"SELECT id, camera_id FROM camera_references WHERE id IN ({marks(len(wanted))})",
                                 wanted).fetchall()
             missing = sorted(set(wanted) - {r[0] for r in rows})
             if missing:
                 raise StoreError(f"no reference with id {', '.join(map(str, missing))} in "
-                                 f"{self.path}; nothing removed (see: camwatch references list)")
-            conn.execute(f"DELETE FROM camera_references WHERE id IN ({marks})", wanted)
+                                 f"{self.where}; nothing removed (see: camwatch references list)")
+            conn.execute(f"DELETE FROM camera_references WHERE id IN ({marks(len(wanted))})", wanted)
             cams = sorted({r[1] for r in rows})
-            conn.execute(f"DELETE FROM calibration_samples WHERE camera_id IN "
-                         f"({','.join('?' * len(cams))})", cams)
+            conn.execute(f"DELETE FROM calibration_samples WHERE camera_id IN ({marks(len(cams))})", cams)
         return wanted
 
     def remove_camera(self, camera_id: str) -> builtins.list[int]:
@@ -411,9 +370,21 @@ class ReferenceStore:
                               (model_id,))[0][0])
 
     def stale(self, model_id: str, stats_route: int) -> builtins.list[Reference]:
-        """With images: references embedded by another model, or whose statistics another route measured."""
-        return self._select("WHERE model_id != ? OR json_extract(stats, '$.route') IS NOT ?",
-                            (model_id, stats_route))
+        """With images: references embedded by another model, or whose statistics another route measured.
+
+        The statistics' route is read here, not in SQL: the two backends spell JSON access differently.
+        """
+        ids = []
+        for rid, ref_model, stats in self._db.read("SELECT id, model_id, stats FROM camera_references"):
+            try:
+                route = json.loads(stats or "{}").get("route")
+            except (ValueError, AttributeError):
+                route = None
+            if ref_model != model_id or route != stats_route:
+                ids.append(int(rid))
+        if not ids:
+            return []
+        return self._select(f"WHERE id IN ({marks(len(ids))})", ids)
 
     def refresh(self, model_id: str, refreshed: Sequence[Refresh]) -> None:
         """Write references measured again (``service.enrol.reembed``), all or none.
@@ -428,10 +399,9 @@ class ReferenceStore:
         if not refreshed:
             return
         rows = {r.ref_id: r for r in refreshed}
-        marks = ",".join("?" * len(rows))
         with self._db.transaction() as conn:
             cameras = sorted({r[0] for r in conn.execute(
-                f"SELECT DISTINCT camera_id FROM camera_references WHERE id IN ({marks})", list(rows))})
+                f"SELECT DISTINCT camera_id FROM camera_references WHERE id IN ({marks(len(rows))})", list(rows))})
             for r in refreshed:
                 stats_text = _stats_json(r.stats)
                 if r.embedding is not None:
@@ -442,8 +412,9 @@ class ReferenceStore:
                     conn.execute("UPDATE camera_references SET stats = ? WHERE id = ?",
                                  (stats_text, r.ref_id))
             conn.execute("DELETE FROM calibration_samples WHERE model_id != ?", (model_id,))
-            conn.execute(f"DELETE FROM calibration_samples WHERE structure IS NULL AND camera_id IN "
-                         f"({','.join('?' * len(cameras))})", cameras)
+            if cameras:
+                conn.execute(f"DELETE FROM calibration_samples WHERE structure IS NULL AND camera_id IN "
+                             f"({marks(len(cameras))})", cameras)
 
     # -- calibration ----------------------------------------------------------------
 
