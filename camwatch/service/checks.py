@@ -118,7 +118,8 @@ def history_of(camera_id: str) -> calibration.SceneHistory:
 
 
 def forget_history(camera_id: str) -> None:
-    """Drop what a camera learned since calibration (its references changed, or it left the config)."""
+    """Drop what a camera learned since calibration: a replay starting the same camera again. (A change
+    of references or calibration drops it by itself: ``SceneHistory.rebase``.)"""
     with _SCENES_LOCK:
         _HISTORY.pop(camera_id, None)
 
