@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
-  gstreamer1.0-plugins-bad prometheus systemd chromium chromium-driver mosquitto mosquitto-clients
+  gstreamer1.0-plugins-bad prometheus systemd chromium chromium-driver mosquitto mosquitto-clients openssl
   postgresql)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
