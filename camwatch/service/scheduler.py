@@ -139,8 +139,11 @@ class Scheduler:
         # bench_scale). The phase is stable, from the camera's id.
         first = datetime.now().astimezone() + timedelta(seconds=FIRST_CHECK_AFTER_S)
         phase = camera.interval * (0.5 + (zlib.crc32(camera.id.encode()) % 1000) / 1000)
+        # Every camera's first check is due at once after a start: with many cameras most of them
+        # start later than the misfire grace. A first check is run however late (None: no grace
+        # limit); only later runs, which come again, may be dropped.
         self._scheduler.add_job(self._check, "date", run_date=first, id=f"first:{camera.id}",
-                                args=(camera.id, generation), replace_existing=True)
+                                args=(camera.id, generation), replace_existing=True, misfire_grace_time=None)
         self._scheduler.add_job(self._check, "interval", seconds=camera.interval, jitter=jitter,
                                 id=f"check:{camera.id}", args=(camera.id, generation),
                                 start_date=first + timedelta(seconds=phase), replace_existing=True)
