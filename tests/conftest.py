@@ -14,6 +14,7 @@ No fixture reads ../shared: everything is made on the spot.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,41 @@ def pg_server() -> Iterator[Any]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(autouse=True)
+def _pg_stores_closed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A PostgreSQL store a test opens, the test closes: a psycopg pool left to the garbage collector
+    stops its workers in whatever thread collects it, one of those workers included ("cannot join
+    current thread", a PytestUnraisableExceptionWarning in some later test). The pools made during a
+    PostgreSQL test are recorded; one still open after it fails the test, naming the line that made it."""
+    try:
+        from camwatch.store import pg
+    except ImportError:        # no psycopg: the PostgreSQL tests skip
+        pg = None
+    if pg is None or not {"store_url", "pg_server"} & set(request.fixturenames):
+        yield
+        return
+    made: list[tuple[Any, str]] = []
+    new_pool = pg.PgDatabase._new_pool
+
+    def recording(db: Any) -> Any:
+        pool = new_pool(db)
+        here = [f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_stack()
+                if Path(f.filename).parent == Path(__file__).parent and f.filename != __file__]
+        made.append((pool, f"{db.store} store opened at {' < '.join(reversed(here)) or '?'}"))
+        return pool
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(pg.PgDatabase, "_new_pool", recording)
+    try:
+        yield
+    finally:
+        patch.undo()
+    left = [where for pool, where in made if not pool.closed]
+    for pool, _ in made:
+        pool.close(timeout=1.0)
+    assert not left, f"a PostgreSQL store left open (close it, or use `with`): {'; '.join(left)}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

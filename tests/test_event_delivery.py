@@ -78,6 +78,7 @@ def test_restart_resumes_pending_deliveries(tmp_path, store_url):
     d2.start()  # the 30 s backoff of the old process must not delay the new one
     assert wait_for(lambda: store2.pending_count() == 0, timeout=5)
     d2.stop()
+    store2.close()
     assert sorted(rx.accepted_ids()) == sorted(ids)
     rx.stop()
 

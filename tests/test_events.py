@@ -154,11 +154,11 @@ def test_prune_forgets_old_delivered_events_and_never_a_pending_one(tmp_path, st
     assert store.prune(now - 90 * 86400) == 1
     assert store.prune(now - 90 * 86400) == 0
     store.close()
-    again = EventStore(tmp_path, url=store_url)   # as after a restart: the database says so
-    assert [e.id for e in again.list()] == [old_pending.id, old_half.id, recent.id]
-    assert again.deliveries(old_done.id) == []
-    assert again.pending_count() == 3              # old_pending x2, old_half's webhook
-    assert {e.id for e, _ in again.due("webhook-aaaa0000")} == {old_pending.id, old_half.id}
+    with EventStore(tmp_path, url=store_url) as again:   # as after a restart: the database says so
+        assert [e.id for e in again.list()] == [old_pending.id, old_half.id, recent.id]
+        assert again.deliveries(old_done.id) == []
+        assert again.pending_count() == 3              # old_pending x2, old_half's webhook
+        assert {e.id for e, _ in again.due("webhook-aaaa0000")} == {old_pending.id, old_half.id}
 
 
 # events.db exactly as camwatch wrote it before the store had versioned migrations: the
@@ -210,11 +210,11 @@ def test_details_are_stored_delivered_and_read_back(tmp_path, store_url):
                        "sharpness_ratio": float("nan")})
     store.record(e, ["webhook-aaaa0000"])
     store.close()
-    again = EventStore(tmp_path, url=store_url)
-    [back] = again.list()
+    with EventStore(tmp_path, url=store_url) as again:
+        [back] = again.list()
+        [(due, _)] = again.due("webhook-aaaa0000")
     assert back.details == {"structure_distance": 0.91, "structure_scale": 0.33, "cue": "dark",
                             "sharpness_ratio": "nan"}  # JSON has no NaN: kept as its text
-    [(due, _)] = again.due("webhook-aaaa0000")
     assert due.details == back.details
     rx = Receiver()
     WebhookSink(rx.url).send(back)

@@ -28,6 +28,7 @@ import yaml
 
 from camwatch.cli.main import build_parser
 from camwatch.config import load_config
+from camwatch.store.backend import is_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "kubernetes"
@@ -227,6 +228,10 @@ def test_cameras_file_agrees_with_the_statefulset(base, tmp_path, monkeypatch):
     assert s.metrics.address == "0.0.0.0" and s.metrics.port == c["ports"][0]["containerPort"]
     assert s.state_dir == Path(mounts["state"])
     assert (s.device, s.require_gpu) == ("cpu", False)
+    # One shared PostgreSQL store, its password from the Secret (key db-pass), not from the ConfigMap.
+    assert is_postgres(s.store)
+    assert secret["stringData"]["db-pass"] in str(s.store)
+    assert secret["stringData"]["db-pass"] not in cm["data"][cfg.name] and "${cred:db-pass}" in cm["data"][cfg.name]
 
 
 def test_gpu_overlay_asks_for_a_gpu_and_requires_it(base, gpu):

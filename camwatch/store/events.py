@@ -193,6 +193,12 @@ class EventStore:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ---- writing -------------------------------------------------------------------
     def record(self, event: Event, sinks: Iterable[str] = ()) -> None:
         """Store ``event`` and one pending outbox row per sink, atomically and durably.

@@ -127,6 +127,7 @@ class PgDatabase:
             kwargs["application_name"] = f"camwatch-{store}"
         self._url, self._kwargs, self._pool_size = url, kwargs, pool_size
         self._failing = False       # an operation failed for want of a connection since the pool was made
+        self._closed = False
         try:
             psycopg.connect(url, **kwargs).close()
         except psycopg.Error as exc:
@@ -167,7 +168,7 @@ class PgDatabase:
         if self._failing:
             # The server answers again while the pool still waits out its backoff: start a new pool.
             with self.lock:
-                if self._failing and self._pool is pool:
+                if self._failing and self._pool is pool and not self._closed:
                     self._failing = False
                     self._pool = self._new_pool()
                     threading.Thread(target=pool.close, kwargs={"timeout": 1.0}, daemon=True).start()
@@ -251,4 +252,13 @@ class PgDatabase:
         return self.read("SELECT changes FROM camwatch_schema WHERE store = ?", (self.store,))[0][0]
 
     def close(self) -> None:
-        self._pool.close(timeout=2.0)
+        """Close the pool now, in this thread, and stop any reconnection from making another.
+
+        A pool left to the garbage collector stops its workers in ``__del__``, in whatever thread
+        collects it, one of its own workers included ("cannot join current thread"): every
+        ``PgDatabase`` is closed by its store, and a pool replaced after an outage is closed at once.
+        """
+        with self.lock:
+            self._closed = True
+            pool = self._pool
+        pool.close(timeout=2.0)
