@@ -7,7 +7,8 @@
 #      interpreter that makes .venv (default python3);
 #   3. the package with its train and test extras (torch pinned in pyproject), skipped when
 #      pyproject.toml has not changed since the last install into that environment;
-#   4. ruff, mypy (settings in pyproject.toml), then pytest; any failure fails the script.
+#   4. ruff, mypy (settings in pyproject.toml), then pytest on every core (pytest-xdist); any
+#      failure fails the script.
 # Arguments go to pytest: scripts/test.sh -x tests/test_compare.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +52,6 @@ echo "ruff check"
 "$PY" -m ruff check camwatch tests benchmarks export
 echo "mypy"
 "$PY" -m mypy
-exec "$PY" -m pytest -q -ra "$@"
+# One pytest worker per core (PYTEST_WORKERS=N to choose; 0 runs in this process): the suite
+# mostly waits on real servers and processes, so two workers on CI's 2 cores halve its time.
+exec "$PY" -m pytest -q -ra -n "${PYTEST_WORKERS:-auto}" "$@"
