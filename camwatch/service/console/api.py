@@ -22,10 +22,10 @@ from camwatch.config import CameraConfig
 from camwatch.config.types import clip
 from camwatch.core.errors import ActionError
 from camwatch.service.console import auth, data, operate
+from camwatch.service.console.bodies import MAX_BODY, read_body
 from camwatch.service.console.openapi import SPEC
 
 #: Largest action body read.
-MAX_BODY = 4096
 
 #: How long a browser may keep a thumbnail without asking again (the tag changes with each check).
 THUMB_MAX_AGE_S = 2
@@ -116,11 +116,9 @@ def history(request: Request, src: data.Sources, cam: CameraConfig) -> Response:
 
 async def _body(request: Request) -> dict[str, str] | None:
     """The JSON object an action carries (its values as text), or None when it is not one."""
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            return None
+    raw = await read_body(request)
+    if raw is None:
+        return None
     if not raw.strip():
         return {}
     try:

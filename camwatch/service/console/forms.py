@@ -2,7 +2,7 @@
 
 Every form carries a CSRF token that must match the one the console gave
 (the session's, or before login the login cookie's), and a form without it
-changes nothing. Bodies are read up to ``MAX_BODY`` bytes and parsed here
+changes nothing. Bodies are read up to ``bodies.MAX_BODY`` bytes and parsed here
 (urlencoded: three short fields), so no multipart parser is needed.
 """
 
@@ -16,10 +16,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from camwatch.core.errors import ActionError
 from camwatch.service.console import auth, operate, views
+from camwatch.service.console.bodies import read_body
 from camwatch.service.console.data import Sources
 
 #: Largest form body read.
-MAX_BODY = 4096
 
 
 def operators(request: Request) -> auth.Operators | None:
@@ -37,11 +37,9 @@ def viewer(request: Request) -> views.Viewer:
 
 
 async def _form(request: Request) -> dict[str, str] | None:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
+    body = await read_body(request)
+    if body is None:
+        return None
     try:
         fields = parse_qs(body.decode("utf-8"), max_num_fields=8)
     except (UnicodeDecodeError, ValueError):
