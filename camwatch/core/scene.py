@@ -272,4 +272,6 @@ def focus_cells(grey: np.ndarray, columns: int, rows: int) -> tuple[float, ...]:
     focus = np.log((energy + 1e-3) / (var + 1.0))
     contrast = np.log(np.sqrt(var) + 1.0)
     values = np.concatenate([focus.ravel(), contrast.ravel()])
-    return tuple(round(float(v), 3) if math.isfinite(v) else 0.0 for v in values)
+    # Rounded as arrays: a Python round() per cell was a third of this function's time.
+    values = np.where(np.isfinite(values), np.round(values, 3), 0.0)
+    return tuple(values.tolist())
