@@ -35,7 +35,6 @@ the measurement choices below were made on cases from footage/tune
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
