@@ -34,7 +34,6 @@ the measurement choices below were made on cases from footage/tune
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -162,11 +161,6 @@ class Background:
     views: int
     least_aligned: float = 1.0
 
-    @functools.cached_property
-    def gradients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The layout's (x, y, cell energy), once: every check compares a view with them."""
-        return None if self.layout is None else _background_gradients(self.layout)
-
 
 @dataclass(frozen=True)
 class SceneCues:
@@ -243,7 +237,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         view = view.astype(np.float32)
         if view.shape != bg.shape:
             view = np.asarray(cv2.resize(view, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
-        corr, ev, eb = _compare(view, bg, background.gradients)
+        corr, ev, eb = _compare(view, bg)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         n, _, st, _ = cv2.connectedComponentsWithStats(lost.astype(np.uint8), connectivity=4)
