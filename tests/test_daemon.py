@@ -21,13 +21,11 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from daemon_helpers import SilentServer, camwatch, write_config
+from daemon_helpers import SilentServer, camwatch, http_get, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
 
@@ -68,11 +66,7 @@ def check_now(d: Daemon, cid: str) -> None:
 def probe(d: Daemon, path: str) -> tuple[int, str]:
     """A real GET of the daemon's /healthz or /readyz: (status, body)."""
     assert d.metrics_server is not None
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_server.port}{path}", timeout=3) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return http_get(d.metrics_server.port, path)
 
 
 class Clock:

@@ -31,13 +31,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import psycopg
 import pytest
-from daemon_helpers import REPO, Daemon, write_config
+from daemon_helpers import REPO, Daemon, http_get, write_config
 from media import scene_image, write_image
 from modelkit import grid_model
 from test_events import Receiver
@@ -72,14 +70,6 @@ def _states(d: Daemon) -> dict[str, str]:
     """Each camera's state, from one read of the member's /metrics (the state label whose value is 1)."""
     return {dict(labels)["camera"]: dict(labels)["state"] for (name, labels), v in d.samples().items()
             if name == "camwatch_camera_state" and v == 1}
-
-
-def _get(d: Daemon, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{d.port}{path}", timeout=3) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 class Fleet:
@@ -188,8 +178,8 @@ def test_every_camera_on_two_members_of_one_store_through_kills_and_restarts(fle
     for m, d in enumerate(fleet):
         # A member has series for its own cameras only, and checked every one of them.
         assert d.cameras() == checked[m], m
-        assert _get(d, "/readyz") == (200, "ready\n")
-        assert _get(d, "/healthz")[0] == 200
+        assert http_get(d.port, "/readyz") == (200, "ready\n")
+        assert http_get(d.port, "/healthz")[0] == 200
         assert d.value("camwatch_cluster_member_info", member=str(m)) == 1
         assert d.value("camwatch_cluster_members") == MEMBERS
         assert d.value("camwatch_cluster_cameras") == CAMERAS
