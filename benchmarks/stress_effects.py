@@ -78,8 +78,22 @@ def _anchor(rng: np.random.Generator, w: int, h: int) -> tuple[str, float, float
     return place, float(rng.uniform(0, w)), float(rng.uniform(0, h))
 
 
+#: Draws of a cover's shape before giving up on reaching its fraction (a polygon anchored at a
+#: corner whose points all lie outside the view covers nothing however large it grows).
+_COVER_TRIES = 8
+
+
 def cover_mask(shape: tuple[int, int], rng: np.random.Generator, fraction: float) -> tuple[np.ndarray, Params]:
-    """A boolean mask of a polygon, blob or strip over ``fraction`` of an ``(h, w)`` view."""
+    """A boolean mask of a polygon, blob or strip over ``fraction`` of an ``(h, w)`` view
+    (within a quarter of it: a shape that cannot reach it is drawn again)."""
+    for _ in range(_COVER_TRIES):
+        mask, params = _cover_shape(shape, rng, fraction)
+        if abs(float(mask.mean()) - fraction) <= 0.25 * fraction:
+            break
+    return mask, params
+
+
+def _cover_shape(shape: tuple[int, int], rng: np.random.Generator, fraction: float) -> tuple[np.ndarray, Params]:
     h, w = shape
     kind = str(rng.choice(["polygon", "blob", "strip"]))
     if kind == "strip":

@@ -72,6 +72,16 @@ def test_partial_cover_covers_the_intended_fraction(fraction: float) -> None:
         assert abs(float(p2["covered"]) - fraction) < 0.03
 
 
+def test_no_cover_falls_short_of_its_fraction() -> None:
+    """A polygon at a corner whose points all lie outside the view covered nothing: a query
+    labelled covered with nothing on it. Every draw now reaches its fraction within a quarter."""
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        fraction = float(rng.uniform(*fx.PARTIAL_BAND))
+        mask, params = fx.cover_mask((90, 160), rng, fraction)
+        assert abs(float(mask.mean()) - fraction) <= 0.25 * fraction, (seed, params, float(mask.mean()))
+
+
 def test_cover_shapes_and_places_vary() -> None:
     shapes, places = set(), set()
     for seed in range(40):
