@@ -3,8 +3,10 @@
 Triplets come from physics, not labels. The anchor is a camera's view (a
 window into a scene frame, export/views.py) at time t; the positive is the
 same window at another time with benign change (light, IR night, noise, JPEG,
-a little vibration, weather, glare, shadows, passers-by); the negative is the
-same scene through a moved window, or the view covered, defocused, blinded or
+a little vibration, weather, glare, shadows, passers-by, a person or vehicle
+close to the lens); the negative is the same scene through a moved window, or
+the view covered (anywhere, sprayed too), defocused (through a lens at full
+size, before downscaling), blinded (wholly or by a light in part of it) or
 pointed at another scene. Negatives carry benign changes too, so photometric
 cues cannot give the answer away. Every function takes an explicit
 ``numpy.random.Generator`` so a seed reproduces a batch exactly.
@@ -23,6 +25,10 @@ from .views import inside, moved_corners, out_size, render, sample_window, vibra
 #: moment): the hardest case for a position-keeping embedding of a finely textured
 #: scene is a view that only shook, and it must come out nearly identical.
 SHAKE_ONLY_POSITIVES = 0.25
+#: Share of (not shake-only) positives with a person or vehicle close to the lens.
+NEAR_OBJECT_POSITIVES = 0.15
+#: Share of defocused negatives blurred at full size before rendering (the rest: at view size).
+LENS_DEFOCUS = 0.6
 
 # -- benign changes (float32 BGR 0..255 in, out) ---------------------------------------
 
@@ -197,6 +203,47 @@ def passers_by(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None
     return out
 
 
+def near_object(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | None) -> np.ndarray:
+    """A person or vehicle close to the camera, in focus, over 15-45% of the view.
+
+    Close traffic is the benign change a global embedding confuses with a cover:
+    a large region loses the scene's texture. What tells them apart is that a near
+    object is sharp and textured like the world (its texture comes from another
+    scene), while a cover is soft and plain, so the object is pasted in focus.
+    """
+    h, w = x.shape[:2]
+    frac = rng.uniform(0.15, 0.45)
+    m = np.zeros((h, w), np.float32)
+    if rng.random() < 0.5:   # a vehicle: a low box with a cabin, standing on the bottom edge
+        bw = min(w * 1.4, math.sqrt(frac * w * h / 0.55))
+        bh = 0.55 * bw
+        cx = rng.uniform(0.0, 1.0) * w
+        bottom = rng.uniform(0.9, 1.15) * h
+        body = np.array([[cx - bw / 2, bottom], [cx - bw / 2, bottom - 0.55 * bh], [cx - 0.3 * bw, bottom - bh],
+                         [cx + 0.3 * bw, bottom - bh], [cx + bw / 2, bottom - 0.55 * bh], [cx + bw / 2, bottom]])
+        cv2.fillPoly(m, [body.astype(np.int32)], 1.0)
+    else:                    # a person: torso and head, cut by the frame's bottom or side
+        bh = min(h * 1.5, math.sqrt(frac * w * h / 0.4))
+        bw = 0.4 * bh
+        cx = rng.uniform(-0.1, 1.1) * w
+        top = h - bh * rng.uniform(0.7, 1.0)
+        cv2.ellipse(m, (int(cx), int(top + 0.6 * bh)), (int(bw / 2), int(0.5 * bh)), 0, 0, 360, 1.0, -1)
+        cv2.circle(m, (int(cx), int(top + 0.08 * bh)), int(0.13 * bh), 1.0, -1)
+    if m.mean() < 0.05:
+        return x
+    m = cv2.GaussianBlur(m, (0, 0), 0.7)[..., None]
+    if donor is not None and rng.random() < 0.85:
+        dh, dw = donor.shape[:2]
+        cw, ch = int(dw * rng.uniform(0.2, 0.6)), int(dh * rng.uniform(0.2, 0.6))
+        sx, sy = int(rng.integers(0, dw - cw + 1)), int(rng.integers(0, dh - ch + 1))
+        patch = cv2.resize(donor[sy:sy + ch, sx:sx + cw], (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        patch = cv2.addWeighted(patch, 1.6, cv2.GaussianBlur(patch, (0, 0), 1.5), -0.6, 0)  # close: crisp
+    else:
+        patch = np.full((h, w, 3), rng.uniform(20, 200, 3), np.float32)
+        patch *= (0.6 + 0.8 * _noise_field(rng, h, w, rng.uniform(3, 10)))[..., None]
+    return x * (1 - m) + patch * m
+
+
 # -- drift (the view itself changed) -----------------------------------------------
 
 
@@ -218,7 +265,8 @@ def _cover_mask(rng: np.random.Generator, h: int, w: int, frac: float) -> np.nda
     else:               # a blob (hand, paint, sticker) of about that area
         k = int(rng.integers(5, 10))
         r = math.sqrt(frac * w * h / math.pi)
-        cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
+        cx, cy = rng.uniform(0.0, 1.0) * w, rng.uniform(0.0, 1.0) * h   # anywhere, corners too
+        r = r * (1.0 + 0.6 * max(abs(cx / w - 0.5), abs(cy / h - 0.5)))     # a corner blob is partly outside
         ang = np.sort(rng.uniform(0, 2 * math.pi, k))
         rad = r * rng.uniform(0.75, 1.3, k)
         pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
@@ -254,14 +302,14 @@ def _cover_fill(rng: np.random.Generator, x: np.ndarray, kind: str) -> np.ndarra
     raise ValueError(kind)
 
 
-COVER_KINDS = ("dark", "grey", "cloth", "hand", "tape", "paint", "translucent")
+COVER_KINDS = ("dark", "grey", "cloth", "hand", "tape", "paint", "translucent", "spray")
 
 
 def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """Something on or near the lens over 25-100% of the view; near the lens means soft edges."""
     h, w = x.shape[:2]
     kind = COVER_KINDS[int(rng.integers(len(COVER_KINDS)))]
-    frac = 1.0 if rng.random() < 0.3 else rng.uniform(0.25, 1.0)
+    frac = 1.0 if rng.random() < 0.25 else rng.uniform(0.15, 1.0)
     if kind == "paint" and rng.random() < 0.6:   # several spray blobs
         m = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(2, 6))):
@@ -269,7 +317,14 @@ def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     else:
         m = _cover_mask(rng, h, w, frac)
     m = cv2.GaussianBlur(m, (0, 0), rng.uniform(0.5, 0.04 * w + 1))[..., None]
-    if kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
+    if kind == "spray":        # paint sprayed on the lens: a soft colour wash, the scene blurred under it
+        m = np.maximum(m, cv2.GaussianBlur(m, (0, 0), 0.08 * w)[..., None] * rng.uniform(0.5, 1.0))
+        under = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.01, 0.05) * w)
+        col = rng.uniform(0, 255, 3).astype(np.float32)
+        a = rng.uniform(0.55, 0.95)
+        fill = under * (1 - a) + col * a
+        fill *= (0.9 + 0.2 * _noise_field(rng, h, w, rng.uniform(6, 20)))[..., None]
+    elif kind == "translucent":  # frosted or smeared: the scene becomes a blur under a veil
         veil = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.03, 0.12) * w)
         a = rng.uniform(0.35, 0.85)
         fill = veil * (1 - a) + a * rng.uniform(60, 230)
@@ -291,15 +346,40 @@ def defocus(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return cv2.filter2D(x, -1, ker / ker.sum())
 
 
+def lens_blur(rng: np.random.Generator, frame: np.ndarray, view_w: float) -> np.ndarray:
+    """A focus ring turned: the frame at full size through a lens's out-of-focus disc.
+
+    Applied before the view is rendered (downscaled), so a gentle defocus that
+    shows at full size and barely at 128 px is what the network learns from. The
+    blur is done in linear light, so highlights spread into bright discs as a
+    lens makes them. ``view_w`` is the window's width in frame pixels.
+    """
+    r = max(0.8, view_w * rng.uniform(0.003, 0.02))
+    n = int(math.ceil(r)) + 1
+    yy, xx = np.mgrid[-n:n + 1, -n:n + 1].astype(np.float32)
+    ker = np.clip(r + 0.5 - np.hypot(xx, yy), 0, 1)
+    lin = (frame.astype(np.float32) / 255.0) ** 2.2
+    out = cv2.filter2D(lin, -1, ker / ker.sum(), borderType=cv2.BORDER_REFLECT)
+    return np.clip(255.0 * np.maximum(out, 0) ** (1 / 2.2), 0, 255).astype(np.uint8)
+
+
 def blind(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """Blinded: near-black (cut, sprayed black), saturated white, or a flashlight/laser bloom."""
+    """Blinded: near-black (cut, sprayed black), saturated white, a torch or the sun in part of the view,
+    or a flashlight/laser bloom over all of it."""
     h, w = x.shape[:2]
     r = rng.random()
-    if r < 0.35:
+    if r < 0.3:
         return x * rng.uniform(0.0, 0.08) + rng.uniform(0, 12) + _normal(rng, rng.uniform(0.5, 4), x.shape)
-    if r < 0.65:
+    if r < 0.55:
         return np.minimum(x * rng.uniform(3, 12) + rng.uniform(80, 220), 255) + _normal(rng, 2, x.shape)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if r < 0.85:   # a torch or the sun in the lens: a saturated region and a veil, the rest still seen
+        cx, cy = rng.uniform(0.0, 1.0) * w, rng.uniform(0.0, 1.0) * h
+        rad = rng.uniform(0.1, 0.3) * w
+        bloom = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rad * rad))
+        veil = rng.uniform(0.05, 0.25)
+        tint = np.array([rng.uniform(0.8, 1), rng.uniform(0.9, 1), 1], np.float32)
+        return x * (1 - 0.5 * veil) + 255 * (rng.uniform(1.2, 3.0) * bloom + veil)[..., None] * tint
     cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
     rad = rng.uniform(0.3, 0.9) * w
     d2 = (xx - cx) ** 2 + (yy - cy) ** 2
@@ -390,12 +470,15 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
     else:
         p = render(f_b, vibrate(rng, win).corners(), size).astype(np.float32)
         p = benign_scene(rng, p, donor, passers=0.6 if len(scene.frames) == 1 else 0.2)
+        if rng.random() < NEAR_OBJECT_POSITIVES:
+            p = near_object(rng, p, donor)
         p = benign_sensor(rng, p)
 
     # negative: the view itself changed
     if kind is None:
         kind = NEGATIVE_KINDS[int(rng.choice(len(NEGATIVE_KINDS), p=NEGATIVE_WEIGHTS))]
     f_n = f_b if rng.random() < 0.7 else f_a
+    lens = False
     if kind.startswith("moved:"):
         move = kind.split(":")[1]
         c = None
@@ -412,6 +495,8 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
         fo = os_.frames[int(rng.integers(len(os_.frames)))]
         wo = sample_window(rng, fo.shape[1], fo.shape[0])
         n = cv2.resize(render(fo, wo.corners(), out_size(wo)), size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    elif kind == "defocus" and (lens := rng.random() < LENS_DEFOCUS):
+        n = render(lens_blur(rng, f_n, win.w), vibrate(rng, win).corners(), size).astype(np.float32)
     else:
         n = render(f_n, vibrate(rng, win).corners(), size).astype(np.float32)
     benign_n = rng.random() < 0.6
@@ -419,7 +504,7 @@ def triplet(rng: np.random.Generator, scenes: list, idx: int, kind: str | None =
         n = benign_scene(rng, n, donor, passers=0.2)
     if kind == "covered":
         n = cover(rng, n)
-    elif kind == "defocus":
+    elif kind == "defocus" and not lens:
         n = defocus(rng, n)
     elif kind == "blinded":
         n = blind(rng, n)

@@ -63,3 +63,49 @@ def test_benign_shake_stays_well_inside_the_smallest_move():
         moves.append(math.hypot((centre[0] - win.cx) / win.w, (centre[1] - win.cy) / win.h))
     assert max(shakes) <= math.sqrt(2) * views.VIBRATION_SHIFT
     assert min(moves) >= 0.06 - 1e-9 and 0.06 >= 4 * views.VIBRATION_SHIFT
+
+
+def _detail(img: np.ndarray) -> float:
+    grey = img.astype(np.float32).mean(axis=2)
+    return float(np.mean(np.abs(np.diff(grey, axis=1))) + np.mean(np.abs(np.diff(grey, axis=0))))
+
+
+def test_a_near_object_is_large_and_in_focus(scene):
+    """Close traffic as a benign change: a large region of the view, as sharp as the scene around it."""
+    donor = np.random.default_rng(1).uniform(0, 255, (144, 192, 3)).astype(np.uint8)
+    shares = []
+    for seed in range(20):
+        out = augment.near_object(np.random.default_rng(seed), scene.copy(), donor)
+        changed = np.abs(out - scene).max(axis=2) > 1
+        shares.append(float(changed.mean()))
+        if changed.any():
+            assert _detail(np.where(changed[..., None], out, 0)) > 0.5 * _detail(np.where(changed[..., None], scene, 0))
+    assert max(shares) > 0.15 and np.median(shares) > 0.1
+
+
+def test_lens_defocus_happens_at_full_size_and_gently(scene):
+    """The focus ring's blur is applied to the frame before the view is cut and shrunk: detail drops,
+    the layout stays, and its radius is a small share of the view's width."""
+    frame = np.repeat(np.repeat(scene, 3, axis=0), 3, axis=1).astype(np.uint8)   # a 576-px frame
+    soft = augment.lens_blur(np.random.default_rng(2), frame, view_w=576)
+    assert soft.shape == frame.shape and soft.dtype == np.uint8 and np.isfinite(soft).all()
+    assert _detail(soft) < 0.9 * _detail(frame)
+    assert abs(float(soft.mean()) - float(frame.mean())) < 12      # light is kept, not dimmed
+
+
+def test_covers_reach_corners_and_every_cover_kind_renders(scene):
+    h, w = scene.shape[:2]
+    corners = 0
+    for seed in range(60):
+        m = augment._cover_mask(np.random.default_rng(seed), h, w, 0.3)
+        if m[: h // 4, : w // 4].mean() > 0.5 or m[-h // 4:, -w // 4:].mean() > 0.5 \
+                or m[: h // 4, -w // 4:].mean() > 0.5 or m[-h // 4:, : w // 4].mean() > 0.5:
+            corners += 1
+    assert corners >= 5
+    kinds = set()
+    for seed in range(80):
+        rng = np.random.default_rng(seed)
+        kinds.add(augment.COVER_KINDS[int(np.random.default_rng(seed).integers(len(augment.COVER_KINDS)))])
+        out = augment.cover(rng, scene.copy())
+        assert out.shape == scene.shape and np.isfinite(out).all()
+    assert "spray" in kinds
