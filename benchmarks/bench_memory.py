@@ -7,6 +7,8 @@ every camera be enrolled (auto_enroll) and checked a few times, samples the RSS
 RSS(1)) / (N - 1). Modes:
 
   file           an image file re-read per check
+  file-learned   the same, calibrated (8 checks) and then learning its scene (8 views kept),
+                 so the difference from ``file`` is what a calibrated reference's scene costs
   http           HTTP snapshot (one real threaded HTTP server, one path per camera)
   rtsp-snapshot  RTSP, connect per check (real GStreamer RTSP server, 640x360 H.264)
   rtsp-stream    RTSP, a held connection decoding 15 fps (fewer cameras: each costs CPU)
@@ -46,7 +48,7 @@ def cameras_for(mode: str, n: int, folder: Path, http: SnapshotServer | None, rt
     cams = []
     for i in range(n):
         cid = f"cam{i:03d}"
-        if mode == "file":
+        if mode in ("file", "file-learned"):
             path = write_image(folder / f"{cid}.jpg", scene_image(640, 360, seed=300 + i))
             url = str(path)
         elif mode == "http":
@@ -61,15 +63,20 @@ def cameras_for(mode: str, n: int, folder: Path, http: SnapshotServer | None, rt
     return cams
 
 
-def rss_of(folder: Path, cams: list[dict], interval: float, model: str | None, settle_checks: int = 3) -> float:
+#: Checks a ``file-learned`` camera needs: 8 to calibrate, then 8 learned views and one more relearn.
+LEARNED_CHECKS = 8 + 8 + 2
+
+
+def rss_of(folder: Path, cams: list[dict], interval: float, model: str | None, settle_checks: int = 3,
+           calibration: int = 0) -> float:
     """Median RSS (MB) once every enabled camera has done ``settle_checks`` checks."""
     cfg = write_config(folder / "cameras.yaml", cams, interval=interval, timeout=5,
-                       **({"model": model} if model else {}))
+                       calibration={"checks": calibration}, **({"model": model} if model else {}))
     d = CamwatchProcess(cfg, log_level="WARNING")
     try:
         d.wait_ready(120)
         enabled = sum(1 for c in cams if c.get("enabled", True))
-        end = time.monotonic() + 180
+        end = time.monotonic() + 60 + 10 * settle_checks * interval
         while enabled and time.monotonic() < end:
             done = metric_sum(scrape(d.port, 10), "camwatch_checks_total", result="ok")
             if done >= settle_checks * enabled:
@@ -122,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 f1, fn = tmp / f"{mode}-1-{r}", tmp / f"{mode}-n-{r}"
                 f1.mkdir()
                 fn.mkdir()
-                a = rss_of(f1, cameras_for(mode, 1, f1, http, rtsp), args.interval, args.model)
-                b = rss_of(fn, cameras_for(mode, n, fn, http, rtsp), args.interval, args.model)
+                extra = {"settle_checks": LEARNED_CHECKS, "calibration": 8} if mode == "file-learned" else {}
+                a = rss_of(f1, cameras_for(mode, 1, f1, http, rtsp), args.interval, args.model, **extra)
+                b = rss_of(fn, cameras_for(mode, n, fn, http, rtsp), args.interval, args.model, **extra)
                 ones.append(a)
                 alls.append(b)
                 per.append((b - a) / (n - 1))
