@@ -8,15 +8,13 @@ kept, a haze lowers both.
 
 from __future__ import annotations
 
-import dataclasses
-
 import cv2
 import numpy as np
 from media import scene_frames, scene_image
 
 from camwatch.core import scene
 from camwatch.core.calibration import SceneHistory, learn_backgrounds_from, provisional_backgrounds, relearn_backgrounds
-from camwatch.core.decision import SHIPPED, DecisionParams, RefView, assess
+from camwatch.core.decision import DecisionParams, RefView, assess
 from camwatch.vision.stats import view_stats
 
 
@@ -116,10 +114,9 @@ def test_a_reference_alone_gives_a_scene_and_damaged_statistics_give_none_of_its
     assert not v.drifted
 
 
-def _verdict(image: np.ndarray, ref: RefView, scenes: dict, embedding: tuple = (1.0, 0.0),
-             params: DecisionParams = SHIPPED) -> tuple:
+def _verdict(image: np.ndarray, ref: RefView, scenes: dict, embedding: tuple = (1.0, 0.0)) -> tuple:
     s = view_stats(image)
-    return assess(np.array(embedding, np.float32), s, [ref], 0.5, params=params, backgrounds=scenes), s
+    return assess(np.array(embedding, np.float32), s, [ref], 0.5, backgrounds=scenes), s
 
 
 def test_the_scene_keeps_learning_from_plainly_benign_views_never_from_a_moved_one() -> None:
@@ -136,8 +133,7 @@ def test_the_scene_keeps_learning_from_plainly_benign_views_never_from_a_moved_o
     turned_image = scene_image(seed=3, moved=True)
     moved, ms = _verdict(turned_image, ref, calibrated, embedding=(0.0, 1.0))
     assert moved.drifted and not history.offer(moved, ms, 0.0, params)
-    # the embedding missed it and so did the flat-cells cover cue (set off here): still not in place
-    missed, ms = _verdict(turned_image, ref, calibrated, params=dataclasses.replace(params, cover_flat_area=1.0))
+    missed, ms = _verdict(turned_image, ref, calibrated)       # the embedding missed it: still not in place
     assert not missed.drifted and not history.offer(missed, ms, 0.0, params)
 
     later = scene_frames(14, seed=3)[9:]

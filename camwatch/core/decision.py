@@ -177,9 +177,6 @@ class DecisionParams:
     #: A connected region of textured cells that lost their texture and alignment, over this share
     #: of the textured cells, is a cover (``scene.SceneCues.cover``)...
     cover_area: float = 0.15
-    #: ...and such a region counting cells that went flat as lost (``scene.SceneCues.flat``: a board or
-    #: cloth with a grain of its own), over this share.
-    cover_flat_area: float = 0.2
     #: ...its margin per unit of share above it.
     cover_scale: float = 0.5
     #: Defocused: detail per unit contrast fell (``scene.SceneCues.soft``, log) below minus the larger
@@ -477,10 +474,7 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         # In place: traffic or a crowd moved the embedding, not the camera.
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)
     if cues.cover is not None:
-        over = cues.cover - params.cover_area
-        if cues.flat is not None:
-            over = max(over, cues.flat - params.cover_flat_area)
-        margins["cover"] = over * params.cover_scale
+        margins["cover"] = (cues.cover - params.cover_area) * params.cover_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     if cues.soft is not None and cues.contrast is not None and in_place \
             and -params.focus_contrast_drop < cues.contrast < params.focus_contrast_rise:

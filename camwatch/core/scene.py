@@ -13,13 +13,9 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   correlation between the view and the background (after a global shift of
   at most ``MAX_SHIFT`` px, so vibration is forgiven). Traffic lowers it in
   the cells it hides; a moved camera lowers it everywhere.
-* ``cover``: the largest connected region of textured cells whose structure
-  no longer aligns and which either lost their texture or went flat (a cell's
-  mean brightness hardly steps from its neighbours' any more, where the
-  background's did), as a share of the textured cells: a cover near the lens is
-  out of focus and of one colour, wherever it sits; a board or cloth with a grain
-  of its own keeps some texture but still flattens the scene's light and dark.
-  A car or a crowd hides the structure too, but brings light and dark of its own.
+* ``cover``: the largest connected region of textured cells whose texture is
+  gone and whose structure no longer aligns, as a share of the textured
+  cells: a cover near the lens is out of focus, wherever it sits.
 * ``soft`` and ``contrast``: the median change (log) of fine detail per unit
   of local contrast, and of local contrast, over the background's most
   detailed cells of the focus grid (``vision.stats.ViewStats.focus_grid``,
@@ -67,12 +63,6 @@ _MIN_STABLE = 4
 ALIGNED_QUANTILE = 0.8
 #: A cell has lost its texture when its gradient energy fell below this share of the background's.
 LOST_ENERGY = 0.15
-#: A cell went flat when its mean's step from its neighbours' fell below this share of the background's
-#: (with ``DecisionParams.cover_flat_area``, chosen on footage/tune and train cases: docs/evaluation.md).
-FLAT_STEP = 0.7
-#: Background steps below this (layout grey levels) count as this, so a cell of a plain wall, whose
-#: step is near zero, cannot go flat by noise.
-_MIN_STEP = 2.0
 #: The focus grid's cells judged for focus: those above this quantile of the background's focus.
 _DETAILED_QUANTILE = 0.4
 
@@ -88,13 +78,6 @@ def _cell_means(x: np.ndarray, cols: int, rows: int) -> np.ndarray:
     xs = np.array([w * i // cols for i in range(cols + 1)])
     sums = np.add.reduceat(np.add.reduceat(x, ys[:-1], axis=0), xs[:-1], axis=1)
     return np.asarray(sums / (np.diff(ys)[:, None] * np.diff(xs)[None, :]), np.float64)
-
-
-def _step(means: np.ndarray) -> np.ndarray:
-    """Per cell: the mean absolute difference between its value and its four neighbours'."""
-    p = np.pad(means, 1, mode="edge")
-    return (np.abs(means - p[:-2, 1:-1]) + np.abs(means - p[2:, 1:-1])
-            + np.abs(means - p[1:-1, :-2]) + np.abs(means - p[1:-1, 2:])) / 4
 
 
 def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +170,6 @@ class SceneCues:
     cover: float | None
     soft: float | None
     contrast: float | None
-    flat: float | None = None
 
 
 def _layouts(layouts: Sequence[object]) -> list[np.ndarray]:
@@ -245,27 +227,9 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[
     return layout, textured, stable
 
 
-def _covers(view: np.ndarray, bg: np.ndarray, textured: np.ndarray, stable: np.ndarray,
-            corr: np.ndarray, ev: np.ndarray, eb: np.ndarray) -> tuple[float, float]:
-    """(``SceneCues.cover``, ``SceneCues.flat``) of a view, given its comparison with the background."""
-    total = int(textured.sum())
-    if not total:
-        return 0.0, 0.0
-    cols, rows = _grid(bg.shape)
-    flat = _step(_cell_means(view, cols, rows)) < FLAT_STEP * np.maximum(_step(_cell_means(bg, cols, rows)), _MIN_STEP)
-    gone = textured & (corr < STABLE_CORRELATION)
-    lost = gone & (ev < LOST_ENERGY * eb)
-    return _largest(lost) / total, _largest(lost | (gone & flat & stable)) / total
-
-
-def _largest(cells: np.ndarray) -> int:
-    n, _, st, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=4)
-    return int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
-
-
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
-    aligned = cover = soft = contrast = flat = None
+    aligned = cover = soft = contrast = None
     view = structure.decode(layout)
     bg = background.layout
     if view is not None and bg is not None and background.textured is not None \
@@ -275,13 +239,16 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
             view = np.asarray(cv2.resize(view, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
         corr, ev, eb = _compare(view, bg)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
-        cover, flat = _covers(view, bg, background.textured, background.stable, corr, ev, eb)
+        lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
+        n, _, st, _ = cv2.connectedComponentsWithStats(lost.astype(np.uint8), connectivity=4)
+        largest = int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+        cover = largest / int(background.textured.sum())
     grid = FocusGrid.parse(focus_grid)
     if grid is not None and background.focus is not None and background.detailed is not None \
             and len(grid.focus) == len(background.focus.focus):
         soft = float(np.median((grid.focus - background.focus.focus)[background.detailed]))
         contrast = float(np.median((grid.contrast - background.focus.contrast)[background.detailed]))
-    return SceneCues(aligned, cover, soft, contrast, flat)
+    return SceneCues(aligned, cover, soft, contrast)
 
 
 def focus_cells(grey: np.ndarray, columns: int, rows: int) -> tuple[float, ...]:
