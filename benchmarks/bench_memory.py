@@ -7,7 +7,7 @@ every camera be enrolled (auto_enroll) and checked a few times, samples the RSS
 RSS(1)) / (N - 1). Modes:
 
   file           an image file re-read per check
-  file-learned   the same, calibrated (8 checks) and then learning its scene (8 views kept),
+  file-learned   the same, calibrated (the default 8 checks) and then learning its scene (8 views kept),
                  so the difference from ``file`` is what a calibrated reference's scene costs
   http           HTTP snapshot (one real threaded HTTP server, one path per camera)
   rtsp-snapshot  RTSP, connect per check (real GStreamer RTSP server, 640x360 H.264)
@@ -43,6 +43,9 @@ from harness import (
     write_image,
 )
 
+from camwatch.config import Settings
+from camwatch.core.decision import SHIPPED
+
 
 def cameras_for(mode: str, n: int, folder: Path, http: SnapshotServer | None, rtsp: RtspServer | None) -> list[dict]:
     cams = []
@@ -63,8 +66,10 @@ def cameras_for(mode: str, n: int, folder: Path, http: SnapshotServer | None, rt
     return cams
 
 
-#: Checks a ``file-learned`` camera needs: 8 to calibrate, then 8 learned views and one more relearn.
-LEARNED_CHECKS = 8 + 8 + 2
+#: The product's default calibration.checks, which a ``file-learned`` camera runs with.
+CALIBRATION = Settings().calibration.checks
+#: Checks a ``file-learned`` camera needs: calibration, then a full history of learned views and two more.
+LEARNED_CHECKS = CALIBRATION + SHIPPED.learn_views + 2
 
 
 def rss_of(folder: Path, cams: list[dict], interval: float, model: str | None, settle_checks: int = 3,
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 f1, fn = tmp / f"{mode}-1-{r}", tmp / f"{mode}-n-{r}"
                 f1.mkdir()
                 fn.mkdir()
-                extra = {"settle_checks": LEARNED_CHECKS, "calibration": 8} if mode == "file-learned" else {}
+                extra = {"settle_checks": LEARNED_CHECKS, "calibration": CALIBRATION} if mode == "file-learned" else {}
                 a = rss_of(f1, cameras_for(mode, 1, f1, http, rtsp), args.interval, args.model, **extra)
                 b = rss_of(fn, cameras_for(mode, n, fn, http, rtsp), args.interval, args.model, **extra)
                 ones.append(a)
