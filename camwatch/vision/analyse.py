@@ -23,7 +23,7 @@ from camwatch.vision.prepare import (
     rows_route,
     spread,
 )
-from camwatch.vision.stats import ViewStats, stats_of, stats_size, view_stats
+from camwatch.vision.stats import ViewStats, stats_after, stats_of, stats_size, view_stats
 
 
 def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewStats]:
@@ -54,7 +54,7 @@ def analyse(image_bgr: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, ViewSta
     x = finish(half if grey_half is None else grey_half, spec)
     if n_stats == 1:
         return x, stats_of(half, img.shape, grey_half)
-    return x, stats_of(halve(half, n_stats - 1), img.shape)
+    return x, stats_after(half, 1, img.shape, grey_half)
 
 
 def analyse_batch(images: Sequence[np.ndarray], spec: InputSpec) -> tuple[np.ndarray, list[ViewStats]]:

@@ -38,13 +38,20 @@ STATS_WIDTH = 480
 #: fields are measured exactly as by route 4.
 #: 6: route 5, and the statistics carry the layout image and the focus grid that a camera's learned
 #: scene is judged by (``core.scene``); the other fields are measured exactly as by route 5.
-STATS_ROUTE = 6
+#: 7: route 6, but the focus grid is measured at up to ``FOCUS_MAX_WIDTH`` px, not at the statistics
+#: width; every other field exactly as by route 6.
+STATS_ROUTE = 7
 
 #: Cells (columns, rows) of ``ViewStats.detail_grid``.
 DETAIL_GRID = (8, 6)
 
 #: Cells (columns, rows) of ``ViewStats.focus_grid``.
 FOCUS_GRID = (12, 8)
+#: The focus grid is measured on the view's grey halved (2x2 means) until at most this wide: a gentle
+#: turn of the focus ring (0.7-1.1 px of blur on a 960-px camera) barely shows once the view is
+#: brought to STATS_WIDTH, at its own size it does (footage/tune: docs/evaluation.md). 640 px at 720p,
+#: 960 px at 1080p: ~0.4 and ~1.3 ms more a check than at STATS_WIDTH.
+FOCUS_MAX_WIDTH = 960
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
 FLAT_CELL_STD = 4.0
@@ -54,6 +61,24 @@ def stats_size(shape: tuple[int, ...]) -> tuple[int, int]:
     """(width, height) at which a frame of ``shape`` is measured."""
     h, w = shape[:2]
     return STATS_WIDTH, max(1, round(h * STATS_WIDTH / w))
+
+
+def focus_halvings(shape: tuple[int, ...]) -> int:
+    """How many 2x2 halvings bring a frame of ``shape`` to at most ``FOCUS_MAX_WIDTH`` px wide."""
+    w, n = shape[1], 0
+    while w > FOCUS_MAX_WIDTH:
+        w, n = w // 2, n + 1
+    return n
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 and image.shape[2] == 3 else \
+        (image if image.ndim == 2 else image[:, :, 0])
+
+
+def _focus_view(grey: np.ndarray) -> np.ndarray:
+    """``grey`` halved to at most FOCUS_MAX_WIDTH px wide (unchanged when it already is)."""
+    return halve(grey, focus_halvings(grey.shape))
 
 
 @dataclass(frozen=True)
@@ -145,7 +170,7 @@ def view_stats(image_bgr: np.ndarray) -> ViewStats:
     img = image_bgr if image_bgr.ndim == 3 else image_bgr[:, :, None]
     n = base_halvings(img.shape, *stats_size(img.shape))
     if n:
-        return stats_of(halve(img, n), img.shape)
+        return stats_after(img, 0, img.shape)
     return _view_stats(image_bgr, fast=True)
 
 
@@ -154,8 +179,24 @@ def view_stats_exact(image_bgr: np.ndarray) -> ViewStats:
     return _view_stats(image_bgr, fast=False)
 
 
-def stats_of(base: np.ndarray, shape: tuple[int, ...], grey: np.ndarray | None = None) -> ViewStats:
-    """Statistics of a frame of ``shape`` from its 2x2-mean reduction ``base`` (and its grey, if at hand)."""
+def stats_after(image: np.ndarray, done: int, shape: tuple[int, ...], grey: np.ndarray | None = None) -> ViewStats:
+    """Statistics of an HD frame of ``shape`` from ``image``, the frame after ``done`` of its base halvings
+    (``grey``: the image's grey, if at hand). The focus grid is read at the last halving that is at most
+    FOCUS_MAX_WIDTH wide: the base itself at 720p, the step before it at 1080p."""
+    n, k = base_halvings(shape, *stats_size(shape)), focus_halvings(shape)
+    focus = None
+    if done <= k < n:
+        image = halve(image, k - done)
+        focus = grey if (k == done and grey is not None) else _grey(image)
+        image, done, grey = halve(image, n - k), n, None
+    base = halve(image, n - done)
+    return stats_of(base, shape, grey if base is image else None, focus)
+
+
+def stats_of(base: np.ndarray, shape: tuple[int, ...], grey: np.ndarray | None = None,
+             focus: np.ndarray | None = None) -> ViewStats:
+    """Statistics of a frame of ``shape`` from its 2x2-mean reduction ``base`` (and its grey, if at hand;
+    ``focus``: the grey the focus grid is read on, when not the base's own)."""
     sw, th = stats_size(shape)
     colour = None
     if base.ndim == 3 and base.shape[2] == 3:
@@ -163,9 +204,10 @@ def stats_of(base: np.ndarray, shape: tuple[int, ...], grey: np.ndarray | None =
         colour = halvings(base, sw // 2, 1)
     elif grey is None:
         grey = base if base.ndim == 2 else base[:, :, 0]
+    focus = _focus_view(grey) if focus is None else focus
     if grey.shape[1] != sw or grey.shape[0] != th:       # 480-959 px wide: less than 2x to go
         grey = cv2.resize(grey, (sw, th), interpolation=cv2.INTER_LINEAR)
-    return _measure(grey, colour)
+    return _measure(grey, colour, focus)
 
 
 def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
@@ -177,18 +219,20 @@ def _view_stats(image_bgr: np.ndarray, fast: bool) -> ViewStats:
     colour = None
     if fast and img.shape[2] == 3 and w >= 2 * STATS_WIDTH and h >= 2 * th:
         # pyrDown on grey, not BGR: a third of the work, same picture up to rounding
-        grey = shrink(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), STATS_WIDTH, th)
+        full = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        grey = shrink(full, STATS_WIDTH, th)
         colour = halvings(img, grey.shape[1], grey.shape[0])
+        return _measure(grey, colour, _focus_view(full))
+    focus = _focus_view(_grey(img)) if w > STATS_WIDTH else None
+    small = shrink(img, STATS_WIDTH, th) if w > STATS_WIDTH else img
+    if small.ndim == 2:
+        small = small[:, :, None]
+    if small.shape[2] == 3:
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        colour = small
     else:
-        small = shrink(img, STATS_WIDTH, th) if w > STATS_WIDTH else img
-        if small.ndim == 2:
-            small = small[:, :, None]
-        if small.shape[2] == 3:
-            grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-            colour = small
-        else:
-            grey = small[:, :, 0]
-    return _measure(grey, colour)
+        grey = small[:, :, 0]
+    return _measure(grey, colour, focus)
 
 
 def _detail_grid(grey: np.ndarray) -> tuple[float, ...]:
@@ -210,8 +254,9 @@ def _detail_grid(grey: np.ndarray) -> tuple[float, ...]:
     return tuple(np.round(cells.astype(np.float64).ravel(), 1).tolist())
 
 
-def _measure(grey: np.ndarray, colour: np.ndarray | None) -> ViewStats:
-    """The statistics of a grey view at (about) STATS_WIDTH and its colour version (any size)."""
+def _measure(grey: np.ndarray, colour: np.ndarray | None, focus: np.ndarray | None = None) -> ViewStats:
+    """The statistics of a grey view at (about) STATS_WIDTH, its colour version (any size) and the grey
+    its focus grid is read on (``focus``, at most FOCUS_MAX_WIDTH wide; default: ``grey``)."""
     colourful = _colourfulness(colour) if colour is not None else 0.0
     mean, std = cv2.meanStdDev(grey)
     contrast = float(std[0, 0])
@@ -233,5 +278,5 @@ def _measure(grey: np.ndarray, colour: np.ndarray | None) -> ViewStats:
         thumb=thumbnail(grey),
         detail_grid=_detail_grid(half),
         layout=thumbnail(grey, LAYOUT_WIDTH),
-        focus_grid=focus_cells(grey, *FOCUS_GRID),
+        focus_grid=focus_cells(grey if focus is None else focus, *FOCUS_GRID),
     )
