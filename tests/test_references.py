@@ -24,7 +24,7 @@ import pytest
 from camwatch.core.errors import StoreError
 from camwatch.service.enrol import reembed
 from camwatch.store.references import DB_NAME, SCHEMA_VERSION, ReferenceStore, check_label
-from camwatch.vision.stats import view_stats
+from camwatch.vision.stats import STATS_ROUTE, view_stats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,7 +258,12 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
         # Embedded before the model input's route changed (vision.prepare.MODEL_INPUT_ROUTE): here a
         # stand-in vector, which re-embedding must replace with its image's embedding.
         s.add("cam4", "day", data, a.embed([scene(7)])[0], a.spec.identity, old_stats)
-        assert reembed(s, a) == 3
+        # A sample whose view statistics the old route measured goes (the learned scene is made of them and
+        # the reference alike); one measured by today's route stays.
+        s.add("cam5", "day", data, a.embed([img])[0], a.spec.identity, old_stats)
+        s.add_calibration_sample("cam5", a.spec.identity, 0.96, structure=0.05, stats=old_stats)
+        s.add_calibration_sample("cam5", a.spec.identity, 0.97, structure=0.04, stats=view_stats(img))
+        assert reembed(s, a) == 4
         assert reembed(s, a) == 0
         np.testing.assert_allclose(s.for_camera("cam4")[0].embedding, a.embed([img])[0], atol=1e-6)
         got = {r.camera_id: r for r in s.for_camera("cam") + s.for_camera("cam2")}
@@ -272,6 +277,8 @@ def test_statistics_from_an_older_route_are_measured_again_under_the_same_model(
         assert s.calibration_structure("cam3", a.spec.identity) == pytest.approx([0.05])
         assert s.for_camera("cam3")[0].stats["thumb"]            # re-measured with its thumbnail
         assert s.for_camera("cam3")[0].id == ref3.id             # the same reference, not a new one
+        assert s.calibration_samples("cam5", a.spec.identity) == pytest.approx([0.97])
+        assert [v["route"] for _, v in s.calibration_views("cam5", a.spec.identity)] == [STATS_ROUTE]
 
 
 def test_reembed_failing_half_way_changes_nothing(tmp_path, store_url):

@@ -114,6 +114,15 @@ def check_label(label: str) -> str:
     return label
 
 
+def _route_of(text: object) -> int:
+    """The statistics route a stored statistics JSON says it was measured by (1 when it does not say)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+        return int(value.get("route", 1)) if isinstance(value, dict) else 1
+    except (ValueError, TypeError):
+        return 1
+
+
 def _stats_json(stats: object) -> str:
     if stats is None:
         return "{}"
@@ -392,9 +401,11 @@ class ReferenceStore:
         Only embeddings, dims, model ids and statistics change; images and labels
         stay (never a new baseline). Calibration samples taken under another model
         go (similarities under another model are not comparable), and so do the
-        refreshed cameras' samples without a structure distance: taken before
+        refreshed cameras' samples without a structure distance (taken before
         references had structure thumbnails, they cannot give the camera its
-        structure scale, so those cameras calibrate again.
+        structure scale) or whose view statistics another route measured (the
+        learned scene is made of them and the reference alike): those cameras
+        calibrate again.
         """
         if not refreshed:
             return
@@ -415,6 +426,14 @@ class ReferenceStore:
             if cameras:
                 conn.execute(f"DELETE FROM calibration_samples WHERE structure IS NULL AND camera_id IN "
                              f"({marks(len(cameras))})", cameras)
+                # Views measured by another statistics route than the references now are: the learned scene
+                # would compare the two routes' focus grids and layouts as if alike.
+                routes = {_route_of(_stats_json(r.stats)) for r in refreshed}
+                other = [sample_id for sample_id, text in conn.execute(
+                    f"SELECT id, stats FROM calibration_samples WHERE stats IS NOT NULL AND camera_id IN "
+                    f"({marks(len(cameras))})", cameras) if _route_of(text) not in routes]
+                if other:
+                    conn.execute(f"DELETE FROM calibration_samples WHERE id IN ({marks(len(other))})", other)
 
     # -- calibration ----------------------------------------------------------------
 
