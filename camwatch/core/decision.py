@@ -181,7 +181,7 @@ class DecisionParams:
     cover_scale: float = 0.5
     #: Defocused: detail per unit contrast fell (``scene.SceneCues.soft``, log) below minus the larger
     #: of this and ``focus_spread_factor`` x the camera's own spread...
-    focus_min_drop: float = 0.55
+    focus_min_drop: float = 0.65
     focus_spread_factor: float = 4.0
     #: ...while local contrast fell by less than this (log): fog and haze take contrast too...
     focus_contrast_drop: float = 0.3
