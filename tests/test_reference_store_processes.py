@@ -12,13 +12,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
 import pytest
 import test_references
-from test_references import REPO, jpeg, scene, unit
+from test_references import REPO, in_threads, jpeg, scene, unit
 
 from camwatch.store.references import DB_NAME, ReferenceStore
 
@@ -26,24 +25,14 @@ store = test_references.store  # the shared fixture, by its module (a plain impo
 
 
 def test_threads_share_one_store(store):
-    errors = []
-
     def work(t: int) -> None:
-        try:
-            for i in range(25):
-                store.add(f"cam{t}", f"l{i}", jpeg(scene(i)), unit(i), "m")
-                store.for_camera(f"cam{t}")
-                store.add_calibration_sample(f"cam{(t + 1) % 4}", "m", 0.9)
-                store.counts()
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
+        for i in range(25):
+            store.add(f"cam{t}", f"l{i}", jpeg(scene(i)), unit(i), "m")
+            store.for_camera(f"cam{t}")
+            store.add_calibration_sample(f"cam{(t + 1) % 4}", "m", 0.9)
+            store.counts()
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert in_threads(work, 4, 60) == []
     assert store.counts() == {f"cam{t}": 25 for t in range(4)}
 
 

@@ -15,6 +15,8 @@ import dataclasses
 import json
 import os
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -80,6 +82,24 @@ def jpeg(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return buf.tobytes()
+
+
+def in_threads(work: Callable[[int], object], n: int, timeout: float) -> list[Exception]:
+    """``work(0)`` ... ``work(n - 1)`` at once on n threads; what they raised (surfaced by the caller)."""
+    errors: list[Exception] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except Exception as exc:  # returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:

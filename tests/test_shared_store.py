@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 import pytest
 from test_events import Receiver, wait_for
-from test_references import jpeg, scene, tiny_model, unit
+from test_references import in_threads, jpeg, scene, tiny_model, unit
 
 from camwatch.core.backoff import Backoff
 from camwatch.core.errors import StoreError
@@ -183,22 +183,9 @@ def test_a_member_refuses_an_emptied_or_another_fleets_database_and_a_new_member
 
 
 def test_a_newer_schema_is_refused_and_members_starting_at_once_migrate_once(tmp_path, pg_server):
-    import threading
-
     url = pg_server.url(pg_server.new_schema())
-    opened, errors = [], []
-
-    def start(i: int) -> None:
-        try:
-            opened.append(ReferenceStore(tmp_path / f"m{i}", url=url))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    opened: list[ReferenceStore] = []
+    errors = in_threads(lambda i: opened.append(ReferenceStore(tmp_path / f"m{i}", url=url)), 4, 30)
     assert errors == [] and len({s.identity for s in opened}) == 1
     for s in opened:
         s.close()
