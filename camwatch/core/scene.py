@@ -19,7 +19,8 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
 * ``soft`` and ``contrast``: the median change (log) of fine detail per unit
   of local contrast, and of local contrast, over the background's most
   detailed cells of the focus grid (``vision.stats.ViewStats.focus_grid``,
-  measured at the statistics width where a real focus-ring turn shows). A
+  measured on the view halved to at most 960 px, where a real focus-ring turn
+  shows). A
   defocused lens lowers detail in nearly every such cell together while
   their contrast stays; fog and haze lower both.
 

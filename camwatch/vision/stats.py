@@ -117,9 +117,9 @@ class ViewStats:
     #: The grey view at ``core.scene.LAYOUT_WIDTH`` px (at most the view's width), encoded like ``thumb``:
     #: what a camera's learned background is made of and judged against (``core.scene``). "" before route 6.
     layout: str = dataclasses.field(default="", repr=False)
-    #: ``core.scene.focus_cells`` of the grey view at the statistics width in a ``FOCUS_GRID``: fine
-    #: detail per unit of local contrast, and local contrast, where a gentle lens defocus shows.
-    #: () before route 6.
+    #: ``core.scene.focus_cells`` of the grey view halved to at most ``FOCUS_MAX_WIDTH`` (route 7; the
+    #: statistics width before) in a ``FOCUS_GRID``: fine detail per unit of local contrast, and local
+    #: contrast, where a gentle lens defocus shows. () before route 6.
     focus_grid: tuple[float, ...] = dataclasses.field(default=(), repr=False)
 
 
