@@ -50,7 +50,7 @@ FOCUS_GRID = (12, 8)
 #: The focus grid is measured on the view's grey halved (2x2 means) until at most this wide: a gentle
 #: turn of the focus ring (0.7-1.1 px of blur on a 960-px camera) barely shows once the view is
 #: brought to STATS_WIDTH, at its own size it does (footage/tune: docs/evaluation.md). 640 px at 720p,
-#: 960 px at 1080p: ~0.4 and ~1.3 ms more a check than at STATS_WIDTH.
+#: 960 px at 1080p: the grid alone ~0.4 and ~1.3 ms more a check than at STATS_WIDTH (docs/performance.md).
 FOCUS_MAX_WIDTH = 960
 
 #: Grey-level standard deviation below which a stats cell counts as textureless.
