@@ -173,3 +173,52 @@ def test_a_wash_of_paint_is_named_covered_a_soft_lens_defocused() -> None:
     assert painted.drifted and painted.kind == "covered"
     lens, _ = _verdict(soft, ref, scenes)
     assert lens.drifted and lens.kind == "defocused"
+
+
+def _bloom(image: np.ndarray, gain: float = 1.8, radius: float = 0.12) -> np.ndarray:
+    """A light shone into the lens: a Gaussian bloom added to the view, saturating its core."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    bloom = np.exp(-((xx - 0.3 * w) ** 2 + (yy - 0.6 * h) ** 2) / (2 * (radius * w) ** 2))
+    return np.clip(image.astype(np.float32) + 255.0 * gain * bloom[..., None], 0, 255).astype(np.uint8)
+
+
+def test_a_light_shone_in_is_glare_a_brighter_exposure_or_a_white_object_is_not() -> None:
+    """Glare blows out a patch whatever was there and brightens around it; a gain blows out the
+    brightest parts first; a white thing blown out to its edge leaves its surroundings as they were."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    bg = scenes[7]
+    assert _cues(frames[0], bg).glare == 0.0
+    glare = _cues(_bloom(frames[0]), bg).glare
+    assert glare is not None and glare > 0.1
+    exposed = np.clip(frames[0].astype(np.float32) * 1.8, 0, 255).astype(np.uint8)
+    assert _cues(exposed, bg).glare == 0.0
+    h, w = frames[0].shape[:2]
+    white = frames[0].copy()
+    white[int(0.45 * h):int(0.8 * h), int(0.15 * w):int(0.45 * w)] = 255        # a white van, blown out
+    assert _cues(white, bg).glare == 0.0
+
+    lit, _ = _verdict(_bloom(frames[0]), ref, scenes)
+    assert lit.drifted and lit.reason == "glare" and lit.kind == "blinded"
+    bright, _ = _verdict(exposed, ref, scenes)
+    assert not bright.drifted
+
+
+def test_a_brighter_sky_blowing_out_is_not_glare() -> None:
+    """A scene bright at the top: more exposure blows out the sky and brightens the cells below it
+    more than the dark ground, like a light's halo; but a change of light blows out the brightest
+    parts first, so nothing here was darker than what stays unblown."""
+    rng = np.random.default_rng(5)
+    h, w = 360, 640
+    ramp = np.linspace(245, 40, h, dtype=np.float32)[:, None] * np.ones((1, w), np.float32)
+    texture = cv2.resize(rng.normal(0, 12, (h // 8, w // 8)).astype(np.float32), (w, h))
+    sky = np.clip(ramp + texture, 0, 255)
+    views = [np.repeat(np.clip(sky + rng.normal(0, 2, sky.shape), 0, 255).astype(np.uint8)[..., None], 3, 2)
+             for _ in range(5)]
+    st = _stats(views)
+    bg = scene.learn([s.layout for s in st], [s.focus_grid for s in st])
+    brighter = np.clip(views[0].astype(np.float32) * 1.6, 0, 255).astype(np.uint8)
+    assert _cues(brighter, bg).glare == 0.0

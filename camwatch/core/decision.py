@@ -179,6 +179,11 @@ class DecisionParams:
     cover_area: float = 0.15
     #: ...its margin per unit of share above it.
     cover_scale: float = 0.5
+    #: A light shone into the lens: a connected patch of newly blown-out cells the background had
+    #: darker than parts still unblown (``scene.SceneCues.glare``) over this share of the view...
+    glare_area: float = 0.04
+    #: ...its margin per unit of share above it.
+    glare_scale: float = 0.5
     #: Defocused: detail per unit contrast fell (``scene.SceneCues.soft``, log) below minus the larger
     #: of this and ``focus_spread_factor`` x the camera's own spread...
     focus_min_drop: float = 0.65
@@ -420,7 +425,7 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
                    ratio: float | None, params: DecisionParams = SHIPPED,
                    scene_cues: scene.SceneCues | None = None) -> str:
     """``name_kind`` with the cues measured already (``benchmarks/tune_decision.py`` tries params on them)."""
-    if _blinded(stats, reason, params):
+    if _blinded(stats, reason, params) or reason == "glare":
         return "blinded"
     soft = reason == "sharpness" or (ratio is not None and ratio < params.defocus_ratio)
     glare = _stat_or(stats, "bright_fraction", 0.0) - _stat_or(ref_stats, "bright_fraction", 0.0)
@@ -475,6 +480,8 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)
     if cues.cover is not None:
         margins["cover"] = (cues.cover - params.cover_area) * params.cover_scale
+    if cues.glare is not None:
+        margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     if cues.soft is not None and cues.contrast is not None and in_place \
             and -params.focus_contrast_drop < cues.contrast < params.focus_contrast_rise:

@@ -62,6 +62,10 @@ def explanation(drifted: bool, similarity: float, threshold: float, reason: str,
             if sharpness_ratio is not None:
                 return f"detail down to {sharpness_ratio:.0%} of the reference's"
             return "the view lost its detail"
+        if reason == "cover":
+            return "part of the view lost its texture"
+        if reason == "glare":
+            return "a light is blown out in the view"
         return "the layout changed"
     if not drifted and similarity < threshold:
         return "the layout is intact"

@@ -16,6 +16,14 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
 * ``cover``: the largest connected region of textured cells whose texture is
   gone and whose structure no longer aligns, as a share of the textured
   cells: a cover near the lens is out of focus, wherever it sits.
+* ``glare``: the largest connected region of cells blown out (white) in the
+  view that were not in the background, and that were darker there than
+  cells the view still shows unblown, as a share of all cells. A light shone
+  into the lens adds light: it blows out dark and bright parts alike in one
+  patch, and brightens what is around it. A brighter exposure, a sunnier hour
+  or an IR switch maps grey levels monotonically, so it blows out the
+  background's brightest parts first and counts nothing here; a white car
+  leaves what is beside it as it was.
 * ``soft`` and ``contrast``: the median change (log) of fine detail per unit
   of local contrast, and of local contrast, over the background's most
   detailed cells of the focus grid (``vision.stats.ViewStats.focus_grid``,
@@ -64,6 +72,19 @@ _MIN_STABLE = 4
 ALIGNED_QUANTILE = 0.8
 #: A cell has lost its texture when its gradient energy fell below this share of the background's.
 LOST_ENERGY = 0.15
+#: A layout pixel at or above this grey is blown out (255 at full size, averaged down).
+BLOWN_GREY = 248
+#: A cell is blown out when more than this share of its pixels are...
+BLOWN_SHARE = 0.5
+#: ...and was not in the background when less than this share of them were.
+_WAS_BLOWN = 0.2
+#: A newly blown cell counts as glare when the background there was darker than this quantile of
+#: the background under the view's unblown cells (a monotone change of light blows out none such).
+_GLARE_RANK = 0.9
+#: ...and when the unblown cells around its patch (two cells deep) brightened by at least this
+#: many grey levels more than the rest of the view did (footage/tune and train stress cases:
+#: benign blown patches <= 14, glare mostly 15-100).
+GLARE_HALO = 20.0
 #: The focus grid's cells judged for focus: those above this quantile of the background's focus.
 _DETAILED_QUANTILE = 0.4
 
@@ -161,6 +182,8 @@ class Background:
     focus_spread: float
     views: int
     least_aligned: float = 1.0
+    grey: np.ndarray | None = None      # per layout cell: the learning views' median grey (0-255)
+    blown: np.ndarray | None = None     # per layout cell: share of it blown out in that median
 
 
 @dataclass(frozen=True)
@@ -171,14 +194,20 @@ class SceneCues:
     cover: float | None
     soft: float | None
     contrast: float | None
+    glare: float | None = None
 
 
-def _layouts(layouts: Sequence[object]) -> list[np.ndarray]:
-    decoded = [structure.decode(t) for t in layouts]
+def _greys(layouts: Sequence[object]) -> list[np.ndarray]:
+    """The layouts in their own grey levels, those of the first's size (none if the first is damaged)."""
+    decoded = [structure.decode_grey(t) for t in layouts]
     first = decoded[0]
     if first is None:
         return []
-    return [d.astype(np.float32) for d in decoded if d is not None and d.shape == first.shape]
+    return [d for d in decoded if d is not None and d.shape == first.shape]
+
+
+def _blown(grey: np.ndarray, cols: int, rows: int) -> np.ndarray:
+    return _cell_means((grey >= BLOWN_GREY).astype(np.float32), cols, rows)
 
 
 def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligned: float | None = None) -> Background:
@@ -192,8 +221,9 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
     background per view, paid once at calibration, not each time the scene
     learns again from later views.
     """
-    views = _layouts(layouts)
-    layout = textured = stable = None
+    greys = _greys(layouts)
+    views = [structure.standardise(g).astype(np.float32) for g in greys]
+    layout = textured = stable = grey = blown = None
     least = 1.0 if least_aligned is None else least_aligned
     if views:
         first = views[0]
@@ -205,6 +235,9 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
                 bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
                 if int(tex.sum()):
                     least = min(least, float(np.quantile(_compare(views[i], bg)[0][stab], ALIGNED_QUANTILE)))
+        median = np.median(np.stack(greys), axis=0) if len(greys) > 1 else greys[0]
+        cols, rows = _grid(median.shape)
+        grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
     grids = [g for g in (FocusGrid.parse(v) for v in focus_grids) if g is not None]
     focus = detailed = None
     spread = 0.0
@@ -213,7 +246,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
                           np.median(np.stack([g.contrast for g in grids]), axis=0))
         detailed = focus.focus > np.quantile(focus.focus, _DETAILED_QUANTILE)
         spread = max(abs(float(np.median((g.focus - focus.focus)[detailed]))) for g in grids)
-    return Background(layout, textured, stable, focus, detailed, spread, len(views), least)
+    return Background(layout, textured, stable, focus, detailed, spread, len(views), least, grey, blown)
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -230,26 +263,58 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
-    aligned = cover = soft = contrast = None
-    view = structure.decode(layout)
+    aligned = cover = soft = contrast = glare = None
+    raw = structure.decode_grey(layout)
     bg = background.layout
-    if view is not None and bg is not None and background.textured is not None \
+    if raw is not None and bg is not None and background.textured is not None \
             and background.stable is not None and int(background.textured.sum()):
-        view = view.astype(np.float32)
-        if view.shape != bg.shape:
-            view = np.asarray(cv2.resize(view, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
+        if raw.shape != bg.shape:
+            raw = np.asarray(cv2.resize(raw, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
+        view = structure.standardise(raw).astype(np.float32)
         corr, ev, eb = _compare(view, bg)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
-        n, _, st, _ = cv2.connectedComponentsWithStats(lost.astype(np.uint8), connectivity=4)
-        largest = int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
-        cover = largest / int(background.textured.sum())
+        cover = _largest(lost) / int(background.textured.sum())
+        if background.grey is not None and background.blown is not None:
+            glare = _glare(raw, background.grey, background.blown)
     grid = FocusGrid.parse(focus_grid)
     if grid is not None and background.focus is not None and background.detailed is not None \
             and len(grid.focus) == len(background.focus.focus):
         soft = float(np.median((grid.focus - background.focus.focus)[background.detailed]))
         contrast = float(np.median((grid.contrast - background.focus.contrast)[background.detailed]))
-    return SceneCues(aligned, cover, soft, contrast)
+    return SceneCues(aligned, cover, soft, contrast, glare)
+
+
+def _largest(cells: np.ndarray, connectivity: int = 4) -> int:
+    n, _, st, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=connectivity)
+    return int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+
+
+_RING = np.ones((5, 5), np.uint8)
+
+
+def _glare(raw: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
+    """``SceneCues.glare`` of a view's grey layout on the background's cell greys and blown shares."""
+    cols, rows = grey.shape[1], grey.shape[0]
+    blown = _blown(raw, cols, rows) > BLOWN_SHARE
+    new = blown & (was_blown < _WAS_BLOWN)
+    if not new.any() or blown.all():
+        return 0.0
+    # Glare blows out cells the background had darker than parts the view still shows.
+    new &= grey < np.quantile(grey[~blown], _GLARE_RANK)
+    n, labels, st, _ = cv2.connectedComponentsWithStats(new.astype(np.uint8), connectivity=8)
+    if n < 2:
+        return 0.0
+    patch = labels == 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
+    # A light adds itself around the patch too, fading with distance; a white car or a lit
+    # sign is blown out to its edge and leaves what is beside it as it was.
+    ring = cv2.dilate(patch.astype(np.uint8), _RING).astype(bool) & ~blown
+    if not ring.any():
+        return 0.0
+    rise = _cell_means(raw, cols, rows) - grey
+    if float(np.median(rise[ring]) - np.median(rise[~blown])) < GLARE_HALO:
+        return 0.0
+    return float(patch.sum()) / float(patch.size)
 
 
 def focus_cells(grey: np.ndarray, columns: int, rows: int) -> tuple[float, ...]:

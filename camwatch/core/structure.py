@@ -52,6 +52,13 @@ def standardise(img: np.ndarray) -> np.ndarray:
 
 def decode(text: object) -> np.ndarray | None:
     """The standardised float thumbnail encoded in ``text``; None when there is none or it is damaged."""
+    raw = decode_grey(text)
+    return None if raw is None else standardise(raw)
+
+
+def decode_grey(text: object) -> np.ndarray | None:
+    """The float thumbnail encoded in ``text`` in its own grey levels (0-255, where a blown-out
+    light shows as such); None when there is none or it is damaged."""
     # Not cached: a query's thumbnail is new at every check, and a cache big enough for a
     # thousand cameras' references would hold ~30 MB to save ~0.1 ms per check.
     if not isinstance(text, str) or not text:
@@ -64,7 +71,7 @@ def decode(text: object) -> np.ndarray | None:
             return None
     except (ValueError, TypeError):
         return None
-    return standardise(raw.reshape(h, w).astype(np.float32))
+    return raw.reshape(h, w).astype(np.float32)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
