@@ -222,3 +222,23 @@ def test_a_brighter_sky_blowing_out_is_not_glare() -> None:
     bg = scene.learn([s.layout for s in st], [s.focus_grid for s in st])
     brighter = np.clip(views[0].astype(np.float32) * 1.6, 0, 255).astype(np.uint8)
     assert _cues(brighter, bg).glare == 0.0
+
+
+def test_detail_is_judged_on_the_background_still_in_view() -> None:
+    """Something smooth in focus over half the view (a crowd's clothes, a lorry's side) hides detailed
+    cells: over all of them detail fell (``soft_whole``), over those still in view it did not
+    (``soft``); a lens defocus behind it lowers those too."""
+    frames = scene_frames(9, seed=3)
+    bg = scene.learn([s.layout for s in _stats(frames)], [s.focus_grid for s in _stats(frames)])
+    h, w = frames[0].shape[:2]
+    rng = np.random.default_rng(4)
+    hidden = frames[0].copy()
+    smooth = cv2.resize(rng.normal(128, 60, (6, 8, 3)).astype(np.float32), (w - w // 2, h),
+                        interpolation=cv2.INTER_CUBIC)
+    hidden[:, w // 2:] = smooth.clip(0, 255).astype(np.uint8)
+    busy = _cues(hidden, bg)
+    assert busy.soft is not None and busy.soft_whole is not None
+    assert busy.soft > -0.1 and busy.soft_whole < -0.65
+    assert busy.aligned is not None and busy.aligned > 0.9
+    soft = _cues(cv2.GaussianBlur(hidden, (0, 0), 0.8), bg)
+    assert soft.soft is not None and soft.soft < -1.0

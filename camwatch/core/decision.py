@@ -184,11 +184,16 @@ class DecisionParams:
     glare_area: float = 0.04
     #: ...its margin per unit of share above it.
     glare_scale: float = 0.5
-    #: Defocused: detail per unit contrast fell (``scene.SceneCues.soft``, log) below minus the larger
-    #: of this and ``focus_spread_factor`` x the camera's own spread...
-    focus_min_drop: float = 0.65
+    #: Defocused: detail per unit contrast of the detailed cells still in view fell (``scene.SceneCues.
+    #: soft``, log) below minus the larger of this and ``focus_spread_factor`` x the camera's own spread,
+    #: or that of all its detailed cells (``soft_whole``) below minus the larger of ``focus_whole_drop``
+    #: and that spread (the lowest lines with no false alert in the footage/tune replay and no more
+    #: false alarms on tune cases)...
+    focus_min_drop: float = 0.55
+    focus_whole_drop: float = 0.65
     focus_spread_factor: float = 4.0
-    #: ...while local contrast fell by less than this (log): fog and haze take contrast too...
+    #: ...while local contrast (over the same cells) fell by less than this (log): fog and haze take
+    #: contrast too...
     focus_contrast_drop: float = 0.3
     #: ...and rose by less than this (log): a lens never adds contrast; something large and near
     #: that entered the detailed cells does, and lowers their detail per unit of contrast.
@@ -483,13 +488,17 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
     if cues.glare is not None:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
-    if cues.soft is not None and cues.contrast is not None and in_place \
-            and -params.focus_contrast_drop < cues.contrast < params.focus_contrast_rise:
-        drop = max(params.focus_min_drop, params.focus_spread_factor * background.focus_spread)
+    spread = params.focus_spread_factor * background.focus_spread
+    for soft, contrast, least in ((cues.soft, cues.contrast, params.focus_min_drop),
+                                  (cues.soft_whole, cues.contrast_whole, params.focus_whole_drop)):
+        if soft is None or contrast is None or not in_place \
+                or not -params.focus_contrast_drop < contrast < params.focus_contrast_rise:
+            continue
+        drop = max(least, spread)
         if night:
             drop = max(drop, params.focus_night_drop)
-        soft = (-drop - cues.soft) * params.focus_scale
-        margins["sharpness"] = max(margins.get("sharpness", soft), soft)
+        margin = (-drop - soft) * params.focus_scale
+        margins["sharpness"] = max(margins.get("sharpness", margin), margin)
     return line
 
 

@@ -28,9 +28,14 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   of local contrast, and of local contrast, over the background's most
   detailed cells of the focus grid (``vision.stats.ViewStats.focus_grid``,
   measured on the view halved to at most 960 px, where a real focus-ring turn
-  shows). A
+  shows) that are still in view (their layout cells still align). A
   defocused lens lowers detail in nearly every such cell together while
-  their contrast stays; fog and haze lower both.
+  their contrast stays; fog and haze lower both. A crowd or a lorry hides
+  detailed cells behind smoother things: those are left out, so a busy
+  camera is judged by the background it still shows.
+* ``soft_whole`` and ``contrast_whole``: the same over all the detailed cells,
+  hidden ones too: a soft thing over part of the view (a smear, a blurred
+  cover) lowers them where ``soft`` leaves its cells out.
 
 The background is re-derived from what the reference store keeps (each
 reference's statistics and the statistics of its calibration views), so
@@ -85,6 +90,10 @@ _GLARE_RANK = 0.9
 #: many grey levels more than the rest of the view did (footage/tune and train stress cases:
 #: benign blown patches <= 14, glare mostly 15-100).
 GLARE_HALO = 20.0
+#: The focus grid (``vision.stats.ViewStats.focus_grid``): columns, rows.
+FOCUS_GRID = (12, 8)
+#: Fewer detailed cells still in view than this and ``soft`` is judged on all of them.
+_MIN_SEEN = 8
 #: The focus grid's cells judged for focus: those above this quantile of the background's focus.
 _DETAILED_QUANTILE = 0.4
 
@@ -143,7 +152,7 @@ def _background_gradients(background: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class FocusGrid:
-    """Per cell of ``vision.stats.FOCUS_GRID``: log detail per unit contrast, and log contrast."""
+    """Per cell of ``FOCUS_GRID``: log detail per unit contrast, and log contrast."""
 
     focus: np.ndarray
     contrast: np.ndarray
@@ -195,6 +204,9 @@ class SceneCues:
     soft: float | None
     contrast: float | None
     glare: float | None = None
+    soft_whole: float | None = None
+    contrast_whole: float | None = None
+    # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
 def _greys(layouts: Sequence[object]) -> list[np.ndarray]:
@@ -263,7 +275,8 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
-    aligned = cover = soft = contrast = glare = None
+    aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = None
+    visible = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -273,6 +286,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         view = structure.standardise(raw).astype(np.float32)
         corr, ev, eb = _compare(view, bg)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
+        visible = corr >= STABLE_CORRELATION
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         cover = _largest(lost) / int(background.textured.sum())
         if background.grey is not None and background.blown is not None:
@@ -280,9 +294,24 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
     grid = FocusGrid.parse(focus_grid)
     if grid is not None and background.focus is not None and background.detailed is not None \
             and len(grid.focus) == len(background.focus.focus):
-        soft = float(np.median((grid.focus - background.focus.focus)[background.detailed]))
-        contrast = float(np.median((grid.contrast - background.focus.contrast)[background.detailed]))
-    return SceneCues(aligned, cover, soft, contrast, glare)
+        detailed = background.detailed
+        focus = grid.focus - background.focus.focus
+        local = grid.contrast - background.focus.contrast
+        soft_whole, contrast_whole = float(np.median(focus[detailed])), float(np.median(local[detailed]))
+        seen = detailed if visible is None else detailed & _on_focus_grid(visible, len(detailed))
+        if int(seen.sum()) < _MIN_SEEN:
+            seen = detailed
+        soft, contrast = float(np.median(focus[seen])), float(np.median(local[seen]))
+    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole)
+
+
+def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
+    """Layout cells (bool) as focus-grid cells: those at least half covered by them (flat, as the grid is kept)."""
+    columns, rows = FOCUS_GRID
+    if size != columns * rows:
+        return np.ones(size, bool)
+    share = cv2.resize(cells.astype(np.float32), (columns, rows), interpolation=cv2.INTER_AREA)
+    return np.asarray(share.ravel() >= 0.5)
 
 
 def _largest(cells: np.ndarray, connectivity: int = 4) -> int:

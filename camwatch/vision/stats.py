@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from camwatch.core.scene import LAYOUT_WIDTH, focus_cells
+from camwatch.core.scene import FOCUS_GRID, LAYOUT_WIDTH, focus_cells
 from camwatch.core.structure import thumbnail
 from camwatch.vision.images import check_image
 from camwatch.vision.prepare import base_halvings, halve, halvings, shrink
@@ -45,8 +45,6 @@ STATS_ROUTE = 7
 #: Cells (columns, rows) of ``ViewStats.detail_grid``.
 DETAIL_GRID = (8, 6)
 
-#: Cells (columns, rows) of ``ViewStats.focus_grid``.
-FOCUS_GRID = (12, 8)
 #: The focus grid is measured on the view's grey halved (2x2 means) until at most this wide: a gentle
 #: turn of the focus ring (0.7-1.1 px of blur on a 960-px camera) barely shows once the view is
 #: brought to STATS_WIDTH, at its own size it does (footage/tune: docs/evaluation.md). 640 px at 720p,
