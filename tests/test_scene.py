@@ -242,3 +242,39 @@ def test_detail_is_judged_on_the_background_still_in_view() -> None:
     assert busy.aligned is not None and busy.aligned > 0.9
     soft = _cues(cv2.GaussianBlur(hidden, (0, 0), 0.8), bg)
     assert soft.soft is not None and soft.soft < -1.0
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def test_a_starved_encoder_is_not_a_soft_lens() -> None:
+    """Heavy compression wipes faint texture (detail falls past the focus line) but keeps the strong
+    edges' peaks; a blur lowers both alike."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    params = DecisionParams()
+    starved, _ = _verdict(_jpeg(frames[0], 4), ref, scenes)
+    cues = starved.scene_cues
+    assert cues is not None and cues.soft is not None and cues.edges is not None
+    assert cues.soft < -params.focus_min_drop                       # as soft as a focus turn by detail
+    assert cues.edges > params.focus_edge_share * cues.soft          # but the edges kept their peaks
+    assert not starved.drifted
+    lens, _ = _verdict(cv2.GaussianBlur(frames[0], (0, 0), 0.6), ref, scenes)
+    assert lens.scene_cues is not None and lens.scene_cues.edges is not None and lens.scene_cues.soft is not None
+    assert lens.scene_cues.edges < params.focus_edge_share * lens.scene_cues.soft
+    assert lens.drifted and lens.kind == "defocused"
+
+
+def test_statistics_before_route_8_have_no_edge_peaks_and_are_judged_as_before() -> None:
+    grid = view_stats(scene_image(seed=3)).focus_grid
+    n = scene.FOCUS_GRID[0] * scene.FOCUS_GRID[1]
+    assert len(grid) == 3 * n
+    old = scene.FocusGrid.parse(list(grid[:2 * n]))
+    assert old is not None and old.edges is None and len(old.focus) == n
+    new = scene.FocusGrid.parse(list(grid))
+    assert new is not None and new.edges is not None and len(new.contrast) == n

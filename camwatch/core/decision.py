@@ -187,8 +187,10 @@ class DecisionParams:
     #: Defocused: detail per unit contrast of the detailed cells still in view fell (``scene.SceneCues.
     #: soft``, log) below minus the larger of this and ``focus_spread_factor`` x the camera's own spread,
     #: or that of all its detailed cells (``soft_whole``) below minus the larger of ``focus_whole_drop``
-    #: and that spread (the lowest lines with no false alert in the footage/tune replay and no more
-    #: false alarms on tune cases)...
+    #: and that spread. footage/tune cases and replay: 0.45 is the lowest visible line with no more
+    #: tune false alarms and no false alert; on the tune clips re-encoded with encoder quality dips
+    #: (x264 QP 42-46 for a few seconds) 0.45 / 0.5 / 0.55 raise 5 / 4 / 3 false alerts, all on the
+    #: heavy rain, with gentle defocus on stress-tune at 99 / 99 / 98%: 0.55 (docs/evaluation.md)...
     focus_min_drop: float = 0.55
     focus_whole_drop: float = 0.65
     focus_spread_factor: float = 4.0
@@ -198,8 +200,13 @@ class DecisionParams:
     #: ...and rose by less than this (log): a lens never adds contrast; something large and near
     #: that entered the detailed cells does, and lowers their detail per unit of contrast.
     focus_contrast_rise: float = 0.1
-    #: ...and the view is in place (``aligned`` at least this).
+    #: ...and the view is in place (``aligned`` at least this)...
     focus_aligned: float = 0.7
+    #: ...and the Laplacian's peaks (``scene.SceneCues.edges``) fell by at least this share of the
+    #: detail's fall (both log): any blur lowers both alike (lens disc and Gaussian blur of footage/
+    #: tune frames: 1.0-1.1), a starved encoder keeps the strong edges' peaks (the same clips
+    #: re-encoded at x264 CRF 42: 0.5-0.8).
+    focus_edge_share: float = 0.9
     #: Its margin per unit of log detail below the line.
     focus_scale: float = 0.1
     #: A colour camera whose view turned grey switched to IR night, where the camera's own noise
@@ -489,11 +496,14 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     spread = params.focus_spread_factor * background.focus_spread
-    for soft, contrast, least in ((cues.soft, cues.contrast, params.focus_min_drop),
-                                  (cues.soft_whole, cues.contrast_whole, params.focus_whole_drop)):
+    for soft, contrast, edges, least in ((cues.soft, cues.contrast, cues.edges, params.focus_min_drop),
+                                         (cues.soft_whole, cues.contrast_whole, cues.edges_whole,
+                                          params.focus_whole_drop)):
         if soft is None or contrast is None or not in_place \
                 or not -params.focus_contrast_drop < contrast < params.focus_contrast_rise:
             continue
+        if edges is not None and soft < 0 and edges > params.focus_edge_share * soft:
+            continue                    # the strong edges kept their peaks: compression, not a lens
         drop = max(least, spread)
         if night:
             drop = max(drop, params.focus_night_drop)

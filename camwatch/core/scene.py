@@ -36,6 +36,10 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
 * ``soft_whole`` and ``contrast_whole``: the same over all the detailed cells,
   hidden ones too: a soft thing over part of the view (a smear, a blurred
   cover) lowers them where ``soft`` leaves its cells out.
+* ``edges`` and ``edges_whole``: the median change (log) of the Laplacian's
+  peaks per unit contrast over the same cells: a blur lowers them with the
+  detail, a starved encoder or a camera's denoiser wipes faint texture and
+  keeps the strong edges' peaks (``focus_cells``).
 
 The background is re-derived from what the reference store keeps (each
 reference's statistics and the statistics of its calibration views), so
@@ -152,14 +156,17 @@ def _background_gradients(background: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class FocusGrid:
-    """Per cell of ``FOCUS_GRID``: log detail per unit contrast, and log contrast."""
+    """Per cell of ``FOCUS_GRID``: log detail per unit contrast, log contrast, and log edge peaks per unit
+    contrast (``focus_cells``; None in statistics measured before route 8)."""
 
     focus: np.ndarray
     contrast: np.ndarray
+    edges: np.ndarray | None = None
 
     @staticmethod
     def parse(value: object) -> FocusGrid | None:
-        """From the flat list a ViewStats carries (focus values, then contrast values); None if absent or damaged."""
+        """From the flat list a ViewStats carries (focus values, contrast values, then edge values when
+        the list has all three for a ``FOCUS_GRID``); None if absent or damaged."""
         if not isinstance(value, (list, tuple)) or not value or len(value) % 2:
             return None
         try:
@@ -168,6 +175,9 @@ class FocusGrid:
             return None
         if not np.all(np.isfinite(a)):
             return None
+        n = FOCUS_GRID[0] * FOCUS_GRID[1]
+        if len(a) == 3 * n:
+            return FocusGrid(a[:n], a[n:2 * n], a[2 * n:])
         half = len(a) // 2
         return FocusGrid(a[:half], a[half:])
 
@@ -206,6 +216,8 @@ class SceneCues:
     glare: float | None = None
     soft_whole: float | None = None
     contrast_whole: float | None = None
+    edges: float | None = None
+    edges_whole: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -254,8 +266,10 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
     focus = detailed = None
     spread = 0.0
     if grids and all(len(g.focus) == len(grids[0].focus) for g in grids):
+        edges = [g.edges for g in grids if g.edges is not None]
         focus = FocusGrid(np.median(np.stack([g.focus for g in grids]), axis=0),
-                          np.median(np.stack([g.contrast for g in grids]), axis=0))
+                          np.median(np.stack([g.contrast for g in grids]), axis=0),
+                          np.median(np.stack(edges), axis=0) if len(edges) == len(grids) else None)
         detailed = focus.focus > np.quantile(focus.focus, _DETAILED_QUANTILE)
         spread = max(abs(float(np.median((g.focus - focus.focus)[detailed]))) for g in grids)
     return Background(layout, textured, stable, focus, detailed, spread, len(views), least, grey, blown)
@@ -275,7 +289,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
-    aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = None
+    aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = None
     visible = None
     raw = structure.decode_grey(layout)
     bg = background.layout
@@ -297,12 +311,16 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         detailed = background.detailed
         focus = grid.focus - background.focus.focus
         local = grid.contrast - background.focus.contrast
+        peaks = None if grid.edges is None or background.focus.edges is None \
+            else grid.edges - background.focus.edges
         soft_whole, contrast_whole = float(np.median(focus[detailed])), float(np.median(local[detailed]))
         seen = detailed if visible is None else detailed & _on_focus_grid(visible, len(detailed))
         if int(seen.sum()) < _MIN_SEEN:
             seen = detailed
         soft, contrast = float(np.median(focus[seen])), float(np.median(local[seen]))
-    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole)
+        if peaks is not None:
+            edges, edges_whole = float(np.median(peaks[seen])), float(np.median(peaks[detailed]))
+    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole)
 
 
 def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
@@ -348,18 +366,27 @@ def _glare(raw: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
 
 def focus_cells(grey: np.ndarray, columns: int, rows: int) -> tuple[float, ...]:
     """``ViewStats.focus_grid`` of a grey view: per cell log(mean squared Laplacian / (variance + 1)),
-    then per cell log(std + 1), each to 0.001; () when the view is smaller than the grid."""
+    then per cell log(std + 1), then per cell log(root mean fourth power of the Laplacian / (variance
+    + 1)), each to 0.001; () when the view is smaller than the grid.
+
+    The third is the Laplacian's peaks, where the strongest edges are: any blur (a lens, a smear)
+    lowers them about as much as it lowers the mean detail, while a starved encoder or a denoiser
+    wipes the faint texture and keeps the strong edges (footage/tune clips re-encoded at CRF 42:
+    peaks fell 0.5-0.8 times as much as detail; lens-like and Gaussian blur: 1.0-1.1 times)."""
     h, w = grey.shape[:2]
     if h < 2 * rows or w < 2 * columns:
         return ()
     g = grey.astype(np.float32)
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
-    energy = _cell_means(lap * lap, columns, rows)
+    square = lap * lap
+    energy = _cell_means(square, columns, rows)
+    peaks = _cell_means(square * square, columns, rows)
     mean = _cell_means(g, columns, rows)
     var = np.maximum(_cell_means(g * g, columns, rows) - mean * mean, 0.0)
     focus = np.log((energy + 1e-3) / (var + 1.0))
     contrast = np.log(np.sqrt(var) + 1.0)
-    values = np.concatenate([focus.ravel(), contrast.ravel()])
+    edges = np.log((np.sqrt(peaks) + 1e-3) / (var + 1.0))
+    values = np.concatenate([focus.ravel(), contrast.ravel(), edges.ravel()])
     # Rounded as arrays: a Python round() per cell was a third of this function's time.
     values = np.where(np.isfinite(values), np.round(values, 3), 0.0)
     return tuple(values.tolist())

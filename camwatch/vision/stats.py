@@ -40,7 +40,9 @@ STATS_WIDTH = 480
 #: scene is judged by (``core.scene``); the other fields are measured exactly as by route 5.
 #: 7: route 6, but the focus grid is measured at up to ``FOCUS_MAX_WIDTH`` px, not at the statistics
 #: width; every other field exactly as by route 6.
-STATS_ROUTE = 7
+#: 8: route 7, and the focus grid carries a third value per cell, the Laplacian's peaks per unit
+#: contrast (``core.scene.focus_cells``); every other field exactly as by route 7.
+STATS_ROUTE = 8
 
 #: Cells (columns, rows) of ``ViewStats.detail_grid``.
 DETAIL_GRID = (8, 6)
@@ -116,8 +118,9 @@ class ViewStats:
     #: what a camera's learned background is made of and judged against (``core.scene``). "" before route 6.
     layout: str = dataclasses.field(default="", repr=False)
     #: ``core.scene.focus_cells`` of the grey view halved to at most ``FOCUS_MAX_WIDTH`` (route 7; the
-    #: statistics width before) in a ``FOCUS_GRID``: fine detail per unit of local contrast, and local
-    #: contrast, where a gentle lens defocus shows. () before route 6.
+    #: statistics width before) in a ``FOCUS_GRID``: fine detail per unit of local contrast, local
+    #: contrast, and (route 8) the Laplacian's peaks per unit of local contrast, where a gentle lens
+    #: defocus shows and a starved encoder does not. () before route 6.
     focus_grid: tuple[float, ...] = dataclasses.field(default=(), repr=False)
 
 
