@@ -278,3 +278,18 @@ def test_statistics_before_route_8_have_no_edge_peaks_and_are_judged_as_before()
     assert old is not None and old.edges is None and len(old.focus) == n
     new = scene.FocusGrid.parse(list(grid))
     assert new is not None and new.edges is not None and len(new.contrast) == n
+
+
+def test_the_scene_cues_are_in_the_debug_line_and_the_event_details() -> None:
+    from camwatch.core import lines
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    lit, _ = _verdict(_bloom(frames[0]), ref, scenes)
+    details = lines.cue_details(lit, 0.5, "calibrated", None)
+    assert details["decided_by"] == "glare" and details["scene_glare"] > 0.04
+    assert details["scene_aligned_line"] == 0.8 and "scene_soft" in details and "scene_edges" in details
+    text = lines.cue_text(lit, 0.5, None)
+    assert "; scene aligned " in text and "(in place from 0.80)" in text and "glare 0." in text
+    assert lines.explanation(True, 0.9, 0.5, "glare", None) == "a light is blown out in the view"

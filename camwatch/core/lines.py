@@ -120,7 +120,21 @@ def cue_details(verdict: VerdictFields, camera_threshold: float, threshold_sourc
         out["sharpness_ratio"] = round(float(v.sharpness_ratio), 4)
     if v.reference_id is not None:
         out["reference"] = int(v.reference_id)
+    line = getattr(v, "aligned_line", None)
+    for name, value in _scene_cues(v):
+        out[f"scene_{name}"] = round(value, 3)
+        if name == "aligned" and line is not None:
+            out["scene_aligned_line"] = round(float(line), 3)
     return out
+
+
+def _scene_cues(v: object) -> list[tuple[str, float]]:
+    """The learned scene's cues of a verdict that has them (``core.scene.SceneCues``), those measured."""
+    cues = getattr(v, "scene_cues", None)
+    if cues is None:
+        return []
+    names = ("aligned", "cover", "glare", "soft", "edges", "contrast")
+    return [(n, float(getattr(cues, n))) for n in names if getattr(cues, n, None) is not None]
 
 
 def cue_text(v: VerdictFields, camera_threshold: float, structure_scale: float | None) -> str:
@@ -133,4 +147,12 @@ def cue_text(v: VerdictFields, camera_threshold: float, structure_scale: float |
         parts.append(f"structure {v.structure:.3f}")
     if v.sharpness_ratio is not None:
         parts.append(f"sharpness {v.sharpness_ratio:.2f} of the reference's")
+    cues = dict(_scene_cues(v))
+    if cues:
+        line = getattr(v, "aligned_line", None)
+        scene = [f"aligned {cues.pop('aligned'):.2f}" + (f" (in place from {line:.2f})" if line is not None else "")
+                 ] if "aligned" in cues else []
+        scene += [f"{'detail' if n == 'soft' else n} {value:+.2f}" if n in ("soft", "edges", "contrast")
+                  else f"{n} {value:.2f}" for n, value in cues.items()]
+        parts.append("scene " + ", ".join(scene))
     return "".join(f"; {p}" for p in parts)
