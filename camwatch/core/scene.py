@@ -90,10 +90,12 @@ _WAS_BLOWN = 0.2
 #: A newly blown cell counts as glare when the background there was darker than this quantile of
 #: the background under the view's unblown cells (a monotone change of light blows out none such).
 _GLARE_RANK = 0.9
-#: ...and when the unblown cells around its patch (two cells deep) brightened by at least this
-#: many grey levels more than the rest of the view did (footage/tune and train stress cases:
-#: benign blown patches <= 14, glare mostly 15-100).
-GLARE_HALO = 20.0
+#: ...and when the unblown cells next to its patch brightened by at least this many grey levels
+#: more than the rest of the view did, and those one cell further out brightened too, by less
+#: (light fading with distance). footage/tune and train stress cases: benign blown patches over
+#: 0.04 of the view at most 24 next to the patch with the next ring not darker, glare mostly
+#: 30-100.
+GLARE_HALO = 30.0
 #: The focus grid (``vision.stats.ViewStats.focus_grid``): columns, rows.
 FOCUS_GRID = (12, 8)
 #: Fewer detailed cells still in view than this and ``soft`` is judged on all of them.
@@ -337,7 +339,8 @@ def _largest(cells: np.ndarray, connectivity: int = 4) -> int:
     return int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
 
 
-_RING = np.ones((5, 5), np.uint8)
+_NEAR = np.ones((3, 3), np.uint8)
+_FAR = np.ones((5, 5), np.uint8)
 
 
 def _glare(raw: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
@@ -352,14 +355,19 @@ def _glare(raw: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
     n, labels, st, _ = cv2.connectedComponentsWithStats(new.astype(np.uint8), connectivity=8)
     if n < 2:
         return 0.0
-    patch = labels == 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
+    patch = (labels == 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
     # A light adds itself around the patch too, fading with distance; a white car or a lit
     # sign is blown out to its edge and leaves what is beside it as it was.
-    ring = cv2.dilate(patch.astype(np.uint8), _RING).astype(bool) & ~blown
-    if not ring.any():
+    near_ring = cv2.dilate(patch, _NEAR).astype(bool)
+    far_ring = cv2.dilate(patch, _FAR).astype(bool) & ~near_ring & ~blown
+    near_ring &= ~blown
+    if not near_ring.any():
         return 0.0
     rise = _cell_means(raw, cols, rows) - grey
-    if float(np.median(rise[ring]) - np.median(rise[~blown])) < GLARE_HALO:
+    rise -= np.median(rise[~blown])
+    near = float(np.median(rise[near_ring]))
+    far = float(np.median(rise[far_ring])) if far_ring.any() else 0.0
+    if near < GLARE_HALO or not 0.0 <= far <= near:
         return 0.0
     return float(patch.sum()) / float(patch.size)
 
