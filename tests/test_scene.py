@@ -293,3 +293,17 @@ def test_the_scene_cues_are_in_the_debug_line_and_the_event_details() -> None:
     text = lines.cue_text(lit, 0.5, None)
     assert "; scene aligned " in text and "(in place from 0.80)" in text and "glare 0." in text
     assert lines.explanation(True, 0.9, 0.5, "glare", None) == "a light is blown out in the view"
+
+
+def test_a_starved_encoder_during_calibration_does_not_coarsen_the_focus_line() -> None:
+    """The camera's spread of detail sets its focus line (4 x spread); a calibration view softened by
+    compression (edges kept) is left out of it, a blurred one is not."""
+    from camwatch.core.decision import focus_spread
+    frames = scene_frames(9, seed=3)
+    starved = frames[:8] + [_jpeg(frames[0], 4)]
+    blurred = frames[:8] + [cv2.GaussianBlur(frames[0], (0, 0), 0.6)]
+    for views, kept in ((starved, False), (blurred, True)):
+        st = _stats(views)
+        bg = scene.learn([s.layout for s in st], [s.focus_grid for s in st])
+        assert bg.focus_spread > 0.3 and len(bg.focus_changes) == 9
+        assert (focus_spread(bg) > 0.3) == kept, (bg.focus_changes, focus_spread(bg))

@@ -475,6 +475,16 @@ def aligned_line(background: scene.Background, params: DecisionParams = SHIPPED)
     return max(params.scene_aligned_min, min(params.scene_aligned, own))
 
 
+def focus_spread(background: scene.Background, params: DecisionParams = SHIPPED) -> float:
+    """The camera's own benign spread of detail (``scene.Background.focus_spread``) without the
+    learning views whose drop the focus rule would not call a blur (their edges kept their peaks:
+    a starved encoder during calibration must not coarsen the camera's focus line)."""
+    if not background.focus_changes:
+        return background.focus_spread
+    return max((abs(soft) for soft, edges in background.focus_changes
+                if edges is None or soft >= 0 or edges <= params.focus_edge_share * soft), default=0.0)
+
+
 def _turned_grey(stats: Stats, ref_stats: Stats, params: DecisionParams) -> bool:
     """A colour reference, a grey view: the camera switched to IR night."""
     colour, ref_colour = _stat(stats, "colourfulness"), _stat(ref_stats, "colourfulness")
@@ -495,7 +505,7 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
     if cues.glare is not None:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
-    spread = params.focus_spread_factor * background.focus_spread
+    spread = params.focus_spread_factor * focus_spread(background, params)
     for soft, contrast, edges, least in ((cues.soft, cues.contrast, cues.edges, params.focus_min_drop),
                                          (cues.soft_whole, cues.contrast_whole, cues.edges_whole,
                                           params.focus_whole_drop)):

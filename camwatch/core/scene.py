@@ -189,7 +189,9 @@ class Background:
     """What a camera learned of one reference's scene (``learn``); judged against by ``measure``.
 
     ``focus_spread``: the largest focus change (``soft``, absolute) among the
-    learning views, the camera's own benign spread of detail. ``least_aligned``:
+    learning views, the camera's own benign spread of detail; ``focus_changes``:
+    each learning view's (focus change, edge-peak change or None), so the decision
+    can leave out of that spread the drops it would not call a blur. ``least_aligned``:
     the lowest ``aligned`` of a calibration view against the background learned
     without it (leave one out; 1.0 with fewer than 3 views): how far the
     camera's own traffic already pulled a view that was in place.
@@ -205,6 +207,7 @@ class Background:
     least_aligned: float = 1.0
     grey: np.ndarray | None = None      # per layout cell: the learning views' median grey (0-255)
     blown: np.ndarray | None = None     # per layout cell: share of it blown out in that median
+    focus_changes: tuple[tuple[float, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -267,14 +270,18 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
     grids = [g for g in (FocusGrid.parse(v) for v in focus_grids) if g is not None]
     focus = detailed = None
     spread = 0.0
+    changes: tuple[tuple[float, float | None], ...] = ()
     if grids and all(len(g.focus) == len(grids[0].focus) for g in grids):
         edges = [g.edges for g in grids if g.edges is not None]
         focus = FocusGrid(np.median(np.stack([g.focus for g in grids]), axis=0),
                           np.median(np.stack([g.contrast for g in grids]), axis=0),
                           np.median(np.stack(edges), axis=0) if len(edges) == len(grids) else None)
         detailed = focus.focus > np.quantile(focus.focus, _DETAILED_QUANTILE)
-        spread = max(abs(float(np.median((g.focus - focus.focus)[detailed]))) for g in grids)
-    return Background(layout, textured, stable, focus, detailed, spread, len(views), least, grey, blown)
+        changes = tuple((float(np.median((g.focus - focus.focus)[detailed])),
+                         None if g.edges is None or focus.edges is None
+                         else float(np.median((g.edges - focus.edges)[detailed]))) for g in grids)
+        spread = max(abs(c) for c, _ in changes)
+    return Background(layout, textured, stable, focus, detailed, spread, len(views), least, grey, blown, changes)
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
