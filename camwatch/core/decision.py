@@ -479,8 +479,6 @@ def focus_spread(background: scene.Background, params: DecisionParams = SHIPPED)
     """The camera's own benign spread of detail (``scene.Background.focus_spread``) without the
     learning views whose drop the focus rule would not call a blur (their edges kept their peaks:
     a starved encoder during calibration must not coarsen the camera's focus line)."""
-    if not background.focus_changes:
-        return background.focus_spread
     return max((abs(soft) for soft, edges in background.focus_changes
                 if edges is None or soft >= 0 or edges <= params.focus_edge_share * soft), default=0.0)
 

@@ -188,10 +188,10 @@ class FocusGrid:
 class Background:
     """What a camera learned of one reference's scene (``learn``); judged against by ``measure``.
 
-    ``focus_spread``: the largest focus change (``soft``, absolute) among the
-    learning views, the camera's own benign spread of detail; ``focus_changes``:
-    each learning view's (focus change, edge-peak change or None), so the decision
-    can leave out of that spread the drops it would not call a blur. ``least_aligned``:
+    ``focus_changes``: each learning view's (focus change, edge-peak change or
+    None) against the learned focus, over the detailed cells; the largest focus
+    change is the camera's own benign spread of detail (``focus_spread``), of which
+    the decision leaves out the drops it would not call a blur. ``least_aligned``:
     the lowest ``aligned`` of a calibration view against the background learned
     without it (leave one out; 1.0 with fewer than 3 views): how far the
     camera's own traffic already pulled a view that was in place.
@@ -202,12 +202,16 @@ class Background:
     stable: np.ndarray | None          # bool per layout cell
     focus: FocusGrid | None            # per focus cell: the views' median
     detailed: np.ndarray | None        # bool per focus cell
-    focus_spread: float
+    focus_changes: tuple[tuple[float, float | None], ...]
     views: int
     least_aligned: float = 1.0
     grey: np.ndarray | None = None      # per layout cell: the learning views' median grey (0-255)
     blown: np.ndarray | None = None     # per layout cell: share of it blown out in that median
-    focus_changes: tuple[tuple[float, float | None], ...] = ()
+
+    @property
+    def focus_spread(self) -> float:
+        """The largest focus change (``soft``, absolute) among the learning views; 0 without any."""
+        return max((abs(soft) for soft, _ in self.focus_changes), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,6 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
     grids = [g for g in (FocusGrid.parse(v) for v in focus_grids) if g is not None]
     focus = detailed = None
-    spread = 0.0
     changes: tuple[tuple[float, float | None], ...] = ()
     if grids and all(len(g.focus) == len(grids[0].focus) for g in grids):
         edges = [g.edges for g in grids if g.edges is not None]
@@ -280,8 +283,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
         changes = tuple((float(np.median((g.focus - focus.focus)[detailed])),
                          None if g.edges is None or focus.edges is None
                          else float(np.median((g.edges - focus.edges)[detailed]))) for g in grids)
-        spread = max(abs(c) for c, _ in changes)
-    return Background(layout, textured, stable, focus, detailed, spread, len(views), least, grey, blown, changes)
+    return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown)
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
