@@ -24,7 +24,7 @@ from camwatch.config import CameraConfig
 from camwatch.core.errors import EnrolmentError, SourceError, StoreError
 from camwatch.core.types import Frame
 from camwatch.sources import open_source
-from camwatch.store.references import Reference, ReferenceStore, Refresh
+from camwatch.store.references import Reference, ReferenceStore, Refresh, route_of
 from camwatch.vision.embedder import Embedder
 from camwatch.vision.images import ImageFileError
 from camwatch.vision.images import read_image_file as _decode_image_file
@@ -178,14 +178,6 @@ def fetch_frames(cameras: Sequence[CameraConfig],
 # -- model change -----------------------------------------------------------------
 
 
-def _route(stats: object) -> int:
-    """The ``vision.stats.STATS_ROUTE`` stored statistics were measured by (1 when they do not say)."""
-    try:
-        return int(stats.get("route", 1)) if isinstance(stats, dict) else 1
-    except (TypeError, ValueError):
-        return 1
-
-
 def reembed(store: ReferenceStore, embedder: Embedder, batch: int = 32) -> int:
     """Re-embed, from their stored images, references made with another model or model input route.
 
@@ -210,7 +202,7 @@ def reembed(store: ReferenceStore, embedder: Embedder, batch: int = 32) -> int:
                              f"camera again")
         images.append(img)
     other_model = [i for i, ref in enumerate(stale)
-                   if ref.model_id != model_id or _route(ref.stats) < MODEL_INPUT_ROUTE]
+                   if ref.model_id != model_id or route_of(ref.stats) < MODEL_INPUT_ROUTE]
     vectors: dict[int, np.ndarray] = {}
     for start in range(0, len(other_model), batch):
         chunk = other_model[start:start + batch]

@@ -114,12 +114,18 @@ def check_label(label: str) -> str:
     return label
 
 
-def _route_of(text: object) -> int:
-    """The statistics route a stored statistics JSON says it was measured by (1 when it does not say)."""
+def route_of(stats: object) -> int:
+    """The statistics route stored statistics say they were measured by (1 when they do not say):
+    a ViewStats, its stored dict, or that dict's JSON text."""
+    if isinstance(stats, str):
+        try:
+            stats = json.loads(stats)
+        except ValueError:
+            return 1
+    value = stats.get("route", 1) if isinstance(stats, dict) else getattr(stats, "route", 1)
     try:
-        value = json.loads(text) if isinstance(text, str) else None
-        return int(value.get("route", 1)) if isinstance(value, dict) else 1
-    except (ValueError, TypeError):
+        return int(value)
+    except (TypeError, ValueError):
         return 1
 
 
@@ -383,14 +389,8 @@ class ReferenceStore:
 
         The statistics' route is read here, not in SQL: the two backends spell JSON access differently.
         """
-        ids = []
-        for rid, ref_model, stats in self._db.read("SELECT id, model_id, stats FROM camera_references"):
-            try:
-                route = json.loads(stats or "{}").get("route")
-            except (ValueError, AttributeError):
-                route = None
-            if ref_model != model_id or route != stats_route:
-                ids.append(int(rid))
+        ids = [int(rid) for rid, ref_model, stats in self._db.read("SELECT id, model_id, stats FROM camera_references")
+               if ref_model != model_id or route_of(stats) != stats_route]
         if not ids:
             return []
         return self._select(f"WHERE id IN ({marks(len(ids))})", ids)
@@ -428,10 +428,10 @@ class ReferenceStore:
                              f"({marks(len(cameras))})", cameras)
                 # Views measured by another statistics route than the references now are: the learned scene
                 # would compare the two routes' focus grids and layouts as if alike.
-                routes = {_route_of(_stats_json(r.stats)) for r in refreshed}
+                routes = {route_of(r.stats) for r in refreshed}
                 other = [sample_id for sample_id, text in conn.execute(
                     f"SELECT id, stats FROM calibration_samples WHERE stats IS NOT NULL AND camera_id IN "
-                    f"({marks(len(cameras))})", cameras) if _route_of(text) not in routes]
+                    f"({marks(len(cameras))})", cameras) if route_of(text) not in routes]
                 if other:
                     conn.execute(f"DELETE FROM calibration_samples WHERE id IN ({marks(len(other))})", other)
 
