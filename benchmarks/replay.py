@@ -207,7 +207,7 @@ def replay_clip(clip: Path, embedder: Embedder, stride: int = 1, confirm: int | 
                         if isinstance(a, RecordCalibration):
                             store.add_calibration_sample(cid, embedder.spec.identity, a.similarity,
                                                          structure=a.structure, stats=a.stats,
-                                                         reference_id=a.reference_id)
+                                                         reference_id=a.reference_id, doubtful=a.doubtful)
                         elif isinstance(a, Emit) and a.type in ("drift_started", "drift_cleared"):
                             out.events.append(Event(n, round(n / rate, 3), a.type, a.kind, a.message,
                                                     a.type == "drift_started" and not was_open))

@@ -256,11 +256,15 @@ def test_new_references_start_the_hysteresis_afresh():
     assert ReferencesChanged() not in check(m, clock, GOOD, refs=frozenset({1, 2}))
 
 
-def test_calibration_samples_only_from_benign_views_while_calibrating():
+def test_calibration_samples_from_benign_views_and_doubtful_ones_while_calibrating():
+    """A view drifted on its similarity alone is recorded as doubtful (calibration.in_consensus judges it
+    with the rest); one drifted by another rule (a soft lens, a cover) is not recorded at all."""
     clock, m = Clock(), Monitor("gate", Policy(confirm=3))
     good = V(False, 0.95, structure=0.02)
     assert RecordCalibration(0.95, 0.02, None, 1) in check(m, clock, good, calibrating=True)
-    assert not any(isinstance(a, RecordCalibration) for a in check(m, clock, MOVED, calibrating=True))
+    recorded = [a for a in check(m, clock, MOVED, calibrating=True) if isinstance(a, RecordCalibration)]
+    assert [a.doubtful for a in recorded] == [True]
+    assert not any(isinstance(a, RecordCalibration) for a in check(m, clock, DEFOCUSED, calibrating=True))
     assert not any(isinstance(a, RecordCalibration) for a in check(m, clock, good))
 
 

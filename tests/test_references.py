@@ -222,6 +222,26 @@ def test_calibration_samples_persist_and_are_cleared_when_references_change(tmp_
         assert s.calibration_samples("cam2", "m") == []
 
 
+def test_doubtful_calibration_views_are_kept_apart_and_only_the_newest(tmp_path, store_url):
+    """Doubtful early views (drifted on similarity alone) count for no threshold or structure scale, are
+    read back on their own after a restart, and only the newest DOUBTFUL_KEPT of them stay."""
+    from camwatch.store.references import DOUBTFUL_KEPT
+
+    state = tmp_path / "s"
+    with ReferenceStore(state, url=store_url) as s:
+        s.add("cam", "day", jpeg(scene(1)), unit(1), "m")
+        s.add_calibration_sample("cam", "m", 0.95, structure=0.1, stats={"brightness": 1.0}, reference_id=1)
+        for i in range(DOUBTFUL_KEPT + 3):
+            s.add_calibration_sample("cam", "m", 0.2, structure=0.9, stats={"brightness": float(i)},
+                                     reference_id=1, doubtful=True)
+    with ReferenceStore(state, url=store_url) as s:
+        assert s.calibration_samples("cam", "m") == pytest.approx([0.95])
+        assert s.calibration_structure("cam", "m") == pytest.approx([0.1])
+        assert s.calibration_views("cam", "m") == [(1, {"brightness": 1.0})]
+        doubtful = s.calibration_views("cam", "m", doubtful=True)
+        assert [v["brightness"] for _, v in doubtful] == [float(i) for i in range(3, DOUBTFUL_KEPT + 3)]
+
+
 def test_reembed_after_model_change_keeps_images_and_replaces_embeddings(tmp_path, store_url):
     from camwatch.vision.embedder import load_embedder
 

@@ -13,7 +13,13 @@ import numpy as np
 from media import scene_frames, scene_image
 
 from camwatch.core import scene
-from camwatch.core.calibration import SceneHistory, learn_backgrounds_from, provisional_backgrounds, relearn_backgrounds
+from camwatch.core.calibration import (
+    SceneHistory,
+    in_consensus,
+    learn_backgrounds_from,
+    provisional_backgrounds,
+    relearn_backgrounds,
+)
 from camwatch.core.decision import DecisionParams, RefView, assess
 from camwatch.vision.stats import view_stats
 
@@ -307,3 +313,82 @@ def test_a_starved_encoder_during_calibration_does_not_coarsen_the_focus_line() 
         bg = scene.learn([s.layout for s in st], [s.focus_grid for s in st])
         assert bg.focus_spread > 0.3 and len(bg.focus_changes) == 9
         assert (focus_spread(bg) > 0.3) == kept, (bg.focus_changes, focus_spread(bg))
+
+
+def _road(seed: int, vehicles: int = 6, shift: int = 0) -> np.ndarray:
+    """A close-up road: plain asphalt whose only static structure is sparse lane dashes, under
+    ``vehicles`` textured vehicles placed at random (``seed``); ``shift`` px turns the camera."""
+    rng = np.random.default_rng(seed)
+    h, w = 360, 640
+    img = np.full((h, w, 3), 105, np.uint8)
+    for lane in range(1, 6):
+        x = lane * w // 6 + shift
+        for y in range(-40 + shift % 37, h, 70):
+            cv2.rectangle(img, (x - 3, y), (x + 3, y + 30), (235, 235, 235), -1)
+    for _ in range(vehicles):
+        ow, oh = int(rng.integers(w // 6, w // 3)), int(rng.integers(h // 5, h * 2 // 5))
+        x, y = int(rng.integers(0, w - ow)), int(rng.integers(0, h - oh))
+        img[y:y + oh, x:x + ow] = rng.integers(20, 230, 3)
+        tex = cv2.resize(rng.integers(0, 255, (oh // 10 + 1, ow // 10 + 1, 3), dtype=np.uint8), (ow, oh),
+                         interpolation=cv2.INTER_NEAREST)
+        img[y + oh // 4:y + oh // 2, x + ow // 8:x + ow - ow // 8] = tex[oh // 4:oh // 2, ow // 8:ow - ow // 8]
+    return img
+
+
+def test_early_views_of_a_busy_camera_agree_with_each_other_a_turned_cameras_do_not() -> None:
+    """Traffic fills the reference and every early view, each time elsewhere: against the reference alone
+    most look moved, yet together they agree where the road is static, so they are learned and the scene
+    holds the lane markings, not the reference's traffic. A camera turned after enrolment gives early
+    views that agree with each other, not with the reference: none is kept, nor one turned view among
+    the busy ones."""
+    st = _stats([_road(i) for i in range(9)])
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    alone = provisional_backgrounds([ref])[7]
+    early = [(7, s) for s in st[1:]]
+    assert sum((scene.measure(s.layout, s.focus_grid, alone).aligned or 0.0) < 0.8 for _, s in early) >= 4
+
+    kept = in_consensus([ref], [], early)
+    assert len(kept) >= 5
+    learned = learn_backgrounds_from([ref], kept)[7]
+    assert learned.stable is not None and alone.stable is not None
+    assert int(learned.stable.sum()) < int(alone.stable.sum()) * 0.7          # the traffic is not stable
+    later = _stats([_road(50 + i) for i in range(6)])
+    assert all((scene.measure(s.layout, s.focus_grid, learned).aligned or 0.0) >
+               (scene.measure(s.layout, s.focus_grid, alone).aligned or 0.0) for s in later)
+    turned = view_stats(_road(98, vehicles=0, shift=25))
+    off = scene.measure(turned.layout, turned.focus_grid, learned).aligned
+    assert off is not None and off < 0.6
+
+    turned_views = [(7, s) for s in _stats([_road(20 + i, shift=25) for i in range(6)])]
+    assert in_consensus([ref], [], turned_views) == []
+    mixed = in_consensus([ref], [], early + turned_views[:1])
+    assert turned_views[0] not in mixed and len(mixed) >= 5
+
+
+def test_the_daemon_learns_a_busy_cameras_scene_from_its_doubtful_early_views(tmp_path) -> None:
+    """The daemon's path: early views drifted on their similarity alone are stored as doubtful samples in
+    the real SQLite store; once calibrated, the camera's scene is learned from the benign ones and the
+    doubtful ones that agree, while its threshold counts the benign ones only."""
+    from types import SimpleNamespace
+
+    from servers import camera_config
+
+    from camwatch.config.schema import Settings
+    from camwatch.service.checks import threshold_for
+    from camwatch.store.references import ReferenceStore
+
+    st = _stats([_road(i) for i in range(9)])
+    embedder = SimpleNamespace(spec=SimpleNamespace(identity="m", threshold=0.5))   # only these are read
+    cam = camera_config("demo:road", id="road")
+    settings = Settings.model_construct(calibration=Settings().calibration.model_copy(update={"checks": 2}))
+    with ReferenceStore(tmp_path) as store:
+        ref = store.add("road", "day", cv2.imencode(".jpg", _road(0))[1].tobytes(), np.array([1.0, 0.0]), "m",
+                        stats=st[0])
+        for s in st[1:3]:
+            store.add_calibration_sample("road", "m", 0.9, structure=0.1, stats=s, reference_id=ref.id)
+        for s in st[3:]:
+            store.add_calibration_sample("road", "m", 0.1, structure=0.9, stats=s, reference_id=ref.id,
+                                         doubtful=True)
+        t = threshold_for(cam, settings, embedder, store)      # type: ignore[arg-type]
+    assert t.source == "calibrated" and t.samples == 2
+    assert t.backgrounds is not None and t.backgrounds[ref.id].views >= 3 + 4

@@ -68,15 +68,52 @@ def provisional_backgrounds(references: Sequence[Reference]) -> dict[int | None,
     return {r.id: scene.learn([stat_value(r.stats, "layout")], [stat_value(r.stats, "focus_grid")]) for r in references}
 
 
-def learn_backgrounds(references: Sequence[Reference], early: Sequence[tuple[Verdict, Stats]]
-                      ) -> dict[int | None, scene.Background]:
-    """Each reference's scene learned from it and the early views nearest to it that were not judged drifted.
+def learn_backgrounds(references: Sequence[Reference], early: Sequence[tuple[Verdict, Stats]],
+                      params: DecisionParams = SHIPPED) -> dict[int | None, scene.Background]:
+    """Each reference's scene learned from it and the early views nearest to it that were not judged
+    drifted, or that were judged drifted on their similarity alone yet agree with the others
+    (``in_consensus``).
 
     ``camwatch evaluate`` calls this with a camera's calibration views, as the
-    daemon records them; a turned camera's views are judged drifted, so they are
-    never learned.
+    daemon records them; a turned camera's views are judged drifted and disagree
+    with the rest, so they are never learned.
     """
-    return learn_backgrounds_from(references, [(v.reference_id, s) for v, s in early if not v.drifted])
+    kept = [(v.reference_id, s) for v, s in early if not v.drifted]
+    doubtful = [(v.reference_id, s) for v, s in early if v.drifted and v.reason == "similarity"]
+    return learn_backgrounds_from(references, kept + in_consensus(references, kept, doubtful, params))
+
+
+def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | None, Stats]],
+                 doubtful: Sequence[tuple[int | None, Stats]], params: DecisionParams = SHIPPED
+                 ) -> list[tuple[int | None, Stats]]:
+    """The ``doubtful`` early views (judged drifted on similarity alone) that belong to their reference's scene.
+
+    Why: on a camera filled with traffic (a close-up road, a lorry in the
+    reference) nearly every early view is far from the reference in the
+    embedding and in the reference's own structure, and a scene learned from the
+    few that were not becomes the reference with its traffic. Judged together,
+    the reference and its early views agree where the scene is static. A doubtful
+    view is kept when it aligns with the background learned from all the others
+    (``scene.agreement``) at least ``scene_aligned`` (the line an uncalibrated
+    camera's view is held to), and only when the reference aligns as well with
+    the background of the doubtful views alone: a camera turned during
+    calibration gives doubtful views that agree with each other and not with
+    the reference, and none of them is kept.
+    """
+    out: list[tuple[int | None, Stats]] = []
+    for r in references:
+        mine = [s for ref_id, s in doubtful if ref_id == r.id]
+        if not mine:
+            continue
+        others = [s for ref_id, s in kept if ref_id == r.id]
+        reference = stat_value(r.stats, "layout")
+        on_doubtful = scene.agreement([reference] + [stat_value(s, "layout") for s in mine])[0]
+        if on_doubtful is None or on_doubtful < params.scene_aligned:
+            continue
+        aligned = scene.agreement([reference] + [stat_value(s, "layout") for s in others + mine])
+        out += [(r.id, s) for s, a in zip(mine, aligned[1 + len(others):])
+                if a is not None and a >= params.scene_aligned]
+    return out
 
 
 def learn_backgrounds_from(references: Sequence[Reference], views: Sequence[tuple[int | None, Stats]]

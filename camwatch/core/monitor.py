@@ -410,8 +410,8 @@ class Monitor:
             self.hysteresis.reset()
             self._run_kinds.clear()
         self.reference_ids = a.reference_ids
-        if a.calibrating and not v.drifted:
-            out.append(RecordCalibration(v.similarity, v.structure, a.stats, v.reference_id))
+        if a.calibrating and (not v.drifted or v.reason == "similarity"):
+            out.append(RecordCalibration(v.similarity, v.structure, a.stats, v.reference_id, bool(v.drifted)))
         confirmed = self.hysteresis.update(bool(v.drifted))
         kind = (v.kind or "unknown") if v.drifted else None
         self._run_kinds = (self._run_kinds + [kind])[-self.hysteresis.confirm:] if kind else []

@@ -61,12 +61,16 @@ class Emit:
 
 @dataclass(frozen=True)
 class RecordCalibration:
-    """A benign early view's similarity, structure distance and statistics, for the camera's calibration."""
+    """An early view's similarity, structure distance and statistics, for the camera's calibration.
+
+    ``doubtful``: judged drifted on its similarity alone (``calibration.in_consensus`` decides later).
+    """
 
     similarity: float
     structure: float | None
     stats: object = None
     reference_id: int | None = None
+    doubtful: bool = False
 
 
 @dataclass(frozen=True)

@@ -263,11 +263,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
         steadied = [first] + [_steady(v, first) for v in views[1:]]
         layout, textured, stable = _learn_layout(views, steadied)
         if len(views) >= 3 and least_aligned is None:
-            for i in range(1, len(views)):
-                rest = [v for j, v in enumerate(views) if j != i]
-                bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
-                if int(tex.sum()):
-                    least = min(least, float(np.quantile(_compare(views[i], bg)[0][stab], ALIGNED_QUANTILE)))
+            least = min([a for a in _left_out(views, steadied)[1:] if a is not None], default=1.0)
         median = np.median(np.stack(greys), axis=0) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -284,6 +280,40 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
                          None if g.edges is None or focus.edges is None
                          else float(np.median((g.edges - focus.edges)[detailed]))) for g in grids)
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown)
+
+
+def agreement(layouts: Sequence[object]) -> list[float | None]:
+    """Each view's ``aligned`` on the background learned from all the others (the first is the reference).
+
+    Why: a reference alone cannot tell the lorry in it from the kerb beside it,
+    so on a camera filled with traffic every early view looks moved against it.
+    The views together can: the road markings sit where they were in each of
+    them while the traffic moves on, so a view of the same scene aligns with
+    the background the others make, and a turned camera's view does not.
+    None for a view that cannot be judged (damaged, of another size than the
+    first) and for every view when fewer than three can be.
+    """
+    decoded = [structure.decode_grey(t) for t in layouts]
+    first = decoded[0]
+    usable = [(i, d) for i, d in enumerate(decoded) if d is not None and first is not None and d.shape == first.shape]
+    out: list[float | None] = [None] * len(decoded)
+    if len(usable) < 3:
+        return out
+    views = [structure.standardise(d).astype(np.float32) for _, d in usable]
+    steadied = [views[0]] + [_steady(v, views[0]) for v in views[1:]]
+    for (i, _), value in zip(usable, _left_out(views, steadied)):
+        out[i] = value
+    return out
+
+
+def _left_out(views: list[np.ndarray], steadied: list[np.ndarray]) -> list[float | None]:
+    """Each view's ``aligned`` on the layout learned from the others (None where that has no texture)."""
+    out: list[float | None] = []
+    for i in range(len(views)):
+        rest = [v for j, v in enumerate(views) if j != i]
+        bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
+        out.append(float(np.quantile(_compare(views[i], bg)[0][stab], ALIGNED_QUANTILE)) if int(tex.sum()) else None)
+    return out
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

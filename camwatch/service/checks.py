@@ -90,14 +90,17 @@ def threshold_for(camera: CameraConfig, settings: Settings, embedder: Embedder, 
         return Threshold(default, "calibrating", len(samples), backgrounds=_backgrounds(camera.id, model, refs, []))
     scale = calibration.calibrate_structure(store.calibration_structure(camera.id, model))
     views = store.calibration_views(camera.id, model)
+    doubtful = store.calibration_views(camera.id, model, doubtful=True)
     return Threshold(float(calibration.calibrate(samples, default)), "calibrated", len(samples), scale,
-                     _backgrounds(camera.id, model, refs, views, history_of(camera.id)))
+                     _backgrounds(camera.id, model, refs, views, history_of(camera.id), doubtful))
 
 
-#: Learned scenes by camera: (what they were learned from, the calibrated scenes, the scenes in force).
+#: Learned scenes by camera: (what they were learned from, the calibrated scenes, the scenes in force,
+#: the calibration views the calibrated scenes were learned from).
 #: One entry per camera, replaced when its references, calibration views or learned views change, so it
 #: stays as large as the fleet.
-_SCENES: dict[str, tuple[tuple[object, ...], dict[int | None, Background], dict[int | None, Background]]] = {}
+_SCENES: dict[str, tuple[tuple[object, ...], dict[int | None, Background], dict[int | None, Background],
+                         list[tuple[int | None, Mapping[str, object]]]]] = {}
 #: Views each calibrated camera judged plainly benign since (``calibration.SceneHistory``), by camera.
 _HISTORY: dict[str, calibration.SceneHistory] = {}
 _SCENES_LOCK = threading.Lock()
@@ -134,11 +137,15 @@ def learn_from(camera_id: str, judgement: Judgement, now: float, alert_open: boo
 
 def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
                  views: Sequence[tuple[int | None, Mapping[str, object]]],
-                 history: calibration.SceneHistory | None = None) -> dict[int | None, Background]:
-    """Each reference's learned scene (``calibration.learn_backgrounds_from``, then
-    ``calibration.relearn_backgrounds`` from what it learned since), kept until its sources change."""
+                 history: calibration.SceneHistory | None = None,
+                 doubtful: Sequence[tuple[int | None, Mapping[str, object]]] = ()) -> dict[int | None, Background]:
+    """Each reference's learned scene (``calibration.learn_backgrounds_from`` on the calibration views and
+    the doubtful ones ``calibration.in_consensus`` keeps, then ``calibration.relearn_backgrounds`` from
+    what it learned since), kept until its sources change."""
+    def keys(vs: Sequence[tuple[int | None, Mapping[str, object]]]) -> tuple[object, ...]:
+        return tuple((ref_id, v.get("brightness"), v.get("sharpness")) for ref_id, v in vs)
     sources = (model, tuple((r.id, r.stats.get("route") if isinstance(r.stats, Mapping) else None) for r in refs),
-               tuple((ref_id, v.get("brightness"), v.get("sharpness")) for ref_id, v in views))
+               keys(views), keys(doubtful))
     if history is not None:
         history.rebase(sources)
     generation = history.generation() if history is not None else 0
@@ -146,12 +153,18 @@ def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
         hit = _SCENES.get(camera_id)
     if hit is not None and hit[0] == sources + (generation,):
         return hit[2]
-    calibrated = hit[1] if hit is not None and hit[0][:-1] == sources else \
-        calibration.learn_backgrounds_from(refs, views)
-    scenes = calibration.relearn_backgrounds(refs, calibrated, views, history) \
+    if hit is not None and hit[0][:-1] == sources:
+        calibrated, learned_from = hit[1], hit[3]
+    else:
+        learned_from = list(views)
+        if doubtful:
+            learned_from += [(ref_id, v) for ref_id, v in calibration.in_consensus(refs, views, doubtful)
+                             if isinstance(v, Mapping)]
+        calibrated = calibration.learn_backgrounds_from(refs, learned_from)
+    scenes = calibration.relearn_backgrounds(refs, calibrated, learned_from, history) \
         if history is not None and generation else calibrated
     with _SCENES_LOCK:
-        _SCENES[camera_id] = (sources + (generation,), calibrated, scenes)
+        _SCENES[camera_id] = (sources + (generation,), calibrated, scenes, learned_from)
     return scenes
 
 

@@ -391,7 +391,8 @@ class Pipeline:
             self._emit(cid, a, evidence)
         elif isinstance(a, RecordCalibration):
             self.store.add_calibration_sample(cid, self.embedder.spec.identity, a.similarity,
-                                              structure=a.structure, stats=a.stats, reference_id=a.reference_id)
+                                              structure=a.structure, stats=a.stats, reference_id=a.reference_id,
+                                              doubtful=a.doubtful)
         elif isinstance(a, ReferencesChanged):
             self.refresh_reference_metrics(cid)
         elif isinstance(a, Reconnected):

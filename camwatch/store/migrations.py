@@ -64,6 +64,12 @@ REFERENCES: tuple[str, ...] = (
         silenced_until REAL, silenced_by TEXT,          -- unix seconds, NULL: not silenced
         updated_at REAL NOT NULL);
     """,
+    # 5 -> 6: early views judged drifted on their similarity alone are kept apart (doubtful = 1):
+    # they count for no threshold, and join the learned scene only when they agree with the rest
+    # (calibration.in_consensus).
+    """
+    ALTER TABLE calibration_samples ADD COLUMN doubtful INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 # The same schema in PostgreSQL (``store.pg``): REFERENCES_PG[i] takes it from version i to i + 1.
 # Step 0 is SQLite's steps 0 to 3 at once; a later step is appended to both lists. Identifiers
@@ -110,6 +116,10 @@ REFERENCES_PG: tuple[str, ...] = (
         silenced_by     TEXT,
         updated_at      DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 2 -> 3 (SQLite's 5 -> 6): doubtful early views (calibration.in_consensus).
+    """
+    ALTER TABLE calibration_samples ADD COLUMN doubtful INTEGER NOT NULL DEFAULT 0;
     """,
 )
 

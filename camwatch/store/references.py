@@ -58,6 +58,9 @@ DB_NAME = "camwatch.db"
 LABEL_MAX = 64
 #: What moving a damaged camwatch.db aside costs, named in its error.
 _LOST = "references will need enrolling again"
+#: Doubtful calibration views kept per camera and model (``add_calibration_sample``): twice the
+#: default number of calibration checks, enough for them to outnumber the benign ones.
+DOUBTFUL_KEPT = 16
 
 # The schema's steps per backend (``store.migrations``); camwatch.db's version is len(MIGRATIONS).
 MIGRATIONS = migrations.REFERENCES
@@ -172,7 +175,7 @@ class ReferenceStore:
         self.path = self.state_dir / DB_NAME
         # Reads the daemon makes at every check, kept until the database changes
         # (``_cached``, through ``Database.version``).
-        self._cache: dict[tuple[str, ...], object] = {}
+        self._cache: dict[tuple[object, ...], object] = {}
         self._cache_version: object = None
         prepare_state_dir(self.state_dir)
         marker = self.state_dir / identity.MARKER_NAME
@@ -291,7 +294,7 @@ class ReferenceStore:
         return list(self._cached(("refs", camera_id),
                                  lambda: self._select("WHERE camera_id = ?", (camera_id,), images=False)))
 
-    def _cached(self, key: tuple[str, ...], load: Callable[[], T]) -> T:
+    def _cached(self, key: tuple[object, ...], load: Callable[[], T]) -> T:
         """``load()``, remembered until the database changes.
 
         Why: the daemon reads a camera's references and calibration samples at
@@ -439,42 +442,55 @@ class ReferenceStore:
 
     def add_calibration_sample(self, camera_id: str, model_id: str, similarity: float,
                                at: float | None = None, structure: float | None = None,
-                               stats: object = None, reference_id: int | None = None) -> None:
+                               stats: object = None, reference_id: int | None = None,
+                               doubtful: bool = False) -> None:
         """Remember one post-enrolment similarity (and structure distance) so a restart does not forget calibration.
 
-        Written at most checks while a camera calibrates, so not checkpointed
-        on its own (``Database.transaction``): a sample lost with a deleted log
-        only means one more calibration check.
+        ``doubtful``: the view was judged drifted on its similarity alone; it counts
+        for no threshold and waits to be judged with the rest (``calibration.in_consensus``);
+        only the newest ``DOUBTFUL_KEPT`` of them are kept, so a camera that calibrates
+        slowly does not pile them up. Written at most checks while a camera calibrates,
+        so not checkpointed on its own (``Database.transaction``): a sample lost with a
+        deleted log only means one more calibration check.
         """
         with self._db.transaction(checkpoint=False) as conn:
             conn.execute("INSERT INTO calibration_samples (camera_id, model_id, similarity, created_at, structure, "
-                         "stats, reference_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         "stats, reference_id, doubtful) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (camera_id, model_id, float(similarity), time.time() if at is None else at,
                           None if structure is None else float(structure),
-                          None if stats is None else _stats_json(stats), reference_id))
+                          None if stats is None else _stats_json(stats), reference_id, int(bool(doubtful))))
+            if doubtful:
+                old = [r[0] for r in conn.execute(
+                    "SELECT id FROM calibration_samples WHERE camera_id = ? AND model_id = ? AND doubtful = 1 "
+                    "ORDER BY id DESC", (camera_id, model_id))][DOUBTFUL_KEPT:]
+                if old:
+                    conn.execute(f"DELETE FROM calibration_samples WHERE id IN ({marks(len(old))})", old)
 
     def calibration_samples(self, camera_id: str, model_id: str) -> builtins.list[float]:
-        """The camera's samples under this model since its references last changed, oldest first.
+        """The similarities of the camera's samples under this model since its references last changed
+        (not the doubtful ones), oldest first.
 
         Cached until the database changes, as ``for_camera`` is.
         """
         return list(self._cached(("calibration", camera_id, model_id), lambda: [r[0] for r in self._db.read(
-            "SELECT similarity FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
+            "SELECT similarity FROM calibration_samples WHERE camera_id = ? AND model_id = ? AND doubtful = 0 "
             "ORDER BY id", (camera_id, model_id))]))
 
     def calibration_structure(self, camera_id: str, model_id: str) -> builtins.list[float]:
         """The structure distances of those samples that have one, oldest first (cached like them)."""
         return list(self._cached(("structure", camera_id, model_id), lambda: [r[0] for r in self._db.read(
-            "SELECT structure FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
+            "SELECT structure FROM calibration_samples WHERE camera_id = ? AND model_id = ? AND doubtful = 0 "
             "AND structure IS NOT NULL ORDER BY id", (camera_id, model_id))]))
 
-    def calibration_views(self, camera_id: str, model_id: str) -> builtins.list[tuple[int | None, dict[str, Any]]]:
-        """(nearest reference id, statistics) of the samples that kept their view's statistics, oldest first."""
+    def calibration_views(self, camera_id: str, model_id: str, doubtful: bool = False
+                          ) -> builtins.list[tuple[int | None, dict[str, Any]]]:
+        """(nearest reference id, statistics) of the samples that kept their view's statistics, oldest
+        first: the benign ones, or with ``doubtful`` the doubtful ones."""
         def load() -> builtins.list[tuple[int | None, dict[str, Any]]]:
             out = []
             for ref_id, text in self._db.read(
                     "SELECT reference_id, stats FROM calibration_samples WHERE camera_id = ? AND model_id = ? "
-                    "AND stats IS NOT NULL ORDER BY id", (camera_id, model_id)):
+                    "AND doubtful = ? AND stats IS NOT NULL ORDER BY id", (camera_id, model_id, int(doubtful))):
                 try:
                     value = json.loads(text)
                 except ValueError:
@@ -482,7 +498,7 @@ class ReferenceStore:
                 if isinstance(value, dict):
                     out.append((None if ref_id is None else int(ref_id), value))
             return out
-        return list(self._cached(("views", camera_id, model_id), load))
+        return list(self._cached(("views", camera_id, model_id, doubtful), load))
 
     def clear_calibration(self, camera_id: str) -> None:
         with self._db.transaction() as conn:

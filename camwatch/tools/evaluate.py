@@ -298,7 +298,7 @@ def judge_camera(refs: Sequence[Reference], calibration: Sequence[tuple[np.ndarr
         early = [decision.assess(vec, stats, refs, default, params=params, backgrounds=backgrounds)
                  for vec, stats in calibration]
         threshold, scale = calibrate_from(early, default, params)
-        backgrounds = learn_backgrounds(refs, [(v, stats) for v, (_, stats) in zip(early, calibration)])
+        backgrounds = learn_backgrounds(refs, [(v, stats) for v, (_, stats) in zip(early, calibration)], params)
     return threshold, [decision.assess(vec, stats, refs, threshold, scale, params, backgrounds)
                        for vec, stats in queries]
 
