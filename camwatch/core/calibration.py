@@ -107,11 +107,13 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
             continue
         others = [s for ref_id, s in kept if ref_id == r.id]
         reference = stat_value(r.stats, "layout")
-        on_doubtful = scene.agreement([reference] + [stat_value(s, "layout") for s in mine])[0]
+        on_doubtful = scene.agreement([reference] + [stat_value(s, "layout") for s in mine], which=[0])[0]
         if on_doubtful is None or on_doubtful < params.scene_aligned:
             continue
-        aligned = scene.agreement([reference] + [stat_value(s, "layout") for s in others + mine])
-        out += [(r.id, s) for s, a in zip(mine, aligned[1 + len(others):])
+        first = 1 + len(others)
+        aligned = scene.agreement([reference] + [stat_value(s, "layout") for s in others + mine],
+                                  which=range(first, first + len(mine)))
+        out += [(r.id, s) for s, a in zip(mine, aligned[first:])
                 if a is not None and a >= params.scene_aligned]
     return out
 

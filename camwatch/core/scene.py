@@ -282,8 +282,9 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown)
 
 
-def agreement(layouts: Sequence[object]) -> list[float | None]:
-    """Each view's ``aligned`` on the background learned from all the others (the first is the reference).
+def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
+    """Each view's ``aligned`` on the background learned from all the others (the first is the reference);
+    with ``which``, only those views' (the rest None): each costs a background.
 
     Why: a reference alone cannot tell the lorry in it from the kerb beside it,
     so on a camera filled with traffic every early view looks moved against it.
@@ -301,15 +302,22 @@ def agreement(layouts: Sequence[object]) -> list[float | None]:
         return out
     views = [structure.standardise(d).astype(np.float32) for _, d in usable]
     steadied = [views[0]] + [_steady(v, views[0]) for v in views[1:]]
-    for (i, _), value in zip(usable, _left_out(views, steadied)):
+    chosen = None if which is None else set(which)
+    wanted = None if chosen is None else {k for k, (i, _) in enumerate(usable) if i in chosen}
+    for (i, _), value in zip(usable, _left_out(views, steadied, wanted)):
         out[i] = value
     return out
 
 
-def _left_out(views: list[np.ndarray], steadied: list[np.ndarray]) -> list[float | None]:
-    """Each view's ``aligned`` on the layout learned from the others (None where that has no texture)."""
+def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None
+              ) -> list[float | None]:
+    """Each view's ``aligned`` on the layout learned from the others (None where that has no texture, and
+    for views not in ``which`` when given)."""
     out: list[float | None] = []
     for i in range(len(views)):
+        if which is not None and i not in which:
+            out.append(None)
+            continue
         rest = [v for j, v in enumerate(views) if j != i]
         bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
         out.append(float(np.quantile(_compare(views[i], bg)[0][stab], ALIGNED_QUANTILE)) if int(tex.sum()) else None)
