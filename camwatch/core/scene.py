@@ -230,13 +230,18 @@ class SceneCues:
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
-def _greys(layouts: Sequence[object]) -> list[np.ndarray]:
-    """The layouts in their own grey levels, those of the first's size (none if the first is damaged)."""
+def _greys(layouts: Sequence[object]) -> list[tuple[int, np.ndarray]]:
+    """(index, layout in its own grey levels) of the layouts of the first's size (none if the first is damaged)."""
     decoded = [structure.decode_grey(t) for t in layouts]
     first = decoded[0]
     if first is None:
         return []
-    return [d for d in decoded if d is not None and d.shape == first.shape]
+    return [(i, d) for i, d in enumerate(decoded) if d is not None and d.shape == first.shape]
+
+
+def _steadied(views: list[np.ndarray]) -> list[np.ndarray]:
+    """The views, each after the first moved back by its vibration-sized shift against the first."""
+    return [views[0]] + [_steady(v, views[0]) for v in views[1:]]
 
 
 def _blown(grey: np.ndarray, cols: int, rows: int) -> np.ndarray:
@@ -254,13 +259,12 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
     background per view, paid once at calibration, not each time the scene
     learns again from later views.
     """
-    greys = _greys(layouts)
+    greys = [g for _, g in _greys(layouts)]
     views = [structure.standardise(g).astype(np.float32) for g in greys]
     layout = textured = stable = grey = blown = None
     least = 1.0 if least_aligned is None else least_aligned
     if views:
-        first = views[0]
-        steadied = [first] + [_steady(v, first) for v in views[1:]]
+        steadied = _steadied(views)
         layout, textured, stable = _learn_layout(views, steadied)
         if len(views) >= 3 and least_aligned is None:
             least = min([a for a in _left_out(views, steadied)[1:] if a is not None], default=1.0)
@@ -294,14 +298,12 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
     None for a view that cannot be judged (damaged, of another size than the
     first) and for every view when fewer than three can be.
     """
-    decoded = [structure.decode_grey(t) for t in layouts]
-    first = decoded[0]
-    usable = [(i, d) for i, d in enumerate(decoded) if d is not None and first is not None and d.shape == first.shape]
-    out: list[float | None] = [None] * len(decoded)
+    usable = _greys(layouts)
+    out: list[float | None] = [None] * len(layouts)
     if len(usable) < 3:
         return out
     views = [structure.standardise(d).astype(np.float32) for _, d in usable]
-    steadied = [views[0]] + [_steady(v, views[0]) for v in views[1:]]
+    steadied = _steadied(views)
     chosen = None if which is None else set(which)
     wanted = None if chosen is None else {k for k, (i, _) in enumerate(usable) if i in chosen}
     for (i, _), value in zip(usable, _left_out(views, steadied, wanted)):
