@@ -74,6 +74,75 @@ def test_a_flat_thing_at_the_lens_is_a_cover_an_in_focus_object_is_not() -> None
     assert cover > 0.15 > parked
 
 
+def _board(image: np.ndarray, share: float) -> np.ndarray:
+    """A board held in front of the lens over ``share`` of the view's upper right: one colour, its grain kept."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    bw, bh = int(w * np.sqrt(share) * 1.2), int(h * np.sqrt(share) / 1.2)
+    rng = np.random.default_rng(5)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (bh, bw)).astype(np.float32), (0, 0), 1.0)
+    grain *= 20.0 / float(grain.std())
+    out[:bh, w - bw:] = np.clip(np.array([150, 120, 90], np.float32) + grain[..., None], 0, 255).astype(np.uint8)
+    return out
+
+
+def test_a_grainy_board_in_front_of_the_lens_is_one_colour_a_parked_object_is_not() -> None:
+    """Both keep texture where they hide the scene, so neither lost it; only the board is one colour across."""
+    ref, bg = _learned()
+    board = _cues(_board(ref, 0.35), bg)
+    parked = _cues(_object(ref, 0.35, flat=False), bg)
+    assert board.plain is not None and parked.plain is not None and board.cover is not None
+    params = DecisionParams()
+    assert board.plain > params.plain_area > parked.plain
+    assert board.cover < params.cover_area                    # its grain kept: the lost-texture cue misses it
+    assert (_cues(ref, bg).plain or 0.0) < 0.05                  # the reference itself: a stray cell or two
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    refview = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([refview], [(7, s) for s in st[1:]])
+    same = np.array([1.0, 0.0], np.float32)                   # the embedding sees the same view
+    covered = assess(same, view_stats(_board(frames[0], 0.35)), [refview], 0.5, backgrounds=scenes)
+    assert covered.drifted and covered.reason == "cover" and covered.kind == "covered"
+    assert not assess(same, view_stats(_object(frames[0], 0.35, flat=False)), [refview], 0.5,
+                      backgrounds=scenes).drifted
+
+
+def test_a_camera_whose_own_early_views_hid_its_structure_behind_one_colour_is_held_to_that() -> None:
+    """A close-up road: a lorry's plain side hid the kerbs in several early views. Its later lorries are its
+    traffic, not a board at the lens; a camera whose early views hid nothing still catches the board."""
+    frames = scene_frames(9, seed=3)
+    busy = [_board(f, 0.35) if i % 3 == 1 else f for i, f in enumerate(frames)]
+    st, clean = _stats(busy), _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    calm = learn_backgrounds_from([ref], [(7, s) for s in clean[1:]])
+    assert scenes[7].most_plain > 0.25 > calm[7].most_plain
+    board = view_stats(_board(frames[0], 0.35))
+    same = np.array([1.0, 0.0], np.float32)
+    assert not assess(same, board, [ref], 0.5, backgrounds=scenes).drifted
+    assert assess(same, board, [ref], 0.5, backgrounds=calm).drifted
+    history = SceneHistory()
+    params = DecisionParams(learn_spacing=0.0)
+    for i, frame in enumerate(scene_frames(12, seed=3)[9:]):
+        history.offer(_verdict(frame, ref, scenes)[0], view_stats(frame), float(i), params)
+    assert history.of(7)
+    relearned = relearn_backgrounds([ref], scenes, [(7, s) for s in st[1:]], history, params)
+    assert relearned[7] is not scenes[7] and relearned[7].most_plain == scenes[7].most_plain   # measured once
+
+
+def test_a_one_colour_region_follows_only_neighbours_of_one_colour() -> None:
+    """Hidden cells side by side but of two colours are two regions; a colour that drifts slowly is one."""
+    cells = np.ones((3, 6), bool)
+    two = np.array([[10.0] * 3 + [90.0] * 3] * 3)
+    assert scene._largest_plain(cells, two) == 9
+    ramp = np.tile(np.arange(6, dtype=np.float64) * (scene.PLAIN_GREY - 1), (3, 1))
+    assert scene._largest_plain(cells, ramp) == 18
+    gap = cells.copy()
+    gap[:, 2] = False
+    assert scene._largest_plain(gap, np.zeros((3, 6))) == 9
+    assert scene._largest_plain(np.zeros((3, 6), bool), np.zeros((3, 6))) == 0
+
+
 def test_defocus_lowers_detail_with_contrast_kept_haze_lowers_both() -> None:
     ref, bg = _learned()
     soft = _cues(cv2.GaussianBlur(ref, (0, 0), 2.0), bg)

@@ -194,7 +194,7 @@ def relearn_backgrounds(references: Sequence[Reference], calibrated: dict[int | 
                         params: DecisionParams = SHIPPED) -> dict[int | None, scene.Background]:
     """Each reference's scene from it and its newest ``params.learn_views`` views: calibration views, then
     those learned since (``SceneHistory``). A reference with no learned view keeps its calibrated
-    scene, and every one keeps the calibrated ``least_aligned``."""
+    scene, and every one keeps the calibrated ``least_aligned`` and ``most_plain``."""
     out = dict(calibrated)
     for r in references:
         later = history.of(r.id)
@@ -205,7 +205,7 @@ def relearn_backgrounds(references: Sequence[Reference], calibrated: dict[int | 
         # Focus stays as calibrated: a lens turned slowly soft would otherwise teach the scene its softness.
         out[r.id] = scene.learn([stat_value(r.stats, "layout")] + [stat_value(s, "layout") for s in mine],
                                 [stat_value(r.stats, "focus_grid")] + [stat_value(s, "focus_grid") for s in early],
-                                least_aligned=calibrated[r.id].least_aligned)
+                                calibrated=calibrated[r.id])
     return out
 
 

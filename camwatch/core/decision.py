@@ -179,6 +179,18 @@ class DecisionParams:
     cover_area: float = 0.15
     #: ...its margin per unit of share above it.
     cover_scale: float = 0.5
+    #: So is a connected region of textured cells no longer aligned that turned one colour
+    #: (``scene.SceneCues.plain``: a board or a cloth keeps its grain), over this share of the textured
+    #: cells, with the same margin per unit: footage/tune and stress-tune cases, the smallest share with
+    #: no new false alarm there (0.2 raised 4; docs/evaluation.md)...
+    plain_area: float = 0.25
+    #: ...or over this many times the camera's own largest (``scene.Background.most_plain``): traffic
+    #: that fills the view hides the few textured cells of a road behind one-colour roofs and asphalt.
+    #: The structure and focus cues' factor; footage/tune cameras' own are at most 0.05, so any factor
+    #: up to 5 leaves them at ``plain_area``: not chosen on data. A scene learned from fewer than 3 views
+    #: has no such measure (a reference alone cannot tell a lorry in it from the kerb beside it) and is
+    #: not judged by this cue.
+    plain_spread_factor: float = 4.0
     #: A light shone into the lens: a connected patch of newly blown-out cells the background had
     #: darker than parts still unblown (``scene.SceneCues.glare``) over this share of the view...
     glare_area: float = 0.04
@@ -498,8 +510,13 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         line = aligned_line(background, params)
         # In place: traffic or a crowd moved the embedding, not the camera.
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)
-    if cues.cover is not None:
-        margins["cover"] = (cues.cover - params.cover_area) * params.cover_scale
+    covers = [] if cues.cover is None else [(cues.cover - params.cover_area) * params.cover_scale]
+    # A one-colour region is judged against the camera's own: unknown until calibration kept 3 views or more.
+    if cues.plain is not None and background.most_plain is not None:
+        plain_line = max(params.plain_area, params.plain_spread_factor * background.most_plain)
+        covers.append((cues.plain - plain_line) * params.cover_scale)
+    if covers:
+        margins["cover"] = max(covers)
     if cues.glare is not None:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned

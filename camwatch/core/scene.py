@@ -16,6 +16,12 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
 * ``cover``: the largest connected region of textured cells whose texture is
   gone and whose structure no longer aligns, as a share of the textured
   cells: a cover near the lens is out of focus, wherever it sits.
+* ``plain``: the largest connected region of textured cells that no longer
+  align and that turned one colour (each cell's mean grey within
+  ``PLAIN_GREY`` of its neighbour's in the region), as a share of the textured
+  cells: a board, a cloth or a hand held in front of the lens keeps its grain
+  but is one colour across, where a car or a crowd that hides as much has
+  windows, wheels, faces and shadows that break it up.
 * ``glare``: the largest connected region of cells blown out (white) in the
   view that were not in the background, and that were darker there than
   cells the view still shows unblown, as a share of all cells. A light shone
@@ -81,6 +87,9 @@ _MIN_STABLE = 4
 ALIGNED_QUANTILE = 0.8
 #: A cell has lost its texture when its gradient energy fell below this share of the background's.
 LOST_ENERGY = 0.15
+#: Neighbouring hidden cells whose mean grey (0-255) differs by less than this are one colour (``plain``):
+#: footage/tune and stress-tune cases, docs/evaluation.md.
+PLAIN_GREY = 6.0
 #: A layout pixel at or above this grey is blown out (255 at full size, averaged down).
 BLOWN_GREY = 248
 #: A cell is blown out when more than this share of its pixels are...
@@ -194,7 +203,10 @@ class Background:
     the decision leaves out the drops it would not call a blur. ``least_aligned``:
     the lowest ``aligned`` of a calibration view against the background learned
     without it (leave one out; 1.0 with fewer than 3 views): how far the
-    camera's own traffic already pulled a view that was in place.
+    camera's own traffic already pulled a view that was in place. ``most_plain``:
+    the largest ``plain`` of a calibration view, left out the same way (0.0 with
+    None with fewer than 3 views): how much one-colour surface the camera's own
+    traffic already hid its structure behind.
     """
 
     layout: np.ndarray | None          # standardised median grey at LAYOUT_WIDTH, or None
@@ -207,6 +219,7 @@ class Background:
     least_aligned: float = 1.0
     grey: np.ndarray | None = None      # per layout cell: the learning views' median grey (0-255)
     blown: np.ndarray | None = None     # per layout cell: share of it blown out in that median
+    most_plain: float | None = None
 
     @property
     def focus_spread(self) -> float:
@@ -227,6 +240,7 @@ class SceneCues:
     contrast_whole: float | None = None
     edges: float | None = None
     edges_whole: float | None = None
+    plain: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -248,26 +262,29 @@ def _blown(grey: np.ndarray, cols: int, rows: int) -> np.ndarray:
     return _cell_means((grey >= BLOWN_GREY).astype(np.float32), cols, rows)
 
 
-def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligned: float | None = None) -> Background:
+def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: Background | None = None) -> Background:
     """A background from a reference's statistics (first) and its calibration views'.
 
     ``layouts``: each view's encoded layout (``ViewStats.layout``); ``focus_grids``:
     each view's ``ViewStats.focus_grid``. Views of another size than the
     reference's, or without them, are left out; a reference alone gives a
-    background whose textured cells all count as stable. ``least_aligned``, when
-    given, is kept instead of measured: leaving each view out in turn costs a
-    background per view, paid once at calibration, not each time the scene
-    learns again from later views.
+    background whose textured cells all count as stable. ``calibrated``, when
+    given, is the scene calibration learned, whose ``least_aligned`` and
+    ``most_plain`` are kept instead of measured: leaving each view out in turn
+    costs a background per view, paid once at calibration, not each time the
+    scene learns again from later views.
     """
     greys = [g for _, g in _greys(layouts)]
     views = [structure.standardise(g).astype(np.float32) for g in greys]
     layout = textured = stable = grey = blown = None
-    least = 1.0 if least_aligned is None else least_aligned
+    least, most_plain = (1.0, None) if calibrated is None else (calibrated.least_aligned, calibrated.most_plain)
     if views:
         steadied = _steadied(views)
         layout, textured, stable = _learn_layout(views, steadied)
-        if len(views) >= 3 and least_aligned is None:
-            least = min([a for a in _left_out(views, steadied)[1:] if a is not None], default=1.0)
+        if len(views) >= 3 and calibrated is None:
+            own = [m for m in _left_out(views, steadied, greys=greys)[1:] if m is not None]
+            least = min((a for a, _ in own), default=1.0)
+            most_plain = max((p for _, p in own), default=0.0)
         median = np.median(np.stack(greys), axis=0) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -283,7 +300,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], least_aligne
         changes = tuple((float(np.median((g.focus - focus.focus)[detailed])),
                          None if g.edges is None or focus.edges is None
                          else float(np.median((g.edges - focus.edges)[detailed]))) for g in grids)
-    return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown)
+    return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -307,23 +324,35 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
     chosen = None if which is None else set(which)
     wanted = None if chosen is None else {k for k, (i, _) in enumerate(usable) if i in chosen}
     for (i, _), value in zip(usable, _left_out(views, steadied, wanted)):
-        out[i] = value
+        out[i] = None if value is None else value[0]
     return out
 
 
-def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None
-              ) -> list[float | None]:
-    """Each view's ``aligned`` on the layout learned from the others (None where that has no texture, and
-    for views not in ``which`` when given)."""
-    out: list[float | None] = []
+def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
+              greys: list[np.ndarray] | None = None) -> list[tuple[float, float] | None]:
+    """Each view's (``aligned``, ``plain``) on the layout learned from the others (``plain`` 0.0 without
+    ``greys``, the views in their own grey levels); None where that layout has no texture, and for views
+    not in ``which`` when given."""
+    out: list[tuple[float, float] | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
             out.append(None)
             continue
         rest = [v for j, v in enumerate(views) if j != i]
         bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
-        out.append(float(np.quantile(_compare(views[i], bg)[0][stab], ALIGNED_QUANTILE)) if int(tex.sum()) else None)
+        if not int(tex.sum()):
+            out.append(None)
+            continue
+        corr = _compare(views[i], bg)[0]
+        plain = 0.0 if greys is None else _plain(tex, corr, greys[i])
+        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain))
     return out
+
+
+def _plain(textured: np.ndarray, corr: np.ndarray, grey: np.ndarray) -> float:
+    """``SceneCues.plain`` of a view (its grey layout) from its cells' correlations with a background."""
+    hidden = textured & (corr < STABLE_CORRELATION)
+    return _largest_plain(hidden, _cell_means(grey.astype(np.float32), *_grid(grey.shape))) / int(textured.sum())
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -340,7 +369,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
-    aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = None
+    aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
     visible = None
     raw = structure.decode_grey(layout)
     bg = background.layout
@@ -354,6 +383,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         visible = corr >= STABLE_CORRELATION
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         cover = _largest(lost) / int(background.textured.sum())
+        plain = _plain(background.textured, corr, raw)
         if background.grey is not None and background.blown is not None:
             glare = _glare(raw, background.grey, background.blown)
     grid = FocusGrid.parse(focus_grid)
@@ -371,7 +401,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         soft, contrast = float(np.median(focus[seen])), float(np.median(local[seen]))
         if peaks is not None:
             edges, edges_whole = float(np.median(peaks[seen])), float(np.median(peaks[detailed]))
-    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole)
+    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain)
 
 
 def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
@@ -386,6 +416,21 @@ def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
 def _largest(cells: np.ndarray, connectivity: int = 4) -> int:
     n, _, st, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=connectivity)
     return int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+
+
+def _largest_plain(cells: np.ndarray, grey: np.ndarray) -> int:
+    """Cells in the largest region of ``cells`` joined where neighbours' mean ``grey`` differs by under ``PLAIN_GREY``."""
+    rows, cols = cells.shape
+    # A lattice twice the grid's size: cells on its even points, a link between two neighbours on the
+    # point between them, so the image library's connected components follow only the links.
+    lattice = np.zeros((2 * rows - 1, 2 * cols - 1), np.uint8)
+    lattice[::2, ::2] = cells
+    lattice[::2, 1::2] = cells[:, :-1] & cells[:, 1:] & (np.abs(np.diff(grey, axis=1)) < PLAIN_GREY)
+    lattice[1::2, ::2] = cells[:-1, :] & cells[1:, :] & (np.abs(np.diff(grey, axis=0)) < PLAIN_GREY)
+    n, labels = cv2.connectedComponents(lattice, connectivity=4)
+    if n < 2:
+        return 0
+    return int(np.bincount(labels[::2, ::2].ravel(), minlength=n)[1:].max())
 
 
 _NEAR = np.ones((3, 3), np.uint8)
