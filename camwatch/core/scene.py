@@ -419,7 +419,8 @@ def _largest(cells: np.ndarray, connectivity: int = 4) -> int:
 
 
 def _largest_plain(cells: np.ndarray, grey: np.ndarray) -> int:
-    """Cells in the largest region of ``cells`` joined where neighbours' mean ``grey`` differs by under ``PLAIN_GREY``."""
+    """Cells in the largest region of ``cells`` whose neighbours join where their mean ``grey`` differs by under
+    ``PLAIN_GREY``."""
     rows, cols = cells.shape
     # A lattice twice the grid's size: cells on its even points, a link between two neighbours on the
     # point between them, so the image library's connected components follow only the links.
