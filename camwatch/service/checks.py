@@ -84,13 +84,16 @@ def threshold_for(camera: CameraConfig, settings: Settings, embedder: Embedder, 
     if wanted <= 0:
         return Threshold(default, "model")
     model = embedder.spec.identity
-    samples = store.calibration_samples(camera.id, model)
-    refs = store.for_camera(camera.id, images=False)
-    if len(samples) < wanted:
-        return Threshold(default, "calibrating", len(samples), backgrounds=_backgrounds(camera.id, model, refs, []))
-    scale = calibration.calibrate_structure(store.calibration_structure(camera.id, model))
-    views = store.calibration_views(camera.id, model)
-    doubtful = store.calibration_views(camera.id, model, doubtful=True)
+    with store.pinned():        # five reads, one question whether the database changed
+        samples = store.calibration_samples(camera.id, model)
+        refs = store.for_camera(camera.id, images=False)
+        if len(samples) < wanted:
+            return Threshold(default, "calibrating", len(samples),
+                             backgrounds=_backgrounds(camera.id, model, refs, []))
+        structure = store.calibration_structure(camera.id, model)
+        views = store.calibration_views(camera.id, model)
+        doubtful = store.calibration_views(camera.id, model, doubtful=True)
+    scale = calibration.calibrate_structure(structure)
     return Threshold(float(calibration.calibrate(samples, default)), "calibrated", len(samples), scale,
                      _backgrounds(camera.id, model, refs, views, history_of(camera.id), doubtful))
 

@@ -39,9 +39,11 @@ import builtins
 import dataclasses
 import json
 import os
+import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -177,6 +179,8 @@ class ReferenceStore:
         # (``_cached``, through ``Database.version``).
         self._cache: dict[tuple[object, ...], object] = {}
         self._cache_version: object = None
+        # Per thread: inside ``pinned``, the database's version as its first read found it.
+        self._pins = threading.local()
         prepare_state_dir(self.state_dir)
         marker = self.state_dir / identity.MARKER_NAME
         self._db: Database
@@ -294,6 +298,37 @@ class ReferenceStore:
         return list(self._cached(("refs", camera_id),
                                  lambda: self._select("WHERE camera_id = ?", (camera_id,), images=False)))
 
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Cached reads made inside (by this thread) ask whether the database changed once, at the first.
+
+        Why: a check reads a camera's references, calibration samples, structure
+        distances and calibration views one after the other, and each cached read
+        asked the database again (a PRAGMA and the files' stat on SQLite, a round
+        trip on PostgreSQL), for answers a few microseconds apart. Only for reads
+        that nothing of this thread writes between: a commit made inside is not
+        seen until the block ends.
+        """
+        pins = self._pins
+        outer = getattr(pins, "depth", 0)
+        pins.depth = outer + 1
+        try:
+            yield
+        finally:
+            pins.depth = outer
+            if not outer:
+                pins.version = None
+
+    def _version(self) -> object:
+        """The database's version, asked once per ``pinned`` block."""
+        pins = self._pins
+        if getattr(pins, "depth", 0):
+            version = getattr(pins, "version", None)
+            if version is None:
+                version = pins.version = self._db.version()
+            return version
+        return self._db.version()
+
     def _cached(self, key: tuple[object, ...], load: Callable[[], T]) -> T:
         """``load()``, remembered until the database changes.
 
@@ -303,7 +338,7 @@ class ReferenceStore:
         while it was loaded.
         """
         with self._db.lock:
-            version = self._db.version()
+            version = self._version()
             if version != self._cache_version:
                 self._cache.clear()
                 self._cache_version = version
