@@ -91,6 +91,30 @@ def test_importing_sources_sets_no_environment_variable_and_opening_a_capture_do
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_capture_options_hold_lapses_without_a_thread_and_a_release_wakes_the_other_transport(monkeypatch):
+    """An open that never returns cannot hold the other transport's opens back past HOLD_S; one that
+    returns lets them in at once; opens of the value in force share it; no thread per open."""
+    from camwatch.sources.capture import OPTIONS_ENV, CaptureOptions
+
+    monkeypatch.setenv(OPTIONS_ENV, "")
+    options = CaptureOptions()
+    before = threading.active_count()
+    hung = options.acquire("rtsp_transport;tcp", time.monotonic() + 5)
+    shared = options.acquire("rtsp_transport;tcp", time.monotonic() + 5)
+    assert hung is not None and shared is not None and threading.active_count() == before
+    assert options.acquire("rtsp_transport;udp", time.monotonic() + 0.05) is None   # held: its deadline first
+    udp = options.acquire("rtsp_transport;udp", time.monotonic() + 5)               # the holds lapse
+    assert udp is not None and os.environ[OPTIONS_ENV] == "rtsp_transport;udp"
+    hung()
+    shared()                                  # late releases of lapsed holds change nothing
+    threading.Timer(0.1, udp).start()
+    started = time.monotonic()
+    tcp = options.acquire("rtsp_transport;tcp", time.monotonic() + 5)
+    assert tcp is not None and time.monotonic() - started < options.HOLD_S + 1
+    tcp()
+    tcp()                                     # idempotent
+
+
 def test_unsupported_scheme_is_one_line_with_the_url_but_not_the_password(make_camera):
     # load_config refuses such a URL; open_source must too, for a camera made some other way
     # (model_copy skips validation; no redacted_url, so the error redacts the URL itself).
