@@ -344,15 +344,15 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             out.append(None)
             continue
         corr = _compare(views[i], bg)[0]
-        plain = 0.0 if greys is None else _plain(tex, corr, greys[i])
+        plain = 0.0 if greys is None else _plain(tex, corr, _cell_means(greys[i], *_grid(greys[i].shape)))
         out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain))
     return out
 
 
-def _plain(textured: np.ndarray, corr: np.ndarray, grey: np.ndarray) -> float:
-    """``SceneCues.plain`` of a view (its grey layout) from its cells' correlations with a background."""
+def _plain(textured: np.ndarray, corr: np.ndarray, means: np.ndarray) -> float:
+    """``SceneCues.plain`` of a view from its cells' correlations with a background and their mean grey."""
     hidden = textured & (corr < STABLE_CORRELATION)
-    return _largest_plain(hidden, _cell_means(grey.astype(np.float32), *_grid(grey.shape))) / int(textured.sum())
+    return _largest_plain(hidden, means) / int(textured.sum())
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -383,9 +383,10 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         visible = corr >= STABLE_CORRELATION
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         cover = _largest(lost) / int(background.textured.sum())
-        plain = _plain(background.textured, corr, raw)
+        means = _cell_means(raw, *_grid(bg.shape))          # the view's mean grey per cell, for both
+        plain = _plain(background.textured, corr, means)
         if background.grey is not None and background.blown is not None:
-            glare = _glare(raw, background.grey, background.blown)
+            glare = _glare(raw, means, background.grey, background.blown)
     grid = FocusGrid.parse(focus_grid)
     if grid is not None and background.focus is not None and background.detailed is not None \
             and len(grid.focus) == len(background.focus.focus):
@@ -438,8 +439,9 @@ _NEAR = np.ones((3, 3), np.uint8)
 _FAR = np.ones((5, 5), np.uint8)
 
 
-def _glare(raw: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
-    """``SceneCues.glare`` of a view's grey layout on the background's cell greys and blown shares."""
+def _glare(raw: np.ndarray, means: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
+    """``SceneCues.glare`` of a view's grey layout (and its mean grey per cell, ``means``) on the background's cell
+    greys and blown shares."""
     cols, rows = grey.shape[1], grey.shape[0]
     blown = _blown(raw, cols, rows) > BLOWN_SHARE
     new = blown & (was_blown < _WAS_BLOWN)
@@ -458,7 +460,7 @@ def _glare(raw: np.ndarray, grey: np.ndarray, was_blown: np.ndarray) -> float:
     near_ring &= ~blown
     if not near_ring.any():
         return 0.0
-    rise = _cell_means(raw, cols, rows) - grey
+    rise = means - grey
     rise -= np.median(rise[~blown])
     near = float(np.median(rise[near_ring]))
     far = float(np.median(rise[far_ring])) if far_ring.any() else 0.0
