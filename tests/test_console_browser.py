@@ -20,6 +20,8 @@ from daemon_helpers import Daemon
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 from test_console import TOKEN, get_json, refs, start_daemon
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,6 +63,14 @@ def browser(tmp_path_factory):
         yield drv
     finally:
         drv.quit()
+
+
+def _follow(browser, css: str) -> None:
+    """Click what ``css`` names and wait until the page it leads to has replaced this one: a click
+    returns before the browser navigates, and a busy machine showed the old page to the next find."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, css).click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old))
 
 
 def _wait(what: str, cond, timeout: float, d: Daemon):
@@ -113,17 +123,17 @@ def test_an_operator_logs_in_and_accepts_the_turned_view(console, browser):
     before = refs(base, "lobby")
     browser.get(base + "/cameras/lobby")
     assert not browser.find_elements(By.ID, "accept")            # read-only until logged in
-    browser.find_element(By.CSS_SELECTOR, "a.user").click()
+    _follow(browser, "a.user")
     browser.find_element(By.NAME, "name").send_keys("dana")
     browser.find_element(By.NAME, "token").send_keys("a wrong token")
-    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    _follow(browser, "form.login button")
     assert "wrong token" in browser.page_source and not browser.find_elements(By.ID, "who")
     browser.find_element(By.NAME, "name").send_keys("dana")
     browser.find_element(By.NAME, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    _follow(browser, "form.login button")
     assert browser.find_element(By.ID, "who").text == "dana"
     browser.get(base + "/cameras/lobby")
-    browser.find_element(By.CSS_SELECTOR, "#accept button").click()
+    _follow(browser, "#accept button")
     assert "next checked view becomes reference 'default'" in browser.find_element(By.ID, "notice").text
     page = browser.find_element(By.ID, "camera")
     _wait("the lobby page to show ok (polled, no reload)", lambda: page.get_attribute("data-state") == "ok", 60, d)
@@ -141,7 +151,7 @@ def test_the_operator_silences_the_camera_from_its_page_and_the_fleet_shows_it(c
     field = browser.find_element(By.CSS_SELECTOR, "#silence input[name=for]")
     field.clear()
     field.send_keys("30m")
-    browser.find_element(By.CSS_SELECTOR, "#silence button").click()
+    _follow(browser, "#silence button")
     assert "Alerts silenced" in browser.find_element(By.ID, "notice").text
     assert browser.find_element(By.CSS_SELECTOR, "#camera .state").text.endswith("· silenced")
     row = browser.find_element(By.CSS_SELECTOR, "#audit tbody tr")
