@@ -7,7 +7,6 @@ import argparse
 from camwatch.cli.main import leave
 from camwatch.config import load_config
 from camwatch.service.daemon import Daemon
-from camwatch.service.heap import keep_freed_memory
 from camwatch.store.lock import lock_state_dir
 
 
@@ -18,8 +17,7 @@ def cli_run(args: argparse.Namespace) -> int:
     model loads or a store opens, so a second daemon on the same state fails
     at once with the holder's pid (exit 2) instead of raising every alert a
     second time. It is never released by hand: the process holds it until it
-    ends, however it ends, and the kernel drops it then. The process's heap then
-    keeps what a check freed for the next one (``service.heap``).
+    ends, however it ends, and the kernel drops it then.
 
     After an orderly stop (scheduler stopped, events and references closed,
     everything durable already on disk) the process leaves with ``leave``
@@ -29,7 +27,6 @@ def cli_run(args: argparse.Namespace) -> int:
     """
     # Held by its open file, never closed here (StateLock has no finaliser): the kernel drops it at exit.
     lock_state_dir(load_config(args.config).settings.state_dir)
-    keep_freed_memory()
     daemon = Daemon(args.config)
     daemon.install_signals()
     try:
