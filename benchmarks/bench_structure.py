@@ -2,7 +2,9 @@
 """What the structure cue costs per check: the thumbnail (made with the view's
 statistics) and one structure distance against the nearest reference; what the
 learned scene costs per check: the focus grid (made with the view's statistics)
-and the scene's measures against a camera's background; and what naming a
+and the scene's measures against a camera's background; what learning the
+scene costs (again from 9 views, every ``learn_batch`` benign checks; and at
+calibration, where each view is also left out in turn); and what naming a
 drifted view's kind costs (core/kinds.py's cues, paid only by drifted views).
 
     python benchmarks/bench_structure.py [--repeats 7]
@@ -40,12 +42,16 @@ def main() -> int:
     focus_grey = cv2.resize(grey, (640, 360), interpolation=cv2.INTER_LINEAR)
     learning = [view_stats(view(world(3), x=200 + s % 2)) for s in range(8)]
     background = scene.learn([v.layout for v in learning], [v.focus_grid for v in learning])
+    layouts, grids = [ref.layout] + [v.layout for v in learning], [ref.focus_grid] + [v.focus_grid for v in learning]
     for name, fn, n in (("thumbnail of a 480-px grey view", lambda: structure.thumbnail(grey), 200),
                         ("structure distance (decode both, SSIM)",
                          lambda: structure.distance(query.thumb, ref.thumb), 200),
                         ("focus grid of a 640x360 grey view", lambda: scene.focus_cells(focus_grey, 12, 8), 200),
                         ("the learned scene's measures (scene.measure)",
                          lambda: scene.measure(query.layout, query.focus_grid, background), 200),
+                        ("learning the scene again (9 views)",
+                         lambda: scene.learn(layouts, grids, calibrated=background), 20),
+                        ("learning it at calibration (9 views)", lambda: scene.learn(layouts, grids), 5),
                         ("kind cues of a drifted view (decision.view_cues)",
                          lambda: decision.view_cues(turned, ref), 20)):
         runs = [t / n * 1e3 for t in timeit.repeat(fn, number=n, repeat=a.repeats)]

@@ -143,6 +143,17 @@ def test_a_one_colour_region_follows_only_neighbours_of_one_colour() -> None:
     assert scene._largest_plain(np.zeros((3, 6), bool), np.zeros((3, 6))) == 0
 
 
+def test_the_background_is_the_per_pixel_median_of_its_views_exactly() -> None:
+    # The learned scene's median sorts each pixel's values: it must be np.median's, ties and even counts too.
+    rng = np.random.default_rng(5)
+    for n in (2, 3, 8, 9):
+        for dtype in (np.float32, np.float64):
+            views = [np.round(rng.random((9, 16)) * 4).astype(dtype) for _ in range(n)]
+            got = scene._median(views)
+            assert got.dtype == dtype
+            assert np.array_equal(got, np.median(np.stack(views), axis=0))
+
+
 def test_defocus_lowers_detail_with_contrast_kept_haze_lowers_both() -> None:
     ref, bg = _learned()
     soft = _cues(cv2.GaussianBlur(ref, (0, 0), 2.0), bg)

@@ -134,7 +134,7 @@ def _median(images: Sequence[np.ndarray]) -> np.ndarray:
     ordered = np.sort(np.stack(images), axis=0)
     n = len(images)
     if n % 2:
-        return ordered[n // 2]
+        return np.asarray(ordered[n // 2])
     return np.asarray((ordered[n // 2 - 1] + ordered[n // 2]) / ordered.dtype.type(2))
 
 
