@@ -59,7 +59,7 @@ the measurement choices below were made on cases from footage/tune
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -232,6 +232,9 @@ class Background:
     grey: np.ndarray | None = None      # per layout cell: the learning views' median grey (0-255)
     blown: np.ndarray | None = None     # per layout cell: share of it blown out in that median
     most_plain: float | None = None
+    #: The layout's gradients (x, y, energy per cell; ``_background_gradients``), made once when learned
+    #: rather than at every ``measure``.
+    gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def focus_spread(self) -> float:
@@ -288,11 +291,11 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     """
     greys = [g for _, g in _greys(layouts)]
     views = [structure.standardise(g).astype(np.float32) for g in greys]
-    layout = textured = stable = grey = blown = None
+    layout = textured = stable = grey = blown = gradients = None
     least, most_plain = (1.0, None) if calibrated is None else (calibrated.least_aligned, calibrated.most_plain)
     if views:
         steadied = _steadied(views)
-        layout, textured, stable = _learn_layout(views, steadied)
+        layout, textured, stable, gradients = _learn_layout(views, steadied)
         if len(views) >= 3 and calibrated is None:
             own = [m for m in _left_out(views, steadied, greys=greys)[1:] if m is not None]
             least = min((a for a, _ in own), default=1.0)
@@ -312,7 +315,8 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
         changes = tuple((float(np.median((g.focus - focus.focus)[detailed])),
                          None if g.edges is None or focus.edges is None
                          else float(np.median((g.edges - focus.edges)[detailed]))) for g in grids)
-    return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain)
+    return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain,
+                      gradients)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -351,11 +355,11 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             out.append(None)
             continue
         rest = [v for j, v in enumerate(views) if j != i]
-        bg, tex, stab = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
+        bg, tex, stab, gradients = _learn_layout(rest, [s for j, s in enumerate(steadied) if j != i])
         if not int(tex.sum()):
             out.append(None)
             continue
-        corr = _compare(views[i], bg)[0]
+        corr = _compare(views[i], bg, gradients)[0]
         plain = 0.0 if greys is None else _plain(tex, corr, _cell_means(greys[i], *_grid(greys[i].shape)))
         out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain))
     return out
@@ -367,8 +371,10 @@ def _plain(textured: np.ndarray, corr: np.ndarray, means: np.ndarray) -> float:
     return _largest_plain(hidden, means) / int(textured.sum())
 
 
-def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(median layout, textured cells, stable cells) of views (the first is the reference)."""
+def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(median layout, textured cells, stable cells, the layout's gradients) of views (the first is the
+    reference)."""
     layout = _median(steadied).astype(np.float32) if len(views) > 1 else views[0]
     gradients = _background_gradients(layout)
     textured = gradients[2] > TEXTURED_ENERGY
@@ -376,7 +382,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]) -> tuple[
     stable = textured & (np.quantile(correlations, _STABLE_QUANTILE, axis=0) > STABLE_CORRELATION)
     if int(stable.sum()) < _MIN_STABLE:
         stable = textured.copy()
-    return layout, textured, stable
+    return layout, textured, stable, gradients
 
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
@@ -390,7 +396,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if raw.shape != bg.shape:
             raw = np.asarray(cv2.resize(raw, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
         view = structure.standardise(raw).astype(np.float32)
-        corr, ev, eb = _compare(view, bg)
+        corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
