@@ -22,6 +22,11 @@ best first by "detection with false alarms at most --fa-budget in every
 folder", and a one-parameter logistic P(same) = sigmoid((s - threshold) / scale)
 for compare.py.
 
+``--lines`` prints, per camera, the learned scene's ``aligned`` line it is held
+to against where its benign views and its moved views (moved, redirected) sit:
+a camera whose benign views fall under its line while its moved views stay far
+below is held to a line its own calibration views set too strictly.
+
 ``--kinds`` judges naming instead (detection is not changed by it): the kind
 table of ``camwatch evaluate`` (named kind against the true kind) per folder,
 then a grid over the naming constants (``KIND_GRID``) on the cues of every
@@ -187,6 +192,30 @@ def tune_kinds(folders: list[tuple[str, list[dict]]], default: float, params: De
               f"mean {results[rank][1]:.3f}")
 
 
+def print_lines(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams) -> None:
+    """Per camera: its aligned line, its benign views' ``aligned`` (lowest, 5th percentile) and how many
+    alarmed, its moved and redirected views' ``aligned`` (95th percentile, highest)."""
+    print("folder/camera                      line  benign min   p5  alarmed | moved p95  max")
+    for name, cams in folders:
+        for cam in cams:
+            _, verdicts = judge_camera([cam["ref"]], cam["cal"], list(zip(cam["vecs"], cam["stats"])), default,
+                                       params)
+            line = next((v.aligned_line for v in verdicts if v.aligned_line is not None), None)
+            benign, moved, alarmed = [], [], 0
+            for c, v in zip(cam["cases"], verdicts):
+                aligned = v.scene_cues.aligned if v.scene_cues is not None else None
+                if c.label == 0:
+                    alarmed += int(v.drifted)
+                    benign += [] if aligned is None else [aligned]
+                elif c.kind.startswith("moved") or c.kind == "redirected":
+                    moved += [] if aligned is None else [aligned]
+            if line is None or not benign or not moved:
+                print(f"{name + '/' + cam['camera'][:24]:<34} no learned scene")
+                continue
+            print(f"{name + '/' + cam['camera'][:24]:<34} {line:.2f}  {min(benign):.2f} {np.percentile(benign, 5):6.2f}"
+                  f"  {alarmed:4d}    |    {np.percentile(moved, 95):.2f} {max(moved):5.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="+", help="train case folders (pooled; the budget holds in each)")
@@ -200,6 +229,8 @@ def main() -> int:
     ap.add_argument("--kinds", action="store_true",
                     help="print the kind tables (named kind against true kind) of the parameters in use and "
                          "the naming constants' grid, and stop")
+    ap.add_argument("--lines", action="store_true",
+                    help="print each camera's aligned line against its benign and moved views' aligned, and stop")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
@@ -214,6 +245,9 @@ def main() -> int:
     print(f"parameters: the shipped ones{', with ' + str(changed) if changed else ''}")
     if a.kinds:
         tune_kinds(folders, default, params, a.top)
+        return 0
+    if a.lines:
+        print_lines(folders, default, params)
         return 0
 
     def run_all(p: DecisionParams = params, calibrate: bool = True):
