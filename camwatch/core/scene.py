@@ -216,8 +216,8 @@ class Background:
     the lowest ``aligned`` of a calibration view against the background learned
     without it (leave one out; 1.0 with fewer than 3 views): how far the
     camera's own traffic already pulled a view that was in place. ``most_plain``:
-    the largest ``plain`` of a calibration view, left out the same way (0.0 with
-    None with fewer than 3 views): how much one-colour surface the camera's own
+    the largest ``plain`` of a calibration view, left out the same way (None
+    with fewer than 3 views): how much one-colour surface the camera's own
     traffic already hid its structure behind.
     """
 
@@ -375,7 +375,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(median layout, textured cells, stable cells, the layout's gradients) of views (the first is the
     reference)."""
-    layout = _median(steadied).astype(np.float32) if len(views) > 1 else views[0]
+    layout = _median(steadied).astype(np.float32, copy=False) if len(views) > 1 else views[0]
     gradients = _background_gradients(layout)
     textured = gradients[2] > TEXTURED_ENERGY
     correlations = np.stack([_compare(v, layout, gradients, steady=False)[0] for v in steadied])
