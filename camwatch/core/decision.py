@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, SupportsFloat
 
 import numpy as np
@@ -174,6 +174,13 @@ class DecisionParams:
     #: ``scene_aligned_min`` (moved views on footage/tune align under 0.8, most under 0.6).
     scene_aligned_margin: float = 0.15
     scene_aligned_min: float = 0.5
+    #: A view aligned under its line but at least ``scene_aligned_min`` is held to ``scene_aligned_min``
+    #: when what hides its structure is about as sharp as what it still shows (``scene.SceneCues.veil``
+    #: at most this) and its structure aligns nowhere better after a global move (``scene.displaced``):
+    #: a crowd or traffic hid it, where a cover is soft and a moved camera's structure is found elsewhere.
+    #: footage/tune and train cases: such benign views' veil -0.12 to 0.05, covers' from 0.21 (one at
+    #: -0.06, held by its other cues); 0.1, 0.2 and 0.3 decide every one of them alike.
+    scene_veil: float = 0.15
     #: A connected region of textured cells that lost their texture and alignment, over this share
     #: of the textured cells, is a cover (``scene.SceneCues.cover``)...
     cover_area: float = 0.15
@@ -502,12 +509,38 @@ def _turned_grey(stats: Stats, ref_stats: Stats, params: DecisionParams) -> bool
         and colour < params.night_colour_share * ref_colour
 
 
+def _hidden_in_place(cues: scene.SceneCues, background: scene.Background, layout: object, line: float,
+                     similarity: float, params: DecisionParams) -> tuple[float, scene.SceneCues]:
+    """The line for a view that the embedding calls drifted and that aligns under ``line``, and its cues.
+
+    Why: a camera's line comes from its calibration views, which a busy camera's
+    first minutes may not show at its busiest (a crowd that later hides most of
+    the structure, cars that were parked then). Such a view still shows the rest of
+    its structure in place, as sharp as it was (``veil``), and the hidden part is
+    found nowhere else (``scene.displaced``): it is held to ``scene_aligned_min``.
+    A cover leaves soft cells, a moved camera's structure aligns better moved back,
+    and both keep ``line``. The search is paid only here."""
+    aligned = cues.aligned
+    if aligned is None or similarity <= 0 or not params.scene_aligned_min <= aligned < line \
+            or cues.veil is None or cues.veil > params.scene_veil:
+        return line, cues
+    found = scene.displaced(layout, background)
+    cues = replace(cues, displaced=found)
+    if found is None or found > aligned:
+        return line, cues
+    return params.scene_aligned_min, cues
+
+
 def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background: scene.Background,
-                   params: DecisionParams, night: bool = False) -> float | None:
-    """Fold the learned scene's cues into ``margins``; returns the aligned line used (None if not judged)."""
+                   params: DecisionParams, night: bool = False, layout: object = None
+                   ) -> tuple[float | None, scene.SceneCues]:
+    """Fold the learned scene's cues into ``margins``; returns the aligned line used (None if not judged) and the
+    cues (with ``displaced`` when it was measured)."""
     line = None
     if cues.aligned is not None:
-        line = aligned_line(background, params)
+        line, cues = _hidden_in_place(cues, background, layout, aligned_line(background, params),
+                                      margins["similarity"], params)
+        assert cues.aligned is not None
         # In place: traffic or a crowd moved the embedding, not the camera.
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)
     covers = [] if cues.cover is None else [(cues.cover - params.cover_area) * params.cover_scale]
@@ -534,7 +567,7 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
             drop = max(drop, params.focus_night_drop)
         margin = (-drop - soft) * params.focus_scale
         margins["sharpness"] = max(margins.get("sharpness", margin), margin)
-    return line
+    return line, cues
 
 
 def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference], threshold: float,
@@ -562,7 +595,8 @@ def assess(embedding: np.ndarray, stats: Stats, references: Sequence[Reference],
     cues = line = None
     if background is not None:
         cues = scene.measure(stat_value(stats, "layout"), stat_value(stats, "focus_grid"), background)
-        line = _scene_margins(margins, cues, background, params, _turned_grey(stats, ref_stats, params))
+        line, cues = _scene_margins(margins, cues, background, params, _turned_grey(stats, ref_stats, params),
+                                    stat_value(stats, "layout"))
     # The statistics' margins count only when their rule fires: below zero they are in other
     # units than the similarity's, and a sharper-than-usual benign view would otherwise
     # outrank a nearly-drifted one (train cases: AUC 0.990 -> 0.998 for model 1.3.0).

@@ -46,6 +46,18 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   peaks per unit contrast over the same cells: a blur lowers them with the
   detail, a starved encoder or a camera's denoiser wipes faint texture and
   keeps the strong edges' peaks (``focus_cells``).
+* ``veil``: how much less heavy-tailed the Laplacian is in the focus cells
+  whose structure the view hides than in those it still shows (each cell's
+  peaks over its mean detail, half the log of the Laplacian's kurtosis; the
+  median of each side). A thing at the lens is out of focus: what is left in
+  its cells is the sensor's noise, whose Laplacian is Gaussian (0.55), while
+  people, cars and the scene behind them have edges, as sharp as the cells
+  still in view. A crowd's veil is about 0, a cover's 0.3 to 1.
+* ``displaced`` (``displaced``, measured only when the decision asks): the
+  best ``aligned`` of the view moved back by a global zoom, rotation and
+  shift, moves within vibration left out. A moved camera's structure is
+  found again elsewhere, better aligned than in place; traffic that hides
+  the structure leaves it best where it was.
 
 The background is re-derived from what the reference store keeps (each
 reference's statistics and the statistics of its calibration views), so
@@ -256,6 +268,8 @@ class SceneCues:
     edges: float | None = None
     edges_whole: float | None = None
     plain: float | None = None
+    veil: float | None = None
+    displaced: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -388,7 +402,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
-    visible = None
+    veil = visible = hidden = shown = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -399,6 +413,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
+        hidden, shown = background.textured & ~visible, background.textured & visible
         lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
         cover = _largest(lost) / int(background.textured.sum())
         means = _cell_means(raw, *_grid(bg.shape))          # the view's mean grey per cell, for both
@@ -420,7 +435,77 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         soft, contrast = float(np.median(focus[seen])), float(np.median(local[seen]))
         if peaks is not None:
             edges, edges_whole = float(np.median(peaks[seen])), float(np.median(peaks[detailed]))
-    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain)
+        if grid.edges is not None and hidden is not None and shown is not None:
+            veil = _veil(grid, hidden, shown)
+    return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
+                     veil)
+
+
+def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray) -> float | None:
+    """``SceneCues.veil`` from a view's focus grid and its hidden and shown layout cells; None if either is empty."""
+    assert grid.edges is not None
+    tail = grid.edges - grid.focus            # log(sqrt(mean L^4) / mean L^2): half the log of L's kurtosis
+    behind, seen = _on_focus_grid(hidden, len(tail)), _on_focus_grid(shown, len(tail))
+    if not behind.any() or not seen.any():
+        return None
+    return float(np.median(tail[seen]) - np.median(tail[behind]))
+
+
+#: The global moves ``displaced`` tries (each with the shift phase correlation finds after it): zooms
+#: and rotations (degrees) as a camera knocked or turned shows them; a shift alone is the first.
+_MOVE_SCALES = (1.0, 0.75, 0.87, 1.15, 1.33)
+_MOVE_ANGLES = (0.0, -10.0, -5.0, 5.0, 10.0)
+#: A shift (layout px) within this, unzoomed and unrotated, is vibration that steadying left (it
+#: takes out MAX_SHIFT): not a move.
+_VIBRATION = 2 * MAX_SHIFT
+#: A move must leave this many stable cells inside the view to be judged.
+_MIN_MOVED_CELLS = _MIN_STABLE
+
+
+def displaced(layout: object, background: Background) -> float | None:
+    """The best ``aligned`` of a view (its encoded layout) moved back onto ``background`` by a global move.
+
+    Why: a view aligned below its camera's line is either moved (its structure is
+    all elsewhere) or in place with much of its structure hidden (a crowd, a queue
+    of cars, a cover). Moved back by the right zoom, rotation and shift, a moved
+    camera's structure aligns again, better than in place; a hidden one aligns
+    nowhere better. Each of 25 zooms and rotations gets the shift that phase
+    correlation finds after it; a move within vibration counts as in place.
+    ~5 ms at 160 px: the decision asks only for views its other cues leave
+    undecided. None when the view or the background cannot be compared.
+    """
+    raw = structure.decode_grey(layout)
+    bg = background.layout
+    if raw is None or bg is None or background.stable is None or not int(background.stable.sum()):
+        return None
+    if raw.shape != bg.shape:
+        raw = np.asarray(cv2.resize(raw, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
+    view = _steady(structure.standardise(raw).astype(np.float32), bg)
+    h, w = view.shape
+    cols, rows = _grid(bg.shape)
+    gradients = background.gradients if background.gradients is not None else _background_gradients(bg)
+    ones = np.ones_like(view)
+    best: float | None = None
+    for scale in _MOVE_SCALES:
+        for angle in _MOVE_ANGLES:
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+            turned = view if scale == 1.0 and angle == 0.0 else \
+                cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            (dx, dy), _ = cv2.phaseCorrelate(bg.copy(), np.ascontiguousarray(turned, np.float32))
+            if scale == 1.0 and angle == 0.0 and abs(dx) <= _VIBRATION and abs(dy) <= _VIBRATION:
+                continue                    # in place, or within vibration: what ``aligned`` measured
+            m[0, 2] -= dx
+            m[1, 2] -= dy
+            back = cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            inside = _cell_means(cv2.warpAffine(ones, m, (w, h), flags=cv2.INTER_NEAREST,
+                                                borderMode=cv2.BORDER_CONSTANT, borderValue=0), cols, rows) > 0.95
+            cells = background.stable & inside
+            if int(cells.sum()) < _MIN_MOVED_CELLS:
+                continue
+            corr = _compare(back, bg, gradients, steady=False)[0]
+            found = float(np.quantile(corr[cells], ALIGNED_QUANTILE))
+            best = found if best is None else max(best, found)
+    return best
 
 
 def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
