@@ -472,3 +472,91 @@ def test_the_daemon_learns_a_busy_cameras_scene_from_its_doubtful_early_views(tm
         t = threshold_for(cam, settings, embedder, store)      # type: ignore[arg-type]
     assert t.source == "calibrated" and t.samples == 2
     assert t.backgrounds is not None and t.backgrounds[ref.id].views >= 3 + 4
+
+
+def _things(image: np.ndarray, count: int, seed: int = 5) -> np.ndarray:
+    """``count`` pieces of another street (people, cars, shop fronts) over the view, each where it falls and
+    in focus, as things in the scene are."""
+    rng = np.random.default_rng(seed)
+    source = scene_image(seed=11, t=3.0)
+    out = image.copy()
+    h, w = image.shape[:2]
+    for _ in range(count):
+        ow, oh = int(w * rng.uniform(0.2, 0.45) / 2), int(h * rng.uniform(0.2, 0.45))
+        x, y = int(rng.integers(0, w - ow)), int(rng.integers(0, h - oh))
+        sx, sy = int(rng.integers(0, w - ow)), int(rng.integers(0, h - oh))
+        out[y:y + oh, x:x + ow] = source[sy:sy + oh, sx:sx + ow]
+    return out
+
+
+def _soft_thing(image: np.ndarray, share: float) -> np.ndarray:
+    """A thing at the lens over about ``share`` of the view's middle: out of focus, edges and all, with the
+    sensor's grain on it."""
+    rng = np.random.default_rng(6)
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (w // 2, h // 2), (int(w * np.sqrt(share) * 0.62), int(h * np.sqrt(share) * 0.62)),
+                0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 6)[..., None]
+    thing = cv2.GaussianBlur(scene_image(seed=11, t=3.0), (0, 0), 8) + rng.normal(0, 3, image.shape)
+    return np.clip(image * (1 - mask) + thing * mask, 0, 255).astype(np.uint8)
+
+
+def _moves(image: np.ndarray) -> dict[str, np.ndarray]:
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 6, 1.1)
+    return {"shifted": np.roll(image, 60, axis=1),
+            "zoomed": cv2.resize(image[h // 10:h - h // 10, w // 10:w - w // 10], (w, h)),
+            "rotated": cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT)}
+
+
+def test_what_hides_a_busy_scene_is_as_sharp_as_the_rest_a_thing_at_the_lens_is_not() -> None:
+    ref, bg = _learned()
+    crowd = _cues(_things(ref, 30), bg)
+    assert crowd.aligned is not None and 0.5 < crowd.aligned < 0.8      # as far from in place as a move
+    assert crowd.veil is not None and crowd.dulled is not None
+    assert crowd.veil < 0.15 and crowd.dulled < 0.15, (crowd.veil, crowd.dulled)
+    soft = _cues(_soft_thing(ref, 0.7), bg)
+    assert soft.aligned is not None and soft.aligned < 0.8
+    assert soft.veil is not None and soft.veil > 0.3, soft.veil          # softer than what it leaves in view
+    rim = _cues(_soft_thing(ref, 0.8), bg)                                # leaves only a blurred rim in view
+    assert rim.aligned is not None and 0.5 < rim.aligned < 0.8
+    assert rim.dulled is not None and rim.dulled > 0.3, rim.dulled        # the rim is softer than it was
+
+
+def test_a_moved_views_structure_is_found_again_moved_back_a_hidden_ones_is_not() -> None:
+    ref, bg = _learned()
+    for name, view in _moves(ref).items():
+        s = view_stats(view)
+        aligned, found = scene.measure(s.layout, s.focus_grid, bg).aligned, scene.displaced(s.layout, bg)
+        assert aligned is not None and found is not None and found > aligned + 0.2, (name, aligned, found)
+    s = view_stats(_things(ref, 30))
+    aligned, found = scene.measure(s.layout, s.focus_grid, bg).aligned, scene.displaced(s.layout, bg)
+    assert aligned is not None and found is not None and found < aligned, (aligned, found)
+    shaken = view_stats(np.roll(ref, 2, axis=1))       # vibration is in place, not a move
+    found = scene.displaced(shaken.layout, bg)
+    assert found is not None and found < 0.9
+    assert scene.displaced("garbage", bg) is None
+
+
+def test_the_decision_holds_a_crowd_in_place_not_a_soft_cover_or_a_move() -> None:
+    """The embedding says "another view" (similarity 0) for each; a crowd that hides the structure
+    down to an aligned of ~0.75 is in place; a soft thing at the lens as large, or the camera moved, is not."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    away = (0.0, 1.0)
+    crowd, _ = _verdict(_things(frames[0], 30), ref, scenes, away)
+    assert not crowd.drifted and crowd.aligned_line == DecisionParams().scene_aligned_min
+    assert crowd.scene_cues is not None and crowd.scene_cues.displaced is not None
+    for share in (0.7, 0.8):
+        soft, _ = _verdict(_soft_thing(frames[0], share), ref, scenes, away)
+        assert soft.drifted and soft.aligned_line == 0.8, share
+        assert soft.scene_cues is not None and soft.scene_cues.displaced is None     # never searched
+    for name, view in _moves(frames[0]).items():
+        v, _ = _verdict(view, ref, scenes, away)
+        assert v.drifted and v.kind == "moved", name
+    strict = DecisionParams(scene_veil=-1.0)              # without the rule the crowd reads as a move
+    assert assess(np.array(away, np.float32), view_stats(_things(frames[0], 30)), [ref], 0.5, params=strict,
+                  backgrounds=scenes).drifted

@@ -176,8 +176,10 @@ class DecisionParams:
     scene_aligned_min: float = 0.5
     #: A view aligned under its line but at least ``scene_aligned_min`` is held to ``scene_aligned_min``
     #: when what hides its structure is about as sharp as what it still shows (``scene.SceneCues.veil``
-    #: at most this) and its structure aligns nowhere better after a global move (``scene.displaced``):
-    #: a crowd or traffic hid it, where a cover is soft and a moved camera's structure is found elsewhere.
+    #: at most this), what it shows is as sharp as it was (``dulled`` at most this; not asked of an IR
+    #: night view, all noise) and its structure aligns nowhere better after a global move (``scene.
+    #: displaced``): a crowd or traffic hid it, where a cover is soft and a moved camera's structure is
+    #: found elsewhere.
     #: footage/tune and train cases: such benign views' veil -0.12 to 0.05, covers' from 0.21 (one at
     #: -0.06, held by its other cues); 0.1, 0.2 and 0.3 decide every one of them alike.
     scene_veil: float = 0.15
@@ -510,19 +512,21 @@ def _turned_grey(stats: Stats, ref_stats: Stats, params: DecisionParams) -> bool
 
 
 def _hidden_in_place(cues: scene.SceneCues, background: scene.Background, layout: object, line: float,
-                     similarity: float, params: DecisionParams) -> tuple[float, scene.SceneCues]:
+                     similarity: float, params: DecisionParams, night: bool = False) -> tuple[float, scene.SceneCues]:
     """The line for a view that the embedding calls drifted and that aligns under ``line``, and its cues.
 
     Why: a camera's line comes from its calibration views, which a busy camera's
     first minutes may not show at its busiest (a crowd that later hides most of
     the structure, cars that were parked then). Such a view still shows the rest of
-    its structure in place, as sharp as it was (``veil``), and the hidden part is
-    found nowhere else (``scene.displaced``): it is held to ``scene_aligned_min``.
-    A cover leaves soft cells, a moved camera's structure aligns better moved back,
-    and both keep ``line``. The search is paid only here."""
+    its structure in place, what hides it is as sharp as the rest (``veil``), the rest
+    as sharp as it was (``dulled``; at IR night all of it is noise, so not asked), and
+    the structure is found nowhere else (``scene.displaced``): it is held to
+    ``scene_aligned_min``. A cover leaves soft cells, a moved camera's structure aligns
+    better moved back, and both keep ``line``. The search is paid only here."""
     aligned = cues.aligned
     if aligned is None or similarity <= 0 or not params.scene_aligned_min <= aligned < line \
-            or cues.veil is None or cues.veil > params.scene_veil:
+            or cues.veil is None or cues.veil > params.scene_veil \
+            or not (night or (cues.dulled is not None and cues.dulled <= params.scene_veil)):
         return line, cues
     found = scene.displaced(layout, background)
     cues = replace(cues, displaced=found)
@@ -539,7 +543,7 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
     line = None
     if cues.aligned is not None:
         line, cues = _hidden_in_place(cues, background, layout, aligned_line(background, params),
-                                      margins["similarity"], params)
+                                      margins["similarity"], params, night)
         assert cues.aligned is not None
         # In place: traffic or a crowd moved the embedding, not the camera.
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)

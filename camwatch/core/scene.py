@@ -53,6 +53,10 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   its cells is the sensor's noise, whose Laplacian is Gaussian (0.55), while
   people, cars and the scene behind them have edges, as sharp as the cells
   still in view. A crowd's veil is about 0, a cover's 0.3 to 1.
+* ``dulled``: how much less heavy-tailed the Laplacian of the cells still in
+  view is than the background's was there: a soft thing that leaves only a
+  rim of the view blurs the rim too, where the cells hidden and shown are
+  then alike.
 * ``displaced`` (``displaced``, measured only when the decision asks): the
   best ``aligned`` of the view moved back by a global zoom, rotation and
   shift, moves within vibration left out. A moved camera's structure is
@@ -269,6 +273,7 @@ class SceneCues:
     edges_whole: float | None = None
     plain: float | None = None
     veil: float | None = None
+    dulled: float | None = None
     displaced: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
@@ -402,7 +407,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
-    veil = visible = hidden = shown = None
+    veil = dulled = visible = hidden = shown = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -436,19 +441,24 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if peaks is not None:
             edges, edges_whole = float(np.median(peaks[seen])), float(np.median(peaks[detailed]))
         if grid.edges is not None and hidden is not None and shown is not None:
-            veil = _veil(grid, hidden, shown)
+            veil, dulled = _veil(grid, hidden, shown, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
-                     veil)
+                     veil, dulled)
 
 
-def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray) -> float | None:
-    """``SceneCues.veil`` from a view's focus grid and its hidden and shown layout cells; None if either is empty."""
+def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
+          ) -> tuple[float | None, float | None]:
+    """(``SceneCues.veil``, ``SceneCues.dulled``) from a view's focus grid, its hidden and shown layout cells and
+    the background's focus grid; None where a side is empty or the background has no edge peaks."""
     assert grid.edges is not None
     tail = grid.edges - grid.focus            # log(sqrt(mean L^4) / mean L^2): half the log of L's kurtosis
     behind, seen = _on_focus_grid(hidden, len(tail)), _on_focus_grid(shown, len(tail))
-    if not behind.any() or not seen.any():
-        return None
-    return float(np.median(tail[seen]) - np.median(tail[behind]))
+    if not seen.any():
+        return None, None
+    veil = float(np.median(tail[seen]) - np.median(tail[behind])) if behind.any() else None
+    if learned is None or learned.edges is None:
+        return veil, None
+    return veil, float(np.median((learned.edges - learned.focus)[seen] - tail[seen]))
 
 
 #: The global moves ``displaced`` tries (each with the shift phase correlation finds after it): zooms
