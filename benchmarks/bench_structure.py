@@ -4,8 +4,11 @@ statistics) and one structure distance against the nearest reference; what the
 learned scene costs per check: the focus grid (made with the view's statistics)
 and the scene's measures against a camera's background; what learning the
 scene costs (again from 9 views, every ``learn_batch`` benign checks; and at
-calibration, where each view is also left out in turn); and what naming a
-drifted view's kind costs (core/kinds.py's cues, paid only by drifted views).
+calibration, where each view is also left out in turn); what searching for a
+view's structure under global moves costs (``scene.displaced``, paid only by
+views the embedding calls drifted that align under their camera's line with
+nothing soft in view); and what naming a drifted view's kind costs
+(core/kinds.py's cues, paid only by drifted views).
 
     python benchmarks/bench_structure.py [--repeats 7]
 
@@ -52,6 +55,8 @@ def main() -> int:
                         ("learning the scene again (9 views)",
                          lambda: scene.learn(layouts, grids, calibrated=background), 20),
                         ("learning it at calibration (9 views)", lambda: scene.learn(layouts, grids), 5),
+                        ("structure under global moves (scene.displaced)",
+                         lambda: scene.displaced(turned.layout, background), 20),
                         ("kind cues of a drifted view (decision.view_cues)",
                          lambda: decision.view_cues(turned, ref), 20)):
         runs = [t / n * 1e3 for t in timeit.repeat(fn, number=n, repeat=a.repeats)]

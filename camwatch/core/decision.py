@@ -528,7 +528,7 @@ def _hidden_in_place(cues: scene.SceneCues, background: scene.Background, layout
             or cues.veil is None or cues.veil > params.scene_veil \
             or not (night or (cues.dulled is not None and cues.dulled <= params.scene_veil)):
         return line, cues
-    found = scene.displaced(layout, background)
+    found = scene.displaced(layout, background, above=aligned)
     cues = replace(cues, displaced=found)
     if found is None or found > aligned:
         return line, cues

@@ -472,7 +472,7 @@ _VIBRATION = 2 * MAX_SHIFT
 _MIN_MOVED_CELLS = _MIN_STABLE
 
 
-def displaced(layout: object, background: Background) -> float | None:
+def displaced(layout: object, background: Background, above: float | None = None) -> float | None:
     """The best ``aligned`` of a view (its encoded layout) moved back onto ``background`` by a global move.
 
     Why: a view aligned below its camera's line is either moved (its structure is
@@ -481,8 +481,10 @@ def displaced(layout: object, background: Background) -> float | None:
     camera's structure aligns again, better than in place; a hidden one aligns
     nowhere better. Each of 25 zooms and rotations gets the shift that phase
     correlation finds after it; a move within vibration counts as in place.
-    ~5 ms at 160 px: the decision asks only for views its other cues leave
-    undecided. None when the view or the background cannot be compared.
+    ``above``: stop at the first move that aligns better than this (the decision
+    needs no more). ~15 ms at 160 px when every move is tried (``python
+    benchmarks/bench_structure.py``): the decision asks only for views its other
+    cues leave undecided. None when the view or the background cannot be compared.
     """
     raw = structure.decode_grey(layout)
     bg = background.layout
@@ -515,6 +517,8 @@ def displaced(layout: object, background: Background) -> float | None:
             corr = _compare(back, bg, gradients, steady=False)[0]
             found = float(np.quantile(corr[cells], ALIGNED_QUANTILE))
             best = found if best is None else max(best, found)
+            if above is not None and best > above:
+                return best
     return best
 
 
