@@ -496,7 +496,7 @@ def displaced(layout: object, background: Background, above: float | None = None
     h, w = view.shape
     cols, rows = _grid(bg.shape)
     gradients = background.gradients if background.gradients is not None else _background_gradients(bg)
-    ones = np.ones_like(view)
+    corners = _corners(w, h, cols, rows)
     best: float | None = None
     for scale in _MOVE_SCALES:
         for angle in _MOVE_ANGLES:
@@ -509,9 +509,7 @@ def displaced(layout: object, background: Background, above: float | None = None
             m[0, 2] -= dx
             m[1, 2] -= dy
             back = cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            inside = _cell_means(cv2.warpAffine(ones, m, (w, h), flags=cv2.INTER_NEAREST,
-                                                borderMode=cv2.BORDER_CONSTANT, borderValue=0), cols, rows) > 0.95
-            cells = background.stable & inside
+            cells = background.stable & _inside(m, corners, w, h)
             if int(cells.sum()) < _MIN_MOVED_CELLS:
                 continue
             corr = _compare(back, bg, gradients, steady=False)[0]
@@ -520,6 +518,23 @@ def displaced(layout: object, background: Background, above: float | None = None
             if above is not None and best > above:
                 return best
     return best
+
+
+def _corners(w: int, h: int, cols: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the four corner pixels of each layout cell, each of shape (4, rows, cols)."""
+    xs = np.array([w * i // cols for i in range(cols + 1)], np.float64)
+    ys = np.array([h * j // rows for j in range(rows + 1)], np.float64)
+    pairs = [np.meshgrid(x, y) for x in (xs[:-1], xs[1:] - 1) for y in (ys[:-1], ys[1:] - 1)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _inside(m: np.ndarray, corners: tuple[np.ndarray, np.ndarray], w: int, h: int) -> np.ndarray:
+    """Per layout cell: whether all of it came from inside the view under the affine move ``m`` (view -> back)."""
+    inv = cv2.invertAffineTransform(m)
+    gx, gy = corners
+    sx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
+    sy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
+    return np.asarray(((sx >= -0.5) & (sx <= w - 0.5) & (sy >= -0.5) & (sy <= h - 0.5)).all(axis=0))
 
 
 def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
