@@ -482,7 +482,7 @@ def displaced(layout: object, background: Background, above: float | None = None
     nowhere better. Each of 25 zooms and rotations gets the shift that phase
     correlation finds after it; a move within vibration counts as in place.
     ``above``: stop at the first move that aligns better than this (the decision
-    needs no more). ~15 ms at 160 px when every move is tried (``python
+    needs no more). ~18 ms at 160 px when every move is tried (``python
     benchmarks/bench_structure.py``): the decision asks only for views its other
     cues leave undecided. None when the view or the background cannot be compared.
     """
