@@ -550,6 +550,9 @@ def test_the_decision_holds_a_crowd_in_place_not_a_soft_cover_or_a_move() -> Non
     crowd, _ = _verdict(_things(frames[0], 30), ref, scenes, away)
     assert not crowd.drifted and crowd.aligned_line == DecisionParams().scene_aligned_min
     assert crowd.scene_cues is not None and crowd.scene_cues.displaced is not None
+    from camwatch.core import lines
+    details = lines.cue_details(crowd, 0.5, "calibrated", None)         # what an event would carry
+    assert details["scene_aligned_line"] == 0.5 and {"scene_veil", "scene_dulled", "scene_displaced"} <= set(details)
     for share in (0.7, 0.8):
         soft, _ = _verdict(_soft_thing(frames[0], share), ref, scenes, away)
         assert soft.drifted and soft.aligned_line == 0.8, share
