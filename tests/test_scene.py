@@ -505,9 +505,11 @@ def _soft_thing(image: np.ndarray, share: float) -> np.ndarray:
 def _moves(image: np.ndarray) -> dict[str, np.ndarray]:
     h, w = image.shape[:2]
     turn = cv2.getRotationMatrix2D((w / 2, h / 2), 6, 1.1)
+    nudge = cv2.getRotationMatrix2D((w / 2, h / 2), 2, 1.06)          # between the search's steps
     return {"shifted": np.roll(image, 60, axis=1),
             "zoomed": cv2.resize(image[h // 10:h - h // 10, w // 10:w - w // 10], (w, h)),
-            "rotated": cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT)}
+            "rotated": cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT),
+            "nudged": cv2.warpAffine(image, nudge, (w, h), borderMode=cv2.BORDER_REFLECT)}
 
 
 def test_what_hides_a_busy_scene_is_as_sharp_as_the_rest_a_thing_at_the_lens_is_not() -> None:
@@ -559,7 +561,7 @@ def test_the_decision_holds_a_crowd_in_place_not_a_soft_cover_or_a_move() -> Non
         assert soft.scene_cues is not None and soft.scene_cues.displaced is None     # never searched
     for name, view in _moves(frames[0]).items():
         v, _ = _verdict(view, ref, scenes, away)
-        assert v.drifted and v.kind == "moved", name
+        assert v.drifted and (v.kind == "moved" or name == "nudged"), name   # a nudge shows little new
     strict = DecisionParams(scene_veil=-1.0)              # without the rule the crowd reads as a move
     assert assess(np.array(away, np.float32), view_stats(_things(frames[0], 30)), [ref], 0.5, params=strict,
                   backgrounds=scenes).drifted

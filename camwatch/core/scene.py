@@ -468,6 +468,8 @@ _MOVE_ANGLES = (0.0, -10.0, -5.0, 5.0, 10.0)
 #: A shift (layout px) within this, unzoomed and unrotated, is vibration that steadying left (it
 #: takes out MAX_SHIFT): not a move.
 _VIBRATION = 2 * MAX_SHIFT
+#: Half steps tried around the grid's best move (zoom factor, degrees).
+_REFINE = tuple((z, t) for z in (1 / 1.07, 1.0, 1.07) for t in (-2.5, 0.0, 2.5) if (z, t) != (1.0, 0.0))
 #: A move must leave this many stable cells inside the view to be judged.
 _MIN_MOVED_CELLS = _MIN_STABLE
 
@@ -479,10 +481,11 @@ def displaced(layout: object, background: Background, above: float | None = None
     all elsewhere) or in place with much of its structure hidden (a crowd, a queue
     of cars, a cover). Moved back by the right zoom, rotation and shift, a moved
     camera's structure aligns again, better than in place; a hidden one aligns
-    nowhere better. Each of 25 zooms and rotations gets the shift that phase
-    correlation finds after it; a move within vibration counts as in place.
+    nowhere better. Each of 25 zooms and rotations, then 8 half steps around the
+    best of them, gets the shift that phase correlation finds after it; a move
+    within vibration counts as in place.
     ``above``: stop at the first move that aligns better than this (the decision
-    needs no more). ~18 ms at 160 px when every move is tried (``python
+    needs no more). ~23 ms at 160 px when every move is tried (``python
     benchmarks/bench_structure.py``): the decision asks only for views its other
     cues leave undecided. None when the view or the background cannot be compared.
     """
@@ -497,26 +500,40 @@ def displaced(layout: object, background: Background, above: float | None = None
     cols, rows = _grid(bg.shape)
     gradients = background.gradients if background.gradients is not None else _background_gradients(bg)
     corners = _corners(w, h, cols, rows)
+    def moved_back(scale: float, angle: float) -> float | None:
+        """``aligned`` of the view moved back by this zoom and rotation and the shift found after them."""
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+        turned = view if scale == 1.0 and angle == 0.0 else \
+            cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        (dx, dy), _ = cv2.phaseCorrelate(bg.copy(), np.ascontiguousarray(turned, np.float32))
+        if scale == 1.0 and angle == 0.0 and abs(dx) <= _VIBRATION and abs(dy) <= _VIBRATION:
+            return None                     # in place, or within vibration: what ``aligned`` measured
+        m[0, 2] -= dx
+        m[1, 2] -= dy
+        back = cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        cells = background.stable & _inside(m, corners, w, h)
+        if int(cells.sum()) < _MIN_MOVED_CELLS:
+            return None
+        corr = _compare(back, bg, gradients, steady=False)[0]
+        return float(np.quantile(corr[cells], ALIGNED_QUANTILE))
+
     best: float | None = None
+    best_move = (1.0, 0.0)
     for scale in _MOVE_SCALES:
         for angle in _MOVE_ANGLES:
-            m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-            turned = view if scale == 1.0 and angle == 0.0 else \
-                cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            (dx, dy), _ = cv2.phaseCorrelate(bg.copy(), np.ascontiguousarray(turned, np.float32))
-            if scale == 1.0 and angle == 0.0 and abs(dx) <= _VIBRATION and abs(dy) <= _VIBRATION:
-                continue                    # in place, or within vibration: what ``aligned`` measured
-            m[0, 2] -= dx
-            m[1, 2] -= dy
-            back = cv2.warpAffine(view, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            cells = background.stable & _inside(m, corners, w, h)
-            if int(cells.sum()) < _MIN_MOVED_CELLS:
-                continue
-            corr = _compare(back, bg, gradients, steady=False)[0]
-            found = float(np.quantile(corr[cells], ALIGNED_QUANTILE))
-            best = found if best is None else max(best, found)
-            if above is not None and best > above:
+            found = moved_back(scale, angle)
+            if found is not None and (best is None or found > best):
+                best, best_move = found, (scale, angle)
+            if above is not None and best is not None and best > above:
                 return best
+    # A move between the grid's steps aligns only partly at its nearest step: try half steps around it.
+    scale, angle = best_move
+    for zoom, turn in _REFINE:
+        found = moved_back(scale * zoom, angle + turn)
+        if found is not None and (best is None or found > best):
+            best = found
+        if above is not None and best is not None and best > above:
+            return best
     return best
 
 
