@@ -183,6 +183,10 @@ class DecisionParams:
     #: footage/tune and train cases: such benign views' veil -0.12 to 0.05, covers' from 0.21 (one at
     #: -0.06, held by its other cues); 0.1, 0.2 and 0.3 decide every one of them alike.
     scene_veil: float = 0.15
+    #: ...a move counts as found only when it aligns this much better than the view in place (a fence's
+    #: or a road's repeated marks align nearly as well one period along). footage/tune and train views
+    #: turned 2-4 deg or zoomed 1.08: none lost up to 0.1, 3 and 3 of 88 at 0.15; half the largest safe.
+    scene_moved_gain: float = 0.05
     #: A connected region of textured cells that lost their texture and alignment, over this share
     #: of the textured cells, is a cover (``scene.SceneCues.cover``)...
     cover_area: float = 0.15
@@ -528,9 +532,9 @@ def _hidden_in_place(cues: scene.SceneCues, background: scene.Background, layout
             or cues.veil is None or cues.veil > params.scene_veil \
             or not (night or (cues.dulled is not None and cues.dulled <= params.scene_veil)):
         return line, cues
-    found = scene.displaced(layout, background, above=aligned)
+    found = scene.displaced(layout, background, above=aligned + params.scene_moved_gain)
     cues = replace(cues, displaced=found)
-    if found is None or found > aligned:
+    if found is None or found > aligned + params.scene_moved_gain:
         return line, cues
     return params.scene_aligned_min, cues
 
