@@ -463,8 +463,7 @@ def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: Focus
 
 #: The global moves ``displaced`` tries (each with the shift phase correlation finds after it): zooms
 #: and rotations (degrees) as a camera knocked or turned shows them; a shift alone is the first.
-_MOVE_SCALES = (1.0, 0.75, 0.87, 1.15, 1.33)
-_MOVE_ANGLES = (0.0, -10.0, -5.0, 5.0, 10.0)
+_MOVES = tuple((scale, angle) for scale in (1.0, 0.75, 0.87, 1.15, 1.33) for angle in (0.0, -10.0, -5.0, 5.0, 10.0))
 #: A shift (layout px) within this, unzoomed and unrotated, is vibration that steadying left (it
 #: takes out MAX_SHIFT): not a move.
 _VIBRATION = 2 * MAX_SHIFT
@@ -500,6 +499,7 @@ def displaced(layout: object, background: Background, above: float | None = None
     cols, rows = _grid(bg.shape)
     gradients = background.gradients if background.gradients is not None else _background_gradients(bg)
     corners = _corners(w, h, cols, rows)
+
     def moved_back(scale: float, angle: float) -> float | None:
         """``aligned`` of the view moved back by this zoom and rotation and the shift found after them."""
         m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
@@ -519,21 +519,15 @@ def displaced(layout: object, background: Background, above: float | None = None
 
     best: float | None = None
     best_move = (1.0, 0.0)
-    for scale in _MOVE_SCALES:
-        for angle in _MOVE_ANGLES:
+    # A move between the grid's steps aligns only partly at its nearest step: then half steps around it.
+    for half_steps in (False, True):
+        moves = [(best_move[0] * zoom, best_move[1] + turn) for zoom, turn in _REFINE] if half_steps else _MOVES
+        for scale, angle in moves:
             found = moved_back(scale, angle)
             if found is not None and (best is None or found > best):
                 best, best_move = found, (scale, angle)
-            if above is not None and best is not None and best > above:
-                return best
-    # A move between the grid's steps aligns only partly at its nearest step: try half steps around it.
-    scale, angle = best_move
-    for zoom, turn in _REFINE:
-        found = moved_back(scale * zoom, angle + turn)
-        if found is not None and (best is None or found > best):
-            best = found
-        if above is not None and best is not None and best > above:
-            return best
+                if above is not None and best > above:
+                    return best
     return best
 
 
