@@ -27,6 +27,11 @@ to against where its benign views and its moved views (moved, redirected) sit:
 a camera whose benign views fall under its line while its moved views stay far
 below is held to a line its own calibration views set too strictly.
 
+``--moves`` prints how much better than in place the moved and the benign views
+that align at 0.35-0.8 (the band where the crowd rule can apply) align moved back
+by the best global move (``core.scene.displaced``, every move tried): what
+``scene_moved_gain`` is chosen against.
+
 ``--kinds`` judges naming instead (detection is not changed by it): the kind
 table of ``camwatch evaluate`` (named kind against the true kind) per folder,
 then a grid over the naming constants (``KIND_GRID``) on the cues of every
@@ -52,7 +57,9 @@ import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
 from camwatch.cli.evaluate import format_kind_table
-from camwatch.core.decision import SHIPPED, DecisionParams, RefView, name_from_cues, view_cues
+from camwatch.core import scene
+from camwatch.core.calibration import learn_backgrounds, provisional_backgrounds
+from camwatch.core.decision import SHIPPED, DecisionParams, RefView, assess, name_from_cues, view_cues
 from camwatch.service.enrol import encode_view
 from camwatch.tools.evaluate import (
     KindTable,
@@ -216,6 +223,34 @@ def print_lines(folders: list[tuple[str, list[dict]]], default: float, params: D
                   f"  {alarmed:4d}    |    {np.percentile(moved, 95):.2f} {max(moved):5.2f}")
 
 
+def print_moves(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams) -> None:
+    """Per family (moved, benign): how much better than in place each view aligning at 0.35-0.8 aligns moved
+    back by the best global move (``scene.displaced`` in full; -1 where no move could be judged)."""
+    gains: dict[str, list[float]] = {"moved": [], "benign": []}
+    for _, cams in folders:
+        for cam in cams:
+            refs = [cam["ref"]]
+            early = [assess(v, s, refs, default, params=params, backgrounds=provisional_backgrounds(refs))
+                     for v, s in cam["cal"]]
+            scenes = learn_backgrounds(refs, [(v, s) for v, (_, s) in zip(early, cam["cal"])], params)
+            background = scenes.get(refs[0].id)
+            if background is None:
+                continue
+            for c, st in zip(cam["cases"], cam["stats"]):
+                family = "benign" if c.label == 0 else c.kind.split(":")[0]
+                if family not in gains:
+                    continue
+                cues = scene.measure(st.layout, st.focus_grid, background)
+                if cues.aligned is None or not 0.35 <= cues.aligned < 0.8:
+                    continue
+                found = scene.displaced(st.layout, background)
+                gains[family].append(-1.0 if found is None else found - cues.aligned)
+    for family, values in gains.items():
+        v = np.sort(values)
+        print(f"{family:<7} {len(v):4d} views  lowest {np.round(v[:5], 2).tolist()}  "
+              f"highest {np.round(v[-5:], 2).tolist()}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="+", help="train case folders (pooled; the budget holds in each)")
@@ -231,6 +266,8 @@ def main() -> int:
                          "the naming constants' grid, and stop")
     ap.add_argument("--lines", action="store_true",
                     help="print each camera's aligned line against its benign and moved views' aligned, and stop")
+    ap.add_argument("--moves", action="store_true",
+                    help="print how much better moved and benign views align moved back by a global move, and stop")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
@@ -248,6 +285,9 @@ def main() -> int:
         return 0
     if a.lines:
         print_lines(folders, default, params)
+        return 0
+    if a.moves:
+        print_moves(folders, default, params)
         return 0
 
     def run_all(p: DecisionParams = params, calibrate: bool = True):
