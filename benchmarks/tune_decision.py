@@ -58,12 +58,12 @@ import numpy as np
 
 from camwatch.cli.evaluate import format_kind_table
 from camwatch.core import scene
-from camwatch.core.calibration import learn_backgrounds, provisional_backgrounds
-from camwatch.core.decision import SHIPPED, DecisionParams, RefView, assess, name_from_cues, view_cues
+from camwatch.core.decision import SHIPPED, DecisionParams, RefView, name_from_cues, view_cues
 from camwatch.service.enrol import encode_view
 from camwatch.tools.evaluate import (
     KindTable,
     by_camera,
+    calibrate_camera,
     calibration_images,
     judge_camera,
     kind_table,
@@ -229,11 +229,8 @@ def print_moves(folders: list[tuple[str, list[dict]]], default: float, params: D
     gains: dict[str, list[float]] = {"moved": [], "benign": []}
     for _, cams in folders:
         for cam in cams:
-            refs = [cam["ref"]]
-            early = [assess(v, s, refs, default, params=params, backgrounds=provisional_backgrounds(refs))
-                     for v, s in cam["cal"]]
-            scenes = learn_backgrounds(refs, [(v, s) for v, (_, s) in zip(early, cam["cal"])], params)
-            background = scenes.get(refs[0].id)
+            ref = cam["ref"]
+            background = calibrate_camera([ref], cam["cal"], default, params)[2].get(ref.id)
             if background is None:
                 continue
             for c, st in zip(cam["cases"], cam["stats"]):

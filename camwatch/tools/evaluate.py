@@ -28,7 +28,7 @@ from typing import TypedDict
 import numpy as np
 
 from camwatch.config import CameraConfig
-from camwatch.core import decision
+from camwatch.core import decision, scene
 from camwatch.core.calibration import calibrate_from, learn_backgrounds, provisional_backgrounds
 from camwatch.core.decision import SHIPPED, DecisionParams, Reference, Stats, Verdict
 from camwatch.core.errors import CamwatchError, EnrolmentError
@@ -292,15 +292,24 @@ def judge_camera(refs: Sequence[Reference], calibration: Sequence[tuple[np.ndarr
     those); no calibration views leave the default. ``benchmarks/tune_decision.py``
     replays this on cached embeddings with other ``params``.
     """
-    threshold, scale = default, None
-    backgrounds = provisional_backgrounds(refs)
-    if calibration:
-        early = [decision.assess(vec, stats, refs, default, params=params, backgrounds=backgrounds)
-                 for vec, stats in calibration]
-        threshold, scale = calibrate_from(early, default, params)
-        backgrounds = learn_backgrounds(refs, [(v, stats) for v, (_, stats) in zip(early, calibration)], params)
+    threshold, scale, backgrounds = calibrate_camera(refs, calibration, default, params)
     return threshold, [decision.assess(vec, stats, refs, threshold, scale, params, backgrounds)
                        for vec, stats in queries]
+
+
+def calibrate_camera(refs: Sequence[Reference], calibration: Sequence[tuple[np.ndarray, Stats]], default: float,
+                     params: DecisionParams = SHIPPED
+                     ) -> tuple[float, float | None, dict[int | None, scene.Background]]:
+    """What ``judge_camera`` judges a camera's queries with: its threshold, structure scale and each
+    reference's learned scene, from its calibration views judged at the model's ``default``."""
+    backgrounds = provisional_backgrounds(refs)
+    if not calibration:
+        return default, None, backgrounds
+    early = [decision.assess(vec, stats, refs, default, params=params, backgrounds=backgrounds)
+             for vec, stats in calibration]
+    threshold, scale = calibrate_from(early, default, params)
+    return threshold, scale, learn_backgrounds(refs, [(v, stats) for v, (_, stats) in zip(early, calibration)],
+                                               params)
 
 
 def _embedded(embedder: Embedder, images: list[np.ndarray]) -> list[tuple[np.ndarray, Stats]]:
