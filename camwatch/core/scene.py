@@ -419,7 +419,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
         hidden, shown = background.textured & ~visible, background.textured & visible
-        lost = background.textured & (ev < LOST_ENERGY * eb) & (corr < STABLE_CORRELATION)
+        lost = hidden & (ev < LOST_ENERGY * eb)
         cover = _largest(lost) / int(background.textured.sum())
         means = _cell_means(raw, *_grid(bg.shape))          # the view's mean grey per cell, for both
         plain = _plain(background.textured, corr, means)
