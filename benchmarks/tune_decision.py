@@ -32,6 +32,10 @@ that align at 0.35-0.8 (the band where the crowd rule can apply) align moved bac
 by the best global move (``core.scene.displaced``, every move tried): what
 ``scene_moved_gain`` is chosen against.
 
+``--hidden`` prints, per family, the hidden cells' contrast (``hidden_contrast``) of the views
+whose hold the crowd rule's ``dulled`` test decides, and how many of them read grainier rather
+than softer: what ``scene_hidden_contrast`` is chosen against.
+
 ``--kinds`` judges naming instead (detection is not changed by it): the kind
 table of ``camwatch evaluate`` (named kind against the true kind) per folder,
 then a grid over the naming constants (``KIND_GRID``) on the cues of every
@@ -248,6 +252,33 @@ def print_moves(folders: list[tuple[str, list[dict]]], default: float, params: D
               f"highest {np.round(v[-5:], 2).tolist()}")
 
 
+def print_hidden(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams) -> None:
+    """Per family: ``hidden_contrast`` of the views the crowd rule's ``dulled`` test decides (aligned in
+    [``scene_aligned_min``, ``scene_aligned``), ``veil`` at most ``scene_veil``, ``dulled`` over it), and how
+    many of them are grainier rather than softer (``soft`` > 0), where ``scene_hidden_contrast`` decides."""
+    values: dict[str, list[float]] = {}
+    grainy: dict[str, int] = {}
+    for _, cams in folders:
+        for cam in cams:
+            ref = cam["ref"]
+            background = calibrate_camera([ref], cam["cal"], default, params)[2].get(ref.id)
+            if background is None:
+                continue
+            for c, st in zip(cam["cases"], cam["stats"]):
+                cues = scene.measure(st.layout, st.focus_grid, background)
+                if cues.aligned is None or not params.scene_aligned_min <= cues.aligned < params.scene_aligned \
+                        or cues.veil is None or cues.veil > params.scene_veil or cues.dulled is None \
+                        or cues.dulled <= params.scene_veil or cues.hidden_contrast is None:
+                    continue
+                family = "benign" if c.label == 0 else c.kind.split(":")[0]
+                values.setdefault(family, []).append(cues.hidden_contrast)
+                grainy[family] = grainy.get(family, 0) + int(cues.soft is not None and cues.soft > 0)
+    for family, vs in sorted(values.items()):
+        v = np.sort(vs)
+        print(f"{family:<10} {len(v):4d} views ({grainy[family]} with soft > 0)  hidden_contrast "
+              f"lowest {np.round(v[:3], 2).tolist()}  highest {np.round(v[-3:], 2).tolist()}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="+", help="train case folders (pooled; the budget holds in each)")
@@ -265,6 +296,8 @@ def main() -> int:
                     help="print each camera's aligned line against its benign and moved views' aligned, and stop")
     ap.add_argument("--moves", action="store_true",
                     help="print how much better moved and benign views align moved back by a global move, and stop")
+    ap.add_argument("--hidden", action="store_true",
+                    help="print the hidden cells' contrast of the views the crowd rule's dulled test decides, and stop")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
@@ -285,6 +318,9 @@ def main() -> int:
         return 0
     if a.moves:
         print_moves(folders, default, params)
+        return 0
+    if a.hidden:
+        print_hidden(folders, default, params)
         return 0
 
     def run_all(p: DecisionParams = params, calibrate: bool = True):

@@ -565,3 +565,35 @@ def test_the_decision_holds_a_crowd_in_place_not_a_soft_cover_or_a_move() -> Non
     strict = DecisionParams(scene_veil=-1.0)              # without the rule the crowd reads as a move
     assert assess(np.array(away, np.float32), view_stats(_things(frames[0], 30)), [ref], 0.5, params=strict,
                   backgrounds=scenes).drifted
+
+
+def _grainy(image: np.ndarray, sigma: float) -> np.ndarray:
+    noise = np.random.default_rng(9).normal(0, sigma, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def test_grain_does_not_turn_a_crowd_into_a_cover_nor_a_cover_into_a_crowd() -> None:
+    """Sensor grain lowers the Laplacian's tail in every cell, as blur does, so the cells still in view
+    read as "dulled" on a grainy crowd; it also drowns the veil of a soft thing at the lens. The grain
+    adds detail where blur takes it, and it leaves the contrast the hidden cells lost to a thing out of
+    focus: the crowd is held, the soft things are not."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    away = (0.0, 1.0)
+    params = DecisionParams()
+    for sigma in (8.0, 12.0):
+        crowd, _ = _verdict(_grainy(_things(frames[0], 30), sigma), ref, scenes, away)
+        cues = crowd.scene_cues
+        assert cues is not None and cues.dulled is not None and cues.dulled > params.scene_veil, sigma
+        assert not crowd.drifted and crowd.aligned_line == params.scene_aligned_min, sigma
+        for share in (0.7, 0.8):
+            soft, s = _verdict(_grainy(_soft_thing(frames[0], share), sigma), ref, scenes, away)
+            cues = soft.scene_cues
+            assert cues is not None and cues.hidden_contrast is not None
+            assert cues.hidden_contrast < params.scene_hidden_contrast < 0, (sigma, share)
+            assert soft.drifted and soft.aligned_line == 0.8, (sigma, share)
+            # without the hidden cells' contrast the grain would hold the soft thing as a crowd
+            lax = DecisionParams(scene_hidden_contrast=-9.0)
+            assert not assess(np.array(away, np.float32), s, [ref], 0.5, params=lax, backgrounds=scenes).drifted

@@ -187,6 +187,11 @@ class DecisionParams:
     #: or a road's repeated marks align nearly as well one period along). footage/tune and train views
     #: turned 2-4 deg or zoomed 1.08: none lost up to 0.1, 3 and 3 of 88 at 0.15; half the largest safe.
     scene_moved_gain: float = 0.05
+    #: ...and, where the cells still in view are grainier rather than softer (``dulled`` over
+    #: ``scene_veil`` with ``soft`` > 0: grain lowers the Laplacian's tail as blur does), when the hidden
+    #: cells kept their local contrast (``scene.SceneCues.hidden_contrast`` at least this): what is in
+    #: the scene brings its own contrast, a thing at the lens is out of focus and has less.
+    scene_hidden_contrast: float = -0.15
     #: A connected region of textured cells that lost their texture and alignment, over this share
     #: of the textured cells, is a cover (``scene.SceneCues.cover``)...
     cover_area: float = 0.15
@@ -523,20 +528,34 @@ def _hidden_in_place(cues: scene.SceneCues, background: scene.Background, layout
     first minutes may not show at its busiest (a crowd that later hides most of
     the structure, cars that were parked then). Such a view still shows the rest of
     its structure in place, what hides it is as sharp as the rest (``veil``), the rest
-    as sharp as it was (``dulled``; at IR night all of it is noise, so not asked), and
+    as sharp as it was (``dulled``, unless grain rather than blur lowered it; at IR night all of it
+    is noise, so not asked), and
     the structure is found nowhere else (``scene.displaced``): it is held to
     ``scene_aligned_min``. A cover leaves soft cells, a moved camera's structure aligns
     better moved back, and both keep ``line``. The search is paid only here."""
     aligned = cues.aligned
     if aligned is None or similarity <= 0 or not params.scene_aligned_min <= aligned < line \
             or cues.veil is None or cues.veil > params.scene_veil \
-            or not (night or (cues.dulled is not None and cues.dulled <= params.scene_veil)):
+            or not (night or _sharp_as_it_was(cues, params)):
         return line, cues
     found = scene.displaced(layout, background, above=aligned + params.scene_moved_gain)
     cues = replace(cues, displaced=found)
     if found is None or found > aligned + params.scene_moved_gain:
         return line, cues
     return params.scene_aligned_min, cues
+
+
+def _sharp_as_it_was(cues: scene.SceneCues, params: DecisionParams) -> bool:
+    """Whether the cells still in view are as sharp as they were: their Laplacian's tail fell by at most
+    ``scene_veil`` (``dulled``), or it fell while their detail rose (``soft`` > 0: grain, which lowers
+    the tail too, not blur) and the hidden cells kept their contrast. Grain drowns the tail's difference
+    between what is in focus and what is not, on both sides of the veil; contrast it does not take."""
+    if cues.dulled is None:
+        return False
+    if cues.dulled <= params.scene_veil:
+        return True
+    return cues.soft is not None and cues.soft > 0 and cues.hidden_contrast is not None \
+        and cues.hidden_contrast >= params.scene_hidden_contrast
 
 
 def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background: scene.Background,

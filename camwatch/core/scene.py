@@ -57,6 +57,10 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   view is than the background's was there: a soft thing that leaves only a
   rim of the view blurs the rim too, where the cells hidden and shown are
   then alike.
+* ``hidden_contrast``: the median over the hidden cells of the view's log
+  local contrast minus the background's. Things in the scene bring their
+  own contrast; a thing at the lens is out of focus and has less. Grain,
+  which drowns ``veil`` and raises ``dulled``, leaves this alone.
 * ``displaced`` (``displaced``, measured only when the decision asks): the
   best ``aligned`` of the view moved back by a global zoom, rotation and
   shift, moves within vibration left out. A moved camera's structure is
@@ -275,6 +279,7 @@ class SceneCues:
     veil: float | None = None
     dulled: float | None = None
     displaced: float | None = None
+    hidden_contrast: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -407,7 +412,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
-    veil = dulled = visible = hidden = shown = None
+    veil = dulled = hidden_contrast = visible = hidden = shown = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -441,24 +446,28 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if peaks is not None:
             edges, edges_whole = float(np.median(peaks[seen])), float(np.median(peaks[detailed]))
         if grid.edges is not None and hidden is not None and shown is not None:
-            veil, dulled = _veil(grid, hidden, shown, background.focus)
+            veil, dulled, hidden_contrast = _veil(grid, hidden, shown, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
-                     veil, dulled)
+                     veil, dulled, hidden_contrast=hidden_contrast)
 
 
 def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
-          ) -> tuple[float | None, float | None]:
-    """(``SceneCues.veil``, ``SceneCues.dulled``) from a view's focus grid, its hidden and shown layout cells and
-    the background's focus grid; None where a side is empty or the background has no edge peaks."""
+          ) -> tuple[float | None, float | None, float | None]:
+    """(``SceneCues.veil``, ``SceneCues.dulled``, ``SceneCues.hidden_contrast``) from a view's focus grid, its
+    hidden and shown layout cells and the background's focus grid; None where a side is empty or the
+    background lacks what the cue compares with."""
     assert grid.edges is not None
     tail = grid.edges - grid.focus            # log(sqrt(mean L^4) / mean L^2): half the log of L's kurtosis
     behind, seen = _on_focus_grid(hidden, len(tail)), _on_focus_grid(shown, len(tail))
     if not seen.any():
-        return None, None
+        return None, None, None
     veil = float(np.median(tail[seen]) - np.median(tail[behind])) if behind.any() else None
-    if learned is None or learned.edges is None:
-        return veil, None
-    return veil, float(np.median((learned.edges - learned.focus)[seen] - tail[seen]))
+    if learned is None:
+        return veil, None, None
+    hidden_contrast = float(np.median(grid.contrast[behind] - learned.contrast[behind])) if behind.any() else None
+    if learned.edges is None:
+        return veil, None, hidden_contrast
+    return veil, float(np.median((learned.edges - learned.focus)[seen] - tail[seen])), hidden_contrast
 
 
 #: The global moves ``displaced`` tries (each with the shift phase correlation finds after it): zooms
