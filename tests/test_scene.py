@@ -107,6 +107,44 @@ def test_a_grainy_board_in_front_of_the_lens_is_one_colour_a_parked_object_is_no
                       backgrounds=scenes).drifted
 
 
+
+def _shutter(image: np.ndarray, share: float) -> np.ndarray:
+    """A one-colour thing in focus over ``share`` of the view's upper right: a shutter whose slats are sharp."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    bw, bh = int(w * np.sqrt(share) * 1.2), int(h * np.sqrt(share) / 1.2)
+    side = np.full((bh, bw, 3), (150, 120, 90), np.float32)
+    side[::24, :] -= 60
+    out[:bh, w - bw:] = np.clip(side, 0, 255).astype(np.uint8)
+    return out
+
+
+def _sensor(image: np.ndarray) -> np.ndarray:
+    return np.clip(image + np.random.default_rng(1).normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_smaller_one_colour_thing_is_a_cover_when_it_is_also_soft_not_when_it_is_sharp() -> None:
+    """Under ``plain_area`` a one-colour region alone is not a cover; with its hidden cells softer than the
+    rest (the board's own grain, no edges: ``veil``) it is, from ``plain_soft_area``. The shutter of the
+    same colour and size has sharp slats: left alone."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    params = DecisionParams()
+    same = np.array([1.0, 0.0], np.float32)                   # the embedding sees the same view
+    board, shutter = view_stats(_sensor(_board(frames[0], 0.22))), view_stats(_sensor(_shutter(frames[0], 0.22)))
+    for stats, soft in ((board, True), (shutter, False)):
+        cues = scene.measure(stats.layout, stats.focus_grid, scenes[7])
+        assert cues.plain is not None and cues.veil is not None
+        assert params.plain_soft_area <= cues.plain < params.plain_area, cues.plain
+        assert (cues.veil >= params.plain_soft_veil) is soft, cues.veil
+    covered = assess(same, board, [ref], 0.5, backgrounds=scenes)
+    assert covered.drifted and covered.reason == "cover" and covered.kind == "covered"
+    assert not assess(same, shutter, [ref], 0.5, backgrounds=scenes).drifted
+    alone = DecisionParams(plain_soft_veil=9.0)                 # one cue alone: the board is let through
+    assert not assess(same, board, [ref], 0.5, params=alone, backgrounds=scenes).drifted
+
 def test_a_camera_whose_own_early_views_hid_its_structure_behind_one_colour_is_held_to_that() -> None:
     """A close-up road: a lorry's plain side hid the kerbs in several early views. Its later lorries are its
     traffic, not a board at the lens; a camera whose early views hid nothing still catches the board."""
