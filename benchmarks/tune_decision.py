@@ -55,7 +55,9 @@ import math
 import pickle
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import harness  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
@@ -227,10 +229,10 @@ def print_lines(folders: list[tuple[str, list[dict]]], default: float, params: D
                   f"  {alarmed:4d}    |    {np.percentile(moved, 95):.2f} {max(moved):5.2f}")
 
 
-def print_moves(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams) -> None:
-    """Per family (moved, benign): how much better than in place each view aligning at 0.35-0.8 aligns moved
-    back by the best global move (``scene.displaced`` in full; -1 where no move could be judged)."""
-    gains: dict[str, list[float]] = {"moved": [], "benign": []}
+def scene_cues(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams
+               ) -> Iterator[tuple[Any, Any, scene.Background, scene.SceneCues]]:
+    """(case, statistics, learned scene, ``scene.measure`` cues) of every query whose camera has a learned
+    scene, calibrated as ``judge_camera`` calibrates it."""
     for _, cams in folders:
         for cam in cams:
             ref = cam["ref"]
@@ -238,14 +240,19 @@ def print_moves(folders: list[tuple[str, list[dict]]], default: float, params: D
             if background is None:
                 continue
             for c, st in zip(cam["cases"], cam["stats"]):
-                family = "benign" if c.label == 0 else c.kind.split(":")[0]
-                if family not in gains:
-                    continue
-                cues = scene.measure(st.layout, st.focus_grid, background)
-                if cues.aligned is None or not 0.35 <= cues.aligned < 0.8:
-                    continue
-                found = scene.displaced(st.layout, background)
-                gains[family].append(-1.0 if found is None else found - cues.aligned)
+                yield c, st, background, scene.measure(st.layout, st.focus_grid, background)
+
+
+def print_moves(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams) -> None:
+    """Per family (moved, benign): how much better than in place each view aligning at 0.35-0.8 aligns moved
+    back by the best global move (``scene.displaced`` in full; -1 where no move could be judged)."""
+    gains: dict[str, list[float]] = {"moved": [], "benign": []}
+    for c, st, background, cues in scene_cues(folders, default, params):
+        family = "benign" if c.label == 0 else c.kind.split(":")[0]
+        if family not in gains or cues.aligned is None or not 0.35 <= cues.aligned < 0.8:
+            continue
+        found = scene.displaced(st.layout, background)
+        gains[family].append(-1.0 if found is None else found - cues.aligned)
     for family, values in gains.items():
         v = np.sort(values)
         print(f"{family:<7} {len(v):4d} views  lowest {np.round(v[:5], 2).tolist()}  "
@@ -258,21 +265,14 @@ def print_hidden(folders: list[tuple[str, list[dict]]], default: float, params: 
     many of them are grainier rather than softer (``soft`` > 0), where ``scene_hidden_contrast`` decides."""
     values: dict[str, list[float]] = {}
     grainy: dict[str, int] = {}
-    for _, cams in folders:
-        for cam in cams:
-            ref = cam["ref"]
-            background = calibrate_camera([ref], cam["cal"], default, params)[2].get(ref.id)
-            if background is None:
-                continue
-            for c, st in zip(cam["cases"], cam["stats"]):
-                cues = scene.measure(st.layout, st.focus_grid, background)
-                if cues.aligned is None or not params.scene_aligned_min <= cues.aligned < params.scene_aligned \
-                        or cues.veil is None or cues.veil > params.scene_veil or cues.dulled is None \
-                        or cues.dulled <= params.scene_veil or cues.hidden_contrast is None:
-                    continue
-                family = "benign" if c.label == 0 else c.kind.split(":")[0]
-                values.setdefault(family, []).append(cues.hidden_contrast)
-                grainy[family] = grainy.get(family, 0) + int(cues.soft is not None and cues.soft > 0)
+    for c, _, _, cues in scene_cues(folders, default, params):
+        if cues.aligned is None or not params.scene_aligned_min <= cues.aligned < params.scene_aligned \
+                or cues.veil is None or cues.veil > params.scene_veil or cues.dulled is None \
+                or cues.dulled <= params.scene_veil or cues.hidden_contrast is None:
+            continue
+        family = "benign" if c.label == 0 else c.kind.split(":")[0]
+        values.setdefault(family, []).append(cues.hidden_contrast)
+        grainy[family] = grainy.get(family, 0) + int(cues.soft is not None and cues.soft > 0)
     for family, vs in sorted(values.items()):
         v = np.sort(vs)
         print(f"{family:<10} {len(v):4d} views ({grainy[family]} with soft > 0)  hidden_contrast "
