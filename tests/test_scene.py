@@ -635,3 +635,62 @@ def test_grain_does_not_turn_a_crowd_into_a_cover_nor_a_cover_into_a_crowd() -> 
             # without the hidden cells' contrast the grain would hold the soft thing as a crowd
             lax = DecisionParams(scene_hidden_contrast=-9.0)
             assert not assess(np.array(away, np.float32), s, [ref], 0.5, params=lax, backgrounds=scenes).drifted
+
+
+def _wall(image: np.ndarray, seed: int) -> np.ndarray:
+    """The view with a plain white wall over its upper left (only sensor noise on it: no texture)."""
+    out = image.copy()
+    h, w = int(image.shape[0] * 0.6), int(image.shape[1] * 0.6)
+    noise = np.random.default_rng(seed).normal(0, 2.0, (h, w, 1))
+    out[:h, :w] = np.clip(200 + noise, 0, 255).astype(np.uint8)
+    return out
+
+
+def _flat(image: np.ndarray, share: float, colour: tuple[int, int, int] = (60, 70, 80)) -> np.ndarray:
+    """A flat thing over ``share`` of the view's upper left."""
+    h, w = image.shape[:2]
+    out = image.copy()
+    bw, bh = int(w * np.sqrt(share) * 1.1), int(h * np.sqrt(share) / 1.1)
+    out[:bh, :bw] = colour
+    return out
+
+
+def test_a_thing_over_a_plain_wall_is_a_cover_a_change_of_light_or_a_textured_thing_is_not() -> None:
+    """A board held over the white wall: no texture was there to lose and the rest of the view is in place,
+    so only its grey, which no global change of light explains, tells it (``unexplained``). Darker, brighter,
+    fog and a switch to grey IR move every cell along one line; a textured thing over the wall is not one
+    colour. Turned off (``unexplained_area`` 9), the board is let through: the cue is what catches it. A
+    camera whose own early views had such a patch (a van parked on the asphalt) is held to that."""
+    frames = [_wall(f, i) for i, f in enumerate(scene_frames(9, seed=3))]
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    assert scenes[7].most_unexplained is not None and scenes[7].most_unexplained < 0.05
+    same = np.array([1.0, 0.0], np.float32)
+    board = view_stats(_flat(frames[0], 0.25))
+    cues = scene.measure(board.layout, board.focus_grid, scenes[7])
+    assert cues.unexplained is not None and cues.unexplained > DecisionParams().unexplained_area
+    assert cues.aligned is not None and cues.aligned > 0.95
+    assert (cues.plain or 0.0) < 0.05 and (cues.cover or 0.0) < 0.05     # no texture there to lose
+    covered = assess(same, board, [ref], 0.5, backgrounds=scenes)
+    assert covered.drifted and covered.reason == "cover" and covered.kind == "covered"
+    off = DecisionParams(unexplained_area=9.0)
+    assert not assess(same, board, [ref], 0.5, params=off, backgrounds=scenes).drifted
+
+    base = frames[0]
+    grey_ir = cv2.cvtColor(cv2.cvtColor(cv2.convertScaleAbs(base, alpha=0.4), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    benign = {"darker": cv2.convertScaleAbs(base, alpha=0.5, beta=10),
+              "brighter": cv2.convertScaleAbs(base, alpha=1.3, beta=20),
+              "fog": cv2.addWeighted(base, 0.4, np.full_like(base, 180), 0.6, 0),
+              "ir": grey_ir,
+              "textured thing": _object(base[::-1], 0.25, flat=False)[::-1]}   # the object, upper left
+    for name, image in benign.items():
+        verdict, s = _verdict(image, ref, scenes)
+        u = scene.measure(s.layout, s.focus_grid, scenes[7]).unexplained
+        assert u is not None and u < 0.1, (name, u)
+        assert not verdict.drifted, name
+
+    parked = [_flat(f, 0.25) if i % 3 == 1 else f for i, f in enumerate(frames)]
+    busy = learn_backgrounds_from([ref], [(7, s) for s in _stats(parked)[1:]])
+    assert busy[7].most_unexplained is not None and busy[7].most_unexplained > 0.2
+    assert not assess(same, board, [ref], 0.5, backgrounds=busy).drifted

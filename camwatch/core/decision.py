@@ -218,6 +218,13 @@ class DecisionParams:
     #: (a veil of 0.3 adds one), detection 95.1 -> 95.9 % (docs/evaluation.md).
     plain_soft_area: float = 0.15
     plain_soft_veil: float = 0.4
+    #: So is a one-colour region of cells, textured or not, whose grey the view's global change of light does
+    #: not explain (``scene.SceneCues.unexplained``: a thing over a white wall or the asphalt, where no texture
+    #: was there to lose), over this share of all the cells or ``plain_spread_factor`` times the camera's own
+    #: (``scene.Background.most_unexplained``), with the same margin per unit. Chosen on the tune, train and
+    #: stress-tune/train folders pooled: 0.175-0.25 add no false alarm there, 0.15 adds two; partial covers
+    #: 87.5 -> 89.5 % (docs/evaluation.md).
+    unexplained_area: float = 0.2
     #: A light shone into the lens: a connected patch of newly blown-out cells the background had
     #: darker than parts still unblown (``scene.SceneCues.glare``) over this share of the view...
     glare_area: float = 0.04
@@ -586,6 +593,9 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
             else params.plain_area
         plain_line = max(least, params.plain_spread_factor * background.most_plain)
         covers.append((cues.plain - plain_line) * params.cover_scale)
+    if cues.unexplained is not None and background.most_unexplained is not None:
+        unexplained_line = max(params.unexplained_area, params.plain_spread_factor * background.most_unexplained)
+        covers.append((cues.unexplained - unexplained_line) * params.cover_scale)
     if covers:
         margins["cover"] = max(covers)
     if cues.glare is not None:

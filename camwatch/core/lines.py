@@ -133,8 +133,8 @@ def _scene_cues(v: object) -> list[tuple[str, float]]:
     cues = getattr(v, "scene_cues", None)
     if cues is None:
         return []
-    names = ("aligned", "cover", "plain", "glare", "soft", "edges", "contrast", "veil", "dulled", "hidden_contrast",
-             "displaced")
+    names = ("aligned", "cover", "plain", "unexplained", "glare", "soft", "edges", "contrast", "veil", "dulled",
+             "hidden_contrast", "displaced")
     return [(n, float(getattr(cues, n))) for n in names if getattr(cues, n, None) is not None]
 
 

@@ -22,6 +22,14 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   cells: a board, a cloth or a hand held in front of the lens keeps its grain
   but is one colour across, where a car or a crowd that hides as much has
   windows, wheels, faces and shadows that break it up.
+* ``unexplained``: the largest one-colour region (as ``plain``) of cells, textured
+  or not, whose mean grey the view's global change of light does not explain,
+  as a share of all cells. Light, exposure, fog, dusk and IR map the
+  background's cell greys onto the view's along one rising line (fitted to the
+  half of the cells it fits best); a thing held over a white wall, the sky or
+  the asphalt is a patch off that line, where ``plain`` sees nothing because
+  no texture was there to lose. A textured cell counts only once it no longer
+  aligns.
 * ``glare``: the largest connected region of cells blown out (white) in the
   view that were not in the background, and that were darker there than
   cells the view still shows unblown, as a share of all cells. A light shone
@@ -110,6 +118,14 @@ LOST_ENERGY = 0.15
 #: Neighbouring hidden cells whose mean grey (0-255) differs by less than this are one colour (``plain``):
 #: footage/tune and stress-tune cases, docs/evaluation.md.
 PLAIN_GREY = 6.0
+#: ``unexplained``: the global change of light is fitted to this share of the cells, in this many rounds,
+#: its slope within these bounds...
+_TONE_KEEP = 0.5
+_TONE_ROUNDS = 4
+_TONE_SLOPE = (0.25, 4.0)
+#: ...and a cell is off it by more than this many times the fit's spread and this many grey levels.
+_TONE_SPREADS = 4.0
+_TONE_GREY = 15.0
 #: A layout pixel at or above this grey is blown out (255 at full size, averaged down).
 BLOWN_GREY = 248
 #: A cell is blown out when more than this share of its pixels are...
@@ -238,7 +254,8 @@ class Background:
     camera's own traffic already pulled a view that was in place. ``most_plain``:
     the largest ``plain`` of a calibration view, left out the same way (None
     with fewer than 3 views): how much one-colour surface the camera's own
-    traffic already hid its structure behind.
+    traffic already hid its structure behind. ``most_unexplained``: the same
+    for ``unexplained`` (a white van that parks on the asphalt).
     """
 
     layout: np.ndarray | None          # standardised median grey at LAYOUT_WIDTH, or None
@@ -252,6 +269,7 @@ class Background:
     grey: np.ndarray | None = None      # per layout cell: the learning views' median grey (0-255)
     blown: np.ndarray | None = None     # per layout cell: share of it blown out in that median
     most_plain: float | None = None
+    most_unexplained: float | None = None
     #: The layout's gradients (x, y, energy per cell; ``_background_gradients``), made once when learned
     #: rather than at every ``measure``.
     gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -280,6 +298,7 @@ class SceneCues:
     dulled: float | None = None
     displaced: float | None = None
     hidden_contrast: float | None = None
+    unexplained: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -316,14 +335,16 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     greys = [g for _, g in _greys(layouts)]
     views = [structure.standardise(g).astype(np.float32) for g in greys]
     layout = textured = stable = grey = blown = gradients = None
-    least, most_plain = (1.0, None) if calibrated is None else (calibrated.least_aligned, calibrated.most_plain)
+    least, most_plain, most_unexplained = (1.0, None, None) if calibrated is None else (
+        calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained)
     if views:
         steadied = _steadied(views)
         layout, textured, stable, gradients = _learn_layout(views, steadied)
         if len(views) >= 3 and calibrated is None:
             own = [m for m in _left_out(views, steadied, greys=greys)[1:] if m is not None]
-            least = min((a for a, _ in own), default=1.0)
-            most_plain = max((p for _, p in own), default=0.0)
+            least = min((a for a, _, _ in own), default=1.0)
+            most_plain = max((p for _, p, _ in own), default=0.0)
+            most_unexplained = max((u for _, _, u in own), default=0.0)
         median = _median(greys) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -340,7 +361,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
                          None if g.edges is None or focus.edges is None
                          else float(np.median((g.edges - focus.edges)[detailed]))) for g in grids)
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain,
-                      gradients)
+                      most_unexplained, gradients)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -369,11 +390,11 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
 
 
 def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
-              greys: list[np.ndarray] | None = None) -> list[tuple[float, float] | None]:
-    """Each view's (``aligned``, ``plain``) on the layout learned from the others (``plain`` 0.0 without
-    ``greys``, the views in their own grey levels); None where that layout has no texture, and for views
-    not in ``which`` when given."""
-    out: list[tuple[float, float] | None] = []
+              greys: list[np.ndarray] | None = None) -> list[tuple[float, float, float] | None]:
+    """Each view's (``aligned``, ``plain``, ``unexplained``) on the layout learned from the others (``plain``
+    and ``unexplained`` 0.0 without ``greys``, the views in their own grey levels); None where that layout
+    has no texture, and for views not in ``which`` when given."""
+    out: list[tuple[float, float, float] | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
             out.append(None)
@@ -384,8 +405,14 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             out.append(None)
             continue
         corr = _compare(views[i], bg, gradients)[0]
-        plain = 0.0 if greys is None else _plain(tex, corr, _cell_means(greys[i], *_grid(greys[i].shape)))
-        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain))
+        plain = unexplained = 0.0
+        if greys is not None:
+            cells = _grid(greys[i].shape)
+            means = _cell_means(greys[i], *cells)
+            plain = _plain(tex, corr, means)
+            others = [g for j, g in enumerate(greys) if j != i]
+            unexplained = _unexplained(tex, corr, means, _cell_means(_median(others), *cells))
+        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained))
     return out
 
 
@@ -393,6 +420,34 @@ def _plain(textured: np.ndarray, corr: np.ndarray, means: np.ndarray) -> float:
     """``SceneCues.plain`` of a view from its cells' correlations with a background and their mean grey."""
     hidden = textured & (corr < STABLE_CORRELATION)
     return _largest_plain(hidden, means) / int(textured.sum())
+
+
+def _tone_residuals(grey: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, float]:
+    """(each cell's mean grey minus what the global change of light predicts from the background's, the
+    residuals' spread): the line ``means = a * grey + b`` fitted by least squares to the ``_TONE_KEEP``
+    share of the cells it fits best (refitted ``_TONE_ROUNDS`` times), so a cover over up to half the view
+    does not bend it; its slope held within ``_TONE_SLOPE`` (light and fog change the contrast, they do
+    not flatten or invert it). The spread is the kept cells' (1.4826 x their median absolute residual)."""
+    b, v = grey.ravel().astype(np.float64), means.ravel().astype(np.float64)
+    a = np.stack([b, np.ones_like(b)], 1)
+    keep = np.arange(len(b))
+    slope, offset = 1.0, 0.0
+    for _ in range(_TONE_ROUNDS):
+        slope, offset = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        slope = float(np.clip(slope, *_TONE_SLOPE))
+        offset = float(np.median(v[keep] - slope * b[keep]))
+        keep = np.argsort(np.abs(v - slope * b - offset))[:max(3, int(_TONE_KEEP * len(b)))]
+    residuals = v - slope * b - offset
+    return residuals.reshape(means.shape), 1.4826 * float(np.median(np.abs(residuals[keep])))
+
+
+def _unexplained(textured: np.ndarray, corr: np.ndarray, means: np.ndarray, grey: np.ndarray) -> float:
+    """``SceneCues.unexplained`` of a view from its cells' correlations with a background, their mean grey and
+    the background's cells' mean grey."""
+    residuals, spread = _tone_residuals(grey, means)
+    off = np.abs(residuals) > max(_TONE_SPREADS * spread, _TONE_GREY)
+    off &= ~textured | (corr < STABLE_CORRELATION)
+    return float(_largest_plain(off, means) / off.size)
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
@@ -412,7 +467,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
-    veil = dulled = hidden_contrast = visible = hidden = shown = None
+    veil = dulled = hidden_contrast = visible = hidden = shown = unexplained = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -428,6 +483,8 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         cover = _largest(lost) / int(background.textured.sum())
         means = _cell_means(raw, *_grid(bg.shape))          # the view's mean grey per cell, for both
         plain = _plain(background.textured, corr, means)
+        if background.grey is not None and background.grey.shape == means.shape:
+            unexplained = _unexplained(background.textured, corr, means, background.grey)
         if background.grey is not None and background.blown is not None:
             glare = _glare(raw, means, background.grey, background.blown)
     grid = FocusGrid.parse(focus_grid)
@@ -448,7 +505,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if grid.edges is not None and hidden is not None and shown is not None:
             veil, dulled, hidden_contrast = _veil(grid, hidden, shown, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
-                     veil, dulled, hidden_contrast=hidden_contrast)
+                     veil, dulled, hidden_contrast=hidden_contrast, unexplained=unexplained)
 
 
 def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
