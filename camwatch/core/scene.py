@@ -429,14 +429,17 @@ def _tone_residuals(grey: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, fl
     does not bend it; its slope held within ``_TONE_SLOPE`` (light and fog change the contrast, they do
     not flatten or invert it). The spread is the kept cells' (1.4826 x their median absolute residual)."""
     b, v = grey.ravel().astype(np.float64), means.ravel().astype(np.float64)
-    a = np.stack([b, np.ones_like(b)], 1)
+    kept = max(3, int(_TONE_KEEP * len(b)))
     keep = np.arange(len(b))
     slope, offset = 1.0, 0.0
     for _ in range(_TONE_ROUNDS):
-        slope, offset = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
-        slope = float(np.clip(slope, *_TONE_SLOPE))
-        offset = float(np.median(v[keep] - slope * b[keep]))
-        keep = np.argsort(np.abs(v - slope * b - offset))[:max(3, int(_TONE_KEEP * len(b)))]
+        bk, vk = b[keep], v[keep]
+        bc = bk - bk.mean()
+        spread = float(bc @ bc)
+        slope = float(bc @ vk) / spread if spread > 1e-9 else 1.0
+        slope = min(max(slope, _TONE_SLOPE[0]), _TONE_SLOPE[1])
+        offset = float(np.median(vk - slope * bk))
+        keep = np.argpartition(np.abs(v - slope * b - offset), kept - 1)[:kept]
     residuals = v - slope * b - offset
     return residuals.reshape(means.shape), 1.4826 * float(np.median(np.abs(residuals[keep])))
 
