@@ -29,7 +29,9 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   half of the cells it fits best); a thing held over a white wall, the sky or
   the asphalt is a patch off that line, where ``plain`` sees nothing because
   no texture was there to lose. A textured cell counts only once it no longer
-  aligns.
+  aligns. A region whose bordering textured cells mostly still align and moved
+  off the line the same way is left out: a shadow falls across the wall and
+  the structure beside it alike, a thing in front hides that structure.
 * ``glare``: the largest connected region of cells blown out (white) in the
   view that were not in the background, and that were darker there than
   cells the view still shows unblown, as a share of all cells. A light shone
@@ -126,6 +128,10 @@ _TONE_SLOPE = (0.25, 4.0)
 #: ...and a cell is off it by more than this many times the fit's spread and this many grey levels.
 _TONE_SPREADS = 4.0
 _TONE_GREY = 15.0
+#: A region is not counted when over this share of the textured cells around it still align and are off the
+#: line the same way: the light changed over the structure there too (a shadow cast across a wall and the
+#: things beside it), where a thing in front of it would hide that structure.
+_LIT_SHARE = 0.35
 #: A layout pixel at or above this grey is blown out (255 at full size, averaged down).
 BLOWN_GREY = 248
 #: A cell is blown out when more than this share of its pixels are...
@@ -425,32 +431,54 @@ def _plain(textured: np.ndarray, corr: np.ndarray, means: np.ndarray) -> float:
 def _tone_residuals(grey: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, float]:
     """(each cell's mean grey minus what the global change of light predicts from the background's, the
     residuals' spread): the line ``means = a * grey + b`` fitted by least squares to the ``_TONE_KEEP``
-    share of the cells it fits best (refitted ``_TONE_ROUNDS`` times), so a cover over up to half the view
-    does not bend it; its slope held within ``_TONE_SLOPE`` (light and fog change the contrast, they do
-    not flatten or invert it). The spread is the kept cells' (1.4826 x their median absolute residual)."""
+    share of the cells it fits best (refitted ``_TONE_ROUNDS`` times from two starts, the better fit kept),
+    so a cover over up to half the view does not bend it; its slope held within ``_TONE_SLOPE`` (light and
+    fog change the contrast, they do not flatten or invert it). The spread is the kept cells' (1.4826 x their
+    median absolute residual)."""
     b, v = grey.ravel().astype(np.float64), means.ravel().astype(np.float64)
     kept = max(3, int(_TONE_KEEP * len(b)))
-    keep = np.arange(len(b))
-    slope, offset = 1.0, 0.0
-    for _ in range(_TONE_ROUNDS):
-        bk, vk = b[keep], v[keep]
-        bc = bk - bk.mean()
-        spread = float(bc @ bc)
-        slope = float(bc @ vk) / spread if spread > 1e-9 else 1.0
-        slope = min(max(slope, _TONE_SLOPE[0]), _TONE_SLOPE[1])
-        offset = float(np.median(vk - slope * bk))
-        keep = np.argpartition(np.abs(v - slope * b - offset), kept - 1)[:kept]
-    residuals = v - slope * b - offset
-    return residuals.reshape(means.shape), 1.4826 * float(np.median(np.abs(residuals[keep])))
+    best: tuple[float, np.ndarray] | None = None
+    # Two starts: every cell, and the cells nearest an unchanged light (a shadow over a third of the view
+    # pulls the first start's line towards it, and its rounds may not let go).
+    starts = (np.arange(len(b)), np.argpartition(np.abs(v - b - float(np.median(v - b))), kept - 1)[:kept])
+    for keep in starts:
+        for _ in range(_TONE_ROUNDS):
+            bk, vk = b[keep], v[keep]
+            bc = bk - bk.mean()
+            spread = float(bc @ bc)
+            slope = float(bc @ vk) / spread if spread > 1e-9 else 1.0
+            slope = min(max(slope, _TONE_SLOPE[0]), _TONE_SLOPE[1])
+            offset = float(np.median(vk - slope * bk))
+            keep = np.argpartition(np.abs(v - slope * b - offset), kept - 1)[:kept]
+        residuals = v - slope * b - offset
+        fit = 1.4826 * float(np.median(np.abs(residuals[keep])))
+        if best is None or fit < best[0]:
+            best = (fit, residuals)
+    assert best is not None
+    return best[1].reshape(means.shape), best[0]
 
 
 def _unexplained(textured: np.ndarray, corr: np.ndarray, means: np.ndarray, grey: np.ndarray) -> float:
     """``SceneCues.unexplained`` of a view from its cells' correlations with a background, their mean grey and
-    the background's cells' mean grey."""
+    the background's cells' mean grey: the largest region not lit through (``_LIT_SHARE``)."""
     residuals, spread = _tone_residuals(grey, means)
-    off = np.abs(residuals) > max(_TONE_SPREADS * spread, _TONE_GREY)
-    off &= ~textured | (corr < STABLE_CORRELATION)
-    return float(_largest_plain(off, means) / off.size)
+    far = np.abs(residuals) > max(_TONE_SPREADS * spread, _TONE_GREY)
+    off = far & (~textured | (corr < STABLE_CORRELATION))
+    labels, sizes = _plain_regions(off, means)
+    # Structure still in place and off the line the same way: the light changed there (a shadow, a lamp).
+    through = far & textured & (corr >= STABLE_CORRELATION)
+    best = 0
+    for k in np.argsort(sizes)[::-1]:
+        if sizes[k] <= best:
+            break
+        region = labels == k + 1
+        ring = (cv2.dilate(region.astype(np.uint8), _NEAR) > 0) & ~region & textured
+        darker = float(np.median(residuals[region])) < 0
+        lit = through & ring & ((residuals < 0) == darker)
+        if int(ring.sum()) and int(lit.sum()) > _LIT_SHARE * int(ring.sum()):
+            continue
+        best = int(sizes[k])
+    return float(best / off.size)
 
 
 def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
@@ -629,6 +657,19 @@ def _on_focus_grid(cells: np.ndarray, size: int) -> np.ndarray:
 def _largest(cells: np.ndarray, connectivity: int = 4) -> int:
     n, _, st, _ = cv2.connectedComponentsWithStats(cells.astype(np.uint8), connectivity=connectivity)
     return int(st[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+
+
+def _plain_regions(cells: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels 1.. of the regions of ``cells`` joined as ``_largest_plain`` joins them, 0 elsewhere; each
+    region's cell count)."""
+    rows, cols = cells.shape
+    lattice = np.zeros((2 * rows - 1, 2 * cols - 1), np.uint8)
+    lattice[::2, ::2] = cells
+    lattice[::2, 1::2] = cells[:, :-1] & cells[:, 1:] & (np.abs(np.diff(grey, axis=1)) < PLAIN_GREY)
+    lattice[1::2, ::2] = cells[:-1, :] & cells[1:, :] & (np.abs(np.diff(grey, axis=0)) < PLAIN_GREY)
+    n, labels = cv2.connectedComponents(lattice, connectivity=4)
+    cell_labels = labels[::2, ::2]
+    return cell_labels, np.bincount(cell_labels.ravel(), minlength=max(n, 1))[1:]
 
 
 def _largest_plain(cells: np.ndarray, grey: np.ndarray) -> int:
