@@ -17,12 +17,19 @@ APT_PACKAGES=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi pyt
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad prometheus systemd chromium chromium-driver mosquitto mosquitto-clients openssl
   postgresql)
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# An install that was killed half way (a machine stopped during apt) leaves dpkg refusing every
+# later install ("dpkg was interrupted"): finish it first, so one lost run never wedges the next.
+if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
+  echo "finishing an interrupted Debian install: dpkg --configure -a, apt-get install -f"
+  DEBIAN_FRONTEND=noninteractive $SUDO dpkg --configure -a >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -f >/dev/null
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
