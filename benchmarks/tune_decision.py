@@ -36,6 +36,12 @@ by the best global move (``core.scene.displaced``, every move tried): what
 whose hold the crowd rule's ``dulled`` test decides, and how many of them read grainier rather
 than softer: what ``scene_hidden_contrast`` is chosen against.
 
+``--turned COUNTS`` is the safety trial of the busy cameras' early views judged together
+(``calibration.in_consensus``): a camera turned, covered or softened during calibration. For
+each count (e.g. ``4,6``) and each drifted query, that query replaces the last COUNT of its
+camera's calibration views (the same view repeated: turned views that agree perfectly, the
+worst case); a trial fails when those views join the scene. Printed per count and kind family.
+
 ``--kinds`` judges naming instead (detection is not changed by it): the kind
 table of ``camwatch evaluate`` (named kind against the true kind) per folder,
 then a grid over the naming constants (``KIND_GRID``) on the cues of every
@@ -279,6 +285,43 @@ def print_hidden(folders: list[tuple[str, list[dict]]], default: float, params: 
               f"lowest {np.round(v[:3], 2).tolist()}  highest {np.round(v[-3:], 2).tolist()}")
 
 
+def print_turned(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams,
+                 counts: list[int]) -> None:
+    """Per count of turned early views and per kind family: trials whose turned views joined the scene."""
+    from camwatch.core import calibration
+    joined: list[int] = []
+    consensus = calibration.in_consensus
+
+    def watched(references, kept, doubtful, p=SHIPPED):  # type: ignore[no-untyped-def]
+        out = consensus(references, kept, doubtful, p)
+        joined.extend(id(s) for _, s in out)
+        return out
+
+    calibration.in_consensus = watched
+    try:
+        for count in counts:
+            trials: dict[str, int] = defaultdict(int)
+            fails: dict[str, list[str]] = defaultdict(list)
+            for name, cams in folders:
+                for cam in cams:
+                    kept = cam["cal"][:max(0, len(cam["cal"]) - count)]
+                    for c, vec, stats in zip(cam["cases"], cam["vecs"], cam["stats"]):
+                        if c.label == 0:
+                            continue
+                        family = c.kind.split(":")[0]
+                        joined.clear()
+                        calibrate_camera([cam["ref"]], kept + [(vec, stats)] * count, default, params)
+                        trials[family] += 1
+                        if id(stats) in joined:
+                            fails[family].append(f"{name}/{c.query}")
+            total = sum(len(v) for v in fails.values())
+            print(f"{count} of the early views turned: {total} of {sum(trials.values())} trials joined the scene")
+            for family in sorted(trials):
+                print(f"  {family:<10} {len(fails[family]):3d} of {trials[family]:4d}  {' '.join(fails[family][:6])}")
+    finally:
+        calibration.in_consensus = consensus
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="+", help="train case folders (pooled; the budget holds in each)")
@@ -298,6 +341,10 @@ def main() -> int:
                     help="print how much better moved and benign views align moved back by a global move, and stop")
     ap.add_argument("--hidden", action="store_true",
                     help="print the hidden cells' contrast of the views the crowd rule's dulled test decides, and stop")
+    ap.add_argument("--turned", metavar="COUNTS",
+                    help="the safety trial of early views judged together: for each count (comma-separated), "
+                         "every drifted query replaces that many of its camera's calibration views; print how "
+                         "many trials let them join the scene, and stop")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="another value of a DecisionParams field for this run (e.g. structure_weight=0)")
     a = ap.parse_args()
@@ -321,6 +368,13 @@ def main() -> int:
         return 0
     if a.hidden:
         print_hidden(folders, default, params)
+        return 0
+    if a.turned:
+        try:
+            counts = [int(c) for c in a.turned.split(",")]
+        except ValueError:
+            ap.error(f"--turned {a.turned}: counts are whole numbers, comma-separated (e.g. 4,6)")
+        print_turned(folders, default, params, counts)
         return 0
 
     def run_all(p: DecisionParams = params, calibrate: bool = True):

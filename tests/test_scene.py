@@ -483,6 +483,59 @@ def test_early_views_of_a_busy_camera_agree_with_each_other_a_turned_cameras_do_
     assert turned_views[0] not in mixed and len(mixed) >= 5
 
 
+def _lorry(image: np.ndarray) -> np.ndarray:
+    """``image`` with a lorry's plain side, a few seams on it, over the right 70 % of the lower three quarters."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = int(w * 0.3), h // 4, w - 10, h - 10
+    out[y0:y1, x0:x1] = (180, 182, 185)
+    for k in range(8):
+        y = y0 + 8 + k * (y1 - y0 - 16) // 8
+        cv2.line(out, (x0 + 5, y), (x1 - 5, y), (120, 122, 125), 2)
+    cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (60, 60, 60), 3)
+    return out
+
+
+def test_a_reference_with_a_lorry_in_it_still_learns_its_road_a_turned_camera_does_not(monkeypatch) -> None:
+    """The reference was taken with a lorry and heavy traffic over most of the lane marks; the early views,
+    all drifted on their similarity, show the road under light traffic. They agree with each other, and
+    the reference aligns with their scene only where the lorry is not (between the uncalibrated line and
+    the lowest), yet no global move aligns it better: its structure is hidden, not moved, so they are
+    learned. Early views of the camera turned after enrolment move every lane mark: none is learned."""
+    st = _stats([_lorry(_road(100, vehicles=4))] + [_road(i, vehicles=2) for i in range(8)])
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    early = [(7, s) for s in st[1:]]
+    on_early = scene.agreement([s.layout for s in st], which=[0])[0]
+    assert on_early is not None and 0.5 <= on_early < 0.8
+    kept = in_consensus([ref], [], early)
+    assert len(kept) >= 6
+
+    turned = [(7, s) for s in _stats([_road(20 + i, vehicles=2, shift=25) for i in range(8)])]
+    assert in_consensus([ref], [], turned) == []
+
+    from camwatch.core import calibration
+    with monkeypatch.context() as m:
+        m.setattr(calibration, "_hidden_not_moved", lambda *args: False)
+        assert in_consensus([ref], [], early) == []      # the reference's line alone keeps them all out
+
+
+def test_a_camera_covered_during_calibration_does_not_learn_its_cover(monkeypatch) -> None:
+    """A soft thing held over a quarter of the road through calibration hides the reference's structure on
+    the early views' scene without moving it, as traffic in the reference does; but what hides it is
+    softer than the rest, which things in the scene are not: none of those views is learned."""
+    st = _stats([_lorry(_road(100, vehicles=3))])
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    covered = _stats([_soft_thing(_road(30 + i, vehicles=2), 0.25) for i in range(8)])
+    on_covered = scene.agreement([st[0].layout] + [s.layout for s in covered], which=[0])[0]
+    assert on_covered is not None and 0.5 <= on_covered < 0.8
+    early = [(7, s) for s in covered]
+    assert in_consensus([ref], [], early) == []
+
+    from camwatch.core import calibration
+    monkeypatch.setattr(calibration, "_in_the_scene", lambda reference, doubtful, params: list(doubtful))
+    assert len(in_consensus([ref], [], early)) >= 6     # without the test of what hides it, all were
+
+
 def test_the_daemon_learns_a_busy_cameras_scene_from_its_doubtful_early_views(tmp_path) -> None:
     """The daemon's path: early views drifted on their similarity alone are stored as doubtful samples in
     the real SQLite store; once calibrated, the camera's scene is learned from the benign ones and the

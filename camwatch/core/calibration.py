@@ -98,7 +98,11 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
     camera's view is held to), and only when the reference aligns as well with
     the background of the doubtful views alone: a camera turned during
     calibration gives doubtful views that agree with each other and not with
-    the reference, and none of them is kept.
+    the reference, and none of them is kept. A reference that aligns there
+    less, because traffic in it hides the road the doubtful views show, still
+    lets in those that show things in the scene rather than a cover or a blur
+    (``_in_the_scene``) when its structure is hidden on their scene, not moved
+    (``_hidden_not_moved``).
     """
     out: list[tuple[int | None, Stats]] = []
     for r in references:
@@ -108,14 +112,58 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
         others = [s for ref_id, s in kept if ref_id == r.id]
         reference = stat_value(r.stats, "layout")
         on_doubtful = scene.agreement([reference] + [stat_value(s, "layout") for s in mine], which=[0])[0]
-        if on_doubtful is None or on_doubtful < params.scene_aligned:
+        if on_doubtful is None:
             continue
+        if on_doubtful < params.scene_aligned:
+            mine = _in_the_scene(r, mine, params)
+            if not _hidden_not_moved(r, mine, params):
+                continue
         first = 1 + len(others)
         aligned = scene.agreement([reference] + [stat_value(s, "layout") for s in others + mine],
                                   which=range(first, first + len(mine)))
         out += [(r.id, s) for s, a in zip(mine, aligned[first:])
                 if a is not None and a >= params.scene_aligned]
     return out
+
+
+def _in_the_scene(reference: Reference, doubtful: Sequence[Stats], params: DecisionParams) -> list[Stats]:
+    """The doubtful views whose difference from the reference is things in the scene: what hides the
+    reference's structure in them is as sharp as what they still show (``veil``), and that is as sharp
+    as the reference had it (``dulled``), both at most ``scene_veil``, as the crowd rule asks of a query.
+
+    Why: a camera covered, smeared or defocused during calibration also gives
+    doubtful views that agree with each other, and the reference's structure is
+    hidden on their scene, not moved: their cover is soft, or everything is.
+    """
+    alone = scene.learn([stat_value(reference.stats, "layout")], [stat_value(reference.stats, "focus_grid")])
+    out = []
+    for s in doubtful:
+        cues = scene.measure(stat_value(s, "layout"), stat_value(s, "focus_grid"), alone)
+        if cues.veil is not None and cues.veil <= params.scene_veil \
+                and cues.dulled is not None and cues.dulled <= params.scene_veil:
+            out.append(s)
+    return out
+
+
+def _hidden_not_moved(reference: Reference, doubtful: Sequence[Stats], params: DecisionParams) -> bool:
+    """Whether the reference's structure is partly hidden on the doubtful views' scene, not moved: it aligns
+    there at least ``scene_aligned_min`` and no global move aligns it better by more than
+    ``scene_moved_gain`` (``scene.displaced``), as a query is held in place.
+
+    Why: a reference taken with a lorry over a third of it aligns with the early
+    views, which show the road, only where the lorry is not; a camera turned
+    after enrolment moves all of its structure, and moved back it aligns again.
+    """
+    if len(doubtful) < 3:          # as ``scene.agreement``: fewer than three views make no scene
+        return False
+    background = scene.learn([stat_value(s, "layout") for s in doubtful],
+                             [stat_value(s, "focus_grid") for s in doubtful])
+    layout = stat_value(reference.stats, "layout")
+    aligned = scene.measure(layout, None, background).aligned
+    if aligned is None or aligned < params.scene_aligned_min:
+        return False
+    found = scene.displaced(layout, background, above=aligned + params.scene_moved_gain)
+    return found is not None and found <= aligned + params.scene_moved_gain
 
 
 def learn_backgrounds_from(references: Sequence[Reference], views: Sequence[tuple[int | None, Stats]]
