@@ -660,9 +660,11 @@ def _largest(cells: np.ndarray, connectivity: int = 4) -> int:
 
 
 def _plain_regions(cells: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels 1.. of the regions of ``cells`` joined as ``_largest_plain`` joins them, 0 elsewhere; each
-    region's cell count)."""
+    """(labels 1.. of the regions of ``cells`` whose neighbours join where their mean ``grey`` differs by under
+    ``PLAIN_GREY``, 0 elsewhere; each region's cell count)."""
     rows, cols = cells.shape
+    # A lattice twice the grid's size: cells on its even points, a link between two neighbours on the
+    # point between them, so the image library's connected components follow only the links.
     lattice = np.zeros((2 * rows - 1, 2 * cols - 1), np.uint8)
     lattice[::2, ::2] = cells
     lattice[::2, 1::2] = cells[:, :-1] & cells[:, 1:] & (np.abs(np.diff(grey, axis=1)) < PLAIN_GREY)
@@ -673,19 +675,9 @@ def _plain_regions(cells: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _largest_plain(cells: np.ndarray, grey: np.ndarray) -> int:
-    """Cells in the largest region of ``cells`` whose neighbours join where their mean ``grey`` differs by under
-    ``PLAIN_GREY``."""
-    rows, cols = cells.shape
-    # A lattice twice the grid's size: cells on its even points, a link between two neighbours on the
-    # point between them, so the image library's connected components follow only the links.
-    lattice = np.zeros((2 * rows - 1, 2 * cols - 1), np.uint8)
-    lattice[::2, ::2] = cells
-    lattice[::2, 1::2] = cells[:, :-1] & cells[:, 1:] & (np.abs(np.diff(grey, axis=1)) < PLAIN_GREY)
-    lattice[1::2, ::2] = cells[:-1, :] & cells[1:, :] & (np.abs(np.diff(grey, axis=0)) < PLAIN_GREY)
-    n, labels = cv2.connectedComponents(lattice, connectivity=4)
-    if n < 2:
-        return 0
-    return int(np.bincount(labels[::2, ::2].ravel(), minlength=n)[1:].max())
+    """Cells in the largest region of ``cells`` that ``_plain_regions`` joins."""
+    _, sizes = _plain_regions(cells, grey)
+    return int(sizes.max()) if len(sizes) else 0
 
 
 _NEAR = np.ones((3, 3), np.uint8)
