@@ -135,7 +135,7 @@ def _in_the_scene(reference: Reference, doubtful: Sequence[Stats], params: Decis
     doubtful views that agree with each other, and the reference's structure is
     hidden on their scene, not moved: their cover is soft, or everything is.
     """
-    alone = scene.learn([stat_value(reference.stats, "layout")], [stat_value(reference.stats, "focus_grid")])
+    alone = provisional_backgrounds([reference])[reference.id]
     out = []
     for s in doubtful:
         cues = scene.measure(stat_value(s, "layout"), stat_value(s, "focus_grid"), alone)
