@@ -98,11 +98,12 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
     camera's view is held to), and only when the reference aligns as well with
     the background of the doubtful views alone: a camera turned during
     calibration gives doubtful views that agree with each other and not with
-    the reference, and none of them is kept. A reference that aligns there
-    less, because traffic in it hides the road the doubtful views show, still
-    lets in those that show things in the scene rather than a cover or a blur
-    (``_in_the_scene``) when its structure is hidden on their scene, not moved
-    (``_hidden_not_moved``).
+    the reference, and none of them is kept. A doubtful view that shows a cover
+    on the reference's own scene is never kept (``_in_the_scene``). A reference
+    that aligns less on the doubtful views, because traffic in it hides the road
+    they show, still lets in those that show sharp things in the scene rather
+    than a soft cover or a blur when its structure is hidden on their scene, not
+    moved (``_hidden_not_moved``).
     """
     out: list[tuple[int | None, Stats]] = []
     for r in references:
@@ -114,10 +115,10 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
         on_doubtful = scene.agreement([reference] + [stat_value(s, "layout") for s in mine], which=[0])[0]
         if on_doubtful is None:
             continue
-        if on_doubtful < params.scene_aligned:
-            mine = _in_the_scene(r, mine, params)
-            if not _hidden_not_moved(r, mine, params):
-                continue
+        hidden = on_doubtful < params.scene_aligned
+        mine = _in_the_scene(r, mine, params, sharp=hidden)
+        if hidden and not _hidden_not_moved(r, mine, params):
+            continue
         first = 1 + len(others)
         aligned = scene.agreement([reference] + [stat_value(s, "layout") for s in others + mine],
                                   which=range(first, first + len(mine)))
@@ -126,22 +127,29 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
     return out
 
 
-def _in_the_scene(reference: Reference, doubtful: Sequence[Stats], params: DecisionParams) -> list[Stats]:
-    """The doubtful views whose difference from the reference is things in the scene: what hides the
-    reference's structure in them is as sharp as what they still show (``veil``), and that is as sharp
-    as the reference had it (``dulled``), both at most ``scene_veil``, as the crowd rule asks of a query.
+def _in_the_scene(reference: Reference, doubtful: Sequence[Stats], params: DecisionParams,
+                  sharp: bool) -> list[Stats]:
+    """The doubtful views whose difference from the reference is things in the scene, judged on the
+    reference's own scene: no region of its structure lost to something without texture (``cover`` at
+    most ``cover_area``, the decision's cover line) and, with ``sharp``, what hides its structure as
+    sharp as what they still show (``veil``) and that as sharp as the reference had it (``dulled``),
+    both at most ``scene_veil``, as the crowd rule asks of a query.
 
     Why: a camera covered, smeared or defocused during calibration also gives
-    doubtful views that agree with each other, and the reference's structure is
-    hidden on their scene, not moved: their cover is soft, or everything is.
+    doubtful views that agree with each other; the reference's structure is
+    hidden on their scene, not moved, and it may even align there where the
+    cover leaves it in view. Their cover is plain or soft, or everything is.
     """
     alone = provisional_backgrounds([reference])[reference.id]
     out = []
     for s in doubtful:
         cues = scene.measure(stat_value(s, "layout"), stat_value(s, "focus_grid"), alone)
-        if cues.veil is not None and cues.veil <= params.scene_veil \
-                and cues.dulled is not None and cues.dulled <= params.scene_veil:
-            out.append(s)
+        if cues.cover is not None and cues.cover > params.cover_area:
+            continue
+        if sharp and not (cues.veil is not None and cues.veil <= params.scene_veil
+                          and cues.dulled is not None and cues.dulled <= params.scene_veil):
+            continue
+        out.append(s)
     return out
 
 
