@@ -8,6 +8,8 @@ Lag is actual start minus scheduled start of each check, as the
 ``camwatch_scheduler_lag_seconds`` metric sees it.
 
     nice -n 10 python3 benchmarks/bench_daemon.py --cameras 8 32 --seconds 20 --runs 3
+    # a GPU host (onnxruntime-gpu): the model on CUDA, the rest as above
+    python3 benchmarks/bench_daemon.py --cameras 64 256 --device cuda
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def skipped(d: Daemon) -> float:
                for c in d.runtimes)
 
 
-def one_run(n: int, interval: float, seconds: float, folder: Path) -> dict[str, float]:
+def one_run(n: int, interval: float, seconds: float, folder: Path, device: str = "cpu") -> dict[str, float]:
     cams = []
     for i in range(n):
         path = folder / f"cam{i}.jpg"
@@ -51,7 +53,7 @@ def one_run(n: int, interval: float, seconds: float, folder: Path) -> dict[str, 
     cfg = folder / "cameras.yaml"
     cfg.write_text(yaml.safe_dump({
         "settings": {"state_dir": str(folder / "state"), "interval": interval, "timeout": 5,
-                     "workers": 8, "calibration": {"checks": 0},
+                     "workers": 8, "calibration": {"checks": 0}, "device": device,
                      "metrics": {"enabled": False}},
         "cameras": cams}))
     d = Daemon(str(cfg))
@@ -90,15 +92,16 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt", "auto"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"file cameras, 640x360 JPEG, interval {args.interval:g} s, {args.seconds:g} s per run, "
-          f"median of {args.runs} runs")
+          f"median of {args.runs} runs, model on {args.device}")
     for n in args.cameras:
         runs = []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                runs.append(one_run(n, args.interval, args.seconds, Path(tmp)))
+                runs.append(one_run(n, args.interval, args.seconds, Path(tmp), args.device))
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(f"{n:4d} cameras: {med['checks_per_s']:.1f} checks/s of {med['due_per_s']:.1f} due "
               f"({med['skipped_per_s']:.1f}/s skipped: camera still in flight), "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Views per second of the drift model on ONNX Runtime's CPU provider.
+"""Views per second of the drift model on ONNX Runtime (the CPU provider unless --device says).
 
 End to end from a decoded 1080p BGR frame (what a camera source hands over):
 preprocess (2x2 mean, grey, pyrDown, INTER_AREA to the model's input) +
@@ -14,6 +14,8 @@ frames are cycled so no cache flatters the numbers.
     # only the whole-machine figure and the one-pass floor, interleaved repeat by repeat
     # so machine load hits both alike
     python benchmarks/bench_embed.py --streams-only --repeats 7
+    # on a GPU host (onnxruntime-gpu): the same figures with inference on CUDA
+    python benchmarks/bench_embed.py --device cuda --threads 1,8 --batches 1,32,64
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def streams_only(a: argparse.Namespace) -> int:
     """The whole-machine figure and the floor, taken in turn within each repeat."""
     frames = frames_1080p(64)
     prepare.PREPARE_WORKERS = 1
-    emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
+    emb1 = load_embedder(a.model, device=a.device, threads=1)              # OpenCV one thread, as in camwatch
     streams = max(int(t) for t in a.threads.split(","))
     batches = [int(b) for b in a.batches.split(",")] if a.batches != "1,32" else [32]
     names = [("prepare", b) for b in batches] + [("floor", 0)]
@@ -147,6 +149,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ONNX model (default: the shipped one)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"),
+                    help="where ONNX Runtime runs the model (preprocessing stays on the CPU)")
     ap.add_argument("--seconds", type=float, default=1.0, help="length of one repeat")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--threads", default="1,2")
@@ -169,7 +173,7 @@ def main() -> int:
     emb = None
     for threads in (int(t) for t in a.threads.split(",")):
         prepare.PREPARE_WORKERS = threads
-        emb = load_embedder(a.model, device="cpu", threads=threads)   # sets OpenCV to one thread
+        emb = load_embedder(a.model, device=a.device, threads=threads)   # sets OpenCV to one thread
         spec = emb.spec.input
         for batch in (int(b) for b in a.batches.split(",")):
             chunks = [frames[i:i + batch] for i in range(0, len(frames) - batch + 1, batch)]
@@ -189,7 +193,7 @@ def main() -> int:
             print(f"{threads:>7} {batch:>5} {p * 1e3:>19.3f} {i * 1e3:>18.3f} {(p + i) * 1e3:>14.3f} "
                   f"{1 / (p + i):>9.0f} {1 / i:>23.0f} {st * 1e3:>19.3f} {ex * 1e3:>20.3f} {1 / (ex + i):>13.0f}")
     prepare.PREPARE_WORKERS = 1
-    emb1 = load_embedder(a.model, device="cpu", threads=1)              # OpenCV one thread, as in camwatch
+    emb1 = load_embedder(a.model, device=a.device, threads=1)              # OpenCV one thread, as in camwatch
     max_streams = max(int(t) for t in a.threads.split(","))
     print("\nparallel streams (each: OpenCV 1 thread, prepare + ONNX Runtime 1 thread), end to end views/s:")
     for batch in (int(b) for b in a.batches.split(",")):
