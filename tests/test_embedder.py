@@ -258,3 +258,34 @@ def test_validate_and_the_daemon_refuse_absurd_metadata_with_one_line(tmp_path: 
     lines = [ln for ln in daemon.stderr.splitlines() if expect in ln]
     assert daemon.returncode == 2 and len(lines) == 1, daemon.stderr[-2000:]
     assert lines[0].startswith("camwatch: ") and "Traceback" not in daemon.stderr
+
+
+def test_padded_batches_give_the_same_vectors_at_one_shape(model: Path, tmp_path: Path) -> None:
+    # What a GPU session does by default (pad_batches, see embedder.GPU_RUN_BYTES), checked here
+    # on the CPU, where the rows of a batch do not depend on each other. The spy records what
+    # reaches ORT.
+    emb = load_embedder(model, device="cpu", threads=1)
+    w = world(4)
+    images = [view(w, x=(41 * i) % 400, y=(29 * i) % 300) for i in range(75)]
+    plain = emb.embed(images)
+    assert not emb.pad_batches
+    emb.pad_batches = True
+    seen: list[int] = []
+    real = emb.session
+
+    class Spy:
+        def run(self, names, feeds):
+            seen.append(int(next(iter(feeds.values())).shape[0]))
+            return real.run(names, feeds)
+
+    emb.session = Spy()
+    for n in (1, 3, 5, 17, 75):
+        np.testing.assert_allclose(emb.embed(images[:n]), plain[:n], atol=1e-5)
+    assert emb.run_rows == 64 and seen == [64, 64, 64, 64, 64, 64]          # one shape only
+    emb.run_rows = 16                                                       # a large model's input
+    seen.clear()
+    np.testing.assert_allclose(emb.embed(images[:40]), plain[:40], atol=1e-5)
+    assert seen == [16, 16, 16]
+    # A large input pads to fewer rows, so a padded run stays within GPU_RUN_BYTES.
+    big = load_embedder(grid_model(tmp_path / "big.onnx", size=1024, channels=3, grid=8), device="cpu")
+    assert big.run_rows == 1 and not big.pad_batches
