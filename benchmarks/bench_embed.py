@@ -16,6 +16,7 @@ frames are cycled so no cache flatters the numbers.
     python benchmarks/bench_embed.py --streams-only --repeats 7
     # on a GPU host (onnxruntime-gpu): the same figures with inference on CUDA
     python benchmarks/bench_embed.py --device cuda --threads 1,8 --batches 1,32,64
+    python benchmarks/bench_embed.py --device cuda --shapes      # what a change of batch size costs
 """
 
 from __future__ import annotations
@@ -145,6 +146,26 @@ def streams_only(a: argparse.Namespace) -> int:
     return 0
 
 
+def shapes(a: argparse.Namespace) -> int:
+    """Batch sizes 1 to 19 in turn, as the daemon's batches come: what a change of shape costs.
+
+    Twice each, without and with the embedder's padding to one shape (on by default
+    on a GPU), after warmup, on 640x360 frames of noise.
+    """
+    frames = [np.random.default_rng(i).integers(0, 255, (360, 640, 3), dtype=np.uint8) for i in range(20)]
+    for pad in (False, True):
+        emb = load_embedder(a.model, device=a.device)
+        emb.pad_batches = pad
+        emb.warmup()
+        for rnd in range(2):
+            start = time.perf_counter()
+            for n in range(1, 20):
+                emb.embed(frames[:n])
+            print(f"pad_batches={pad!s:<5} pass {rnd}: {(time.perf_counter() - start) * 1e3:7.0f} ms "
+                  f"for batch sizes 1..19 in turn (provider {emb.provider})")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ONNX model (default: the shipped one)")
@@ -156,7 +177,11 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--streams-only", action="store_true",
                     help="only the parallel-streams figure (batch 32 unless --batches) and the floor")
+    ap.add_argument("--shapes", action="store_true",
+                    help="only the cost of changing batch size run to run, padded and not")
     a = ap.parse_args()
+    if a.shapes:
+        return shapes(a)
     if a.streams_only:
         return streams_only(a)
 
