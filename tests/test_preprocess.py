@@ -324,7 +324,7 @@ def test_view_stats_of_hd_frames_stay_close_to_the_old_ones():
     for h, w in ((720, 1280), (1080, 1920)):
         img = scene(h, w, seed=5)
         new, old = view_stats(img), _before_view_stats(img)
-        assert new.width == old.width == 480 and new.route == STATS_ROUTE == 8
+        assert new.width == old.width == 480 and new.route == STATS_ROUTE == 9
         assert new.brightness == pytest.approx(old.brightness, abs=1.0)
         assert new.contrast == pytest.approx(old.contrast, rel=0.02)
         assert new.colourfulness == pytest.approx(old.colourfulness, rel=0.05)
