@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, SupportsFloat
+from typing import Protocol
 
 import numpy as np
 
@@ -370,7 +370,8 @@ def stat_value(stats: Stats, name: str) -> object:
 def _stat(stats: Stats, name: str) -> float | None:
     """A number from a ViewStats or its stored dict; None when absent or not a number."""
     value = stat_value(stats, name)
-    if not isinstance(value, (SupportsFloat, str)):
+    # What isinstance(value, SupportsFloat) asks, without a runtime Protocol check (~20 us each, six a check).
+    if not (isinstance(value, str) or hasattr(value, "__float__")):
         return None
     try:
         return float(value)
