@@ -4,6 +4,7 @@ Models are real ONNX graphs built with onnx.helper (tests/modelkit.py) and run
 by the real ONNX Runtime. This machine has no GPU, so the GPU paths are tested
 as what a CPU-only host must do: refuse ``device: cuda`` and ``require_gpu``
 with a clear error, and run ``auto`` on the CPU without ORT's warning noise.
+The CUDA path itself is tests/test_embedder_cuda.py's, on a GPU host.
 """
 
 from __future__ import annotations
