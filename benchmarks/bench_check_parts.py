@@ -68,7 +68,12 @@ def instrument(totals: collections.Counter[str], on: list[bool]) -> Callable[[],
 
         setattr(owner, name, wrapped)
         undo.append((owner, name, original))
-    return lambda: [setattr(o, n, f) for o, n, f in undo] and None
+
+    def restore() -> None:
+        for owner, name, original in undo:
+            setattr(owner, name, original)
+
+    return restore
 
 
 def one_run(url: str, seconds: float, folder: Any) -> tuple[dict[str, float], int]:

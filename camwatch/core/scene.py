@@ -88,8 +88,7 @@ the measurement choices below were made on cases from footage/tune
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -367,55 +366,32 @@ def _greys(layouts: Sequence[object]) -> list[tuple[int, np.ndarray]]:
 def _steadied(views: list[np.ndarray], texts: Sequence[object] | None = None) -> list[np.ndarray]:
     """The views, each after the first moved back by its vibration-sized shift against the first.
 
-    ``texts``: the encoded layouts the views were decoded from; a view already steadied onto the same
-    first is taken from ``_STEADIED`` (a scene learns again from mostly the same views, every few checks)."""
+    ``texts``: the encoded layouts the views were decoded from; then each view comes from
+    ``_steadied_view``, which keeps it (a scene learns again from mostly the same views, every few checks)."""
     if texts is None or not all(isinstance(t, str) for t in texts):
         return [views[0]] + [_steady(v, views[0]) for v in views[1:]]
-    first = texts[0]
-    out = [views[0]]
-    for v, text in zip(views[1:], texts[1:]):
-        known = _STEADIED.get(first, text)
-        if known is None:
-            known = _steady(v, views[0])
-            _STEADIED.put(first, text, known)
-        out.append(known)
-    return out
+    return [views[0]] + [_steadied_view(texts[0], t) for t in texts[1:]]
 
 
-class _Pairs:
-    """The last ``size`` arrays made from a pair of encoded texts, by the texts' value (the store hands
-    out new string objects for the same reference after each write; Python keeps a string's hash once
-    computed, and a lookup compares the texts only when their hashes are equal)."""
+@functools.lru_cache(maxsize=64)
+def _steadied_view(first: str, text: str) -> np.ndarray:
+    """The layout encoded in ``text`` steadied onto ``first``'s, read-only; the last 64 are kept (3.7 MB).
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[object, object], np.ndarray] = OrderedDict()
-
-    def get(self, a: object, b: object) -> np.ndarray | None:
-        with self._lock:
-            item = self._items.get((a, b))
-            if item is not None:
-                self._items.move_to_end((a, b))
-            return item
-
-    def put(self, a: object, b: object, array: np.ndarray) -> None:
-        array.flags.writeable = False
-        with self._lock:
-            self._items[(a, b)] = array
-            self._items.move_to_end((a, b))
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+    Kept by the texts' value, not their identity: the store hands out new string objects for the same
+    reference after each write. Only called with texts that decode (``_greys`` kept them)."""
+    view = _steady(_standardised(text), _standardised(first))
+    view.flags.writeable = False
+    return view
 
 
-#: Steadied learning views (``_steadied``): 64 layouts of 160 x 90 are 3.7 MB.
-_STEADIED = _Pairs(64)
-
-
-def _standardised(text: object, grey: np.ndarray) -> np.ndarray:
-    """``grey`` (decoded from ``text``) standardised as float32, from the decode cache when it has it."""
+def _standardised(text: object, grey: np.ndarray | None = None) -> np.ndarray:
+    """The layout in ``text`` standardised as float32, from the decode cache when it has it (``grey``: the
+    layout decoded, for a text that is not a string)."""
     known = structure.decode(text) if isinstance(text, str) else None
-    return known.astype(np.float32, copy=False) if known is not None else structure.standardise(grey).astype(np.float32)
+    if known is not None:
+        return known.astype(np.float32, copy=False)
+    assert grey is not None, "a layout that does not decode has no standardised view"
+    return structure.standardise(grey).astype(np.float32)
 
 
 def _blown(grey: np.ndarray, cols: int, rows: int) -> np.ndarray:

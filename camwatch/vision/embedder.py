@@ -279,8 +279,7 @@ class Embedder:
         spec = self.spec.input
         image = np.full((spec.height, spec.width, 3), 127, np.uint8)
         image[:, : spec.width // 2] = 64
-        x = prepare_batch([image], spec)
-        self.run_prepared(np.repeat(x, max(1, batch), axis=0))
+        self.embed([image] * max(1, batch))
 
     def run_prepared(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on already-prepared input [N, C, H, W]; returns (N, D) unit vectors."""
