@@ -192,6 +192,21 @@ def test_the_background_is_the_per_pixel_median_of_its_views_exactly() -> None:
             assert np.array_equal(got, np.median(np.stack(views), axis=0))
 
 
+def test_cell_means_are_each_cells_mean_whether_the_cells_tile_the_image_or_not() -> None:
+    # Exact tiles take OpenCV's area resize, others the boundaries' sums: both must be the plain means.
+    rng = np.random.default_rng(6)
+    for h, w, cols, rows in ((90, 160, 16, 9), (120, 160, 16, 12), (97, 161, 16, 10), (90, 160, 7, 4)):
+        for dtype in (np.float32, np.float64):
+            x = (rng.random((h, w)) * 1000).astype(dtype)
+            ys = [h * j // rows for j in range(rows + 1)]
+            xs = [w * i // cols for i in range(cols + 1)]
+            want = np.array([[x[ys[j]:ys[j + 1], xs[i]:xs[i + 1]].astype(np.float64).mean() for i in range(cols)]
+                             for j in range(rows)])
+            got = scene._cell_means(x, cols, rows)
+            assert got.shape == (rows, cols) and got.dtype == np.float64
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_defocus_lowers_detail_with_contrast_kept_haze_lowers_both() -> None:
     ref, bg = _learned()
     soft = _cues(cv2.GaussianBlur(ref, (0, 0), 2.0), bg)
