@@ -792,3 +792,50 @@ def test_a_thing_over_a_plain_wall_is_a_cover_a_change_of_light_or_a_textured_th
     busy = learn_backgrounds_from([ref], [(7, s) for s in _stats(parked)[1:]])
     assert busy[7].most_unexplained is not None and busy[7].most_unexplained > 0.2
     assert not assess(same, board, [ref], 0.5, backgrounds=busy).drifted
+
+
+def test_a_small_turn_or_zoom_moves_every_stable_patch_along_one_turn_traffic_and_vibration_do_not() -> None:
+    """A camera knocked by 2 degrees or zoomed by 5 % keeps most of its structure near where it was (the
+    embedding and ``aligned`` barely move); the stable patches all follow one rotation or zoom. The crowd,
+    the vibration and the view as it was follow none, and a view with no picture gives no turn at all."""
+    ref, bg = _learned()
+    h, w = ref.shape[:2]
+    later = scene_frames(9, seed=3)[5]
+
+    def warped(image: np.ndarray, degrees: float, zoom: float = 1.0) -> np.ndarray:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, zoom)
+        return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT101)
+
+    for degrees in (2.0, -3.0):
+        cues = _cues(warped(later, degrees), bg)
+        assert cues.turned is not None and abs(cues.turned - abs(degrees)) < 0.5, (degrees, cues.turned)
+        assert cues.aligned is not None and cues.aligned > 0.8               # the rest of the scene misses it
+    zoomed = _cues(warped(later, 0.0, 1.05), bg)
+    assert zoomed.zoomed is not None and abs(zoomed.zoomed - 0.05) < 0.015, zoomed.zoomed
+    for name, view in (("as it was", later), ("vibration", warped(np.roll(later, 2, axis=1), 0.3)),
+                       ("crowd", _things(ref, 30))):
+        cues = _cues(view, bg)
+        assert cues.turned is None or (cues.turned < 0.5 and cues.zoomed is not None and cues.zoomed < 0.01), \
+            (name, cues.turned, cues.zoomed)
+    assert _cues(np.zeros_like(ref), bg).turned is None
+
+
+def test_the_decision_calls_a_small_turn_moved_and_says_so() -> None:
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    h, w = frames[0].shape[:2]
+    turned = cv2.warpAffine(frames[5], cv2.getRotationMatrix2D((w / 2, h / 2), 2.5, 1.0), (w, h),
+                            borderMode=cv2.BORDER_REFLECT101)
+    v, _ = _verdict(turned, ref, scenes)                   # the embedding still says "the same view"
+    assert v.drifted and v.reason == "turned" and v.kind == "moved", (v.reason, v.kind)
+    from camwatch.core import lines
+    why = lines.explanation(True, v.similarity, v.threshold, v.reason, v.sharpness_ratio)
+    assert why == "the whole view turned or zoomed"
+    assert "scene_turned" in lines.cue_details(v, 0.5, "calibrated", None)
+    still, _ = _verdict(frames[5], ref, scenes)
+    assert not still.drifted
+    off = DecisionParams(turn_degrees=99.0, turn_zoom=99.0)
+    assert not assess(np.array((1.0, 0.0), np.float32), view_stats(turned), [ref], 0.5, params=off,
+                      backgrounds=scenes).drifted

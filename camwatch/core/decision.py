@@ -230,6 +230,13 @@ class DecisionParams:
     glare_area: float = 0.04
     #: ...its margin per unit of share above it.
     glare_scale: float = 0.5
+    #: Turned or zoomed: the view's stable patches all moved along one rotation of at least this many
+    #: degrees, or one zoom of at least this share (``scene.SceneCues.turned``, ``zoomed``)...
+    turn_degrees: float = 1.0
+    turn_zoom: float = 0.03
+    #: ...their margins per degree and per unit of zoom above the line.
+    turn_scale: float = 0.1
+    zoom_scale: float = 2.0
     #: Defocused: detail per unit contrast of the detailed cells still in view fell (``scene.SceneCues.
     #: soft``, log) below minus the larger of this and ``focus_spread_factor`` x the camera's own spread,
     #: or that of all its detailed cells (``soft_whole``) below minus the larger of ``focus_whole_drop``
@@ -504,6 +511,8 @@ def name_from_cues(cues: kinds.KindCues | None, stats: Stats, ref_stats: Stats, 
         return "defocused"
     if reason == "cover":
         return "covered"
+    if reason == "turned":
+        return "moved"
     if cues.found >= params.moved_found and cues.found >= cues.in_place + params.moved_found_gain:
         return "moved"
     covered = cues.faded >= params.cover_faded or cues.kept >= params.cover_in_place or (
@@ -601,6 +610,9 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         margins["cover"] = max(covers)
     if cues.glare is not None:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
+    if cues.turned is not None and cues.zoomed is not None:
+        margins["turned"] = max((cues.turned - params.turn_degrees) * params.turn_scale,
+                                (cues.zoomed - params.turn_zoom) * params.zoom_scale)
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     spread = params.focus_spread_factor * focus_spread(background, params)
     for soft, contrast, edges, least in ((cues.soft, cues.contrast, cues.edges, params.focus_min_drop),
