@@ -632,8 +632,7 @@ def turn(view: np.ndarray, patches: Patches) -> tuple[float, float] | None:
     correlation with the background's; a similarity transform is fitted to them by
     least squares weighted by each peak's strength, dropping the patches it fits
     worst (a car that drove through one) twice. footage/tune and train cases: every
-    benign view (crowds, parked cars, the trainer's 1 % shake) under 0.61 degrees
-    and 2.2 % zoom; 2-degree turns read 1.8-2.0.
+    benign view (crowds, parked cars, shake) under 0.6 degrees and 2.7 % zoom.
     """
     if view.shape != patches.shape:
         return None
