@@ -233,7 +233,7 @@ class DecisionParams:
     #: Turned or zoomed: the view's stable patches all moved along one rotation of at least this many
     #: degrees, or one zoom of at least this share (``scene.SceneCues.turned``, ``zoomed``)...
     #: footage/tune and train cases: every benign view under 0.59 degrees (a shake) and 0.027 zoom (one
-    #: camera), about 1.7 and 1.5 times below these; the trainer's 2-degree turns read 1.4-2.0.
+    #: camera), about 1.7 and 1.5 times below these (docs/evaluation.md).
     turn_degrees: float = 1.0
     turn_zoom: float = 0.04
     #: ...their margins per degree and per unit of zoom above the line.

@@ -71,6 +71,13 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   local contrast minus the background's. Things in the scene bring their
   own contrast; a thing at the lens is out of focus and has less. Grain,
   which drowns ``veil`` and raises ``dulled``, leaves this alone.
+* ``turned`` and ``zoomed`` (``turn``): the rotation (degrees) and zoom of the
+  one global move that the view's stable patches follow, each patch's shift
+  found by phase correlation with the background's. A camera knocked by a
+  degree or two keeps most of its structure near its place, so ``aligned``
+  barely moves, but every stable patch moves along the turn; traffic and
+  vibration move patches each their own way or not at all. None when fewer
+  than half of the patches are found again or fit one move.
 * ``displaced`` (``displaced``, measured only when the decision asks): the
   best ``aligned`` of the view moved back by a global zoom, rotation and
   shift, moves within vibration left out. A moved camera's structure is
@@ -580,7 +587,7 @@ def _learn_layout(views: list[np.ndarray], steadied: list[np.ndarray]
 
 
 #: ``turn``: square patches (layout px) every ``PATCH_STEP`` px, kept where at least half of a patch is
-#: stable cells; fewer than ``_MIN_PATCHES`` patches (or patches that agree) and no turn is judged.
+#: stable cells; with fewer than ``_MIN_PATCHES`` of them no turn is judged.
 PATCH = 24
 PATCH_STEP = 24
 _MIN_PATCHES = 6
