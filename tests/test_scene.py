@@ -839,3 +839,24 @@ def test_the_decision_calls_a_small_turn_moved_and_says_so() -> None:
     off = DecisionParams(turn_degrees=99.0, turn_zoom=99.0)
     assert not assess(np.array((1.0, 0.0), np.float32), view_stats(turned), [ref], 0.5, params=off,
                       backgrounds=scenes).drifted
+
+
+def test_a_camera_that_wobbles_in_calibration_is_held_to_its_own_turn_line() -> None:
+    """A mast that sways by half a degree shows it in its early views: its turn line is 4 x that, so a sway
+    of 1.5 degrees later is not a move there, while on a still camera it is."""
+    frames = scene_frames(9, seed=3)
+    h, w = frames[0].shape[:2]
+
+    def turned(image: np.ndarray, degrees: float) -> np.ndarray:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+        return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT101)
+
+    still = _stats(frames)
+    swaying = [still[0]] + _stats([turned(f, 0.5 if i % 2 else -0.5) for i, f in enumerate(frames[1:])])
+    query = turned(frames[5], 1.5)
+    for early, drifted in ((still, True), (swaying, False)):
+        ref = RefView(np.array([1.0, 0.0], np.float32), early[0], id=7)
+        scenes = learn_backgrounds_from([ref], [(7, s) for s in early[1:]])
+        assert (scenes[7].most_turned > 0.3) == (not drifted), scenes[7].most_turned
+        v, _ = _verdict(query, ref, scenes)
+        assert v.drifted == drifted, (drifted, v.reason, v.scene_cues)

@@ -613,8 +613,11 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
     if cues.glare is not None:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     if cues.turned is not None and cues.zoomed is not None:
-        margins["turned"] = max((cues.turned - params.turn_degrees) * params.turn_scale,
-                                (cues.zoomed - params.turn_zoom) * params.zoom_scale)
+        # Held to the camera's own as the other cues are: 4 x its largest among its calibration views.
+        turn_line = max(params.turn_degrees, params.plain_spread_factor * background.most_turned)
+        zoom_line = max(params.turn_zoom, params.plain_spread_factor * background.most_zoomed)
+        margins["turned"] = max((cues.turned - turn_line) * params.turn_scale,
+                                (cues.zoomed - zoom_line) * params.zoom_scale)
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     spread = params.focus_spread_factor * focus_spread(background, params)
     for soft, contrast, edges, least in ((cues.soft, cues.contrast, cues.edges, params.focus_min_drop),

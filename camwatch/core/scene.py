@@ -339,6 +339,10 @@ class Background:
     gradients: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     #: The stable patches ``turn`` follows (``_patches``), made once when learned.
     patches: Patches | None = field(default=None, repr=False)
+    #: The largest ``turned`` and ``zoomed`` of a calibration view, left out as for ``most_plain`` (0.0 with
+    #: fewer than 3 views): how far the camera's own benign views already seemed to turn.
+    most_turned: float = 0.0
+    most_zoomed: float = 0.0
 
     @property
     def focus_spread(self) -> float:
@@ -431,17 +435,20 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     texts = [layouts[i] for i, _ in usable]
     views = [_standardised(t, g) for t, g in zip(texts, greys)]
     layout = textured = stable = grey = blown = gradients = patches = None
-    least, most_plain, most_unexplained = (1.0, None, None) if calibrated is None else (
-        calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained)
+    least, most_plain, most_unexplained, most_turned, most_zoomed = (1.0, None, None, 0.0, 0.0) \
+        if calibrated is None else (calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained,
+                                    calibrated.most_turned, calibrated.most_zoomed)
     if views:
         steadied = _steadied(views, texts)
         layout, textured, stable, gradients = _learn_layout(views, steadied)
         patches = _patches(layout, stable)
         if len(views) >= 3 and calibrated is None:
             own = [m for m in _left_out(views, steadied, greys=greys)[1:] if m is not None]
-            least = min((a for a, _, _ in own), default=1.0)
-            most_plain = max((p for _, p, _ in own), default=0.0)
-            most_unexplained = max((u for _, _, u in own), default=0.0)
+            least = min((m[0] for m in own), default=1.0)
+            most_plain = max((m[1] for m in own), default=0.0)
+            most_unexplained = max((m[2] for m in own), default=0.0)
+            most_turned = max((m[3] for m in own), default=0.0)
+            most_zoomed = max((m[4] for m in own), default=0.0)
         median = _median(greys) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -458,7 +465,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
                          None if g.edges is None or focus.edges is None
                          else _mid((g.edges - focus.edges)[detailed])) for g in grids)
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain,
-                      most_unexplained, gradients, patches)
+                      most_unexplained, gradients, patches, most_turned, most_zoomed)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -487,11 +494,12 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
 
 
 def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
-              greys: list[np.ndarray] | None = None) -> list[tuple[float, float, float] | None]:
-    """Each view's (``aligned``, ``plain``, ``unexplained``) on the layout learned from the others (``plain``
-    and ``unexplained`` 0.0 without ``greys``, the views in their own grey levels); None where that layout
-    has no texture, and for views not in ``which`` when given."""
-    out: list[tuple[float, float, float] | None] = []
+              greys: list[np.ndarray] | None = None) -> list[tuple[float, float, float, float, float] | None]:
+    """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``) on the layout learned from
+    the others (all but ``aligned`` 0.0 without ``greys``, the views in their own grey levels, and the turn 0.0
+    where it cannot be judged); None where that layout has no texture, and for views not in ``which`` when
+    given."""
+    out: list[tuple[float, float, float, float, float] | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
             out.append(None)
@@ -502,14 +510,18 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             out.append(None)
             continue
         corr = _compare(views[i], bg, gradients)[0]
-        plain = unexplained = 0.0
+        plain = unexplained = turned = zoomed = 0.0
         if greys is not None:
             cells = _grid(greys[i].shape)
             means = _cell_means(greys[i], *cells)
             plain = _plain(tex, corr, means)
             others = [g for j, g in enumerate(greys) if j != i]
             unexplained = _unexplained(tex, corr, means, _cell_means(_median(others), *cells))
-        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained))
+            patches = _patches(bg, stab)
+            moved = turn(views[i], patches) if patches is not None else None
+            if moved is not None:
+                turned, zoomed = abs(moved[0]), abs(moved[1] - 1.0)
+        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed))
     return out
 
 
