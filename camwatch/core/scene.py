@@ -185,7 +185,7 @@ def _mid(values: np.ndarray) -> float:
     return float((v[m - 1] + v[m]) / 2)
 
 
-def _cell_bounds(h: int, w: int, cols: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def cell_bounds(h: int, w: int, cols: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """The grid's row and column boundaries, first to last pixel (rows + 1 and cols + 1 of them)."""
     return (np.array([h * j // rows for j in range(rows + 1)]), np.array([w * i // cols for i in range(cols + 1)]))
 
@@ -197,7 +197,7 @@ def _cell_means(x: np.ndarray, cols: int, rows: int) -> np.ndarray:
     h, w = x.shape
     if h % rows == 0 and w % cols == 0 and x.dtype in (np.float32, np.float64):
         return np.asarray(cv2.resize(x, (cols, rows), interpolation=cv2.INTER_AREA), np.float64)
-    ys, xs = _cell_bounds(h, w, cols, rows)
+    ys, xs = cell_bounds(h, w, cols, rows)
     sums = np.add.reduceat(np.add.reduceat(x, ys[:-1], axis=0), xs[:-1], axis=1)
     return np.asarray(sums / (np.diff(ys)[:, None] * np.diff(xs)[None, :]), np.float64)
 
@@ -517,10 +517,7 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             plain = _plain(tex, corr, means)
             others = [g for j, g in enumerate(greys) if j != i]
             unexplained = _unexplained(tex, corr, means, _cell_means(_median(others), *cells))
-            patches = _patches(bg, stab)
-            moved = turn(views[i], patches) if patches is not None else None
-            if moved is not None:
-                turned, zoomed = abs(moved[0]), abs(moved[1] - 1.0)
+            turned, zoomed = _turn_cues(views[i], _patches(bg, stab)) or (0.0, 0.0)
         out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed))
     return out
 
@@ -659,11 +656,11 @@ def turn(view: np.ndarray, patches: Patches) -> tuple[float, float] | None:
     cross /= np.abs(cross) + 1e-9
     surface = np.fft.fftshift(np.fft.irfft2(cross, s=(PATCH, PATCH)), axes=(1, 2))
     n = len(surface)
+    rows = np.arange(n)
     flat = surface.reshape(n, -1)
     peak = flat.argmax(axis=1)
-    height = flat[np.arange(n), peak]
+    height = flat[rows, peak]
     py, px = (np.clip(v, 1, PATCH - 2) for v in np.divmod(peak, PATCH))
-    rows = np.arange(n)
     around = np.stack([surface[rows, py + dy, px + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 1).clip(0)
     strength = around.sum(axis=1) + 1e-9
     offsets = np.array([-1, 0, 1], np.float64)
@@ -699,6 +696,13 @@ def turn(view: np.ndarray, patches: Patches) -> tuple[float, float] | None:
     return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b))
 
 
+def _turn_cues(view: np.ndarray, patches: Patches | None) -> tuple[float, float] | None:
+    """(``turned``, ``zoomed``): ``turn``'s rotation and zoom as sizes (degrees, share); None as ``turn``,
+    or without patches."""
+    moved = turn(view, patches) if patches is not None else None
+    return None if moved is None else (abs(moved[0]), abs(moved[1] - 1.0))
+
+
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
@@ -710,10 +714,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if raw.shape != bg.shape:
             raw = np.asarray(cv2.resize(raw, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
         view = structure.standardise(raw).astype(np.float32)
-        if background.patches is not None:
-            moved = turn(view, background.patches)
-            if moved is not None:
-                turned, zoomed = abs(moved[0]), abs(moved[1] - 1.0)
+        turned, zoomed = _turn_cues(view, background.patches) or (None, None)
         corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
@@ -938,7 +939,7 @@ def focus_cells(grey: np.ndarray, columns: int, rows: int) -> tuple[float, ...]:
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
     # Two summed-area tables with their squares (one pass each, in double) give all four cell
     # means: at 720p this is a third of the time of four reductions of the full-size arrays.
-    ys, xs = _cell_bounds(h, w, columns, rows)
+    ys, xs = cell_bounds(h, w, columns, rows)
     area = np.diff(ys)[:, None] * np.diff(xs)[None, :]
     grey_sum, grey_sq = cv2.integral2(grey, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
     energy_sum, peaks_sum = cv2.integral2(cv2.multiply(lap, lap), sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)

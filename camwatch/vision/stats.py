@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from camwatch.core.scene import FOCUS_GRID, LAYOUT_WIDTH, focus_cells
+from camwatch.core.scene import FOCUS_GRID, LAYOUT_WIDTH, cell_bounds, focus_cells
 from camwatch.core.structure import thumbnail
 from camwatch.vision.images import check_image
 from camwatch.vision.prepare import base_halvings, halve, halvings, shrink
@@ -145,8 +145,7 @@ def _flat_fraction(tiny: np.ndarray) -> float:
     s, sq = cv2.integral2(tiny, sdepth=cv2.CV_32S, sqdepth=cv2.CV_64F)
     s = s.astype(np.int64)
     sq = sq.astype(np.int64)                       # exact: at most 255^2 * pixels < 2^53
-    rows = np.array([gh * j // 12 for j in range(13)])
-    cols = np.array([gw * i // 16 for i in range(17)])
+    rows, cols = cell_bounds(gh, gw, 16, 12)
     r0, r1 = rows[:-1, None], rows[1:, None]
     c0, c1 = cols[None, :-1], cols[None, 1:]
     n = (r1 - r0) * (c1 - c0)
@@ -250,8 +249,7 @@ def _detail_grid(grey: np.ndarray) -> tuple[float, ...]:
     if h < 2 * gy or w < 2 * gx:
         return ()
     lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
-    rows = np.array([h * j // gy for j in range(gy + 1)])
-    cols = np.array([w * i // gx for i in range(gx + 1)])
+    rows, cols = cell_bounds(h, w, gx, gy)
     sums = np.add.reduceat(np.add.reduceat(cv2.multiply(lap, lap), rows[:-1], axis=0), cols[:-1], axis=1)
     cells = sums / (np.diff(rows)[:, None] * np.diff(cols)[None, :])
     return tuple(np.round(cells.astype(np.float64).ravel(), 1).tolist())
