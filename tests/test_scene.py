@@ -832,7 +832,7 @@ def test_the_decision_calls_a_small_turn_moved_and_says_so() -> None:
     assert v.drifted and v.reason == "turned" and v.kind == "moved", (v.reason, v.kind)
     from camwatch.core import lines
     why = lines.explanation(True, v.similarity, v.threshold, v.reason, v.sharpness_ratio)
-    assert why == "the whole view turned or zoomed"
+    assert why == "the whole view turned, zoomed or tipped"
     assert "scene_turned" in lines.cue_details(v, 0.5, "calibrated", None)
     still, _ = _verdict(frames[5], ref, scenes)
     assert not still.drifted
@@ -860,3 +860,42 @@ def test_a_camera_that_wobbles_in_calibration_is_held_to_its_own_turn_line() -> 
         assert (scenes[7].most_turned > 0.3) == (not drifted), scenes[7].most_turned
         v, _ = _verdict(query, ref, scenes)
         assert v.drifted == drifted, (drifted, v.reason, v.scene_cues)
+
+
+def _tipped(image: np.ndarray, share: float) -> np.ndarray:
+    """The camera tipped up: the top edge narrows by ``share`` of the width at each side (keystone)."""
+    h, w = image.shape[:2]
+    j = share * w
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = np.float32([[j, 0], [w - j, 0], [w, h], [0, h]])
+    return cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (w, h),
+                               borderMode=cv2.BORDER_REFLECT101)
+
+
+def test_a_tipped_camera_fits_no_turn_but_one_keystone_field_a_crowd_fits_neither() -> None:
+    """Tipped by 6 %, the corners move 6 % of the width inwards, more than one patch can follow and along no
+    rotation: ``turn`` gives None. ``warp`` moves the view back by what it finds and measures again: the
+    whole field, about the tip's size. A crowd gives no field, the view as it was is left to ``turn``."""
+    ref, bg = _learned()
+    later = scene_frames(9, seed=3)[5]
+    tipped = _cues(_tipped(later, 0.06), bg)
+    assert tipped.turned is None and tipped.warped is not None, (tipped.turned, tipped.warped)
+    assert 0.03 < tipped.warped < 0.08, tipped.warped
+    for name, view in (("as it was", later), ("crowd", _things(ref, 30)), ("black", np.zeros_like(ref))):
+        cues = _cues(view, bg)
+        assert cues.warped is None, (name, cues.warped)
+
+
+def test_the_decision_calls_a_tipped_camera_moved_and_says_so() -> None:
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    tipped = _tipped(frames[5], 0.06)
+    v, _ = _verdict(tipped, ref, scenes)                   # the embedding still says "the same view"
+    assert v.drifted and v.reason == "turned" and v.kind == "moved", (v.reason, v.kind, v.scene_cues)
+    from camwatch.core import lines
+    assert "scene_warped" in lines.cue_details(v, 0.5, "calibrated", None)
+    off = DecisionParams(warp_share=99.0)                  # without the cue nothing else sees it
+    assert not assess(np.array((1.0, 0.0), np.float32), view_stats(tipped), [ref], 0.5, params=off,
+                      backgrounds=scenes).drifted

@@ -239,6 +239,13 @@ class DecisionParams:
     #: ...their margins per degree and per unit of zoom above the line.
     turn_scale: float = 0.1
     zoom_scale: float = 2.0
+    #: Or, where no one turn fits, the view's stable structure moved other than by a shift (tipped, or turned
+    #: or zoomed beyond what ``turn`` follows) by at least this share of the width (``scene.SceneCues.warped``;
+    #: 2 px of the 160-px layout)... footage/tune and train cases: every benign view under 0.0086 (1.4 px);
+    #: footage/tune's sweep: tilted by 8 % found 28 %, turned 3 degrees 67 % (docs/evaluation.md).
+    warp_share: float = 0.0125
+    #: ...its margin per unit of share above the line (about turn_scale's per degree at the edge).
+    warp_scale: float = 10.0
     #: Defocused: detail per unit contrast of the detailed cells still in view fell (``scene.SceneCues.
     #: soft``, log) below minus the larger of this and ``focus_spread_factor`` x the camera's own spread,
     #: or that of all its detailed cells (``soft_whole``) below minus the larger of ``focus_whole_drop``
@@ -618,6 +625,9 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         zoom_line = max(params.turn_zoom, params.plain_spread_factor * background.most_zoomed)
         margins["turned"] = max((cues.turned - turn_line) * params.turn_scale,
                                 (cues.zoomed - zoom_line) * params.zoom_scale)
+    elif cues.warped is not None:
+        warp_line = max(params.warp_share, params.plain_spread_factor * background.most_warped)
+        margins["turned"] = (cues.warped - warp_line) * params.warp_scale
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     spread = params.focus_spread_factor * focus_spread(background, params)
     for soft, contrast, edges, least in ((cues.soft, cues.contrast, cues.edges, params.focus_min_drop),

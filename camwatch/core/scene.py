@@ -78,6 +78,11 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   barely moves, but every stable patch moves along the turn; traffic and
   vibration move patches each their own way or not at all. None when fewer
   than half of the patches are found again or fit one move.
+* ``warped`` (``warp``, only where ``turned`` is None): the largest move,
+  less a shift, of one smooth field (affine plus keystone) that the stable
+  patches follow after the view is moved back by a first fit, as a share of
+  the width: a camera tipped up or down, or turned or zoomed too far for
+  ``turn``'s patches to find.
 * ``displaced`` (``displaced``, measured only when the decision asks): the
   best ``aligned`` of the view moved back by a global zoom, rotation and
   shift, moves within vibration left out. A moved camera's structure is
@@ -349,6 +354,8 @@ class Background:
     #: fewer than 3 views): how far the camera's own benign views already seemed to turn.
     most_turned: float = 0.0
     most_zoomed: float = 0.0
+    #: The largest ``warped`` of a calibration view, left out the same way.
+    most_warped: float = 0.0
 
     @property
     def focus_spread(self) -> float:
@@ -377,6 +384,7 @@ class SceneCues:
     unexplained: float | None = None
     turned: float | None = None
     zoomed: float | None = None
+    warped: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -441,9 +449,9 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     texts = [layouts[i] for i, _ in usable]
     views = [_standardised(t, g) for t, g in zip(texts, greys)]
     layout = textured = stable = grey = blown = gradients = patches = None
-    least, most_plain, most_unexplained, most_turned, most_zoomed = (1.0, None, None, 0.0, 0.0) \
+    least, most_plain, most_unexplained, most_turned, most_zoomed, most_warped = (1.0, None, None, 0.0, 0.0, 0.0) \
         if calibrated is None else (calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained,
-                                    calibrated.most_turned, calibrated.most_zoomed)
+                                    calibrated.most_turned, calibrated.most_zoomed, calibrated.most_warped)
     if views:
         steadied = _steadied(views, texts)
         layout, textured, stable, gradients = _learn_layout(views, steadied)
@@ -455,6 +463,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
             most_unexplained = max((m[2] for m in own), default=0.0)
             most_turned = max((m[3] for m in own), default=0.0)
             most_zoomed = max((m[4] for m in own), default=0.0)
+            most_warped = max((m[5] for m in own), default=0.0)
         median = _median(greys) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -471,7 +480,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
                          None if g.edges is None or focus.edges is None
                          else _mid((g.edges - focus.edges)[detailed])) for g in grids)
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain,
-                      most_unexplained, gradients, patches, most_turned, most_zoomed)
+                      most_unexplained, gradients, patches, most_turned, most_zoomed, most_warped)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -500,12 +509,13 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
 
 
 def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
-              greys: list[np.ndarray] | None = None) -> list[tuple[float, float, float, float, float] | None]:
-    """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``) on the layout learned from
+              greys: list[np.ndarray] | None = None) -> list[tuple[float, float, float, float, float, float] | None]:
+    """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``, ``warped``) on the layout
+    learned from
     the others (all but ``aligned`` 0.0 without ``greys``, the views in their own grey levels, and the turn 0.0
     where it cannot be judged); None where that layout has no texture, and for views not in ``which`` when
     given."""
-    out: list[tuple[float, float, float, float, float] | None] = []
+    out: list[tuple[float, float, float, float, float, float] | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
             out.append(None)
@@ -516,15 +526,15 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             out.append(None)
             continue
         corr = _compare(views[i], bg, gradients)[0]
-        plain = unexplained = turned = zoomed = 0.0
+        plain = unexplained = turned = zoomed = warped = 0.0
         if greys is not None:
             cells = _grid(greys[i].shape)
             means = _cell_means(greys[i], *cells)
             plain = _plain(tex, corr, means)
             others = [g for j, g in enumerate(greys) if j != i]
             unexplained = _unexplained(tex, corr, means, _cell_means(_median(others), *cells))
-            turned, zoomed = _turn_cues(views[i], _patches(bg, stab)) or (0.0, 0.0)
-        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed))
+            turned, zoomed, warped = (m or 0.0 for m in _moves(views[i], _patches(bg, stab)))
+        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed, warped))
     return out
 
 
@@ -648,22 +658,13 @@ _AROUND_Y = np.repeat(np.array([-1, 0, 1]), 3)
 _AROUND_X = np.tile(np.array([-1, 0, 1]), 3)
 
 
-def turn(view: np.ndarray, patches: Patches) -> tuple[float, float] | None:
-    """(rotation in degrees, zoom factor) of a view's layout against the background's, or None when too few of
-    its stable patches are found again.
+#: ``_patch_shifts``' answer: each patch's x and y shift, its peak's strength, whether it was found.
+Shifts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
-    Why: a camera knocked by 2-3 degrees or zoomed by 5-10 % keeps most of its
-    structure in view and near where it was, so ``aligned`` (the 80th percentile)
-    and the embedding barely move. It moves every stable patch along one
-    rotation and zoom about a point, while traffic, people, light and noise move
-    patches each their own way or not at all. Each patch's shift comes from phase
-    correlation with the background's; a similarity transform is fitted to them by
-    least squares weighted by each peak's strength, dropping the patches it fits
-    worst (a car that drove through one) twice. footage/tune and train cases: every
-    benign view (crowds, parked cars, shake) under 0.6 degrees and 2.7 % zoom.
-    """
-    if view.shape != patches.shape:
-        return None
+
+def _patch_shifts(view: np.ndarray, patches: Patches) -> Shifts:
+    """Each stable patch's shift in the view (x, y, layout px), its correlation peak's strength, and whether
+    it was found (peak at least ``_PATCH_PEAK``, shift within ``_PATCH_REACH``)."""
     cross = np.fft.rfft2(_windowed(view, patches.ys, patches.xs)) * patches.spectra
     cross /= np.abs(cross) + 1e-9
     surface = np.fft.irfft2(cross, s=(PATCH, PATCH))    # zero shift at [0, 0]: read centred, mod PATCH
@@ -679,6 +680,27 @@ def turn(view: np.ndarray, patches: Patches) -> tuple[float, float] | None:
     dy = py + around @ _AROUND_Y.astype(np.float64) / strength - half
     dx = px + around @ _AROUND_X.astype(np.float64) / strength - half
     found = (height >= _PATCH_PEAK) & (np.abs(dx) <= _PATCH_REACH) & (np.abs(dy) <= _PATCH_REACH)
+    return dx, dy, strength, found
+
+
+def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tuple[float, float] | None:
+    """(rotation in degrees, zoom factor) of a view's layout against the background's, or None when too few of
+    its stable patches are found again.
+
+    Why: a camera knocked by 2-3 degrees or zoomed by 5-10 % keeps most of its
+    structure in view and near where it was, so ``aligned`` (the 80th percentile)
+    and the embedding barely move. It moves every stable patch along one
+    rotation and zoom about a point, while traffic, people, light and noise move
+    patches each their own way or not at all. Each patch's shift comes from phase
+    correlation with the background's; a similarity transform is fitted to them by
+    least squares weighted by each peak's strength, dropping the patches it fits
+    worst (a car that drove through one) twice. footage/tune and train cases: every
+    benign view (crowds, parked cars, shake) under 0.6 degrees and 2.7 % zoom.
+    """
+    if view.shape != patches.shape:
+        return None
+    dx, dy, strength, found = shifts if shifts is not None else _patch_shifts(view, patches)
+    n = len(dx)
     least = max(_MIN_PATCHES, (n + 1) // 2)
     if int(found.sum()) < least:
         return None
@@ -708,17 +730,105 @@ def turn(view: np.ndarray, patches: Patches) -> tuple[float, float] | None:
     return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b))
 
 
-def _turn_cues(view: np.ndarray, patches: Patches | None) -> tuple[float, float] | None:
-    """(``turned``, ``zoomed``): ``turn``'s rotation and zoom as sizes (degrees, share); None as ``turn``,
-    or without patches."""
-    moved = turn(view, patches) if patches is not None else None
-    return None if moved is None else (abs(moved[0]), abs(moved[1] - 1.0))
+#: ``warp``: at least this many patches (and half of them) must be found, and fit, in its second pass: its
+#: field has 8 parameters; the first pass fits what it finds if ``_WARP_FIRST`` or more are.
+_WARP_PATCHES = 12
+_WARP_FIRST = 10
+#: Moved back by the first field, the view's patches must correlate with the background's this many times
+#: as strongly (their peaks' mean strength) as in place: a moved camera's view does (footage/tune's sweep:
+#: tilted 8 %, 1.29-1.9; zoomed 1.12, 1.23-1.7), a field fitted to traffic over part of the view does not
+#: (footage/tune and train cases: every benign view 1.12 at most).
+_WARP_GAIN = 1.2
+
+
+def _field_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y displacements' terms in the 8 parameters of ``warp``'s field (x, y in half-widths about
+    the centre): an affine map and the first order of a perspective one (a camera tipped: keystone)."""
+    zero, one = np.zeros_like(x), np.ones_like(x)
+    return (np.stack([x, y, one, zero, zero, zero, -x * x, -x * y], 1),
+            np.stack([zero, zero, zero, x, y, one, -x * y, -y * y], 1))
+
+
+def _fit_field(x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, weight: np.ndarray,
+               least: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the field's 8 parameters, each point's miss in px): weighted least squares, refitted twice without
+    the points it misses worst, as ``turn`` does."""
+    keep = np.ones(len(x), bool)
+    tx, ty = _field_terms(x, y)
+    for _ in range(3):
+        w2 = np.concatenate([weight[keep], weight[keep]])
+        design = np.concatenate([tx[keep], ty[keep]]) * w2[:, None]
+        params = np.linalg.lstsq(design, np.concatenate([u[keep], v[keep]]) * w2, rcond=None)[0]
+        miss = np.hypot(u - tx @ params, v - ty @ params)
+        again = miss < max(1.0, 2.5 * float(np.median(miss[keep])))
+        if int(again.sum()) < least or np.array_equal(again, keep):
+            break
+        keep = again
+    return params, miss
+
+
+def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> float | None:
+    """How far a view's stable structure moved other than by a shift: the largest displacement, less the
+    shift, of one smooth field (affine plus keystone) that the stable patches follow, as a share of the
+    layout's width; None when too few patches are found again or fit it.
+
+    Why: ``turn`` fits a rotation and zoom to patch shifts of a few px. A camera tipped
+    up or down (the far edge narrows) fits no rotation, and a zoom of 10 % or a turn of
+    3 degrees moves the edge patches beyond what one patch can find, so ``turn`` gives
+    None there. A first pass fits this field to the patches it does find; the view is
+    moved back by it and measured again, where every patch of a moved camera now sits
+    within reach, and the field is fitted again with the second pass's shifts added.
+    A crowd or a stranger's view gives no field that half of the patches follow, and a
+    field fitted to traffic that fills part of the view does not move the view back to
+    its background (``_WARP_GAIN``). With 8 parameters a field needs ``_WARP_PATCHES``
+    patches at least. footage/tune and train cases: every benign view under 1.4 px of
+    160 (0.009).
+    """
+    if view.shape != patches.shape or len(patches.ys) < _WARP_PATCHES:
+        return None
+    dx, dy, strength, found = shifts if shifts is not None else _patch_shifts(view, patches)
+    if int(found.sum()) < _WARP_FIRST:
+        return None
+    h, w = patches.shape
+    half_width = w / 2.0
+    x = (patches.xs + PATCH / 2 - w / 2) / half_width
+    y = (patches.ys + PATCH / 2 - h / 2) / half_width
+    first, _ = _fit_field(x[found], y[found], dx[found], dy[found], np.sqrt(strength[found]), _WARP_FIRST)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    tx, ty = _field_terms(((gx + 0.5 - w / 2) / half_width).ravel(), ((gy + 0.5 - h / 2) / half_width).ravel())
+    back = cv2.remap(view, (gx.ravel() + tx @ first).reshape(h, w).astype(np.float32),
+                     (gy.ravel() + ty @ first).reshape(h, w).astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    dx2, dy2, strength2, found2 = _patch_shifts(back, patches)
+    least = max(_WARP_PATCHES, (len(dx) + 1) // 2)
+    if int(found2.sum()) < least or float(strength2.mean()) < _WARP_GAIN * float(strength.mean()):
+        return None
+    px, py = _field_terms(x, y)
+    u, v = px @ first + dx2, py @ first + dy2            # each patch's whole shift: the first field's and the rest
+    params, miss = _fit_field(x[found2], y[found2], u[found2], v[found2], np.sqrt(strength2[found2]), least)
+    fits = miss < 1.0
+    if int(fits.sum()) < least:
+        return None
+    fx, fy = px[found2][fits] @ params - params[2], py[found2][fits] @ params - params[5]
+    return float(np.hypot(fx, fy).max()) / w
+
+
+def _moves(view: np.ndarray, patches: Patches | None) -> tuple[float | None, float | None, float | None]:
+    """(``turned``, ``zoomed``, ``warped``): ``turn``'s rotation and zoom as sizes (degrees, share), or where
+    ``turn`` finds none, ``warp``'s displacement; None where not judged."""
+    if patches is None or view.shape != patches.shape:
+        return None, None, None
+    shifts = _patch_shifts(view, patches)                # the first pass of both
+    moved = turn(view, patches, shifts)
+    if moved is not None:
+        return abs(moved[0]), abs(moved[1] - 1.0), None
+    return None, None, warp(view, patches, shifts)
 
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
-    veil = dulled = hidden_contrast = visible = hidden = shown = unexplained = turned = zoomed = None
+    veil = dulled = hidden_contrast = visible = hidden = shown = unexplained = turned = zoomed = warped = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -726,7 +836,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if raw.shape != bg.shape:
             raw = np.asarray(cv2.resize(raw, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
         view = structure.standardise(raw).astype(np.float32)
-        turned, zoomed = _turn_cues(view, background.patches) or (None, None)
+        turned, zoomed, warped = _moves(view, background.patches)
         corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
@@ -758,7 +868,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
             veil, dulled, hidden_contrast = _veil(grid, hidden, shown, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
                      veil, dulled, hidden_contrast=hidden_contrast, unexplained=unexplained, turned=turned,
-                     zoomed=zoomed)
+                     zoomed=zoomed, warped=warped)
 
 
 def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
