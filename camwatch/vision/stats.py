@@ -42,8 +42,8 @@ STATS_WIDTH = 480
 #: width; every other field exactly as by route 6.
 #: 8: route 7, and the focus grid carries a third value per cell, the Laplacian's peaks per unit
 #: contrast (``core.scene.focus_cells``); every other field exactly as by route 7.
-#: 9: route 8, but the focus grid's cell means are summed in double (summed-area tables, a third of the
-#: time at 720p); a cell's value moves by at most its last digit (0.001). Every other field as by route 8.
+#: 9: route 8, but the focus grid's cell means are summed in double (by bands of rows, ``core.scene._band_sums``);
+#: a cell's value moves by at most its last digit (0.001). Every other field as by route 8.
 STATS_ROUTE = 9
 
 #: Cells (columns, rows) of ``ViewStats.detail_grid``.
