@@ -832,7 +832,7 @@ def test_the_decision_calls_a_small_turn_moved_and_says_so() -> None:
     assert v.drifted and v.reason == "turned" and v.kind == "moved", (v.reason, v.kind)
     from camwatch.core import lines
     why = lines.explanation(True, v.similarity, v.threshold, v.reason, v.sharpness_ratio)
-    assert why == "the whole view turned, zoomed or tipped"
+    assert why == "the whole view turned, shifted, zoomed or tipped"
     assert "scene_turned" in lines.cue_details(v, 0.5, "calibrated", None)
     still, _ = _verdict(frames[5], ref, scenes)
     assert not still.drifted
@@ -898,4 +898,32 @@ def test_the_decision_calls_a_tipped_camera_moved_and_says_so() -> None:
     assert "scene_warped" in lines.cue_details(v, 0.5, "calibrated", None)
     off = DecisionParams(warp_share=99.0)                  # without the cue nothing else sees it
     assert not assess(np.array((1.0, 0.0), np.float32), view_stats(tipped), [ref], 0.5, params=off,
+                      backgrounds=scenes).drifted
+
+
+def test_a_panned_camera_is_shifted_a_vibration_is_not() -> None:
+    """Every stable patch along one shift of 3-4 % of the width: a camera panned or tipped by a few degrees,
+    which ``aligned`` and the embedding barely see. A vibration shifts the view by a few pixels: under the
+    line; the crowd gives no shift at all."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    h, w = frames[0].shape[:2]
+
+    def shifted(share: float) -> np.ndarray:
+        m = np.float32([[1, 0, share * w], [0, 1, 0]])
+        return cv2.warpAffine(frames[5], m, (w, h), borderMode=cv2.BORDER_REFLECT101)
+
+    for share in (0.03, 0.04):
+        cues = _cues(shifted(share), scenes[7])
+        assert cues.shifted is not None and abs(cues.shifted - share) < 0.005, (share, cues.shifted)
+        v, _ = _verdict(shifted(share), ref, scenes)           # the embedding still says "the same view"
+        assert v.drifted and v.reason == "turned" and v.kind == "moved", (share, v.reason, v.kind)
+    small = _cues(shifted(0.005), scenes[7])
+    assert small.shifted is not None and small.shifted < 0.01
+    assert not _verdict(shifted(0.005), ref, scenes)[0].drifted
+    assert _cues(_things(frames[0], 30), scenes[7]).shifted is None
+    off = DecisionParams(shift_share=99.0)                 # without the cue nothing else sees a 3 % pan
+    assert not assess(np.array((1.0, 0.0), np.float32), view_stats(shifted(0.03)), [ref], 0.5, params=off,
                       backgrounds=scenes).drifted

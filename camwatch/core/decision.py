@@ -246,6 +246,12 @@ class DecisionParams:
     warp_share: float = 0.0125
     #: ...its margin per unit of share above the line (about turn_scale's per degree at the edge).
     warp_scale: float = 10.0
+    #: Or the whole view shifted, every stable patch along one shift (a camera panned or tipped by a few
+    #: degrees), by at least this share of the width (``scene.SceneCues.shifted``; 4 px of the 160-px
+    #: layout)... footage/tune and train cases: every benign view under 0.012 (a shake, 1.9 px), half this.
+    shift_share: float = 0.025
+    #: ...its margin per unit of share above the line.
+    shift_scale: float = 10.0
     #: Defocused: detail per unit contrast of the detailed cells still in view fell (``scene.SceneCues.
     #: soft``, log) below minus the larger of this and ``focus_spread_factor`` x the camera's own spread,
     #: or that of all its detailed cells (``soft_whole``) below minus the larger of ``focus_whole_drop``
@@ -628,6 +634,10 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
     elif cues.warped is not None:
         warp_line = max(params.warp_share, params.plain_spread_factor * background.most_warped)
         margins["turned"] = (cues.warped - warp_line) * params.warp_scale
+    if cues.shifted is not None:
+        shift_line = max(params.shift_share, params.plain_spread_factor * background.most_shifted)
+        shift = (cues.shifted - shift_line) * params.shift_scale
+        margins["turned"] = max(margins.get("turned", shift), shift)
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned
     spread = params.focus_spread_factor * focus_spread(background, params)
     for soft, contrast, edges, least in ((cues.soft, cues.contrast, cues.edges, params.focus_min_drop),

@@ -67,7 +67,7 @@ def explanation(drifted: bool, similarity: float, threshold: float, reason: str,
         if reason == "glare":
             return "a light is blown out in the view"
         if reason == "turned":
-            return "the whole view turned, zoomed or tipped"
+            return "the whole view turned, shifted, zoomed or tipped"
         return "the layout changed"
     if not drifted and similarity < threshold:
         return "the layout is intact"
@@ -136,7 +136,7 @@ def _scene_cues(v: object) -> list[tuple[str, float]]:
     if cues is None:
         return []
     names = ("aligned", "cover", "plain", "unexplained", "glare", "soft", "edges", "contrast", "veil", "dulled",
-             "hidden_contrast", "displaced", "turned", "zoomed", "warped")
+             "hidden_contrast", "displaced", "turned", "zoomed", "warped", "shifted")
     return [(n, float(getattr(cues, n))) for n in names if getattr(cues, n, None) is not None]
 
 

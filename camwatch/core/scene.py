@@ -353,8 +353,9 @@ class Background:
     #: fewer than 3 views): how far the camera's own benign views already seemed to turn.
     most_turned: float = 0.0
     most_zoomed: float = 0.0
-    #: The largest ``warped`` of a calibration view, left out the same way.
+    #: The largest ``warped`` and ``shifted`` of a calibration view, left out the same way.
     most_warped: float = 0.0
+    most_shifted: float = 0.0
 
     @property
     def focus_spread(self) -> float:
@@ -384,6 +385,7 @@ class SceneCues:
     turned: float | None = None
     zoomed: float | None = None
     warped: float | None = None
+    shifted: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -448,9 +450,10 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     texts = [layouts[i] for i, _ in usable]
     views = [_standardised(t, g) for t, g in zip(texts, greys)]
     layout = textured = stable = grey = blown = gradients = patches = None
-    least, most_plain, most_unexplained, most_turned, most_zoomed, most_warped = (1.0, None, None, 0.0, 0.0, 0.0) \
-        if calibrated is None else (calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained,
-                                    calibrated.most_turned, calibrated.most_zoomed, calibrated.most_warped)
+    least, most_plain, most_unexplained, most_turned, most_zoomed, most_warped, most_shifted = \
+        (1.0, None, None, 0.0, 0.0, 0.0, 0.0) if calibrated is None else \
+        (calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained, calibrated.most_turned,
+         calibrated.most_zoomed, calibrated.most_warped, calibrated.most_shifted)
     if views:
         steadied = _steadied(views, texts)
         layout, textured, stable, gradients = _learn_layout(views, steadied)
@@ -463,6 +466,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
             most_turned = max((m[3] for m in own), default=0.0)
             most_zoomed = max((m[4] for m in own), default=0.0)
             most_warped = max((m[5] for m in own), default=0.0)
+            most_shifted = max((m[6] for m in own), default=0.0)
         median = _median(greys) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -479,7 +483,8 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
                          None if g.edges is None or focus.edges is None
                          else _mid((g.edges - focus.edges)[detailed])) for g in grids)
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain,
-                      most_unexplained, gradients, patches, most_turned, most_zoomed, most_warped)
+                      most_unexplained, gradients, patches, most_turned, most_zoomed, most_warped,
+                      most_shifted)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -508,13 +513,13 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
 
 
 def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
-              greys: list[np.ndarray] | None = None) -> list[tuple[float, float, float, float, float, float] | None]:
-    """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``, ``warped``) on the layout
-    learned from
+              greys: list[np.ndarray] | None = None) -> list[tuple[float, ...] | None]:
+    """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``, ``warped``, ``shifted``) on
+    the layout learned from
     the others (all but ``aligned`` 0.0 without ``greys``, the views in their own grey levels, and the turn 0.0
     where it cannot be judged); None where that layout has no texture, and for views not in ``which`` when
     given."""
-    out: list[tuple[float, float, float, float, float, float] | None] = []
+    out: list[tuple[float, ...] | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
             out.append(None)
@@ -525,15 +530,16 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             out.append(None)
             continue
         corr = _compare(views[i], bg, gradients)[0]
-        plain = unexplained = turned = zoomed = warped = 0.0
+        plain = unexplained = turned = zoomed = warped = shifted = 0.0
         if greys is not None:
             cells = _grid(greys[i].shape)
             means = _cell_means(greys[i], *cells)
             plain = _plain(tex, corr, means)
             others = [g for j, g in enumerate(greys) if j != i]
             unexplained = _unexplained(tex, corr, means, _cell_means(_median(others), *cells))
-            turned, zoomed, warped = (m or 0.0 for m in _moves(views[i], _patches(bg, stab)))
-        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed, warped))
+            turned, zoomed, warped, shifted = (m or 0.0 for m in _moves(views[i], _patches(bg, stab)))
+        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed, warped,
+                    shifted))
     return out
 
 
@@ -682,9 +688,9 @@ def _patch_shifts(view: np.ndarray, patches: Patches) -> Shifts:
     return dx, dy, strength, found
 
 
-def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tuple[float, float] | None:
-    """(rotation in degrees, zoom factor) of a view's layout against the background's, or None when too few of
-    its stable patches are found again.
+def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tuple[float, float, float] | None:
+    """(rotation in degrees, zoom factor, shift of the centre in layout px) of a view's layout against the
+    background's, or None when too few of its stable patches are found again.
 
     Why: a camera knocked by 2-3 degrees or zoomed by 5-10 % keeps most of its
     structure in view and near where it was, so ``aligned`` (the 80th percentile)
@@ -726,7 +732,7 @@ def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     if int((miss < 1.0).sum()) < least:
         return None                     # no one turn that half of the patches follow
     a = 1.0 + a1
-    return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b))
+    return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(tx, ty))
 
 
 #: ``warp``: at least this many patches (and half of them) must be found, and fit, in its second pass: its
@@ -766,10 +772,10 @@ def _fit_field(x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, weigh
     return params, miss
 
 
-def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> float | None:
-    """How far a view's stable structure moved other than by a shift: the largest displacement, less the
-    shift, of one smooth field (affine plus keystone) that the stable patches follow, as a share of the
-    layout's width; None when too few patches are found again or fit it.
+def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tuple[float, float] | None:
+    """(how far a view's stable structure moved other than by a shift: the largest displacement, less the
+    shift, of one smooth field (affine plus keystone) that the stable patches follow; the shift of the
+    centre), each as a share of the layout's width; None when too few patches are found again or fit it.
 
     Why: ``turn`` fits a rotation and zoom to patch shifts of a few px. A camera tipped
     up or down (the far edge narrows) fits no rotation, and a zoom of 10 % or a turn of
@@ -809,25 +815,28 @@ def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> fl
     if int(fits.sum()) < least:
         return None
     fx, fy = px[found2][fits] @ params - params[2], py[found2][fits] @ params - params[5]
-    return float(np.hypot(fx, fy).max()) / w
+    return float(np.hypot(fx, fy).max()) / w, float(np.hypot(params[2], params[5])) / w
 
 
-def _moves(view: np.ndarray, patches: Patches | None) -> tuple[float | None, float | None, float | None]:
-    """(``turned``, ``zoomed``, ``warped``): ``turn``'s rotation and zoom as sizes (degrees, share), or where
-    ``turn`` finds none, ``warp``'s displacement; None where not judged."""
+def _moves(view: np.ndarray, patches: Patches | None) -> tuple[float | None, float | None, float | None,
+                                                                 float | None]:
+    """(``turned``, ``zoomed``, ``warped``, ``shifted``): ``turn``'s rotation and zoom as sizes (degrees, share)
+    and its shift (share of the width), or where ``turn`` finds none, ``warp``'s displacement and shift; None
+    where not judged."""
     if patches is None or view.shape != patches.shape:
-        return None, None, None
+        return None, None, None, None
     shifts = _patch_shifts(view, patches)                # the first pass of both
     moved = turn(view, patches, shifts)
     if moved is not None:
-        return abs(moved[0]), abs(moved[1] - 1.0), None
-    return None, None, warp(view, patches, shifts)
+        return abs(moved[0]), abs(moved[1] - 1.0), None, moved[2] / patches.shape[1]
+    field = warp(view, patches, shifts)
+    return (None, None, None, None) if field is None else (None, None, field[0], field[1])
 
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
-    veil = dulled = hidden_contrast = visible = hidden = shown = unexplained = turned = zoomed = warped = None
+    veil = dulled = hidden_contrast = visible = hidden = shown = unexplained = turned = zoomed = warped = shifted = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -835,7 +844,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if raw.shape != bg.shape:
             raw = np.asarray(cv2.resize(raw, (bg.shape[1], bg.shape[0]), interpolation=cv2.INTER_AREA))
         view = structure.standardise(raw).astype(np.float32)
-        turned, zoomed, warped = _moves(view, background.patches)
+        turned, zoomed, warped, shifted = _moves(view, background.patches)
         corr, ev, eb = _compare(view, bg, background.gradients)
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
@@ -867,7 +876,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
             veil, dulled, hidden_contrast = _veil(grid, hidden, shown, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
                      veil, dulled, hidden_contrast=hidden_contrast, unexplained=unexplained, turned=turned,
-                     zoomed=zoomed, warped=warped)
+                     zoomed=zoomed, warped=warped, shifted=shifted)
 
 
 def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
