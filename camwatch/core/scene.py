@@ -786,8 +786,8 @@ def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     A crowd or a stranger's view gives no field that half of the patches follow, and a
     field fitted to traffic that fills part of the view does not move the view back to
     its background (``_WARP_GAIN``). With 8 parameters a field needs ``_WARP_PATCHES``
-    patches at least. footage/tune and train cases: every benign view under 1.4 px of
-    160 (0.009).
+    patches at least. footage/tune and train cases: no benign view has a field (without
+    the gain rule, every one under 1.4 px of 160, 0.009).
     """
     if view.shape != patches.shape or len(patches.ys) < _WARP_PATCHES:
         return None
