@@ -902,7 +902,7 @@ def test_the_decision_calls_a_tipped_camera_moved_and_says_so() -> None:
 
 
 def test_a_panned_camera_is_shifted_a_vibration_is_not() -> None:
-    """Every stable patch along one shift of 3-4 % of the width: a camera panned or tipped by a few degrees,
+    """Every stable patch along one shift of 3-10 % of the width: a camera panned or tipped by a few degrees,
     which ``aligned`` and the embedding barely see. A vibration shifts the view by a few pixels: under the
     line; the crowd gives no shift at all."""
     frames = scene_frames(9, seed=3)
@@ -915,7 +915,7 @@ def test_a_panned_camera_is_shifted_a_vibration_is_not() -> None:
         m = np.float32([[1, 0, share * w], [0, 1, 0]])
         return cv2.warpAffine(frames[5], m, (w, h), borderMode=cv2.BORDER_REFLECT101)
 
-    for share in (0.03, 0.04):
+    for share in (0.03, 0.04, 0.07, 0.1):            # from 5 %, beyond the patches' reach: found by _panned
         cues = _cues(shifted(share), scenes[7])
         assert cues.shifted is not None and abs(cues.shifted - share) < 0.005, (share, cues.shifted)
         v, _ = _verdict(shifted(share), ref, scenes)           # the embedding still says "the same view"

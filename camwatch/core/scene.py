@@ -83,6 +83,9 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   patches follow after the view is moved back by a first fit, as a share of
   the width: a camera tipped up or down, or turned or zoomed too far for
   ``turn``'s patches to find.
+* ``shifted``: the shift of the centre that ``turn``'s or ``warp``'s fit
+  found, or for a pan beyond the patches' reach, the whole layout's
+  (``_panned``), as a share of the width: a camera panned or tipped.
 * ``displaced`` (``displaced``, measured only when the decision asks): the
   best ``aligned`` of the view moved back by a global zoom, rotation and
   shift, moves within vibration left out. A moved camera's structure is
@@ -637,6 +640,8 @@ class Patches:
     xs: np.ndarray
     spectra: np.ndarray
     shape: tuple[int, int]
+    #: The layout they were cut from, for ``_panned``'s global correlation.
+    layout: np.ndarray | None = None
 
 
 def _patches(layout: np.ndarray, stable: np.ndarray) -> Patches | None:
@@ -647,7 +652,7 @@ def _patches(layout: np.ndarray, stable: np.ndarray) -> Patches | None:
     if len(corners) < _MIN_PATCHES:
         return None
     ys, xs = (np.array(v) for v in zip(*corners))
-    return Patches(ys, xs, np.conj(np.fft.rfft2(_windowed(layout, ys, xs))), (h, w))
+    return Patches(ys, xs, np.conj(np.fft.rfft2(_windowed(layout, ys, xs))), (h, w), layout)
 
 
 def _windowed(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -830,7 +835,36 @@ def _moves(view: np.ndarray, patches: Patches | None) -> tuple[float | None, flo
     if moved is not None:
         return abs(moved[0]), abs(moved[1] - 1.0), None, moved[2] / patches.shape[1]
     field = warp(view, patches, shifts)
-    return (None, None, None, None) if field is None else (None, None, field[0], field[1])
+    if field is not None:
+        return None, None, field[0], field[1]
+    return None, None, None, _panned(view, patches)
+
+
+#: ``_panned`` looks no further when the whole layout's shift is under this (layout px): a vibration.
+_PAN_LEAST = 2.0
+
+
+def _panned(view: np.ndarray, patches: Patches) -> float | None:
+    """The shift (share of the width) of a view panned too far for its patches, or None.
+
+    Why: a pan of 5 % or more moves every patch out of its own reach, so neither
+    ``turn`` nor ``warp`` finds enough of them. The whole layout's phase correlation with
+    the background's gives one shift; moved back by it, the view's stable patches must
+    sit in place again, half of them within 1 px, as ``turn`` asks. Traffic or a crowd
+    may pull the global peak anywhere; moved back, their views find no such half."""
+    if patches.layout is None or view.shape != patches.shape:
+        return None
+    h, w = patches.shape
+    (sx, sy), _ = cv2.phaseCorrelate(patches.layout.astype(np.float64), view.astype(np.float64))
+    if np.hypot(sx, sy) < _PAN_LEAST:
+        return None
+    back = cv2.warpAffine(view, np.array([[1, 0, -sx], [0, 1, -sy]], np.float32), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT101)
+    dx, dy, _, found = _patch_shifts(back, patches)
+    fits = found & (np.hypot(dx, dy) < 1.0)
+    if int(fits.sum()) < max(_MIN_PATCHES, (len(dx) + 1) // 2):
+        return None
+    return float(np.hypot(sx + np.median(dx[fits]), sy + np.median(dy[fits]))) / w
 
 
 def measure(layout: object, focus_grid: object, background: Background) -> SceneCues:
