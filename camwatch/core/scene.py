@@ -104,7 +104,7 @@ the measurement choices below were made on cases from footage/tune
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -518,10 +518,9 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
 def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
               greys: list[np.ndarray] | None = None) -> list[tuple[float, ...] | None]:
     """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``, ``warped``, ``shifted``) on
-    the layout learned from
-    the others (all but ``aligned`` 0.0 without ``greys``, the views in their own grey levels, and the turn 0.0
-    where it cannot be judged); None where that layout has no texture, and for views not in ``which`` when
-    given."""
+    the layout learned from the others (all but ``aligned`` 0.0 without ``greys``, the views in their own grey
+    levels, and the moves 0.0 where they cannot be judged); None where that layout has no texture, and for
+    views not in ``which`` when given."""
     out: list[tuple[float, ...] | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
@@ -641,7 +640,7 @@ class Patches:
     spectra: np.ndarray
     shape: tuple[int, int]
     #: The layout they were cut from, for ``_panned``'s global correlation.
-    layout: np.ndarray | None = None
+    layout: np.ndarray
 
 
 def _patches(layout: np.ndarray, stable: np.ndarray) -> Patches | None:
@@ -717,27 +716,37 @@ def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     h, w = patches.shape
     x = patches.xs[found] + PATCH / 2 - w / 2
     y = patches.ys[found] + PATCH / 2 - h / 2
-    u, v, weight = dx[found], dy[found], np.sqrt(strength[found])
-    keep = np.ones(len(x), bool)
-    for _ in range(3):
-        # u = (a - 1) x - b y + tx, v = b x + (a - 1) y + ty: a zoom a and rotation b about the centre, a shift
-        m = int(keep.sum())
-        design = np.zeros((2 * m, 4))
-        design[0::2] = np.stack([x[keep], -y[keep], np.ones(m), np.zeros(m)], 1)
-        design[1::2] = np.stack([y[keep], x[keep], np.zeros(m), np.ones(m)], 1)
-        wk = np.repeat(weight[keep], 2)
-        target = np.empty(2 * m)
-        target[0::2], target[1::2] = u[keep], v[keep]
-        a1, b, tx, ty = np.linalg.lstsq(design * wk[:, None], target * wk, rcond=None)[0]
-        miss = np.hypot(u - (a1 * x - b * y + tx), v - (b * x + a1 * y + ty))
-        again = miss < max(1.0, 2.5 * float(np.median(miss[keep])))
-        if int(again.sum()) < least or np.array_equal(again, keep):
-            break
-        keep = again
+    (a1, b, tx, ty), miss = _fit(_turn_terms, x, y, dx[found], dy[found], np.sqrt(strength[found]), least)
     if int((miss < 1.0).sum()) < least:
         return None                     # no one turn that half of the patches follow
     a = 1.0 + a1
     return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(tx, ty))
+
+
+def _turn_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``turn``'s model: u = (a - 1) x - b y + tx, v = b x + (a - 1) y + ty, a zoom a and rotation b about the
+    centre and a shift; the x and y displacements' terms in (a - 1, b, tx, ty)."""
+    zero, one = np.zeros_like(x), np.ones_like(x)
+    return np.stack([x, -y, one, zero], 1), np.stack([y, x, zero, one], 1)
+
+
+def _fit(terms: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
+         u: np.ndarray, v: np.ndarray, weight: np.ndarray, least: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the model's parameters, each point's miss in px): the displacements (u, v) at (x, y) fitted by weighted
+    least squares to ``terms``' model, refitted twice without the points it misses worst (a car that drove
+    through a patch) while ``least`` points remain."""
+    keep = np.ones(len(x), bool)
+    tx, ty = terms(x, y)
+    for _ in range(3):
+        w2 = np.concatenate([weight[keep], weight[keep]])
+        design = np.concatenate([tx[keep], ty[keep]]) * w2[:, None]
+        params = np.linalg.lstsq(design, np.concatenate([u[keep], v[keep]]) * w2, rcond=None)[0]
+        miss = np.hypot(u - tx @ params, v - ty @ params)
+        again = miss < max(1.0, 2.5 * float(np.median(miss[keep])))
+        if int(again.sum()) < least or np.array_equal(again, keep):
+            break
+        keep = again
+    return params, miss
 
 
 #: ``warp``: at least this many patches (and half of them) must be found, and fit, in its second pass: its
@@ -757,24 +766,6 @@ def _field_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     zero, one = np.zeros_like(x), np.ones_like(x)
     return (np.stack([x, y, one, zero, zero, zero, -x * x, -x * y], 1),
             np.stack([zero, zero, zero, x, y, one, -x * y, -y * y], 1))
-
-
-def _fit_field(x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, weight: np.ndarray,
-               least: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the field's 8 parameters, each point's miss in px): weighted least squares, refitted twice without
-    the points it misses worst, as ``turn`` does."""
-    keep = np.ones(len(x), bool)
-    tx, ty = _field_terms(x, y)
-    for _ in range(3):
-        w2 = np.concatenate([weight[keep], weight[keep]])
-        design = np.concatenate([tx[keep], ty[keep]]) * w2[:, None]
-        params = np.linalg.lstsq(design, np.concatenate([u[keep], v[keep]]) * w2, rcond=None)[0]
-        miss = np.hypot(u - tx @ params, v - ty @ params)
-        again = miss < max(1.0, 2.5 * float(np.median(miss[keep])))
-        if int(again.sum()) < least or np.array_equal(again, keep):
-            break
-        keep = again
-    return params, miss
 
 
 def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tuple[float, float] | None:
@@ -803,7 +794,7 @@ def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     half_width = w / 2.0
     x = (patches.xs + PATCH / 2 - w / 2) / half_width
     y = (patches.ys + PATCH / 2 - h / 2) / half_width
-    first, _ = _fit_field(x[found], y[found], dx[found], dy[found], np.sqrt(strength[found]), _WARP_FIRST)
+    first, _ = _fit(_field_terms, x[found], y[found], dx[found], dy[found], np.sqrt(strength[found]), _WARP_FIRST)
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
     tx, ty = _field_terms(((gx + 0.5 - w / 2) / half_width).ravel(), ((gy + 0.5 - h / 2) / half_width).ravel())
     back = cv2.remap(view, (gx.ravel() + tx @ first).reshape(h, w).astype(np.float32),
@@ -815,7 +806,7 @@ def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
         return None
     px, py = _field_terms(x, y)
     u, v = px @ first + dx2, py @ first + dy2            # each patch's whole shift: the first field's and the rest
-    params, miss = _fit_field(x[found2], y[found2], u[found2], v[found2], np.sqrt(strength2[found2]), least)
+    params, miss = _fit(_field_terms, x[found2], y[found2], u[found2], v[found2], np.sqrt(strength2[found2]), least)
     fits = miss < 1.0
     if int(fits.sum()) < least:
         return None
@@ -845,15 +836,13 @@ _PAN_LEAST = 2.0
 
 
 def _panned(view: np.ndarray, patches: Patches) -> float | None:
-    """The shift (share of the width) of a view panned too far for its patches, or None.
+    """The shift (share of the width) of a view (of the patches' shape) panned too far for its patches, or None.
 
     Why: a pan of 5 % or more moves every patch out of its own reach, so neither
     ``turn`` nor ``warp`` finds enough of them. The whole layout's phase correlation with
     the background's gives one shift; moved back by it, the view's stable patches must
     sit in place again, half of them within 1 px, as ``turn`` asks. Traffic or a crowd
     may pull the global peak anywhere; moved back, their views find no such half."""
-    if patches.layout is None or view.shape != patches.shape:
-        return None
     h, w = patches.shape
     (sx, sy), _ = cv2.phaseCorrelate(patches.layout.astype(np.float64), view.astype(np.float64))
     if np.hypot(sx, sy) < _PAN_LEAST:
