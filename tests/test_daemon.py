@@ -499,6 +499,10 @@ def test_a_camera_slower_than_its_interval_is_skipped_counted_and_said_once(fold
              timeout=40)
         wait("a failed fetch", lambda: value(d, "camwatch_checks_total", camera="slow", result="error") >= 2,
              timeout=40)
+        # Two failed fetches raise "camera unavailable": its delivery by the log sink is awaited here, so that
+        # it does not land while pytest swaps this test's log handler for teardown's (a closed stream).
+        wait("the unavailable event logged", lambda: any("camera unavailable" in r.getMessage()
+                                                         for r in caplog.records), timeout=20)
     finally:
         silent.close()
     said = [r.getMessage() for r in caplog.records if "checks skipped" in r.getMessage()]
