@@ -39,10 +39,13 @@ from export.train import DEFAULT_VAL_CLIPS
 
 
 def _warp(img: np.ndarray, angle: float = 0.0, zoom: float = 1.0, dx: float = 0.0) -> np.ndarray:
+    """The camera turned, zoomed or shifted. Lanczos, not bilinear: a camera that moved samples the scene
+    anew at full sharpness, where bilinear interpolation at sub-pixel offsets would add a blur of its own
+    (it alone raised a quarter of the 1 % shakes on footage/tune to the focus cue)."""
     h, w = img.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
     m[0, 2] += dx * w
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT101)
 
 
 def _float(fn):
@@ -72,7 +75,8 @@ def _tilt(img: np.ndarray, amount: float) -> np.ndarray:
     j = amount * w
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
     dst = np.float32([[j, 0], [w - j, 0], [w, h], [0, h]])
-    return cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), flags=cv2.INTER_LANCZOS4,
+                               borderMode=cv2.BORDER_REFLECT101)
 
 
 DRIFTED = {
