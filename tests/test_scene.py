@@ -820,6 +820,40 @@ def test_a_small_turn_or_zoom_moves_every_stable_patch_along_one_turn_traffic_an
     assert _cues(np.zeros_like(ref), bg).turned is None
 
 
+def test_a_soft_scenes_turn_is_found_by_its_coarse_structure(monkeypatch) -> None:
+    """Rain on the lens or haze leaves a scene only its coarse structure, and noise in the fine frequencies:
+    the patches' correlation weighs the coarse ones (``scene._PATCH_BAND``), so a 2-degree turn of such a
+    scene is found where whitening alone found none; the view as it was still gives no turn, and the
+    background's own patches are found on it exactly in place."""
+    frames = scene_frames(9, seed=3)
+    h, w = frames[0].shape[:2]
+    rng = np.random.default_rng(1)
+
+    def soft(image: np.ndarray) -> np.ndarray:
+        blurred = cv2.GaussianBlur(image, (0, 0), 6.0).astype(np.float32) + rng.normal(0, 6, image.shape)
+        return np.clip(blurred, 0, 255).astype(np.uint8)
+
+    turned = cv2.warpAffine(frames[5], cv2.getRotationMatrix2D((w / 2, h / 2), 2.0, 1.0), (w, h),
+                            flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT101)
+    early = _stats([soft(f) for f in frames])
+    query = view_stats(soft(turned))
+
+    def cues(weight: np.ndarray) -> tuple[scene.SceneCues, scene.SceneCues, scene.Background]:
+        monkeypatch.setattr(scene, "_BAND", weight)
+        bg = scene.learn([s.layout for s in early], [s.focus_grid for s in early])
+        return scene.measure(query.layout, query.focus_grid, bg), scene.measure(early[5].layout,
+                                                                                early[5].focus_grid, bg), bg
+
+    moved, still, bg = cues(scene._band_weight(scene.PATCH, scene._PATCH_BAND))
+    assert moved.turned is not None and moved.turned > DecisionParams().turn_degrees, moved.turned
+    assert still.turned is not None and still.turned < 0.2, still.turned
+    assert bg.patches is not None
+    dx, dy, _, found = scene._patch_shifts(bg.patches.layout, bg.patches)
+    assert found.all() and np.abs(dx).max() < 0.05 and np.abs(dy).max() < 0.05     # the background on itself
+    whitened, _, _ = cues(np.ones_like(scene._BAND))
+    assert whitened.turned is None, whitened.turned
+
+
 def test_the_decision_calls_a_small_turn_moved_and_says_so() -> None:
     frames = scene_frames(9, seed=3)
     st = _stats(frames)
