@@ -687,7 +687,7 @@ def _band_weight(size: int, band: float) -> np.ndarray:
     fx = np.fft.rfftfreq(size)[None, :]
     half = np.exp(-(fx ** 2 + fy ** 2) / (2 * band * band))
     full = np.concatenate([half, half[:, 1:-1][:, ::-1]], axis=1)
-    return half / full.mean()
+    return np.asarray(half / full.mean())
 
 
 _BAND = _band_weight(PATCH, _PATCH_BAND)
