@@ -73,7 +73,8 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   which drowns ``veil`` and raises ``dulled``, leaves this alone.
 * ``turned`` and ``zoomed`` (``turn``): the rotation (degrees) and zoom of the
   one global move that the view's stable patches follow, each patch's shift
-  found by phase correlation with the background's. A camera knocked by a
+  found by phase correlation with the background's (weighted to the coarse
+  frequencies, ``_PATCH_BAND``). A camera knocked by a
   degree or two keeps most of its structure near its place, so ``aligned``
   barely moves, but every stable patch moves along the turn; traffic and
   vibration move patches each their own way or not at all. None when fewer
