@@ -17,7 +17,9 @@ as the tests, without pytest.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -68,9 +70,22 @@ def print_settings(script: str, args: argparse.Namespace) -> None:
     print(f"{script}: {flags}", flush=True)
 
 
+#: Set (to anything) to keep each run's folder for inspection; otherwise it is removed when the script exits.
+KEEP_ENV = "CAMWATCH_BENCH_KEEP"
+
+
 def workdir(prefix: str) -> Path:
-    """A fresh temporary folder for a run's media, configs and state (left for inspection)."""
-    return Path(tempfile.mkdtemp(prefix=f"camwatch-{prefix}-"))
+    """A fresh temporary folder for a run's media, configs and state.
+
+    Removed when the script exits (a benchmark run every day would otherwise fill
+    /tmp with media and databases); with ``CAMWATCH_BENCH_KEEP`` set it is kept and
+    its path printed, for inspecting a run's logs and state."""
+    path = Path(tempfile.mkdtemp(prefix=f"camwatch-{prefix}-"))
+    if os.environ.get(KEEP_ENV):
+        atexit.register(print, f"kept: {path} ({KEEP_ENV} is set)", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 # -- /proc and /metrics ----------------------------------------------------------------
