@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from media import scene_frames, scene_image
 
-from camwatch.core import scene
+from camwatch.core import scene, structure
 from camwatch.core.calibration import (
     SceneHistory,
     in_consensus,
@@ -852,6 +852,37 @@ def test_a_soft_scenes_turn_is_found_by_its_coarse_structure(monkeypatch) -> Non
     assert found.all() and np.abs(dx).max() < 0.05 and np.abs(dy).max() < 0.05     # the background on itself
     whitened, _, _ = cues(np.ones_like(scene._BAND))
     assert whitened.turned is None, whitened.turned
+
+
+def test_a_turn_or_zoom_beyond_the_patches_reach_is_found_moved_back() -> None:
+    """A zoom of 15 % or a turn of 8 degrees moves the outer patches past their reach, so ``turn`` finds no
+    turn that half of them follow; the turn the inner ones give moves the view back, where all of them are
+    found, and the two passes together measure the move. The view as it was, a crowd and a small zoom (which
+    ``turn`` judges itself) get nothing from this second pass."""
+    ref, bg = _learned()
+    h, w = ref.shape[:2]
+    later = scene_frames(9, seed=3)[5]
+    assert bg.patches is not None
+
+    def layout(image: np.ndarray) -> np.ndarray:
+        return structure.standardise(structure.decode_grey(view_stats(image).layout)).astype(np.float32)
+
+    def moved(degrees: float, zoom: float) -> np.ndarray:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, zoom)
+        return cv2.warpAffine(later, m, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT101)
+
+    for degrees, zoom in ((0.0, 1.15), (8.0, 1.0)):
+        view = layout(moved(degrees, zoom))
+        shifts = scene._patch_shifts(view, bg.patches)
+        assert scene.turn(view, bg.patches, shifts) is None, (degrees, zoom)
+        again = scene.turn_again(view, bg.patches, shifts)
+        assert again is not None and abs(abs(again[0]) - degrees) < 1.0 and abs(again[1] - zoom) < 0.03, again
+        cues = _cues(moved(degrees, zoom), bg)
+        assert cues.turned is not None and cues.zoomed is not None
+        assert cues.turned > DecisionParams().turn_degrees or cues.zoomed > DecisionParams().turn_zoom
+    for name, image in (("as it was", later), ("crowd", _things(ref, 30)), ("zoom 5 %", moved(0.0, 1.05))):
+        view = layout(image)
+        assert scene.turn_again(view, bg.patches, scene._patch_shifts(view, bg.patches)) is None, name
 
 
 def test_the_decision_calls_a_small_turn_moved_and_says_so() -> None:

@@ -78,7 +78,9 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   degree or two keeps most of its structure near its place, so ``aligned``
   barely moves, but every stable patch moves along the turn; traffic and
   vibration move patches each their own way or not at all. None when fewer
-  than half of the patches are found again or fit one move.
+  than half of the patches are found again or fit one move. A turn or zoom
+  that takes the outer patches beyond their reach is found in a second pass
+  (``turn_again``): the view moved back by what the inner patches give.
 * ``warped`` (``warp``, only where ``turned`` is None): the largest move,
   less a shift, of one smooth field (affine plus keystone) that the stable
   patches follow after the view is moved back by a first fit, as a share of
@@ -746,6 +748,51 @@ def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(tx, ty))
 
 
+def turn_again(view: np.ndarray, patches: Patches, shifts: Shifts) -> tuple[float, float, float] | None:
+    """``turn``'s answer for a view whose turn or zoom moved the outer patches beyond their reach, or None.
+
+    Why: a zoom of 12 % moves a patch at the layout's edge by 10 px, past ``_PATCH_REACH``;
+    the patches nearer the centre still find it. The turn fitted to those moves the
+    view back, where every patch of a turned camera sits within reach again; measured
+    again and fitted to the two passes' shifts together, half of all the patches must
+    follow it within 1 px, as ``turn`` asks, and the view moved back must correlate
+    ``_WARP_GAIN`` times as strongly as in place, as ``warp`` asks (a turn fitted to
+    traffic does not move the view back onto its background), and the turn must take
+    some patch beyond its reach (else ``turn`` would have found it)."""
+    if view.shape != patches.shape:
+        return None
+    dx, dy, strength, found = shifts
+    n = len(dx)
+    least = max(_MIN_PATCHES, (n + 1) // 2)
+    if int(found.sum()) < _MIN_PATCHES:
+        return None
+    h, w = patches.shape
+    x = patches.xs + PATCH / 2 - w / 2
+    y = patches.ys + PATCH / 2 - h / 2
+    first, _ = _fit(_turn_terms, x[found], y[found], dx[found], dy[found], np.sqrt(strength[found]), _MIN_PATCHES)
+    px, py = _turn_terms(x, y)
+    if float(np.hypot(px @ first, py @ first).max()) <= _PATCH_REACH / 2:
+        return None                     # the first fit barely moves any patch: nothing beyond reach to bring back
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    tx, ty = _turn_terms((gx + 0.5 - w / 2).ravel(), (gy + 0.5 - h / 2).ravel())
+    back = cv2.remap(view, (gx.ravel() + tx @ first).reshape(h, w).astype(np.float32),
+                     (gy.ravel() + ty @ first).reshape(h, w).astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    dx2, dy2, strength2, found2 = _patch_shifts(back, patches)
+    if int(found2.sum()) < least or float(strength2.mean()) < _WARP_GAIN * float(strength.mean()):
+        return None
+    u, v = px @ first + dx2, py @ first + dy2
+    (a1, b, sx, sy), miss = _fit(_turn_terms, x[found2], y[found2], u[found2], v[found2], np.sqrt(strength2[found2]),
+                                 least)
+    if int((miss < 1.0).sum()) < least:
+        return None
+    params = np.array([a1, b, sx, sy])
+    if float(np.hypot(px @ params, py @ params).max()) <= _PATCH_REACH:
+        return None                     # every patch was within reach: ``turn``'s to judge, and it found none
+    a = 1.0 + a1
+    return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(sx, sy))
+
+
 def _turn_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``turn``'s model: u = (a - 1) x - b y + tx, v = b x + (a - 1) y + ty, a zoom a and rotation b about the
     centre and a shift; the x and y displacements' terms in (a - 1, b, tx, ty)."""
@@ -846,6 +893,8 @@ def _moves(view: np.ndarray, patches: Patches | None) -> tuple[float | None, flo
         return None, None, None, None
     shifts = _patch_shifts(view, patches)                # the first pass of both
     moved = turn(view, patches, shifts)
+    if moved is None:
+        moved = turn_again(view, patches, shifts)
     if moved is not None:
         return abs(moved[0]), abs(moved[1] - 1.0), None, moved[2] / patches.shape[1]
     field = warp(view, patches, shifts)
