@@ -773,12 +773,7 @@ def turn_again(view: np.ndarray, patches: Patches, shifts: Shifts) -> tuple[floa
     px, py = _turn_terms(x, y)
     if float(np.hypot(px @ first, py @ first).max()) <= _PATCH_REACH / 2:
         return None                     # the first fit barely moves any patch: nothing beyond reach to bring back
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
-    tx, ty = _turn_terms((gx + 0.5 - w / 2).ravel(), (gy + 0.5 - h / 2).ravel())
-    back = cv2.remap(view, (gx.ravel() + tx @ first).reshape(h, w).astype(np.float32),
-                     (gy.ravel() + ty @ first).reshape(h, w).astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    dx2, dy2, strength2, found2 = _patch_shifts(back, patches)
+    dx2, dy2, strength2, found2 = _patch_shifts(_moved_back(view, _turn_terms, first, 1.0), patches)
     if int(found2.sum()) < least or float(strength2.mean()) < _WARP_GAIN * float(strength.mean()):
         return None
     u, v = px @ first + dx2, py @ first + dy2
@@ -791,6 +786,18 @@ def turn_again(view: np.ndarray, patches: Patches, shifts: Shifts) -> tuple[floa
         return None                     # every patch was within reach: ``turn``'s to judge, and it found none
     a = 1.0 + a1
     return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(sx, sy))
+
+
+def _moved_back(view: np.ndarray, terms: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+                params: np.ndarray, unit: float) -> np.ndarray:
+    """``view`` moved back by a fitted model: each pixel read where the model (``terms`` with ``params``, its
+    coordinates about the centre in units of ``unit`` px) says it went."""
+    h, w = view.shape
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    tx, ty = terms(((gx + 0.5 - w / 2) / unit).ravel(), ((gy + 0.5 - h / 2) / unit).ravel())
+    return np.asarray(cv2.remap(view, (gx.ravel() + tx @ params).reshape(h, w).astype(np.float32),
+                                (gy.ravel() + ty @ params).reshape(h, w).astype(np.float32),
+                                cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101))
 
 
 def _turn_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -865,12 +872,7 @@ def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     x = (patches.xs + PATCH / 2 - w / 2) / half_width
     y = (patches.ys + PATCH / 2 - h / 2) / half_width
     first, _ = _fit(_field_terms, x[found], y[found], dx[found], dy[found], np.sqrt(strength[found]), _WARP_FIRST)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
-    tx, ty = _field_terms(((gx + 0.5 - w / 2) / half_width).ravel(), ((gy + 0.5 - h / 2) / half_width).ravel())
-    back = cv2.remap(view, (gx.ravel() + tx @ first).reshape(h, w).astype(np.float32),
-                     (gy.ravel() + ty @ first).reshape(h, w).astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    dx2, dy2, strength2, found2 = _patch_shifts(back, patches)
+    dx2, dy2, strength2, found2 = _patch_shifts(_moved_back(view, _field_terms, first, half_width), patches)
     least = max(_WARP_PATCHES, (len(dx) + 1) // 2)
     if int(found2.sum()) < least or float(strength2.mean()) < _WARP_GAIN * float(strength.mean()):
         return None
