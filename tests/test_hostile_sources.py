@@ -338,6 +338,7 @@ def test_digest_is_chosen_when_a_challenge_offers_both(http_snapshot_server, mak
     assert sent and all(h.startswith("Digest ") for h in sent)
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # verify=False on purpose, below
 def test_basic_is_answered_over_https_when_not_named(tmp_path):
     """Over TLS a Basic answer is not in clear: a challenge gets it without auth: basic.
     (verify=False: the test's certificate is self-signed; the camera path keeps verification.)"""
