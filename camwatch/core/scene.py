@@ -744,6 +744,11 @@ def turn(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     (a1, b, tx, ty), miss = _fit(_turn_terms, x, y, dx[found], dy[found], np.sqrt(strength[found]), least)
     if int((miss < 1.0).sum()) < least:
         return None                     # no one turn that half of the patches follow
+    return _as_turn(a1, b, tx, ty)
+
+
+def _as_turn(a1: float, b: float, tx: float, ty: float) -> tuple[float, float, float]:
+    """(rotation in degrees, zoom factor, shift in layout px) of ``_turn_terms``' parameters."""
     a = 1.0 + a1
     return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(tx, ty))
 
@@ -773,9 +778,10 @@ def turn_again(view: np.ndarray, patches: Patches, shifts: Shifts) -> tuple[floa
     px, py = _turn_terms(x, y)
     if float(np.hypot(px @ first, py @ first).max()) <= _PATCH_REACH / 2:
         return None                     # the first fit barely moves any patch: nothing beyond reach to bring back
-    dx2, dy2, strength2, found2 = _patch_shifts(_moved_back(view, _turn_terms, first, 1.0), patches)
-    if int(found2.sum()) < least or float(strength2.mean()) < _WARP_GAIN * float(strength.mean()):
+    again = _found_again(view, patches, _turn_terms, first, 1.0, float(strength.mean()), least)
+    if again is None:
         return None
+    dx2, dy2, strength2, found2 = again
     u, v = px @ first + dx2, py @ first + dy2
     (a1, b, sx, sy), miss = _fit(_turn_terms, x[found2], y[found2], u[found2], v[found2], np.sqrt(strength2[found2]),
                                  least)
@@ -784,8 +790,19 @@ def turn_again(view: np.ndarray, patches: Patches, shifts: Shifts) -> tuple[floa
     params = np.array([a1, b, sx, sy])
     if float(np.hypot(px @ params, py @ params).max()) <= _PATCH_REACH:
         return None                     # every patch was within reach: ``turn``'s to judge, and it found none
-    a = 1.0 + a1
-    return float(np.degrees(np.arctan2(b, a))), float(np.hypot(a, b)), float(np.hypot(sx, sy))
+    return _as_turn(a1, b, sx, sy)
+
+
+def _found_again(view: np.ndarray, patches: Patches,
+                 terms: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], first: np.ndarray,
+                 unit: float, strength: float, least: int) -> Shifts | None:
+    """The patches' shifts in ``view`` moved back by a first fit (``_moved_back``), or None unless ``least`` of
+    them are found there and they correlate ``_WARP_GAIN`` times as strongly as in place (``strength``: their
+    peaks' mean strength there): a move fitted to traffic does not bring the view back onto its background."""
+    again = _patch_shifts(_moved_back(view, terms, first, unit), patches)
+    if int(again[3].sum()) < least or float(again[2].mean()) < _WARP_GAIN * strength:
+        return None
+    return again
 
 
 def _moved_back(view: np.ndarray, terms: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -872,10 +889,11 @@ def warp(view: np.ndarray, patches: Patches, shifts: Shifts | None = None) -> tu
     x = (patches.xs + PATCH / 2 - w / 2) / half_width
     y = (patches.ys + PATCH / 2 - h / 2) / half_width
     first, _ = _fit(_field_terms, x[found], y[found], dx[found], dy[found], np.sqrt(strength[found]), _WARP_FIRST)
-    dx2, dy2, strength2, found2 = _patch_shifts(_moved_back(view, _field_terms, first, half_width), patches)
     least = max(_WARP_PATCHES, (len(dx) + 1) // 2)
-    if int(found2.sum()) < least or float(strength2.mean()) < _WARP_GAIN * float(strength.mean()):
+    again = _found_again(view, patches, _field_terms, first, half_width, float(strength.mean()), least)
+    if again is None:
         return None
+    dx2, dy2, strength2, found2 = again
     px, py = _field_terms(x, y)
     u, v = px @ first + dx2, py @ first + dy2            # each patch's whole shift: the first field's and the rest
     params, miss = _fit(_field_terms, x[found2], y[found2], u[found2], v[found2], np.sqrt(strength2[found2]), least)
