@@ -691,6 +691,34 @@ def test_the_decision_holds_a_crowd_in_place_not_a_soft_cover_or_a_move() -> Non
                   backgrounds=scenes).drifted
 
 
+def test_a_soft_thing_over_a_fifth_of_the_view_is_veiled_what_is_in_focus_is_not() -> None:
+    """A thing at the lens over a fifth to a third of the view keeps some texture and colour (its cells did not
+    lose their texture, nor turn one colour), so ``cover`` and ``plain`` miss it; the cells it hides are out of
+    focus and duller than the scene was there, as one region (``veiled``). Things in the scene, however many
+    and however large, are as sharp as the rest. The embedding says "the same view" (similarity 1): only this
+    cue can call it."""
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    scenes = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])
+    params = DecisionParams()
+    bg = scenes[7]
+    assert bg.most_veiled is not None and bg.most_veiled < 0.05       # its own views hid nothing soft
+    for share in (0.2, 0.3):
+        v, _ = _verdict(_soft_thing(frames[0], share), ref, scenes)
+        cues = v.scene_cues
+        assert cues is not None and cues.veiled is not None and cues.cover is not None and cues.plain is not None
+        assert cues.veiled > params.veiled_area, (share, cues.veiled)
+        assert cues.cover < params.cover_area and cues.plain < params.plain_soft_area, (share, cues)
+        assert v.drifted and v.reason == "cover" and v.kind == "covered", (share, v.reason, v.kind)
+        assert not assess(np.array((1.0, 0.0), np.float32), view_stats(_soft_thing(frames[0], share)), [ref], 0.5,
+                          params=DecisionParams(veiled_area=1.0), backgrounds=scenes).drifted
+    for name, view in (("crowd", _things(frames[0], 30)), ("object", _object(frames[0], 0.4, flat=False))):
+        v, _ = _verdict(view, ref, scenes)
+        assert v.scene_cues is not None and v.scene_cues.veiled is not None
+        assert v.scene_cues.veiled < 0.05 and not v.drifted, (name, v.scene_cues.veiled)
+
+
 def _grainy(image: np.ndarray, sigma: float) -> np.ndarray:
     noise = np.random.default_rng(9).normal(0, sigma, image.shape)
     return np.clip(image + noise, 0, 255).astype(np.uint8)

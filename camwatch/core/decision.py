@@ -225,6 +225,12 @@ class DecisionParams:
     #: stress-tune/train folders pooled: 0.175-0.25 add no false alarm there, 0.15 adds two; partial covers
     #: 87.5 -> 89.5 % (docs/evaluation.md).
     unexplained_area: float = 0.2
+    #: So is a connected region of the focus grid's cells whose structure is hidden, out of focus and duller
+    #: than the background there (``scene.SceneCues.veiled``: a thing at the lens, textured or not), over this
+    #: share of the grid or ``plain_spread_factor`` times the camera's own (``scene.Background.most_veiled``),
+    #: with the same margin per unit. Chosen on the tune, train and stress-tune/-train folders pooled: 0.125
+    #: and up add no false alarm there, 0.1 adds two; one step above the edge (docs/evaluation.md).
+    veiled_area: float = 0.15
     #: A light shone into the lens: a connected patch of newly blown-out cells the background had
     #: darker than parts still unblown (``scene.SceneCues.glare``) over this share of the view...
     glare_area: float = 0.04
@@ -612,13 +618,21 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         assert cues.aligned is not None
         # In place: traffic or a crowd moved the embedding, not the camera.
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)
-    covers = [] if cues.cover is None else [(cues.cover - params.cover_area) * params.cover_scale]
+    covers = []
+    if cues.cover is not None:
+        cover_line = params.cover_area if background.most_cover is None \
+            else max(params.cover_area, params.plain_spread_factor * background.most_cover)
+        covers.append((cues.cover - cover_line) * params.cover_scale)
     # A one-colour region is judged against the camera's own: unknown until calibration kept 3 views or more.
     if cues.plain is not None and background.most_plain is not None:
         least = params.plain_soft_area if cues.veil is not None and cues.veil >= params.plain_soft_veil \
             else params.plain_area
         plain_line = max(least, params.plain_spread_factor * background.most_plain)
         covers.append((cues.plain - plain_line) * params.cover_scale)
+    if cues.veiled is not None:
+        veiled_line = params.veiled_area if background.most_veiled is None \
+            else max(params.veiled_area, params.plain_spread_factor * background.most_veiled)
+        covers.append((cues.veiled - veiled_line) * params.cover_scale)
     if cues.unexplained is not None and background.most_unexplained is not None:
         unexplained_line = max(params.unexplained_area, params.plain_spread_factor * background.most_unexplained)
         covers.append((cues.unexplained - unexplained_line) * params.cover_scale)

@@ -135,8 +135,8 @@ def _scene_cues(v: object) -> list[tuple[str, float]]:
     cues = getattr(v, "scene_cues", None)
     if cues is None:
         return []
-    names = ("aligned", "cover", "plain", "unexplained", "glare", "soft", "edges", "contrast", "veil", "dulled",
-             "hidden_contrast", "displaced", "turned", "zoomed", "warped", "shifted")
+    names = ("aligned", "cover", "plain", "unexplained", "veiled", "glare", "soft", "edges", "contrast", "veil",
+             "dulled", "hidden_contrast", "displaced", "turned", "zoomed", "warped", "shifted")
     return [(n, float(getattr(cues, n))) for n in names if getattr(cues, n, None) is not None]
 
 

@@ -109,6 +109,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -168,6 +169,12 @@ _GLARE_RANK = 0.9
 GLARE_HALO = 30.0
 #: The focus grid (``vision.stats.ViewStats.focus_grid``): columns, rows.
 FOCUS_GRID = (12, 8)
+#: ``veiled``: a hidden focus cell is out of focus when its Laplacian's tail lies this far below the median
+#: of the cells still in view (half the log of the kurtosis: a sharp scene ~1.2-1.6, Gaussian grain 0.55)...
+VEILED_TAIL = 0.3
+#: ...and its local contrast fell at least this much (log) below the background's there. footage/tune,
+#: train and stress-tune/-train cases: 0.25-0.4 and 0.1-0.15 decide them alike (docs/evaluation.md).
+VEILED_CONTRAST = 0.1
 #: Fewer detailed cells still in view than this and ``soft`` is judged on all of them.
 _MIN_SEEN = 8
 #: The focus grid's cells judged for focus: those above this quantile of the background's focus.
@@ -362,6 +369,10 @@ class Background:
     #: The largest ``warped`` and ``shifted`` of a calibration view, left out the same way.
     most_warped: float = 0.0
     most_shifted: float = 0.0
+    #: The largest ``cover`` and ``veiled`` of a calibration view, left out the same way (None with fewer than
+    #: 3 views; ``veiled`` also without their focus grids).
+    most_cover: float | None = None
+    most_veiled: float | None = None
 
     @property
     def focus_spread(self) -> float:
@@ -392,6 +403,7 @@ class SceneCues:
     zoomed: float | None = None
     warped: float | None = None
     shifted: float | None = None
+    veiled: float | None = None
     # Defaults: cues added after the first four, so a SceneCues made with those alone still reads.
 
 
@@ -456,23 +468,29 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     texts = [layouts[i] for i, _ in usable]
     views = [_standardised(t, g) for t, g in zip(texts, greys)]
     layout = textured = stable = grey = blown = gradients = patches = None
-    least, most_plain, most_unexplained, most_turned, most_zoomed, most_warped, most_shifted = \
-        (1.0, None, None, 0.0, 0.0, 0.0, 0.0) if calibrated is None else \
+    least, most_plain, most_unexplained, most_turned, most_zoomed, most_warped, most_shifted, most_cover, \
+        most_veiled = (1.0, None, None, 0.0, 0.0, 0.0, 0.0, None, None) if calibrated is None else \
         (calibrated.least_aligned, calibrated.most_plain, calibrated.most_unexplained, calibrated.most_turned,
-         calibrated.most_zoomed, calibrated.most_warped, calibrated.most_shifted)
+         calibrated.most_zoomed, calibrated.most_warped, calibrated.most_shifted, calibrated.most_cover,
+         calibrated.most_veiled)
     if views:
         steadied = _steadied(views, texts)
         layout, textured, stable, gradients = _learn_layout(views, steadied)
         patches = _patches(layout, stable)
         if len(views) >= 3 and calibrated is None:
-            own = [m for m in _left_out(views, steadied, greys=greys)[1:] if m is not None]
-            least = min((m[0] for m in own), default=1.0)
-            most_plain = max((m[1] for m in own), default=0.0)
-            most_unexplained = max((m[2] for m in own), default=0.0)
-            most_turned = max((m[3] for m in own), default=0.0)
-            most_zoomed = max((m[4] for m in own), default=0.0)
-            most_warped = max((m[5] for m in own), default=0.0)
-            most_shifted = max((m[6] for m in own), default=0.0)
+            own_grids = [FocusGrid.parse(focus_grids[i]) for i, _ in usable] \
+                if len(focus_grids) == len(layouts) else None
+            own = [m for m in _left_out(views, steadied, greys=greys, grids=own_grids)[1:] if m is not None]
+            least = min((m.aligned for m in own), default=1.0)
+            most_plain = max((m.plain for m in own), default=0.0)
+            most_unexplained = max((m.unexplained for m in own), default=0.0)
+            most_turned = max((m.turned for m in own), default=0.0)
+            most_zoomed = max((m.zoomed for m in own), default=0.0)
+            most_warped = max((m.warped for m in own), default=0.0)
+            most_shifted = max((m.shifted for m in own), default=0.0)
+            most_cover = max((m.cover for m in own), default=0.0)
+            veiled = [m.veiled for m in own if m.veiled is not None]
+            most_veiled = max(veiled) if veiled else None
         median = _median(greys) if len(greys) > 1 else greys[0]
         cols, rows = _grid(median.shape)
         grey, blown = _cell_means(median, cols, rows), _blown(median, cols, rows)
@@ -490,7 +508,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
                          else _mid((g.edges - focus.edges)[detailed])) for g in grids)
     return Background(layout, textured, stable, focus, detailed, changes, len(views), least, grey, blown, most_plain,
                       most_unexplained, gradients, patches, most_turned, most_zoomed, most_warped,
-                      most_shifted)
+                      most_shifted, most_cover, most_veiled)
 
 
 def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> list[float | None]:
@@ -514,17 +532,32 @@ def agreement(layouts: Sequence[object], which: Sequence[int] | None = None) -> 
     chosen = None if which is None else set(which)
     wanted = None if chosen is None else {k for k, (i, _) in enumerate(usable) if i in chosen}
     for (i, _), value in zip(usable, _left_out(views, steadied, wanted)):
-        out[i] = None if value is None else value[0]
+        out[i] = None if value is None else value.aligned
     return out
 
 
+class _LeftOut(NamedTuple):
+    """A learning view's cues on the scene the other learning views make (``_left_out``)."""
+
+    aligned: float
+    plain: float
+    unexplained: float
+    turned: float
+    zoomed: float
+    warped: float
+    shifted: float
+    cover: float
+    veiled: float | None
+
+
 def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[int] | None = None,
-              greys: list[np.ndarray] | None = None) -> list[tuple[float, ...] | None]:
-    """Each view's (``aligned``, ``plain``, ``unexplained``, ``turned``, ``zoomed``, ``warped``, ``shifted``) on
-    the layout learned from the others (all but ``aligned`` 0.0 without ``greys``, the views in their own grey
-    levels, and the moves 0.0 where they cannot be judged); None where that layout has no texture, and for
-    views not in ``which`` when given."""
-    out: list[tuple[float, ...] | None] = []
+              greys: list[np.ndarray] | None = None, grids: Sequence[FocusGrid | None] | None = None
+              ) -> list[_LeftOut | None]:
+    """Each view's cues on the layout learned from the others (all but ``aligned`` and ``cover`` 0.0 without
+    ``greys``, the views in their own grey levels, and the moves 0.0 where they cannot be judged; ``veiled``
+    None without ``grids``, the views' focus grids, or where they differ); None where that layout has no
+    texture, and for views not in ``which`` when given."""
+    out: list[_LeftOut | None] = []
     for i in range(len(views)):
         if which is not None and i not in which:
             out.append(None)
@@ -534,7 +567,8 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
         if not int(tex.sum()):
             out.append(None)
             continue
-        corr = _compare(views[i], bg, gradients)[0]
+        corr, ev, eb = _compare(views[i], bg, gradients)
+        cover = _cover(tex, corr, ev, eb)
         plain = unexplained = turned = zoomed = warped = shifted = 0.0
         if greys is not None:
             cells = _grid(greys[i].shape)
@@ -543,9 +577,31 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
             others = [g for j, g in enumerate(greys) if j != i]
             unexplained = _unexplained(tex, corr, means, _cell_means(_median(others), *cells))
             turned, zoomed, warped, shifted = (m or 0.0 for m in _moves(views[i], _patches(bg, stab)))
-        out.append((float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed, warped,
-                    shifted))
+        veiled = _veiled_left_out(i, grids, tex & (corr < STABLE_CORRELATION), tex & (corr >= STABLE_CORRELATION))
+        out.append(_LeftOut(float(np.quantile(corr[stab], ALIGNED_QUANTILE)), plain, unexplained, turned, zoomed,
+                            warped, shifted, cover, veiled))
     return out
+
+
+def _veiled_left_out(i: int, grids: Sequence[FocusGrid | None] | None, hidden: np.ndarray, shown: np.ndarray
+                     ) -> float | None:
+    """``veiled`` of view ``i``'s focus grid on the focus the other views' grids make."""
+    if grids is None or any(g is None for g in grids):
+        return None
+    own = grids[i]
+    others = [g for j, g in enumerate(grids) if j != i]
+    assert own is not None
+    if any(g is None or len(g.focus) != len(own.focus) for g in others):
+        return None
+    learned = FocusGrid(np.median(np.stack([g.focus for g in others if g is not None]), axis=0),
+                        np.median(np.stack([g.contrast for g in others if g is not None]), axis=0), None)
+    return _veiled(own, hidden, shown, learned)
+
+
+def _cover(textured: np.ndarray, corr: np.ndarray, ev: np.ndarray, eb: np.ndarray) -> float:
+    """``SceneCues.cover`` of a view from its cells' correlations with a background and both gradient energies."""
+    lost = textured & (corr < STABLE_CORRELATION) & (ev < LOST_ENERGY * eb)
+    return _largest(lost) / int(textured.sum())
 
 
 def _plain(textured: np.ndarray, corr: np.ndarray, means: np.ndarray) -> float:
@@ -952,6 +1008,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
     """The cues of one view (its encoded layout and focus grid) on ``background``."""
     aligned = cover = soft = contrast = glare = soft_whole = contrast_whole = edges = edges_whole = plain = None
     veil = dulled = hidden_contrast = visible = hidden = shown = unexplained = turned = zoomed = warped = shifted = None
+    veiled = None
     raw = structure.decode_grey(layout)
     bg = background.layout
     if raw is not None and bg is not None and background.textured is not None \
@@ -964,8 +1021,7 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         aligned = float(np.quantile(corr[background.stable], ALIGNED_QUANTILE))
         visible = corr >= STABLE_CORRELATION
         hidden, shown = background.textured & ~visible, background.textured & visible
-        lost = hidden & (ev < LOST_ENERGY * eb)
-        cover = _largest(lost) / int(background.textured.sum())
+        cover = _cover(background.textured, corr, ev, eb)
         means = _cell_means(raw, *_grid(bg.shape))          # the view's mean grey per cell, for both
         plain = _plain(background.textured, corr, means)
         if background.grey is not None and background.grey.shape == means.shape:
@@ -989,9 +1045,25 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
             edges, edges_whole = _mid(peaks[seen]), _mid(peaks[detailed])
         if grid.edges is not None and hidden is not None and shown is not None:
             veil, dulled, hidden_contrast = _veil(grid, hidden, shown, background.focus)
+            veiled = _veiled(grid, hidden, shown, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
                      veil, dulled, hidden_contrast=hidden_contrast, unexplained=unexplained, turned=turned,
-                     zoomed=zoomed, warped=warped, shifted=shifted)
+                     zoomed=zoomed, warped=warped, shifted=shifted, veiled=veiled)
+
+
+def _veiled(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid) -> float | None:
+    """``SceneCues.veiled`` from a view's focus grid, its hidden and shown layout cells and the background's
+    focus grid; None where no cell is still in view or either grid lacks edges."""
+    if grid.edges is None or len(grid.focus) != FOCUS_GRID[0] * FOCUS_GRID[1] \
+            or len(learned.focus) != len(grid.focus):
+        return None
+    tail = grid.edges - grid.focus
+    behind, seen = _on_focus_grid(hidden, len(tail)), _on_focus_grid(shown, len(tail))
+    if not seen.any():
+        return None
+    soft = behind & (tail <= _mid(tail[seen]) - VEILED_TAIL) & (grid.contrast - learned.contrast <= -VEILED_CONTRAST)
+    columns, rows = FOCUS_GRID
+    return _largest(soft.reshape(rows, columns)) / len(tail)
 
 
 def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
