@@ -697,6 +697,7 @@ def test_a_soft_thing_over_a_fifth_of_the_view_is_veiled_what_is_in_focus_is_not
     focus and duller than the scene was there, as one region (``veiled``). Things in the scene, however many
     and however large, are as sharp as the rest. The embedding says "the same view" (similarity 1): only this
     cue can call it."""
+    from camwatch.core import lines
     frames = scene_frames(9, seed=3)
     st = _stats(frames)
     ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
@@ -711,6 +712,7 @@ def test_a_soft_thing_over_a_fifth_of_the_view_is_veiled_what_is_in_focus_is_not
         assert cues.veiled > params.veiled_area, (share, cues.veiled)
         assert cues.cover < params.cover_area and cues.plain < params.plain_soft_area, (share, cues)
         assert v.drifted and v.reason == "cover" and v.kind == "covered", (share, v.reason, v.kind)
+        assert lines.explanation(True, 1.0, 0.5, v.reason, None) == "something covers part of the view"
         assert not assess(np.array((1.0, 0.0), np.float32), view_stats(_soft_thing(frames[0], share)), [ref], 0.5,
                           params=DecisionParams(veiled_area=1.0), backgrounds=scenes).drifted
     for name, view in (("crowd", _things(frames[0], 30)), ("object", _object(frames[0], 0.4, flat=False))):

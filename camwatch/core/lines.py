@@ -63,7 +63,7 @@ def explanation(drifted: bool, similarity: float, threshold: float, reason: str,
                 return f"detail down to {sharpness_ratio:.0%} of the reference's"
             return "the view lost its detail"
         if reason == "cover":
-            return "part of the view lost its texture"
+            return "something covers part of the view"
         if reason == "glare":
             return "a light is blown out in the view"
         if reason == "turned":
