@@ -32,6 +32,14 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
   aligns. A region whose bordering textured cells mostly still align and moved
   off the line the same way is left out: a shadow falls across the wall and
   the structure beside it alike, a thing in front hides that structure.
+* ``veiled``: the largest connected region of the focus grid's cells whose
+  structure the view hides, whose Laplacian is much less heavy-tailed than
+  that of the cells still in view (``VEILED_TAIL``) and whose local contrast
+  fell from the background's there (``VEILED_CONTRAST``), as a share of the
+  grid. A cloth, a bag or a hand at the lens keeps some grain and shading, so
+  its cells neither lose their texture (``cover``) nor turn one colour
+  (``plain``), but they are out of focus and duller than the scene they hide;
+  people and cars bring their own edges and contrast.
 * ``glare``: the largest connected region of cells blown out (white) in the
   view that were not in the background, and that were darker there than
   cells the view still shows unblown, as a share of all cells. A light shone
