@@ -606,6 +606,12 @@ def _sharp_as_it_was(cues: scene.SceneCues, params: DecisionParams) -> bool:
         and cues.hidden_contrast >= params.scene_hidden_contrast
 
 
+def _own_line(least: float, own: float | None, params: DecisionParams) -> float:
+    """A cue's line for a camera: ``least``, or ``plain_spread_factor`` times the camera's own largest value of
+    the cue among its calibration views where that is higher (``own``; None: not measured, ``least`` alone)."""
+    return least if own is None else max(least, params.plain_spread_factor * own)
+
+
 def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background: scene.Background,
                    params: DecisionParams, night: bool = False, layout: object = None
                    ) -> tuple[float | None, scene.SceneCues]:
@@ -620,21 +626,17 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         margins["similarity"] = min(margins["similarity"], line - cues.aligned)
     covers = []
     if cues.cover is not None:
-        cover_line = params.cover_area if background.most_cover is None \
-            else max(params.cover_area, params.plain_spread_factor * background.most_cover)
-        covers.append((cues.cover - cover_line) * params.cover_scale)
+        covers.append((cues.cover - _own_line(params.cover_area, background.most_cover, params)) * params.cover_scale)
     # A one-colour region is judged against the camera's own: unknown until calibration kept 3 views or more.
     if cues.plain is not None and background.most_plain is not None:
         least = params.plain_soft_area if cues.veil is not None and cues.veil >= params.plain_soft_veil \
             else params.plain_area
-        plain_line = max(least, params.plain_spread_factor * background.most_plain)
-        covers.append((cues.plain - plain_line) * params.cover_scale)
+        covers.append((cues.plain - _own_line(least, background.most_plain, params)) * params.cover_scale)
     if cues.veiled is not None:
-        veiled_line = params.veiled_area if background.most_veiled is None \
-            else max(params.veiled_area, params.plain_spread_factor * background.most_veiled)
-        covers.append((cues.veiled - veiled_line) * params.cover_scale)
+        covers.append((cues.veiled - _own_line(params.veiled_area, background.most_veiled, params))
+                      * params.cover_scale)
     if cues.unexplained is not None and background.most_unexplained is not None:
-        unexplained_line = max(params.unexplained_area, params.plain_spread_factor * background.most_unexplained)
+        unexplained_line = _own_line(params.unexplained_area, background.most_unexplained, params)
         covers.append((cues.unexplained - unexplained_line) * params.cover_scale)
     if covers:
         margins["cover"] = max(covers)
@@ -642,15 +644,15 @@ def _scene_margins(margins: dict[str, float], cues: scene.SceneCues, background:
         margins["glare"] = (cues.glare - params.glare_area) * params.glare_scale
     if cues.turned is not None and cues.zoomed is not None:
         # Held to the camera's own as the other cues are: 4 x its largest among its calibration views.
-        turn_line = max(params.turn_degrees, params.plain_spread_factor * background.most_turned)
-        zoom_line = max(params.turn_zoom, params.plain_spread_factor * background.most_zoomed)
+        turn_line = _own_line(params.turn_degrees, background.most_turned, params)
+        zoom_line = _own_line(params.turn_zoom, background.most_zoomed, params)
         margins["turned"] = max((cues.turned - turn_line) * params.turn_scale,
                                 (cues.zoomed - zoom_line) * params.zoom_scale)
     elif cues.warped is not None:
-        warp_line = max(params.warp_share, params.plain_spread_factor * background.most_warped)
+        warp_line = _own_line(params.warp_share, background.most_warped, params)
         margins["turned"] = (cues.warped - warp_line) * params.warp_scale
     if cues.shifted is not None:
-        shift_line = max(params.shift_share, params.plain_spread_factor * background.most_shifted)
+        shift_line = _own_line(params.shift_share, background.most_shifted, params)
         shift = (cues.shifted - shift_line) * params.shift_scale
         margins["turned"] = max(margins.get("turned", shift), shift)
     in_place = cues.aligned is None or cues.aligned >= params.focus_aligned

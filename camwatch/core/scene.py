@@ -506,10 +506,7 @@ def learn(layouts: Sequence[object], focus_grids: Sequence[object], calibrated: 
     focus = detailed = None
     changes: tuple[tuple[float, float | None], ...] = ()
     if grids and all(len(g.focus) == len(grids[0].focus) for g in grids):
-        edges = [g.edges for g in grids if g.edges is not None]
-        focus = FocusGrid(np.median(np.stack([g.focus for g in grids]), axis=0),
-                          np.median(np.stack([g.contrast for g in grids]), axis=0),
-                          np.median(np.stack(edges), axis=0) if len(edges) == len(grids) else None)
+        focus = _median_grid(grids)
         detailed = focus.focus > np.quantile(focus.focus, _DETAILED_QUANTILE)
         changes = tuple((_mid((g.focus - focus.focus)[detailed]),
                          None if g.edges is None or focus.edges is None
@@ -593,17 +590,24 @@ def _left_out(views: list[np.ndarray], steadied: list[np.ndarray], which: set[in
 
 def _veiled_left_out(i: int, grids: Sequence[FocusGrid | None] | None, hidden: np.ndarray, shown: np.ndarray
                      ) -> float | None:
-    """``veiled`` of view ``i``'s focus grid on the focus the other views' grids make."""
-    if grids is None or any(g is None for g in grids):
+    """``veiled`` of view ``i``'s focus grid (its hidden and shown layout cells given) on the focus the other
+    views' grids make; None unless every view has a grid of one size."""
+    if grids is None:
         return None
-    own = grids[i]
-    others = [g for j, g in enumerate(grids) if j != i]
-    assert own is not None
-    if any(g is None or len(g.focus) != len(own.focus) for g in others):
+    known = [g for g in grids if g is not None]
+    if len(known) != len(grids) or any(len(g.focus) != len(known[i].focus) for g in known):
         return None
-    learned = FocusGrid(np.median(np.stack([g.focus for g in others if g is not None]), axis=0),
-                        np.median(np.stack([g.contrast for g in others if g is not None]), axis=0), None)
-    return _veiled(own, hidden, shown, learned)
+    size = len(known[i].focus)
+    return _veiled(known[i], _on_focus_grid(hidden, size), _on_focus_grid(shown, size),
+                   _median_grid([g for j, g in enumerate(known) if j != i]))
+
+
+def _median_grid(grids: Sequence[FocusGrid]) -> FocusGrid:
+    """The per-cell median of same-sized focus grids (edges only when every one has them): what views learn."""
+    edges = [g.edges for g in grids if g.edges is not None]
+    return FocusGrid(np.median(np.stack([g.focus for g in grids]), axis=0),
+                     np.median(np.stack([g.contrast for g in grids]), axis=0),
+                     np.median(np.stack(edges), axis=0) if len(edges) == len(grids) else None)
 
 
 def _cover(textured: np.ndarray, corr: np.ndarray, ev: np.ndarray, eb: np.ndarray) -> float:
@@ -1052,36 +1056,33 @@ def measure(layout: object, focus_grid: object, background: Background) -> Scene
         if peaks is not None:
             edges, edges_whole = _mid(peaks[seen]), _mid(peaks[detailed])
         if grid.edges is not None and hidden is not None and shown is not None:
-            veil, dulled, hidden_contrast = _veil(grid, hidden, shown, background.focus)
-            veiled = _veiled(grid, hidden, shown, background.focus)
+            behind, in_view = _on_focus_grid(hidden, len(grid.focus)), _on_focus_grid(shown, len(grid.focus))
+            veil, dulled, hidden_contrast = _veil(grid, behind, in_view, background.focus)
+            veiled = _veiled(grid, behind, in_view, background.focus)
     return SceneCues(aligned, cover, soft, contrast, glare, soft_whole, contrast_whole, edges, edges_whole, plain,
                      veil, dulled, hidden_contrast=hidden_contrast, unexplained=unexplained, turned=turned,
                      zoomed=zoomed, warped=warped, shifted=shifted, veiled=veiled)
 
 
-def _veiled(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid) -> float | None:
-    """``SceneCues.veiled`` from a view's focus grid, its hidden and shown layout cells and the background's
-    focus grid; None where no cell is still in view or either grid lacks edges."""
+def _veiled(grid: FocusGrid, behind: np.ndarray, seen: np.ndarray, learned: FocusGrid) -> float | None:
+    """``SceneCues.veiled`` from a view's focus grid, its focus cells hidden and still in view (``_on_focus_grid``)
+    and the background's focus grid; None where no cell is still in view or the view's grid lacks edges."""
     if grid.edges is None or len(grid.focus) != FOCUS_GRID[0] * FOCUS_GRID[1] \
-            or len(learned.focus) != len(grid.focus):
+            or len(learned.focus) != len(grid.focus) or not seen.any():
         return None
     tail = grid.edges - grid.focus
-    behind, seen = _on_focus_grid(hidden, len(tail)), _on_focus_grid(shown, len(tail))
-    if not seen.any():
-        return None
     soft = behind & (tail <= _mid(tail[seen]) - VEILED_TAIL) & (grid.contrast - learned.contrast <= -VEILED_CONTRAST)
     columns, rows = FOCUS_GRID
     return _largest(soft.reshape(rows, columns)) / len(tail)
 
 
-def _veil(grid: FocusGrid, hidden: np.ndarray, shown: np.ndarray, learned: FocusGrid | None
+def _veil(grid: FocusGrid, behind: np.ndarray, seen: np.ndarray, learned: FocusGrid | None
           ) -> tuple[float | None, float | None, float | None]:
     """(``SceneCues.veil``, ``SceneCues.dulled``, ``SceneCues.hidden_contrast``) from a view's focus grid, its
-    hidden and shown layout cells and the background's focus grid; None where a side is empty or the
-    background lacks what the cue compares with."""
+    focus cells hidden and still in view (``_on_focus_grid``) and the background's focus grid; None where a
+    side is empty or the background lacks what the cue compares with."""
     assert grid.edges is not None
     tail = grid.edges - grid.focus            # log(sqrt(mean L^4) / mean L^2): half the log of L's kurtosis
-    behind, seen = _on_focus_grid(hidden, len(tail)), _on_focus_grid(shown, len(tail))
     if not seen.any():
         return None, None, None
     veil = _mid(tail[seen]) - _mid(tail[behind]) if behind.any() else None
