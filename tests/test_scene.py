@@ -721,6 +721,43 @@ def test_a_soft_thing_over_a_fifth_of_the_view_is_veiled_what_is_in_focus_is_not
         assert v.scene_cues.veiled < 0.05 and not v.drifted, (name, v.scene_cues.veiled)
 
 
+def test_a_featureless_thing_at_the_lens_is_veiled_though_it_brings_contrast() -> None:
+    """A thing at the lens can show more contrast than the scene it hides (a shaded board over a dim wall, a
+    coarse cloth), so the contrast test of ``veiled`` passes it by. What gives it away is that its Laplacian
+    has no edge in it at all: half the log of its kurtosis near that of rounding noise (0.3) or grain (0.55),
+    ``VEILED_GRAIN`` below the cells still in view, where a scene in focus keeps 1.2-1.6. Judged on a real
+    view's focus grid whose middle cells are replaced by such a surface; cells merely softer than the rest,
+    with their contrast up, are not counted."""
+    from camwatch.core import scene
+    frames = scene_frames(9, seed=3)
+    st = _stats(frames)
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    bg = learn_backgrounds_from([ref], [(7, s) for s in st[1:]])[7]
+    grid = scene.FocusGrid.parse(st[0].focus_grid)
+    assert grid is not None and grid.edges is not None and bg.focus is not None
+    columns, rows = scene.FOCUS_GRID
+    block = np.zeros((rows, columns), bool)
+    block[2:6, 3:9] = True                                   # a quarter of the grid, in the middle
+    behind, seen = block.ravel(), ~block.ravel()
+    tail = grid.edges - grid.focus
+    assert float(np.median(tail[seen])) > 0.25 + scene.VEILED_GRAIN    # the scene keeps its edges
+
+    def covered(cell_tail: float) -> scene.FocusGrid:
+        edges = np.where(behind, grid.focus + cell_tail, grid.edges)
+        return scene.FocusGrid(grid.focus, np.where(behind, bg.focus.contrast + 0.3, grid.contrast), edges)
+
+    flat = scene._veiled(covered(0.25), behind, seen, bg.focus)
+    assert flat is not None and flat == block.sum() / block.size, flat
+    softer = float(np.median(tail[seen])) - scene.VEILED_TAIL - 0.05      # soft, but with edges
+    assert scene._veiled(covered(softer), behind, seen, bg.focus) == 0.0
+    old = scene.VEILED_GRAIN
+    try:
+        scene.VEILED_GRAIN = 99.0                            # the contrast test alone passes it by
+        assert scene._veiled(covered(0.25), behind, seen, bg.focus) == 0.0
+    finally:
+        scene.VEILED_GRAIN = old
+
+
 def _grainy(image: np.ndarray, sigma: float) -> np.ndarray:
     noise = np.random.default_rng(9).normal(0, sigma, image.shape)
     return np.clip(image + noise, 0, 255).astype(np.uint8)

@@ -35,10 +35,12 @@ rather than busy (lanes, doors, trees). A view is then judged by those cells:
 * ``veiled``: the largest connected region of the focus grid's cells whose
   structure the view hides, whose Laplacian is much less heavy-tailed than
   that of the cells still in view (``VEILED_TAIL``) and whose local contrast
-  fell from the background's there (``VEILED_CONTRAST``), as a share of the
-  grid. A cloth, a bag or a hand at the lens keeps some grain and shading, so
-  its cells neither lose their texture (``cover``) nor turn one colour
-  (``plain``), but they are out of focus and duller than the scene they hide;
+  fell from the background's there (``VEILED_CONTRAST``) or whose Laplacian
+  has no edge left in it at all (``VEILED_GRAIN``), as a share of the grid. A
+  cloth, a bag or a hand at the lens keeps some grain and shading, so its
+  cells neither lose their texture (``cover``) nor turn one colour
+  (``plain``), but they are out of focus and duller than the scene they hide,
+  or, where they bring contrast (a shaded board over a dim wall), edgeless;
   people and cars bring their own edges and contrast.
 * ``glare``: the largest connected region of cells blown out (white) in the
   view that were not in the background, and that were darker there than
@@ -183,6 +185,11 @@ VEILED_TAIL = 0.3
 #: ...and its local contrast fell at least this much (log) below the background's there. footage/tune,
 #: train and stress-tune/-train cases: 0.25-0.4 and 0.1-0.15 decide them alike (docs/evaluation.md).
 VEILED_CONTRAST = 0.1
+#: ...or, whatever its contrast did, its tail lies this much below them: a Laplacian with no edge in it, as
+#: of rounding noise (0.3) or grain (0.55) on a flat or shaded surface, where a scene in focus keeps 1.2-1.6.
+#: footage/tune, train and stress-tune/-train cases: 0.8 and above add no false alarm, 0.7 adds parked
+#: vehicles (docs/evaluation.md).
+VEILED_GRAIN = 0.9
 #: Fewer detailed cells still in view than this and ``soft`` is judged on all of them.
 _MIN_SEEN = 8
 #: The focus grid's cells judged for focus: those above this quantile of the background's focus.
@@ -1071,7 +1078,9 @@ def _veiled(grid: FocusGrid, behind: np.ndarray, seen: np.ndarray, learned: Focu
             or len(learned.focus) != len(grid.focus) or not seen.any():
         return None
     tail = grid.edges - grid.focus
-    soft = behind & (tail <= _mid(tail[seen]) - VEILED_TAIL) & (grid.contrast - learned.contrast <= -VEILED_CONTRAST)
+    mid = _mid(tail[seen])
+    soft = behind & (tail <= mid - VEILED_TAIL) & ((grid.contrast - learned.contrast <= -VEILED_CONTRAST)
+                                                  | (tail <= mid - VEILED_GRAIN))
     columns, rows = FOCUS_GRID
     return _largest(soft.reshape(rows, columns)) / len(tail)
 
