@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from media import scene_frames, scene_image
 
 from camwatch.core import scene, structure
@@ -721,14 +722,13 @@ def test_a_soft_thing_over_a_fifth_of_the_view_is_veiled_what_is_in_focus_is_not
         assert v.scene_cues.veiled < 0.05 and not v.drifted, (name, v.scene_cues.veiled)
 
 
-def test_a_featureless_thing_at_the_lens_is_veiled_though_it_brings_contrast() -> None:
+def test_a_featureless_thing_at_the_lens_is_veiled_though_it_brings_contrast(monkeypatch: pytest.MonkeyPatch) -> None:
     """A thing at the lens can show more contrast than the scene it hides (a shaded board over a dim wall, a
     coarse cloth), so the contrast test of ``veiled`` passes it by. What gives it away is that its Laplacian
     has no edge in it at all: half the log of its kurtosis near that of rounding noise (0.3) or grain (0.55),
     ``VEILED_GRAIN`` below the cells still in view, where a scene in focus keeps 1.2-1.6. Judged on a real
     view's focus grid whose middle cells are replaced by such a surface; cells merely softer than the rest,
     with their contrast up, are not counted."""
-    from camwatch.core import scene
     frames = scene_frames(9, seed=3)
     st = _stats(frames)
     ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
@@ -750,12 +750,8 @@ def test_a_featureless_thing_at_the_lens_is_veiled_though_it_brings_contrast() -
     assert flat is not None and flat == block.sum() / block.size, flat
     softer = float(np.median(tail[seen])) - scene.VEILED_TAIL - 0.05      # soft, but with edges
     assert scene._veiled(covered(softer), behind, seen, bg.focus) == 0.0
-    old = scene.VEILED_GRAIN
-    try:
-        scene.VEILED_GRAIN = 99.0                            # the contrast test alone passes it by
-        assert scene._veiled(covered(0.25), behind, seen, bg.focus) == 0.0
-    finally:
-        scene.VEILED_GRAIN = old
+    monkeypatch.setattr(scene, "VEILED_GRAIN", 99.0)          # the contrast test alone passes it by
+    assert scene._veiled(covered(0.25), behind, seen, bg.focus) == 0.0
 
 
 def _grainy(image: np.ndarray, sigma: float) -> np.ndarray:
