@@ -85,6 +85,14 @@ def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
     d = np.array([int(r["drifted"]) for r in got])
     y = np.array([r[2] for r in rows])
     assert np.array_equal(d == 1, s > 0)                                  # the decision is score > 0
+    # ...then why: the kind named and the rule that decided on every alerted view, on no other; the similarity
+    # and threshold of each; the learned scene's cues where calibration learned a scene (4 views a camera here)
+    assert all(bool(r["kind"]) == bool(r["reason"]) == (r["drifted"] == "1") for r in got)
+    assert {r["kind"] for r in got if r["drifted"] == "1"} <= {"moved", "covered", "defocused", "blinded"}
+    assert all(-1.0 <= float(r["similarity"]) <= 1.0 and r["threshold"] for r in got)
+    assert all(r["aligned_line"] and r["scene_aligned"] for r in got)
+    why = {(r["kind"], r["reason"]) for r in got if r["drifted"] == "1"}
+    assert why == {("moved", "turned"), ("defocused", "sharpness"), ("blinded", "no_contrast")}, why
     # The printed figures are the scores file's figures...
     assert doc["cases"] == len(rows)
     assert doc["auc"] == pytest.approx(roc_auc(y, s), abs=1e-4)

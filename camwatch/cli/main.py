@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a drift-bench case folder")
     p.add_argument("cases", metavar="CASES_DIR")
-    p.add_argument("--scores", metavar="OUT.csv", help="write query,score,drifted rows")
+    p.add_argument("--scores", metavar="OUT.csv",
+                   help="write query,score,drifted rows, then why: the kind named, the deciding rule, the "
+                        "similarity and threshold, and the learned scene's cues")
     p.add_argument("--model", help="ONNX model (default: the shipped one)")
     p.add_argument("--plot", metavar="ROC.png", help="write the ROC curve")
     p.add_argument("--method", default="model",

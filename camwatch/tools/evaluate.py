@@ -21,7 +21,7 @@ import math
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypedDict
 
@@ -65,6 +65,8 @@ class Result:
     drifted: np.ndarray
     thresholds: dict[str, float] = field(default_factory=dict)   # per camera, as used
     kinds_named: list[str | None] = field(default_factory=list)
+    #: Each case's verdict (the model's runs; None for a classical method's), for ``write_scores``.
+    verdicts: list[Verdict | None] = field(default_factory=list)
 
 
 # -- reading the case folder ----------------------------------------------------------------
@@ -321,6 +323,7 @@ def run_model(folder: Path, cases: list[Case], embedder: Embedder, calibrate: bo
     scores = np.zeros(len(cases))
     drifted = np.zeros(len(cases), bool)
     kinds: list[str | None] = [None] * len(cases)
+    decided: list[Verdict | None] = [None] * len(cases)
     thresholds: dict[str, float] = {}
     default = float(embedder.spec.threshold)
     with tempfile.TemporaryDirectory(prefix="camwatch-evaluate-") as state:
@@ -343,10 +346,10 @@ def run_model(folder: Path, cases: list[Case], embedder: Embedder, calibrate: bo
                 thresholds[camera], verdicts = judge_camera(refs, _embedded(embedder, cal) if cal else [],
                                                             queries, default)
                 for i, v in zip(idx, verdicts):
-                    scores[i], drifted[i], kinds[i] = v.score, v.drifted, v.kind
+                    scores[i], drifted[i], kinds[i], decided[i] = v.score, v.drifted, v.kind, v
         finally:
             store.close()
-    return Result(cases, scores, drifted, thresholds, kinds)
+    return Result(cases, scores, drifted, thresholds, kinds, decided)
 
 
 def run_baseline(folder: Path, cases: list[Case], name: str) -> Result:
@@ -363,13 +366,30 @@ def run_baseline(folder: Path, cases: list[Case], name: str) -> Result:
 # -- output -------------------------------------------------------------------------------
 
 
+#: The learned scene's cues, in ``write_scores``'s columns after the verdict's own.
+SCENE_COLUMNS = tuple(f.name for f in fields(scene.SceneCues))
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{float(value):.4f}"
+
+
 def write_scores(path: Path, result: Result) -> None:
+    """query, score, drifted (what drift-bench's scorer reads), then why: the kind named, the rule that
+    decided (``Verdict.reason``), the similarity and the threshold it was held to, the ``aligned`` line and
+    the learned scene's cues (``SCENE_COLUMNS``; empty where not measured or for a classical method)."""
+    verdicts = result.verdicts or [None] * len(result.cases)
     try:
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["query", "score", "drifted"])
-            for case, s, d in zip(result.cases, result.scores, result.drifted):
-                w.writerow([case.query, f"{float(s):.6f}", int(bool(d))])
+            w.writerow(["query", "score", "drifted", "kind", "reason", "similarity", "threshold", "aligned_line",
+                        *(f"scene_{name}" for name in SCENE_COLUMNS)])
+            for case, s, d, v in zip(result.cases, result.scores, result.drifted, verdicts):
+                why = [""] * (5 + len(SCENE_COLUMNS)) if v is None else \
+                    [v.kind or "", v.reason, _number(v.similarity), _number(v.threshold), _number(v.aligned_line),
+                     *(_number(None if v.scene_cues is None else getattr(v.scene_cues, name))
+                       for name in SCENE_COLUMNS)]
+                w.writerow([case.query, f"{float(s):.6f}", int(bool(d)), *why])
     except OSError as exc:
         raise EvaluationError(f"--scores {path}: cannot write it: {exc.strerror or exc}") from None
 
