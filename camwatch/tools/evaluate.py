@@ -382,10 +382,11 @@ def write_scores(path: Path, result: Result) -> None:
     try:
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["query", "score", "drifted", "kind", "reason", "similarity", "threshold", "aligned_line",
-                        *(f"scene_{name}" for name in SCENE_COLUMNS)])
+            why_columns = ["kind", "reason", "similarity", "threshold", "aligned_line",
+                           *(f"scene_{name}" for name in SCENE_COLUMNS)]
+            w.writerow(["query", "score", "drifted", *why_columns])
             for case, s, d, v in zip(result.cases, result.scores, result.drifted, verdicts):
-                why = [""] * (5 + len(SCENE_COLUMNS)) if v is None else \
+                why = [""] * len(why_columns) if v is None else \
                     [v.kind or "", v.reason, _number(v.similarity), _number(v.threshold), _number(v.aligned_line),
                      *(_number(None if v.scene_cues is None else getattr(v.scene_cues, name))
                        for name in SCENE_COLUMNS)]
