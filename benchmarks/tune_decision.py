@@ -37,10 +37,10 @@ whose hold the crowd rule's ``dulled`` test decides, and how many of them read g
 than softer: what ``scene_hidden_contrast`` is chosen against.
 
 ``--turned COUNTS`` is the safety trial of the busy cameras' early views judged together
-(``calibration.in_consensus``): a camera turned, covered or softened during calibration. For
+(``calibration.consensus``): a camera turned, covered or softened during calibration. For
 each count (e.g. ``4,6``) and each drifted query, that query replaces the last COUNT of its
 camera's calibration views (the same view repeated: turned views that agree perfectly, the
-worst case); a trial fails when those views join the scene. Printed per count and kind family.
+worst case); a trial fails when those views join the scene or lower its line. Printed per count and kind family.
 
 ``--kinds`` judges naming instead (detection is not changed by it): the kind
 table of ``camwatch evaluate`` (named kind against the true kind) per folder,
@@ -287,17 +287,20 @@ def print_hidden(folders: list[tuple[str, list[dict]]], default: float, params: 
 
 def print_turned(folders: list[tuple[str, list[dict]]], default: float, params: DecisionParams,
                  counts: list[int]) -> None:
-    """Per count of turned early views and per kind family: trials whose turned views joined the scene."""
+    """Per count of turned early views and per kind family: trials whose turned views joined the scene, or
+    lowered its line (``calibration.Consensus.least_aligned``)."""
     from camwatch.core import calibration
     joined: list[int] = []
-    consensus = calibration.in_consensus
+    lowered: list[float] = []
+    consensus = calibration.consensus
 
     def watched(references, kept, doubtful, p=SHIPPED):  # type: ignore[no-untyped-def]
         out = consensus(references, kept, doubtful, p)
-        joined.extend(id(s) for _, s in out)
+        joined.extend(id(s) for _, s in out.kept)
+        lowered.extend(out.least_aligned.values())
         return out
 
-    calibration.in_consensus = watched
+    calibration.consensus = watched
     try:
         for count in counts:
             trials: dict[str, int] = defaultdict(int)
@@ -310,16 +313,18 @@ def print_turned(folders: list[tuple[str, list[dict]]], default: float, params: 
                             continue
                         family = c.kind.split(":")[0]
                         joined.clear()
+                        lowered.clear()
                         calibrate_camera([cam["ref"]], kept + [(vec, stats)] * count, default, params)
                         trials[family] += 1
-                        if id(stats) in joined:
+                        if id(stats) in joined or lowered:
                             fails[family].append(f"{name}/{c.query}")
             total = sum(len(v) for v in fails.values())
-            print(f"{count} of the early views turned: {total} of {sum(trials.values())} trials joined the scene")
+            print(f"{count} of the early views turned: {total} of {sum(trials.values())} trials joined the scene "
+                  "or lowered its line")
             for family in sorted(trials):
                 print(f"  {family:<10} {len(fails[family]):3d} of {trials[family]:4d}  {' '.join(fails[family][:6])}")
     finally:
-        calibration.in_consensus = consensus
+        calibration.consensus = consensus
 
 
 def main() -> int:

@@ -16,12 +16,13 @@ from media import scene_frames, scene_image
 from camwatch.core import scene, structure
 from camwatch.core.calibration import (
     SceneHistory,
+    consensus,
     in_consensus,
     learn_backgrounds_from,
     provisional_backgrounds,
     relearn_backgrounds,
 )
-from camwatch.core.decision import DecisionParams, RefView, assess
+from camwatch.core.decision import DecisionParams, RefView, aligned_line, assess
 from camwatch.vision.stats import view_stats
 
 
@@ -499,6 +500,31 @@ def test_early_views_of_a_busy_camera_agree_with_each_other_a_turned_cameras_do_
     assert turned_views[0] not in mixed and len(mixed) >= 5
 
 
+def test_a_busy_early_view_left_out_of_the_scene_still_sets_how_little_the_camera_aligns() -> None:
+    """Of a busy road's early views, one is found in the scene (sharp traffic, nothing moved) yet aligns under
+    the line at which a view joins it: it is not learned, but the camera showed it, so the scene's line is
+    set by it too and not by the calmer views alone. Early views of the camera turned after enrolment
+    set nothing."""
+    st = _stats([_road(40 + i, vehicles=6) for i in range(9)])
+    ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
+    early = [(7, s) for s in st[1:]]
+    agreed = consensus([ref], [], early)
+    assert agreed.kept == in_consensus([ref], [], early) and 4 <= len(agreed.kept) < len(early)
+    least = agreed.least_aligned.get(7)
+    assert least is not None and 0.65 <= least < 0.8
+
+    plain = learn_backgrounds_from([ref], agreed.kept)[7]
+    learned = learn_backgrounds_from([ref], agreed.kept, agreed.least_aligned)[7]
+    assert learned.least_aligned == least < plain.least_aligned - 0.1
+    assert aligned_line(learned) == pytest.approx(least - 0.15) and aligned_line(plain) > aligned_line(learned) + 0.1
+    assert learned.stable is not None and plain.stable is not None
+    assert np.array_equal(learned.stable, plain.stable)        # what is learned is unchanged; only the line
+
+    turned = [(7, s) for s in _stats([_road(20 + i, vehicles=6, shift=25) for i in range(8)])]
+    moved = consensus([ref], [], turned)
+    assert moved.kept == [] and moved.least_aligned == {}
+
+
 def _lorry(image: np.ndarray) -> np.ndarray:
     """``image`` with a lorry's plain side, a few seams on it, over the right 70 % of the lower three quarters."""
     out = image.copy()
@@ -597,6 +623,36 @@ def test_the_daemon_learns_a_busy_cameras_scene_from_its_doubtful_early_views(tm
         t = threshold_for(cam, settings, embedder, store)      # type: ignore[arg-type]
     assert t.source == "calibrated" and t.samples == 2
     assert t.backgrounds is not None and t.backgrounds[ref.id].views >= 3 + 4
+
+
+def test_the_daemon_lowers_a_busy_cameras_line_by_a_doubtful_view_it_did_not_learn(tmp_path) -> None:
+    """The daemon's path to the line: the same consensus over doubtful samples in the real SQLite store."""
+    from types import SimpleNamespace
+
+    from servers import camera_config
+
+    from camwatch.config.schema import Settings
+    from camwatch.service.checks import threshold_for
+    from camwatch.store.references import ReferenceStore
+
+    st = _stats([_road(40 + i, vehicles=6) for i in range(9)])
+    embedder = SimpleNamespace(spec=SimpleNamespace(identity="m", threshold=0.5))   # only these are read
+    cam = camera_config("demo:road", id="road2")
+    settings = Settings.model_construct(calibration=Settings().calibration.model_copy(update={"checks": 2}))
+    with ReferenceStore(tmp_path) as store:
+        ref = store.add("road2", "day", cv2.imencode(".jpg", _road(40, vehicles=6))[1].tobytes(),
+                        np.array([1.0, 0.0]), "m", stats=st[0])
+        for s in st[1:3]:
+            store.add_calibration_sample("road2", "m", 0.9, structure=0.1, stats=s, reference_id=ref.id)
+        for s in st[3:]:
+            store.add_calibration_sample("road2", "m", 0.1, structure=0.9, stats=s, reference_id=ref.id,
+                                         doubtful=True)
+        t = threshold_for(cam, settings, embedder, store)      # type: ignore[arg-type]
+    refs = [RefView(np.array([1.0, 0.0], np.float32), st[0], id=ref.id)]
+    agreed = consensus(refs, [(ref.id, s) for s in st[1:3]], [(ref.id, s) for s in st[3:]])
+    least = agreed.least_aligned.get(ref.id)
+    assert least is not None and 0.65 <= least < 0.8
+    assert t.backgrounds is not None and t.backgrounds[ref.id].least_aligned == pytest.approx(least)
 
 
 def _things(image: np.ndarray, count: int, seed: int = 5) -> np.ndarray:

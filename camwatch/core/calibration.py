@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -80,12 +80,30 @@ def learn_backgrounds(references: Sequence[Reference], early: Sequence[tuple[Ver
     """
     kept = [(v.reference_id, s) for v, s in early if not v.drifted]
     doubtful = [(v.reference_id, s) for v, s in early if v.drifted and v.reason == "similarity"]
-    return learn_backgrounds_from(references, kept + in_consensus(references, kept, doubtful, params))
+    agreed = consensus(references, kept, doubtful, params)
+    return learn_backgrounds_from(references, kept + agreed.kept, agreed.least_aligned)
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """What a camera's doubtful early views came to (``consensus``)."""
+
+    #: The doubtful views that join their reference's scene, as (reference id, statistics).
+    kept: list[tuple[int | None, Stats]]
+    #: By reference id: the lowest ``aligned`` of a doubtful view found in the scene that did not join it
+    #: (``consensus``); absent for a reference that had none.
+    least_aligned: dict[int | None, float]
 
 
 def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | None, Stats]],
                  doubtful: Sequence[tuple[int | None, Stats]], params: DecisionParams = SHIPPED
                  ) -> list[tuple[int | None, Stats]]:
+    """The ``doubtful`` early views that join their reference's scene (``consensus``)."""
+    return consensus(references, kept, doubtful, params).kept
+
+
+def consensus(references: Sequence[Reference], kept: Sequence[tuple[int | None, Stats]],
+              doubtful: Sequence[tuple[int | None, Stats]], params: DecisionParams = SHIPPED) -> Consensus:
     """The ``doubtful`` early views (judged drifted on similarity alone) that belong to their reference's scene.
 
     Why: on a camera filled with traffic (a close-up road, a lorry in the
@@ -104,8 +122,18 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
     they show, still lets in those that show sharp things in the scene rather
     than a soft cover or a blur when its structure is hidden on their scene, not
     moved (``_hidden_not_moved``).
+
+    A doubtful view that passed all of that but aligned under ``scene_aligned``
+    does not join (one busy moment must not teach the scene its traffic), yet it
+    is a benign view of this camera all the same: how little it aligned is
+    returned, and the scene's ``least_aligned`` (its line) goes no higher than
+    that. Otherwise a busy road's line is set by its calmest early views alone
+    and the same traffic alarms minutes later. Only views aligned at least
+    ``scene_aligned_min + scene_aligned_margin`` count, so that no single view
+    takes the line to the floor.
     """
     out: list[tuple[int | None, Stats]] = []
+    least: dict[int | None, float] = {}
     for r in references:
         mine = [s for ref_id, s in doubtful if ref_id == r.id]
         if not mine:
@@ -124,7 +152,11 @@ def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | Non
                                   which=range(first, first + len(mine)))
         out += [(r.id, s) for s, a in zip(mine, aligned[first:])
                 if a is not None and a >= params.scene_aligned]
-    return out
+        below = [a for a in aligned[first:] if a is not None
+                 and params.scene_aligned_min + params.scene_aligned_margin <= a < params.scene_aligned]
+        if below:
+            least[r.id] = min(below)
+    return Consensus(out, least)
 
 
 def _in_the_scene(reference: Reference, doubtful: Sequence[Stats], params: DecisionParams,
@@ -174,14 +206,20 @@ def _hidden_not_moved(reference: Reference, doubtful: Sequence[Stats], params: D
     return found is not None and found <= aligned + params.scene_moved_gain
 
 
-def learn_backgrounds_from(references: Sequence[Reference], views: Sequence[tuple[int | None, Stats]]
+def learn_backgrounds_from(references: Sequence[Reference], views: Sequence[tuple[int | None, Stats]],
+                           least_aligned: Mapping[int | None, float] | None = None
                            ) -> dict[int | None, scene.Background]:
-    """Each reference's scene from its statistics and those of the views (reference id, stats) nearest to it."""
+    """Each reference's scene from its statistics and those of the views (reference id, stats) nearest to it;
+    ``least_aligned``: by reference id, an ``aligned`` of a benign early view its ``least_aligned`` stays
+    under (``Consensus.least_aligned``)."""
     out = {}
     for r in references:
         mine = [s for ref_id, s in views if ref_id == r.id]
-        out[r.id] = scene.learn([stat_value(r.stats, "layout")] + [stat_value(s, "layout") for s in mine],
-                                [stat_value(r.stats, "focus_grid")] + [stat_value(s, "focus_grid") for s in mine])
+        learned = scene.learn([stat_value(r.stats, "layout")] + [stat_value(s, "layout") for s in mine],
+                              [stat_value(r.stats, "focus_grid")] + [stat_value(s, "focus_grid") for s in mine])
+        lower = (least_aligned or {}).get(r.id)
+        out[r.id] = learned if lower is None or lower >= learned.least_aligned \
+            else replace(learned, least_aligned=lower)
     return out
 
 
