@@ -26,7 +26,7 @@ from .views import inside, moved_corners, out_size, render, sample_window, vibra
 #: scene is a view that only shook, and it must come out nearly identical.
 SHAKE_ONLY_POSITIVES = 0.25
 #: Share of (not shake-only) positives with a person or vehicle close to the lens.
-NEAR_OBJECT_POSITIVES = 0.15
+NEAR_OBJECT_POSITIVES = 0.2
 #: Share of defocused negatives blurred at full size before rendering (the rest: at view size).
 LENS_DEFOCUS = 0.6
 
@@ -209,8 +209,13 @@ def near_object(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | Non
     Close traffic is the benign change a global embedding confuses with a cover:
     a large region loses the scene's texture. What tells them apart is that a near
     object is sharp and textured like the world (its texture comes from another
-    scene), while a cover is soft and plain, so the object is pasted in focus.
+    scene), while a cover is soft and plain, so the object is pasted in focus. Never
+    a colour under a noise field: that is what a painted or cloth cover looks like
+    (``_cover_fill``), and the same picture cannot be benign here and drift there;
+    without a donor scene there is no near object.
     """
+    if donor is None:
+        return x
     h, w = x.shape[:2]
     frac = rng.uniform(0.15, 0.45)
     m = np.zeros((h, w), np.float32)
@@ -232,15 +237,11 @@ def near_object(rng: np.random.Generator, x: np.ndarray, donor: np.ndarray | Non
     if m.mean() < 0.05:
         return x
     m = cv2.GaussianBlur(m, (0, 0), 0.7)[..., None]
-    if donor is not None and rng.random() < 0.85:
-        dh, dw = donor.shape[:2]
-        cw, ch = int(dw * rng.uniform(0.2, 0.6)), int(dh * rng.uniform(0.2, 0.6))
-        sx, sy = int(rng.integers(0, dw - cw + 1)), int(rng.integers(0, dh - ch + 1))
-        patch = cv2.resize(donor[sy:sy + ch, sx:sx + cw], (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-        patch = cv2.addWeighted(patch, 1.6, cv2.GaussianBlur(patch, (0, 0), 1.5), -0.6, 0)  # close: crisp
-    else:
-        patch = np.full((h, w, 3), rng.uniform(20, 200, 3), np.float32)
-        patch *= (0.6 + 0.8 * _noise_field(rng, h, w, rng.uniform(3, 10)))[..., None]
+    dh, dw = donor.shape[:2]
+    cw, ch = int(dw * rng.uniform(0.2, 0.6)), int(dh * rng.uniform(0.2, 0.6))
+    sx, sy = int(rng.integers(0, dw - cw + 1)), int(rng.integers(0, dh - ch + 1))
+    patch = cv2.resize(donor[sy:sy + ch, sx:sx + cw], (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    patch = cv2.addWeighted(patch, 1.6, cv2.GaussianBlur(patch, (0, 0), 1.5), -0.6, 0)  # close: crisp
     return x * (1 - m) + patch * m
 
 
@@ -306,10 +307,13 @@ COVER_KINDS = ("dark", "grey", "cloth", "hand", "tape", "paint", "translucent", 
 
 
 def cover(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """Something on or near the lens over 25-100% of the view; near the lens means soft edges."""
+    """Something on or near the lens over 15-100% of the view; near the lens means soft edges."""
     h, w = x.shape[:2]
     kind = COVER_KINDS[int(rng.integers(len(COVER_KINDS)))]
-    frac = 1.0 if rng.random() < 0.25 else rng.uniform(0.15, 1.0)
+    # Half of the partial covers hide 15-45 %: a strip or a hand at the edge, which leaves most of the scene's
+    # structure in view and so is the one the learned scene's cues alone find least often.
+    pick = rng.random()
+    frac = 1.0 if pick < 0.2 else rng.uniform(0.15, 0.45) if pick < 0.6 else rng.uniform(0.45, 1.0)
     if kind == "paint" and rng.random() < 0.6:   # several spray blobs
         m = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(2, 6))):

@@ -81,6 +81,8 @@ def test_a_near_object_is_large_and_in_focus(scene):
         if changed.any():
             assert _detail(np.where(changed[..., None], out, 0)) > 0.5 * _detail(np.where(changed[..., None], scene, 0))
     assert max(shares) > 0.15 and np.median(shares) > 0.1
+    # Without another scene's texture there is no near object: a plain colour would be drawn as a cover is.
+    assert np.array_equal(augment.near_object(np.random.default_rng(0), scene.copy(), None), scene)
 
 
 def test_lens_defocus_happens_at_full_size_and_gently(scene):
