@@ -596,63 +596,49 @@ def test_a_cloth_held_still_through_calibration_is_not_learned_though_the_rest_a
     assert len(in_consensus([ref], [], early)) == 8     # without the cover test, every one was
 
 
+def _daemon_threshold(tmp_path, camera: str, reference: np.ndarray, st: list) -> tuple:
+    """The daemon's threshold_for on a camera whose reference has statistics ``st[0]``, with ``st[1:3]`` stored
+    as benign calibration samples and the rest as doubtful ones, in the real SQLite store; and the reference's id."""
+    from types import SimpleNamespace
+
+    from servers import camera_config
+
+    from camwatch.config.schema import Settings
+    from camwatch.service.checks import threshold_for
+    from camwatch.store.references import ReferenceStore
+
+    embedder = SimpleNamespace(spec=SimpleNamespace(identity="m", threshold=0.5))   # only these are read
+    cam = camera_config("demo:road", id=camera)
+    settings = Settings.model_construct(calibration=Settings().calibration.model_copy(update={"checks": 2}))
+    with ReferenceStore(tmp_path) as store:
+        ref = store.add(camera, "day", cv2.imencode(".jpg", reference)[1].tobytes(), np.array([1.0, 0.0]), "m",
+                        stats=st[0])
+        for s in st[1:3]:
+            store.add_calibration_sample(camera, "m", 0.9, structure=0.1, stats=s, reference_id=ref.id)
+        for s in st[3:]:
+            store.add_calibration_sample(camera, "m", 0.1, structure=0.9, stats=s, reference_id=ref.id,
+                                         doubtful=True)
+        return threshold_for(cam, settings, embedder, store), ref.id     # type: ignore[arg-type]
+
+
 def test_the_daemon_learns_a_busy_cameras_scene_from_its_doubtful_early_views(tmp_path) -> None:
     """The daemon's path: early views drifted on their similarity alone are stored as doubtful samples in
     the real SQLite store; once calibrated, the camera's scene is learned from the benign ones and the
     doubtful ones that agree, while its threshold counts the benign ones only."""
-    from types import SimpleNamespace
-
-    from servers import camera_config
-
-    from camwatch.config.schema import Settings
-    from camwatch.service.checks import threshold_for
-    from camwatch.store.references import ReferenceStore
-
-    st = _stats([_road(i) for i in range(9)])
-    embedder = SimpleNamespace(spec=SimpleNamespace(identity="m", threshold=0.5))   # only these are read
-    cam = camera_config("demo:road", id="road")
-    settings = Settings.model_construct(calibration=Settings().calibration.model_copy(update={"checks": 2}))
-    with ReferenceStore(tmp_path) as store:
-        ref = store.add("road", "day", cv2.imencode(".jpg", _road(0))[1].tobytes(), np.array([1.0, 0.0]), "m",
-                        stats=st[0])
-        for s in st[1:3]:
-            store.add_calibration_sample("road", "m", 0.9, structure=0.1, stats=s, reference_id=ref.id)
-        for s in st[3:]:
-            store.add_calibration_sample("road", "m", 0.1, structure=0.9, stats=s, reference_id=ref.id,
-                                         doubtful=True)
-        t = threshold_for(cam, settings, embedder, store)      # type: ignore[arg-type]
+    t, ref_id = _daemon_threshold(tmp_path, "road", _road(0), _stats([_road(i) for i in range(9)]))
     assert t.source == "calibrated" and t.samples == 2
-    assert t.backgrounds is not None and t.backgrounds[ref.id].views >= 3 + 4
+    assert t.backgrounds is not None and t.backgrounds[ref_id].views >= 3 + 4
 
 
 def test_the_daemon_lowers_a_busy_cameras_line_by_a_doubtful_view_it_did_not_learn(tmp_path) -> None:
-    """The daemon's path to the line: the same consensus over doubtful samples in the real SQLite store."""
-    from types import SimpleNamespace
-
-    from servers import camera_config
-
-    from camwatch.config.schema import Settings
-    from camwatch.service.checks import threshold_for
-    from camwatch.store.references import ReferenceStore
-
+    """The daemon's path to the line: the same consensus over the doubtful samples it stored."""
     st = _stats([_road(40 + i, vehicles=6) for i in range(9)])
-    embedder = SimpleNamespace(spec=SimpleNamespace(identity="m", threshold=0.5))   # only these are read
-    cam = camera_config("demo:road", id="road2")
-    settings = Settings.model_construct(calibration=Settings().calibration.model_copy(update={"checks": 2}))
-    with ReferenceStore(tmp_path) as store:
-        ref = store.add("road2", "day", cv2.imencode(".jpg", _road(40, vehicles=6))[1].tobytes(),
-                        np.array([1.0, 0.0]), "m", stats=st[0])
-        for s in st[1:3]:
-            store.add_calibration_sample("road2", "m", 0.9, structure=0.1, stats=s, reference_id=ref.id)
-        for s in st[3:]:
-            store.add_calibration_sample("road2", "m", 0.1, structure=0.9, stats=s, reference_id=ref.id,
-                                         doubtful=True)
-        t = threshold_for(cam, settings, embedder, store)      # type: ignore[arg-type]
-    refs = [RefView(np.array([1.0, 0.0], np.float32), st[0], id=ref.id)]
-    agreed = consensus(refs, [(ref.id, s) for s in st[1:3]], [(ref.id, s) for s in st[3:]])
-    least = agreed.least_aligned.get(ref.id)
+    t, ref_id = _daemon_threshold(tmp_path, "road2", _road(40, vehicles=6), st)
+    refs = [RefView(np.array([1.0, 0.0], np.float32), st[0], id=ref_id)]
+    agreed = consensus(refs, [(ref_id, s) for s in st[1:3]], [(ref_id, s) for s in st[3:]])
+    least = agreed.least_aligned.get(ref_id)
     assert least is not None and 0.65 <= least < 0.8
-    assert t.backgrounds is not None and t.backgrounds[ref.id].least_aligned == pytest.approx(least)
+    assert t.backgrounds is not None and t.backgrounds[ref_id].least_aligned == pytest.approx(least)
 
 
 def _things(image: np.ndarray, count: int, seed: int = 5) -> np.ndarray:
