@@ -257,7 +257,7 @@ def test_new_references_start_the_hysteresis_afresh():
 
 
 def test_calibration_samples_from_benign_views_and_doubtful_ones_while_calibrating():
-    """A view drifted on its similarity alone is recorded as doubtful (calibration.in_consensus judges it
+    """A view drifted on its similarity alone is recorded as doubtful (calibration.consensus judges it
     with the rest); one drifted by another rule (a soft lens, a cover) is not recorded at all."""
     clock, m = Clock(), Monitor("gate", Policy(confirm=3))
     good = V(False, 0.95, structure=0.02)

@@ -17,7 +17,6 @@ from camwatch.core import scene, structure
 from camwatch.core.calibration import (
     SceneHistory,
     consensus,
-    in_consensus,
     learn_backgrounds_from,
     provisional_backgrounds,
     relearn_backgrounds,
@@ -482,7 +481,7 @@ def test_early_views_of_a_busy_camera_agree_with_each_other_a_turned_cameras_do_
     early = [(7, s) for s in st[1:]]
     assert sum((scene.measure(s.layout, s.focus_grid, alone).aligned or 0.0) < 0.8 for _, s in early) >= 4
 
-    kept = in_consensus([ref], [], early)
+    kept = consensus([ref], [], early).kept
     assert len(kept) >= 5
     learned = learn_backgrounds_from([ref], kept)[7]
     assert learned.stable is not None and alone.stable is not None
@@ -495,8 +494,8 @@ def test_early_views_of_a_busy_camera_agree_with_each_other_a_turned_cameras_do_
     assert off is not None and off < 0.6
 
     turned_views = [(7, s) for s in _stats([_road(20 + i, shift=25) for i in range(6)])]
-    assert in_consensus([ref], [], turned_views) == []
-    mixed = in_consensus([ref], [], early + turned_views[:1])
+    assert consensus([ref], [], turned_views).kept == []
+    mixed = consensus([ref], [], early + turned_views[:1]).kept
     assert turned_views[0] not in mixed and len(mixed) >= 5
 
 
@@ -509,7 +508,7 @@ def test_a_busy_early_view_left_out_of_the_scene_still_sets_how_little_the_camer
     ref = RefView(np.array([1.0, 0.0], np.float32), st[0], id=7)
     early = [(7, s) for s in st[1:]]
     agreed = consensus([ref], [], early)
-    assert agreed.kept == in_consensus([ref], [], early) and 4 <= len(agreed.kept) < len(early)
+    assert 4 <= len(agreed.kept) < len(early)
     least = agreed.least_aligned.get(7)
     assert least is not None and 0.65 <= least < 0.8
 
@@ -549,16 +548,16 @@ def test_a_reference_with_a_lorry_in_it_still_learns_its_road_a_turned_camera_do
     early = [(7, s) for s in st[1:]]
     on_early = scene.agreement([s.layout for s in st], which=[0])[0]
     assert on_early is not None and 0.5 <= on_early < 0.8
-    kept = in_consensus([ref], [], early)
+    kept = consensus([ref], [], early).kept
     assert len(kept) >= 6
 
     turned = [(7, s) for s in _stats([_road(20 + i, vehicles=2, shift=25) for i in range(8)])]
-    assert in_consensus([ref], [], turned) == []
+    assert consensus([ref], [], turned).kept == []
 
     from camwatch.core import calibration
     with monkeypatch.context() as m:
         m.setattr(calibration, "_hidden_not_moved", lambda *args: False)
-        assert in_consensus([ref], [], early) == []      # the reference's line alone keeps them all out
+        assert consensus([ref], [], early).kept == []      # the reference's line alone keeps them all out
 
 
 def test_a_camera_covered_during_calibration_does_not_learn_its_cover(monkeypatch) -> None:
@@ -571,11 +570,11 @@ def test_a_camera_covered_during_calibration_does_not_learn_its_cover(monkeypatc
     on_covered = scene.agreement([st[0].layout] + [s.layout for s in covered], which=[0])[0]
     assert on_covered is not None and 0.5 <= on_covered < 0.8
     early = [(7, s) for s in covered]
-    assert in_consensus([ref], [], early) == []
+    assert consensus([ref], [], early).kept == []
 
     from camwatch.core import calibration
     monkeypatch.setattr(calibration, "_in_the_scene", lambda reference, doubtful, params, sharp: list(doubtful))
-    assert len(in_consensus([ref], [], early)) >= 6     # without the test of what hides it, all were
+    assert len(consensus([ref], [], early).kept) >= 6     # without the test of what hides it, all were
 
 
 def test_a_cloth_held_still_through_calibration_is_not_learned_though_the_rest_aligns(monkeypatch) -> None:
@@ -589,11 +588,11 @@ def test_a_cloth_held_still_through_calibration_is_not_learned_though_the_rest_a
     on_covered = scene.agreement([st[0].layout] + [s.layout for s in covered], which=[0])[0]
     assert on_covered is not None and on_covered >= 0.8
     early = [(7, s) for s in covered]
-    assert in_consensus([ref], [], early) == []
+    assert consensus([ref], [], early).kept == []
 
     from camwatch.core import calibration
     monkeypatch.setattr(calibration, "_in_the_scene", lambda reference, doubtful, params, sharp: list(doubtful))
-    assert len(in_consensus([ref], [], early)) == 8     # without the cover test, every one was
+    assert len(consensus([ref], [], early).kept) == 8     # without the cover test, every one was
 
 
 def _daemon_threshold(tmp_path, camera: str, reference: np.ndarray, st: list) -> tuple:

@@ -72,7 +72,7 @@ def learn_backgrounds(references: Sequence[Reference], early: Sequence[tuple[Ver
                       params: DecisionParams = SHIPPED) -> dict[int | None, scene.Background]:
     """Each reference's scene learned from it and the early views nearest to it that were not judged
     drifted, or that were judged drifted on their similarity alone yet agree with the others
-    (``in_consensus``).
+    (``consensus``).
 
     ``camwatch evaluate`` calls this with a camera's calibration views, as the
     daemon records them; a turned camera's views are judged drifted and disagree
@@ -93,13 +93,6 @@ class Consensus:
     #: By reference id: the lowest ``aligned`` of a doubtful view found in the scene that did not join it
     #: (``consensus``); absent for a reference that had none.
     least_aligned: dict[int | None, float]
-
-
-def in_consensus(references: Sequence[Reference], kept: Sequence[tuple[int | None, Stats]],
-                 doubtful: Sequence[tuple[int | None, Stats]], params: DecisionParams = SHIPPED
-                 ) -> list[tuple[int | None, Stats]]:
-    """The ``doubtful`` early views that join their reference's scene (``consensus``)."""
-    return consensus(references, kept, doubtful, params).kept
 
 
 def consensus(references: Sequence[Reference], kept: Sequence[tuple[int | None, Stats]],

@@ -63,7 +63,7 @@ class Emit:
 class RecordCalibration:
     """An early view's similarity, structure distance and statistics, for the camera's calibration.
 
-    ``doubtful``: judged drifted on its similarity alone (``calibration.in_consensus`` decides later).
+    ``doubtful``: judged drifted on its similarity alone (``calibration.consensus`` decides later).
     """
 
     similarity: float

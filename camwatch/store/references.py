@@ -482,7 +482,7 @@ class ReferenceStore:
         """Remember one post-enrolment similarity (and structure distance) so a restart does not forget calibration.
 
         ``doubtful``: the view was judged drifted on its similarity alone; it counts
-        for no threshold and waits to be judged with the rest (``calibration.in_consensus``);
+        for no threshold and waits to be judged with the rest (``calibration.consensus``);
         only the newest ``DOUBTFUL_KEPT`` of them are kept, so a camera that calibrates
         slowly does not pile them up. Written at most checks while a camera calibrates,
         so not checkpointed on its own (``Database.transaction``): a sample lost with a
