@@ -103,6 +103,8 @@ def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
     assert doc["default_false_alarm_rate"] == 0.0 and doc["default_detection_rate"] == 1.0
     assert set(doc["per_kind_alert_rate"]) == {"benign:noise", "benign:light", "moved:shift", "defocus", "blinded"}
     assert set(doc["thresholds"]) == {"gate", "yard"}
+    benign = {cam: sum(1 for r in rows if r[0] == cam and r[2] == 0) for cam in ("gate", "yard")}
+    assert doc["false_alarms_by_camera"] == {cam: {"alarms": 0, "benign": n} for cam, n in benign.items()}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     roc = cv2.imread(str(plot))
     assert roc.shape == (500, 500, 3)
@@ -110,7 +112,8 @@ def test_model_figures_and_scores_file(bench, tmp_path: Path) -> None:
     if SCORE_PY.exists():   # agree with the benchmark's own scorer where it is available
         ref = subprocess.run([sys.executable, str(SCORE_PY), str(cases / "cases.csv"), str(scores)],
                              capture_output=True, text=True, timeout=60)
-        assert json.loads(ref.stdout) == {k: v for k, v in doc.items() if k not in ("method", "thresholds", "kinds")}
+        assert json.loads(ref.stdout) == {k: v for k, v in doc.items()
+                                          if k not in ("method", "thresholds", "kinds", "false_alarms_by_camera")}
 
 
 def test_kind_table_in_text_and_json(bench) -> None:
@@ -233,6 +236,7 @@ def test_text_output_and_calibration_switch(bench) -> None:
     assert "detection at 1% false alarms: 1.0000" in out.stdout
     assert "default decision: false-alarm rate 0.0000, detection rate 1.0000" in out.stdout
     assert "  blinded        1.000" in out.stdout
+    assert "false alarms by camera: none on any of 2 cameras" in out.stdout
     calibrated = json.loads(run(str(cases), "--model", str(model), "--json").stdout)["thresholds"]
     fixed = json.loads(run(str(cases), "--model", str(model), "--json", "--no-calibration").stdout)["thresholds"]
     assert set(fixed.values()) == {0.9}                     # the model's default
@@ -251,6 +255,26 @@ def test_baselines_in_the_same_harness(bench, tmp_path: Path, method: str) -> No
     y = np.array([r[2] for r in rows])
     assert doc["auc"] == pytest.approx(roc_auc(y, s), abs=1e-4)
     assert doc["auc"] > 0.7     # moved and blurred views are not subtle here
+
+
+def test_false_alarms_are_counted_and_printed_per_camera() -> None:
+    """The pooled rate hides which camera alarms: each camera's benign queries and alarms, the worst first."""
+    from camwatch.cli.evaluate import format_camera_alarms
+    from camwatch.tools.evaluate import Case, Result, false_alarms_by_camera
+
+    cases = [Case("road", f"q/r{i}.jpg", 0, "benign:scene") for i in range(4)] \
+        + [Case("road", "q/r9.jpg", 1, "covered")] \
+        + [Case("hall", f"q/h{i}.jpg", 0, "benign:light") for i in range(10)] \
+        + [Case("yard", f"q/y{i}.jpg", 0, "benign:noise") for i in range(5)] + [Case("dock", "q/d.jpg", 1, "moved")]
+    drifted = np.array([1, 1, 0, 0, 1] + [1] + [0] * 9 + [0] * 5 + [1], bool)
+    by_camera = false_alarms_by_camera(Result(cases, drifted.astype(float), drifted))
+    assert by_camera == {"hall": {"alarms": 1, "benign": 10}, "road": {"alarms": 2, "benign": 4},
+                         "yard": {"alarms": 0, "benign": 5}}            # a drifted view is no false alarm
+    assert format_camera_alarms(by_camera).splitlines() == [
+        "false alarms by camera (default decision; none on the other 1):",
+        "  road  2 of 4 benign (50.0%)",
+        "  hall  1 of 10 benign (10.0%)",
+    ]
 
 
 def test_metric_definitions() -> None:

@@ -8,7 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-from camwatch.tools.evaluate import NOT_ALERTED, Figures, KindTable, evaluate, kind_table, write_scores
+from camwatch.tools.evaluate import (
+    NOT_ALERTED,
+    CameraAlarms,
+    Figures,
+    KindTable,
+    evaluate,
+    false_alarms_by_camera,
+    kind_table,
+    write_scores,
+)
 from camwatch.tools.roc_plot import write_plot
 
 
@@ -25,6 +34,19 @@ def format_figures(fig: Figures, method: str) -> str:
         "alert rate per kind:",
     ]
     lines += [f"  {k:<14} {v:.3f}" for k, v in fig["per_kind_alert_rate"].items()]
+    return "\n".join(lines)
+
+
+def format_camera_alarms(by_camera: dict[str, CameraAlarms]) -> str:
+    """The cameras that alarmed on benign queries, worst first, as the text report prints them."""
+    alarmed = sorted(((row["alarms"] / row["benign"], cam, row) for cam, row in by_camera.items() if row["alarms"]),
+                     key=lambda t: (-t[0], t[1]))
+    if not alarmed:
+        return f"false alarms by camera: none on any of {len(by_camera)} cameras"
+    width = max(len(cam) for _, cam, _ in alarmed)
+    lines = [f"false alarms by camera (default decision; none on the other {len(by_camera) - len(alarmed)}):"]
+    lines += [f"  {cam.ljust(width)}  {row['alarms']} of {row['benign']} benign ({100 * share:.1f}%)"
+              for share, cam, row in alarmed]
     return "\n".join(lines)
 
 
@@ -57,13 +79,17 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(Path(args.plot), result, f"{Path(args.cases).name}: {method}")
     kinds = kind_table(result.cases, result.drifted, result.kinds_named)
+    by_camera = false_alarms_by_camera(result)
     if args.json:
-        doc = dict(fig, method=method, thresholds={k: round(v, 4) for k, v in result.thresholds.items()})
+        doc = dict(fig, method=method, thresholds={k: round(v, 4) for k, v in result.thresholds.items()},
+                   false_alarms_by_camera=by_camera)
         if kinds is not None:
             doc["kinds"] = kinds
         print(json.dumps(doc, indent=1))
     else:
         print(format_figures(fig, method))
+        if by_camera:
+            print(format_camera_alarms(by_camera))
         if kinds is not None:
             print(format_kind_table(kinds))
         if result.thresholds:

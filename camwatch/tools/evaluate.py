@@ -190,6 +190,29 @@ def figures(result: Result) -> Figures:
     }
 
 
+class CameraAlarms(TypedDict):
+    """One camera's false alarms under the default decision: alerted benign queries, of its benign queries."""
+
+    alarms: int
+    benign: int
+
+
+def false_alarms_by_camera(result: Result) -> dict[str, CameraAlarms]:
+    """Each camera's false alarms, for every camera with benign queries, by camera name.
+
+    Why beside the pooled rate: a pooled 0.6% can hide one camera alarming on
+    one benign view in thirteen, which is what its operator lives with; the
+    issue's target is per camera too.
+    """
+    out: dict[str, CameraAlarms] = {}
+    for case, drifted in zip(result.cases, result.drifted):
+        if case.label == 0:
+            row = out.setdefault(case.camera, {"alarms": 0, "benign": 0})
+            row["benign"] += 1
+            row["alarms"] += int(bool(drifted))
+    return dict(sorted(out.items()))
+
+
 # -- the named kind against the true kind --------------------------------------------------
 
 #: Columns of the kind table: the kinds a drifted view is named (core.types.KINDS), then the
