@@ -6,7 +6,8 @@ every method through ``camwatch evaluate``'s own code, and prints one table of
 means over the seeds (AUC, detection at 1% and 0.1% false alarms, the default
 decision's false-alarm and detection rates, every kind's alert rate and,
 for the methods that name kinds, the share of each family's alerts named
-right: ``camwatch evaluate``'s kind table).
+right: ``camwatch evaluate``'s kind table), and the false-alarm rate of the
+camera that alarms most, pooled over the seeds (named on stderr).
 Dev footage is for this report only: nothing is tuned on it.
 
     python benchmarks/eval_dev.py [--shared ../shared] [--seeds 1,2,3] [--out DIR] [--markdown]
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from harness import REPO
 
-from camwatch.tools.evaluate import detection_at, evaluate, kind_table, roc_auc
+from camwatch.tools.evaluate import detection_at, evaluate, false_alarms_by_camera, kind_table, roc_auc
 
 SEED_ARCH = REPO / "benchmarks" / "baselines" / "seed-arch.onnx"
 
@@ -89,12 +90,17 @@ def main() -> int:
             print(f"(skipping seed-arch: {SEED_ARCH} not found)", file=sys.stderr)
             continue
         figs = []
+        alarms: dict[str, list[int]] = {}      # per camera, pooled over the seeds: [alarms, benign]
         for folder in folders:
             if method in ("model", "seed-arch"):
                 model = str(SEED_ARCH) if method == "seed-arch" else a.model
                 result, fig = evaluate(folder, "model", model)
             else:
                 result, fig = evaluate(folder, method)
+            for cam, row in false_alarms_by_camera(result).items():
+                pooled = alarms.setdefault(cam, [0, 0])
+                pooled[0] += row["alarms"]
+                pooled[1] += row["benign"]
             fig.update(per_kind_scores(result))
             fig.update(named_right(result))
             figs.append(fig)
@@ -109,8 +115,11 @@ def main() -> int:
             mean[key] = statistics.mean(f["per_kind_ranking"][key] for f in figs)
         for key in figs[0].get("named_right", {}):
             mean[key] = statistics.mean(f["named_right"].get(key, float("nan")) for f in figs)
+        worst = max(alarms, key=lambda cam: (alarms[cam][0] / alarms[cam][1], cam))
+        mean["worst camera FA"] = alarms[worst][0] / alarms[worst][1]     # pooled over the seeds, not a mean
         rows[method] = mean
-        print(f"{method}: done", file=sys.stderr)
+        print(f"{method}: done; most false alarms on {worst} ({alarms[worst][0]} of {alarms[worst][1]} benign "
+              "over the seeds)", file=sys.stderr)
 
     columns = list(dict.fromkeys(c for r in rows.values() for c in r))   # every method's, in order
     names = {"auc": "AUC", "tpr_at_fpr_1pct": "det@1%FA", "tpr_at_fpr_0.1pct": "det@0.1%FA",
