@@ -80,8 +80,19 @@ def learn_backgrounds(references: Sequence[Reference], early: Sequence[tuple[Ver
     """
     kept = [(v.reference_id, s) for v, s in early if not v.drifted]
     doubtful = [(v.reference_id, s) for v, s in early if v.drifted and v.reason == "similarity"]
+    return learn_calibrated(references, kept, doubtful, params)[1]
+
+
+def learn_calibrated(references: Sequence[Reference], kept: Sequence[tuple[int | None, Stats]],
+                     doubtful: Sequence[tuple[int | None, Stats]], params: DecisionParams = SHIPPED
+                     ) -> tuple[list[tuple[int | None, Stats]], dict[int | None, scene.Background]]:
+    """(the views learned from, each reference's scene) from a camera's early views, (reference id, stats):
+    the ``kept`` ones and the ``doubtful`` ones ``consensus`` lets join, each scene's line no higher than
+    the doubtful views it found in the scene but did not let join. ``camwatch evaluate`` (through
+    ``learn_backgrounds``) and the daemon (``service.checks``) both learn a calibrated scene here."""
     agreed = consensus(references, kept, doubtful, params)
-    return learn_backgrounds_from(references, kept + agreed.kept, agreed.least_aligned)
+    views = [*kept, *agreed.kept]
+    return views, learn_backgrounds_from(references, views, agreed.least_aligned)
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,8 @@ def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
                  views: Sequence[tuple[int | None, Mapping[str, object]]],
                  history: calibration.SceneHistory | None = None,
                  doubtful: Sequence[tuple[int | None, Mapping[str, object]]] = ()) -> dict[int | None, Background]:
-    """Each reference's learned scene (``calibration.learn_backgrounds_from`` on the calibration views and
-    the doubtful ones ``calibration.consensus`` keeps, its line no higher than the doubtful ones it found
-    in the scene but did not keep, then ``calibration.relearn_backgrounds`` from
+    """Each reference's learned scene (``calibration.learn_calibrated`` from the calibration views and the
+    doubtful ones, then ``calibration.relearn_backgrounds`` from
     what it learned since), kept until its sources change."""
     def keys(vs: Sequence[tuple[int | None, Mapping[str, object]]]) -> tuple[object, ...]:
         return tuple((ref_id, v.get("brightness"), v.get("sharpness")) for ref_id, v in vs)
@@ -160,13 +159,8 @@ def _backgrounds(camera_id: str, model: str, refs: Sequence[Reference],
     if hit is not None and hit[0][:-1] == sources:
         calibrated, learned_from = hit[1], hit[3]
     else:
-        learned_from = list(views)
-        least: dict[int | None, float] = {}
-        if doubtful:
-            agreed = calibration.consensus(refs, views, doubtful)
-            learned_from += [(ref_id, v) for ref_id, v in agreed.kept if isinstance(v, Mapping)]
-            least = agreed.least_aligned
-        calibrated = calibration.learn_backgrounds_from(refs, learned_from, least)
+        learned, calibrated = calibration.learn_calibrated(refs, views, doubtful)
+        learned_from = [(ref_id, v) for ref_id, v in learned if isinstance(v, Mapping)]
     scenes = calibration.relearn_backgrounds(refs, calibrated, learned_from, history) \
         if history is not None and generation else calibrated
     with _SCENES_LOCK:
